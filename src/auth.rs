@@ -1,0 +1,244 @@
+//! Tokens and scopes (DESIGN §6): issuing, hashing, and resolving a presented token.
+//!
+//! Only the SHA-256 of a token is stored. Lookups go by that hash, so the time a
+//! lookup takes says nothing about how close a guess was to a real token. Owns the
+//! in-memory cache of valid tokens; the HTTP layer (`http::auth`) decides which scope
+//! each route needs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError, TokenRecord};
+
+/// File in the data directory that holds the first admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Every token starts with this, so leaked ones are easy to scan for.
+const TOKEN_PREFIX: &str = "sf_";
+
+/// What a token may do. Each scope includes the ones below it: `admin` ⊃ `write` ⊃
+/// `read`, so a producer's token can also watch the feed it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Dashboards and subscriptions.
+    Read,
+    /// Ingest and the coordinator.
+    Write,
+    /// Token management.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("unknown scope {other:?}; expected read, write or admin")),
+        }
+    }
+}
+
+/// Who is calling: the resolved token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub name: String,
+    pub scope: Scope,
+}
+
+impl Principal {
+    /// The caller when auth is off (`--no-auth` on loopback): may do everything.
+    pub fn anonymous() -> Self {
+        Principal { token_id: "-".into(), name: "anonymous".into(), scope: Scope::Admin }
+    }
+
+    pub fn may(&self, needed: Scope) -> bool {
+        self.scope >= needed
+    }
+}
+
+/// A freshly issued token: the secret is shown once and never stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Issued {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub token: String,
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Resolves presented tokens, with a cache of the valid ones.
+pub struct Tokens {
+    store: Arc<dyn Store>,
+    /// Hash → principal for tokens seen valid. Bounded by the number of issued tokens;
+    /// unknown tokens are never cached. Locked only for a map access.
+    valid: RwLock<HashMap<String, Principal>>,
+}
+
+impl Tokens {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Tokens { store, valid: RwLock::new(HashMap::new()) }
+    }
+
+    /// The principal for `token`, or `None` when it is unknown or revoked.
+    ///
+    /// # Errors
+    /// The token table could not be read.
+    pub async fn resolve(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Ok(None);
+        }
+        let h = hash(token);
+        if let Some(p) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(&h) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(record) = self.store.token_by_hash(&h).await? else { return Ok(None) };
+        if record.revoked {
+            return Ok(None);
+        }
+        let Ok(scope) = record.scope.parse::<Scope>() else {
+            tracing::warn!(token_id = %record.id, scope = %record.scope, "stored token has an unknown scope; refusing it");
+            return Ok(None);
+        };
+        let principal = Principal { token_id: record.id, name: record.name, scope };
+        self.valid.write().unwrap_or_else(|p| p.into_inner()).insert(h, principal.clone());
+        Ok(Some(principal))
+    }
+
+    /// Issues a new token with `scope`.
+    ///
+    /// # Errors
+    /// The token could not be stored.
+    pub async fn issue(&self, scope: Scope, name: &str) -> Result<Issued, StoreError> {
+        issue(self.store.as_ref(), scope, name).await
+    }
+}
+
+/// Issues a token straight into a store (the CLI uses this without a server).
+///
+/// # Errors
+/// The token could not be stored.
+pub async fn issue(store: &dyn Store, scope: Scope, name: &str) -> Result<Issued, StoreError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let mut id = [0u8; 8];
+    rand::rng().fill_bytes(&mut id);
+    let id = hex::encode(id);
+    let record = TokenRecord {
+        id: id.clone(),
+        name: name.to_owned(),
+        scope: scope.as_str().to_owned(),
+        created_ms: chrono::Utc::now().timestamp_millis(),
+        revoked: false,
+    };
+    store.insert_token(record, hash(&token)).await?;
+    Ok(Issued { id, name: name.to_owned(), scope, token })
+}
+
+/// Errors making the first admin token.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not write {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// On a store with no tokens at all, issues an admin token and writes it to
+/// `<data_dir>/admin.token`, readable by the owner only. Returns it when it made one.
+///
+/// # Errors
+/// The store or the file could not be written.
+pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<Issued>, BootstrapError> {
+    if store.token_count().await? > 0 {
+        return Ok(None);
+    }
+    let issued = issue(store, Scope::Admin, "admin (first start)").await?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_private(&path, &format!("{}\n", issued.token))
+        .map_err(|source| BootstrapError::File { path: path.display().to_string(), source })?;
+    Ok(Some(issued))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[test]
+    fn scopes_include_the_ones_below() {
+        let admin = Principal { scope: Scope::Admin, ..Principal::anonymous() };
+        let read = Principal { scope: Scope::Read, ..Principal::anonymous() };
+        assert!(admin.may(Scope::Write) && admin.may(Scope::Read));
+        assert!(read.may(Scope::Read) && !read.may(Scope::Write));
+        assert!("owner".parse::<Scope>().is_err());
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_resolve_and_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), 1).unwrap());
+        let first = bootstrap_admin(store.as_ref(), dir.path()).await.unwrap().unwrap();
+        assert!(bootstrap_admin(store.as_ref(), dir.path()).await.unwrap().is_none(), "only on first start");
+        let on_disk = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE)).unwrap();
+        assert_eq!(on_disk.trim(), first.token);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let tokens = Tokens::new(Arc::clone(&store));
+        assert_eq!(tokens.resolve(&first.token).await.unwrap().unwrap().scope, Scope::Admin);
+        let reader = tokens.issue(Scope::Read, "dash").await.unwrap();
+        assert_eq!(tokens.resolve(&reader.token).await.unwrap().unwrap().scope, Scope::Read);
+        assert!(tokens.resolve("sf_0000").await.unwrap().is_none());
+        assert!(tokens.resolve("nonsense").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! The server's settings, validated once at start.
+//!
+//! Owns every limit and default of the running server and the rule that ties them
+//! together (`--no-auth` only on loopback). Parsing flags and environment variables is
+//! `cli`'s job; this module only holds and checks the result.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
+use crate::ingest::IngestRules;
+use crate::writer::WriterSettings;
+
+/// Default WebSocket event frames per second per subscription (the ADR's limit).
+pub const DEFAULT_MAX_FRAMES_PER_SEC: u32 = 10;
+/// Default cap on a request body, bytes: room for a full batch of 1 000 events.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Cap on one message from a WebSocket client (DESIGN §3).
+pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+/// Bad client messages tolerated on one WebSocket before it is closed (DESIGN §3).
+pub const MAX_CLIENT_ERRORS: u32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; default 127.0.0.1:8000 (`--bind`, `SWARMFEED_BIND`).
+    pub bind: SocketAddr,
+    /// Holds the database and `admin.token`; default ./data (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// Serve without credentials; refused unless `bind` is loopback.
+    pub no_auth: bool,
+    /// Event frames per second per subscription; 0 sends each event at once.
+    pub max_frames_per_sec: u32,
+    /// Recent events kept in memory; older ones are read from the store.
+    pub ring_capacity: usize,
+    /// What one frame (or SSE flush, or poll answer) may carry.
+    pub frame_limit: ReadLimit,
+    pub writer: WriterSettings,
+    pub ingest: IngestRules,
+    /// Cap on a request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Read-only database connections.
+    pub read_connections: usize,
+    /// How long shutdown waits for connections to close before giving up on them.
+    pub shutdown_grace: Duration,
+    /// Interval of SSE keep-alive comments and WebSocket pings.
+    pub keepalive: Duration,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--no-auth is only allowed on a loopback address, not {0}; bind to 127.0.0.1 or use tokens")]
+    NoAuthOffLoopback(SocketAddr),
+    #[error("{name} must be at least {min}")]
+    TooSmall { name: &'static str, min: usize },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            no_auth: false,
+            max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,
+            ring_capacity: DEFAULT_RING_CAPACITY,
+            frame_limit: ReadLimit { max_events: 5_000, max_bytes: 4 * 1024 * 1024 },
+            writer: WriterSettings::default(),
+            ingest: IngestRules::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            read_connections: crate::store::sqlite::DEFAULT_READ_CONNECTIONS,
+            shutdown_grace: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Config {
+    /// # Errors
+    /// The first setting that cannot work, named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.no_auth && !self.bind.ip().is_loopback() {
+            return Err(ConfigError::NoAuthOffLoopback(self.bind));
+        }
+        let mins = [
+            ("--ring-capacity", self.ring_capacity, 1),
+            ("--writer-queue-events", self.writer.queue_events, crate::ingest::MAX_BATCH),
+            ("--read-connections", self.read_connections, 1),
+            ("--max-body-bytes", self.max_body_bytes, 1024),
+        ];
+        for (name, value, min) in mins {
+            if value < min {
+                return Err(ConfigError::TooSmall { name, min });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_auth_is_refused_off_loopback() {
+        let mut c = Config { no_auth: true, ..Config::default() };
+        assert!(c.validate().is_ok());
+        c.bind = "0.0.0.0:8000".parse().unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::NoAuthOffLoopback(_))));
+        c.bind = "[::1]:8000".parse().unwrap();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_writer_queue_smaller_than_a_batch_is_refused() {
+        let mut c = Config::default();
+        c.writer.queue_events = 10;
+        assert!(matches!(c.validate(), Err(ConfigError::TooSmall { name: "--writer-queue-events", .. })));
+    }
+}

@@ -1,0 +1,365 @@
+//! The event: the one record swarmfeed stores and streams.
+//!
+//! Owns the field limits of DESIGN §2, the known-type table (icon, label, display
+//! template) that every view reads, the shape of a committed [`Event`] as it is held in
+//! the ring, and its one JSON encoding. It does not parse request bodies (`ingest`) or
+//! talk to storage (`store`).
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Longest producer id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest event type, in characters.
+pub const MAX_TYPE_CHARS: usize = 64;
+/// Longest `source`, `task_id` or `agent_id`, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// One row of the known-type table of DESIGN §2.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KnownType {
+    /// The event type, e.g. `task.assigned`.
+    pub event_type: &'static str,
+    /// The icon every view shows beside it.
+    pub icon: &'static str,
+    /// A short label for filter chips and legends.
+    pub label: &'static str,
+    /// The display text; `{name}` is replaced by that key of the event's `data` (or by
+    /// `agent_id` for `{agent}`), see [`render_display`].
+    pub display: &'static str,
+}
+
+/// The one table of known types. Every view, the API (`GET /api/event-types`) and the
+/// terminal client read it from here; nothing copies it.
+pub const KNOWN_TYPES: &[KnownType] = &[
+    KnownType { event_type: "task.created", icon: "📝", label: "Task created", display: "New task: {description}" },
+    KnownType { event_type: "task.bidding", icon: "⏳", label: "Bidding open", display: "Bidding open" },
+    KnownType {
+        event_type: "task.assigned",
+        icon: "👤",
+        label: "Task assigned",
+        display: "Task assigned to {agent} ({bid_sats} sats)",
+    },
+    KnownType { event_type: "task.started", icon: "▶️", label: "Task started", display: "Task started" },
+    KnownType { event_type: "task.completed", icon: "✅", label: "Task completed", display: "Task completed" },
+    KnownType { event_type: "task.failed", icon: "❌", label: "Task failed", display: "Task failed: {reason}" },
+    KnownType { event_type: "agent.joined", icon: "🟢", label: "Agent joined", display: "Agent {name} joined" },
+    KnownType { event_type: "agent.left", icon: "🔴", label: "Agent left", display: "Agent {name} left" },
+    KnownType {
+        event_type: "agent.status_changed", icon: "🔄", label: "Agent status", display: "{name} is {status}"
+    },
+    KnownType { event_type: "bid.submitted", icon: "💰", label: "Bid", display: "Bid: {bid_sats} sats from {agent}" },
+    KnownType { event_type: "auction.closed", icon: "🏁", label: "Auction closed", display: "Auction closed" },
+    KnownType { event_type: "tool.called", icon: "🔧", label: "Tool called", display: "Tool: {tool_name}" },
+    KnownType { event_type: "tool.completed", icon: "⚙️", label: "Tool completed", display: "Tool: {tool_name}" },
+    KnownType { event_type: "tool.failed", icon: "💥", label: "Tool failed", display: "Tool: {tool_name}" },
+    KnownType { event_type: "system.error", icon: "⚠️", label: "Error", display: "{message}" },
+    KnownType { event_type: "system.warning", icon: "🔶", label: "Warning", display: "{message}" },
+    KnownType { event_type: "system.info", icon: "ℹ️", label: "Info", display: "{message}" },
+];
+
+/// The icon shown for a type that is not in [`KNOWN_TYPES`].
+pub const UNKNOWN_ICON: &str = "•";
+
+/// The known-type row for `event_type`, if it has one.
+pub fn known_type(event_type: &str) -> Option<&'static KnownType> {
+    KNOWN_TYPES.iter().find(|k| k.event_type == event_type)
+}
+
+/// Fills a display template from an event's data: `{key}` becomes the value of `key`
+/// (strings bare, other JSON as written), `{agent}` falls back to the event's
+/// `agent_id`; a placeholder with nothing to fill it is left empty. Unknown types
+/// display as their type name.
+pub fn render_display(
+    event_type: &str,
+    agent_id: Option<&str>,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let Some(known) = known_type(event_type) else {
+        return event_type.to_owned();
+    };
+    let mut out = String::with_capacity(known.display.len() + 16);
+    let mut rest = known.display;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let key = &after[..close];
+        match data.get(key) {
+            Some(serde_json::Value::String(s)) => out.push_str(s),
+            Some(serde_json::Value::Null) | None => {
+                if key == "agent" {
+                    let named = data.get("agent_name").and_then(|v| v.as_str());
+                    out.push_str(named.or(agent_id).unwrap_or(""));
+                }
+            }
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `s` has the event-type shape `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`.
+/// Hand-written because it runs once per ingested event.
+pub fn is_valid_event_type(s: &str) -> bool {
+    is_dotted_name(s, 2)
+}
+
+/// Whether `s` is `min_segments` or more dot-separated segments of `[a-z][a-z0-9_]*`.
+pub(crate) fn is_dotted_name(s: &str, min_segments: usize) -> bool {
+    let mut segments = 0;
+    for segment in s.split('.') {
+        let mut bytes = segment.bytes();
+        match bytes.next() {
+            Some(b'a'..=b'z') => {}
+            _ => return false,
+        }
+        if !bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_')) {
+            return false;
+        }
+        segments += 1;
+    }
+    segments >= min_segments
+}
+
+/// An event that passed validation and redaction and waits to be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The producer's idempotency key, or a UUIDv7 made at ingest.
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub task_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// The redacted `data` object, compact JSON; `{}` when the producer sent none.
+    pub data: String,
+}
+
+/// A committed event as every viewer receives it.
+///
+/// The JSON is made once, at commit (or when read back from the store), and shared by
+/// every subscriber as [`Bytes`]: fan-out to N viewers costs N reference counts, not N
+/// serialisations. It is stored as a complete WebSocket `event` frame so that the
+/// common case, one event in a frame, is sent without copying; the bare payload is a
+/// zero-copy slice of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub event_type: Box<str>,
+    pub source: Box<str>,
+    pub task_id: Option<Box<str>>,
+    pub agent_id: Option<Box<str>>,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    frame: Bytes,
+}
+
+const FRAME_PREFIX: &str = r#"{"type":"event","payload":"#;
+const FRAME_SUFFIX: &str = "}";
+
+/// The wire shape of an event payload (DESIGN §3); field order is the documented one.
+#[derive(Serialize)]
+struct Payload<'a> {
+    seq: u64,
+    id: &'a str,
+    event_type: &'a str,
+    source: &'a str,
+    task_id: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    timestamp: &'a str,
+    data: &'a RawValue,
+}
+
+/// The fields of an event as they come out of a store row or a commit.
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    pub seq: u64,
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub source: &'a str,
+    pub task_id: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub ts_ms: i64,
+    /// Compact JSON of the `data` object, as stored.
+    pub data: &'a str,
+}
+
+/// A stored `data` column that is not a JSON value; only a corrupted store yields it.
+#[derive(Debug, thiserror::Error)]
+#[error("stored data of event {seq} is not JSON: {source}")]
+pub struct CorruptData {
+    pub seq: u64,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl Event {
+    /// Builds the shared encoding of a committed event.
+    ///
+    /// # Errors
+    /// [`CorruptData`] when `parts.data` is not valid JSON, which only a damaged store
+    /// produces: ingest always stores what it serialised itself.
+    pub fn encode(parts: EventParts<'_>) -> Result<Self, CorruptData> {
+        let data: &RawValue =
+            serde_json::from_str(parts.data).map_err(|source| CorruptData { seq: parts.seq, source })?;
+        let timestamp = format_timestamp(parts.ts_ms);
+        let payload = Payload {
+            seq: parts.seq,
+            id: parts.id,
+            event_type: parts.event_type,
+            source: parts.source,
+            task_id: parts.task_id,
+            agent_id: parts.agent_id,
+            timestamp: &timestamp,
+            data,
+        };
+        let mut frame = Vec::with_capacity(FRAME_PREFIX.len() + 160 + parts.data.len());
+        frame.extend_from_slice(FRAME_PREFIX.as_bytes());
+        // Serialising borrowed strings and a raw value into a Vec cannot fail.
+        serde_json::to_writer(&mut frame, &payload).expect("payload serialises");
+        frame.extend_from_slice(FRAME_SUFFIX.as_bytes());
+        Ok(Event {
+            seq: parts.seq,
+            event_type: parts.event_type.into(),
+            source: parts.source.into(),
+            task_id: parts.task_id.map(Into::into),
+            agent_id: parts.agent_id.map(Into::into),
+            ts_ms: parts.ts_ms,
+            frame: Bytes::from(frame),
+        })
+    }
+
+    /// The event's JSON object (DESIGN §3 `payload`), shared, not copied.
+    pub fn payload(&self) -> Bytes {
+        self.frame.slice(FRAME_PREFIX.len()..self.frame.len() - FRAME_SUFFIX.len())
+    }
+
+    /// A complete WebSocket `{"type":"event","payload":…}` frame, shared, not copied.
+    pub fn frame(&self) -> Bytes {
+        self.frame.clone()
+    }
+
+    /// Approximate heap bytes this event holds, for bounding buffers by size.
+    pub fn weight(&self) -> usize {
+        self.frame.len() + self.event_type.len() + self.source.len() + 64
+    }
+}
+
+/// Writes `[payload,payload,…]` to `out`: the shared bytes, concatenated, never
+/// re-serialised.
+pub fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.payload());
+    }
+    out.push(b']');
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T21:19:51.123Z`.
+pub fn format_timestamp(ts_ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ts_ms) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        // Out of chrono's range (±262 000 years): only a corrupted clock gets here.
+        None => "1970-01-01T00:00:00.000Z".to_owned(),
+    }
+}
+
+/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_shape_follows_the_design_pattern() {
+        for good in ["task.created", "a.b", "agent.status_changed", "x1.y_2.z"] {
+            assert!(is_valid_event_type(good), "{good}");
+        }
+        for bad in ["", "task", "Task.created", "task.", ".task", "task..x", "1a.b", "a.B", "a-b.c", "a.b c", "a._b"] {
+            assert!(!is_valid_event_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn known_types_are_valid_and_unique() {
+        for (i, k) in KNOWN_TYPES.iter().enumerate() {
+            assert!(is_valid_event_type(k.event_type));
+            assert!(KNOWN_TYPES[..i].iter().all(|o| o.event_type != k.event_type));
+        }
+    }
+
+    fn sample() -> Event {
+        Event::encode(EventParts {
+            seq: 7,
+            id: "a\"b",
+            event_type: "task.created",
+            source: "coordinator",
+            task_id: Some("t1"),
+            agent_id: None,
+            ts_ms: 1_764_105_591_123,
+            data: r#"{"description":"x <y>"}"#,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn payload_is_the_frame_without_its_envelope() {
+        let e = sample();
+        let frame: serde_json::Value = serde_json::from_slice(&e.frame()).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&e.payload()).unwrap();
+        assert_eq!(frame["type"], "event");
+        assert_eq!(frame["payload"], payload);
+        assert_eq!(payload["seq"], 7);
+        assert_eq!(payload["id"], "a\"b");
+        assert_eq!(payload["agent_id"], serde_json::Value::Null);
+        assert_eq!(payload["timestamp"], "2025-11-25T21:19:51.123Z");
+        assert_eq!(payload["data"]["description"], "x <y>");
+    }
+
+    #[test]
+    fn corrupt_data_is_an_error_not_a_panic() {
+        let err = Event::encode(EventParts { data: "{", ..parts_of_sample() }).unwrap_err();
+        assert_eq!(err.seq, 1);
+    }
+
+    fn parts_of_sample() -> EventParts<'static> {
+        EventParts {
+            seq: 1,
+            id: "i",
+            event_type: "a.b",
+            source: "s",
+            task_id: None,
+            agent_id: None,
+            ts_ms: 0,
+            data: "{}",
+        }
+    }
+
+    #[test]
+    fn display_templates_fill_from_data_and_agent_id() {
+        let data = serde_json::json!({"bid_sats": 42, "description": "sort"});
+        let data = data.as_object().unwrap();
+        assert_eq!(render_display("task.assigned", Some("forge"), data), "Task assigned to forge (42 sats)");
+        assert_eq!(render_display("task.created", None, data), "New task: sort");
+        assert_eq!(render_display("custom.thing", None, data), "custom.thing");
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let s = format_timestamp(1_764_105_591_123);
+        assert_eq!(parse_timestamp(&s), Some(1_764_105_591_123));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+}

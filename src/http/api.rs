@@ -1,0 +1,260 @@
+//! The JSON API of DESIGN §4 for events, tokens and health.
+//!
+//! Handlers parse input into domain types at the edge and hand the work to the
+//! writer, the store or the hub; they hold no state of their own. Streaming endpoints
+//! live in `transport`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiBody, ApiError, ApiQuery};
+use crate::auth::Scope;
+use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
+use crate::filter::{Filter, FilterQuery};
+use crate::store::{Order, Query};
+
+/// Most events one `GET /api/events` page returns (DESIGN §4).
+pub const MAX_PAGE: usize = 1000;
+/// Page size when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
+/// Longest window `GET /api/summary` covers, minutes (one day).
+const MAX_SUMMARY_MINUTES: u32 = 24 * 60;
+/// Bodies above this are parsed on the blocking pool: a 16 MiB batch takes tens of
+/// milliseconds to parse, which would stall every connection sharing the worker.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
+
+/// A JSON response from bytes we already hold encoded.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// `POST /api/events`: one event or a batch, all or nothing; 201 after commit.
+#[tracing::instrument(skip_all, fields(bytes = body.len()))]
+pub async fn post_events(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
+    let events = if body.len() <= PARSE_INLINE_BYTES {
+        state.config.ingest.parse_body(&body)?
+    } else {
+        let rules = state.config.ingest.clone();
+        tokio::task::spawn_blocking(move || rules.parse_body(&body)).await.map_err(|e| ApiError::internal(&e))??
+    };
+    let outcomes = state.writer.append(events).await?;
+    let accepted: Vec<Accepted<'_>> =
+        outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "events": accepted }))).into_response())
+}
+
+/// Query parameters of `GET /api/events`. Listed one by one (no `flatten`) because
+/// flattened query structs cannot hold numbers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    types: Option<String>,
+    task_id: Option<String>,
+    agent_id: Option<String>,
+    source: Option<String>,
+    after: Option<u64>,
+    before: Option<u64>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    order: Option<Order>,
+}
+
+fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            parse_timestamp(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{field} must be an RFC 3339 time, like 2026-01-31T12:00:00Z"),
+                )
+                .with_field(field)
+            })
+        })
+        .transpose()
+}
+
+/// `GET /api/events`: filtered, cursor-paged by seq.
+#[tracing::instrument(skip_all)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    let filter = Filter::from_query(&FilterQuery {
+        types: p.types,
+        task_id: p.task_id,
+        agent_id: p.agent_id,
+        source: p.source,
+    })?;
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_PAGE}"))
+            .with_field("limit"));
+    }
+    let order = p.order.unwrap_or_default();
+    let events = state
+        .store
+        .query(Query {
+            filter,
+            after: p.after,
+            before: p.before,
+            from_ms: time_param("from", p.from.as_deref())?,
+            to_ms: time_param("to", p.to.as_deref())?,
+            order,
+            limit,
+        })
+        .await?;
+    // `next` is the seq to pass as `after` (asc) or `before` (desc) for the next page.
+    let next = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
+    Ok(json_bytes(StatusCode::OK, page(&events, next)))
+}
+
+/// `{"events":[…],"next":…}` from shared event bytes.
+pub(crate) fn page(events: &[Arc<Event>], next: Option<u64>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
+    body.extend_from_slice(br#"{"events":"#);
+    write_payload_array(events, &mut body);
+    body.extend_from_slice(br#","next":"#);
+    body.extend_from_slice(next.map_or("null".to_owned(), |n| n.to_string()).as_bytes());
+    body.push(b'}');
+    body
+}
+
+/// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
+pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
+    let mut found = None;
+    if let Ok(seq) = key.parse::<u64>() {
+        found = state.store.get_by_seq(seq).await?;
+    }
+    if found.is_none() && key.len() <= crate::event::MAX_ID_CHARS * 4 {
+        found = state.store.get_by_id(&key).await?;
+    }
+    let event = found.ok_or_else(|| ApiError::not_found(format!("no event with seq or id {key:?}")))?;
+    Ok(json_bytes(StatusCode::OK, event.payload().to_vec()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryParams {
+    minutes: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Bucket {
+    minute: String,
+    total: u64,
+    by_type: BTreeMap<String, u64>,
+}
+
+/// `GET /api/summary?minutes=60`: counts by type, and one bucket per minute (empty
+/// minutes included, so charts need no gap filling).
+pub async fn summary(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<SummaryParams>,
+) -> Result<Response, ApiError> {
+    let minutes = p.minutes.unwrap_or(60);
+    if minutes == 0 || minutes > MAX_SUMMARY_MINUTES {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("minutes must be between 1 and {MAX_SUMMARY_MINUTES}"),
+        )
+        .with_field("minutes"));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let this_minute = now - now.rem_euclid(60_000);
+    let first = this_minute - i64::from(minutes - 1) * 60_000;
+    let counts = state.store.minute_counts(first).await?;
+    let mut buckets: Vec<Bucket> = (0..i64::from(minutes))
+        .map(|i| Bucket { minute: format_timestamp(first + i * 60_000), total: 0, by_type: BTreeMap::new() })
+        .collect();
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0;
+    for c in counts {
+        let Ok(i) = usize::try_from((c.minute_ms - first) / 60_000) else { continue };
+        // Events stamped in a minute after "now" (a clock step back) land in the last bucket.
+        let last = buckets.len() - 1;
+        let bucket = &mut buckets[i.min(last)];
+        bucket.total += c.count;
+        *bucket.by_type.entry(c.event_type.clone()).or_default() += c.count;
+        *by_type.entry(c.event_type).or_default() += c.count;
+        total += c.count;
+    }
+    Ok(Json(serde_json::json!({
+        "minutes": minutes,
+        "from": format_timestamp(first),
+        "to": format_timestamp(now),
+        "total": total,
+        "by_type": by_type,
+        "buckets": buckets,
+    }))
+    .into_response())
+}
+
+/// `GET /api/event-types`: the known-type table of DESIGN §2.
+pub async fn event_types() -> Response {
+    Json(serde_json::json!({ "types": KNOWN_TYPES, "unknown_icon": UNKNOWN_ICON })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    scope: Scope,
+    name: Option<String>,
+}
+
+/// `POST /api/tokens` (admin): issues a token; its secret is in this answer only.
+pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
+    let req: NewToken = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("expected {{\"scope\":\"read|write|admin\",\"name\":…}}: {e}"))
+    })?;
+    let name = req.name.unwrap_or_else(|| format!("{} token", req.scope));
+    if name.is_empty() || name.chars().count() > crate::event::MAX_NAME_CHARS {
+        return Err(ApiError::bad_request("invalid_body", "name must be 1 to 128 characters").with_field("name"));
+    }
+    let issued = state.tokens.issue(req.scope, &name).await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the store answers and the server is not shutting down.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));
+    }
+    let bounds = state.store.bounds().await?;
+    Ok(Json(serde_json::json!({ "status": "ready", "head": bounds.head, "oldest": bounds.oldest })).into_response())
+}
+
+/// Any path without a route.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Last line of defence: a handler that panicked answers 500 and the server goes on.
+pub fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = cause
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::internal(&format!("handler panicked: {message}")).into_response()
+}

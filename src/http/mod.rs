@@ -1,0 +1,81 @@
+//! The HTTP surface: the router, shared state, authentication and the JSON API.
+//!
+//! [`router`] builds the whole app without a socket, so tests can drive it directly;
+//! `server` binds it. Routes are grouped by the scope they need, and the group's
+//! middleware checks it, so no handler can forget to.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Scope, Tokens};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::Store;
+use crate::transport;
+use crate::writer::WriterHandle;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub writer: WriterHandle,
+    pub tokens: Tokens,
+    /// Cancelled once, on shutdown; every stream and loop watches it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let read = Router::new()
+        .route("/ws", get(transport::ws::upgrade))
+        .route("/api/stream", get(transport::sse::stream))
+        .route("/api/events/poll", get(transport::poll::poll))
+        .route("/api/events", get(api::list_events))
+        .route("/api/events/{key}", get(api::get_event))
+        .route("/api/summary", get(api::summary))
+        .route("/api/event-types", get(api::event_types))
+        .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
+    let write = Router::new()
+        .route("/api/events", post(api::post_events))
+        .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Write), auth::require));
+    let admin = Router::new()
+        .route("/api/tokens", post(api::post_token))
+        .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
+    let open = Router::new().route("/healthz", get(api::healthz)).route("/readyz", get(api::readyz));
+    Router::new()
+        .merge(read)
+        .merge(write)
+        .merge(admin)
+        .merge(open)
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(api::panicked))
+        .with_state(state)
+}

@@ -1,0 +1,38 @@
+//! swarmfeed: a durable, live activity feed for swarms of agents.
+//!
+//! ```text
+//! producers ─► http::api ─► ingest ─► writer ─► store (commit, seq)
+//!                (validate, redact, id)    │
+//!                                          └─► hub (head + ring) ─► cursor ─► transport ─► viewers
+//!                                                                     └─ reads the store when behind
+//! ```
+//!
+//! - [`event`]: the event, its limits, the known-type table and its one JSON encoding.
+//! - [`ingest`]: producer JSON → validated, redacted events (all or nothing).
+//! - [`redact`]: secrets in event data, replaced before storage.
+//! - [`writer`]: the single writer task; group commit behind a bounded queue.
+//! - [`store`]: the only SQL; the `Store` interface and its SQLite implementation.
+//! - [`hub`]: head seq, ring of recent events, wake-ups.
+//! - [`cursor`]: one subscription's filter and position; ring or store.
+//! - [`filter`]: what a viewer wants, parsed and matched.
+//! - [`transport`]: WebSocket, SSE and long-poll encoders over one cursor.
+//! - [`http`]: router, auth middleware, the JSON API and its errors.
+//! - [`auth`]: tokens, scopes, the first admin token.
+//! - [`config`], [`cli`], [`telemetry`], [`shutdown`], [`server`]: running it.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod cursor;
+pub mod event;
+pub mod filter;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod redact;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod transport;
+pub mod writer;

@@ -1,0 +1,129 @@
+//! Assembling and running the server: store, hub, writer, router, listener.
+//!
+//! [`Application::build`] binds first (port 0 works; [`Application::addr`] tells the
+//! real one) so tests and `main` share one path. [`Application::run`] serves until the
+//! shutdown token fires, then stops in order: stop accepting and close every stream,
+//! wait for in-flight requests, and only then let the writer commit its queue and stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{BootstrapError, Issued, Tokens, bootstrap_admin};
+use crate::config::{Config, ConfigError};
+use crate::http::{AppState, Shared, router};
+use crate::hub::Hub;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::writer;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    writer_task: tokio::task::JoinHandle<()>,
+    writer_stop: CancellationToken,
+    admin: Option<Issued>,
+}
+
+impl Application {
+    /// Opens the store, starts the writer and binds the listener.
+    ///
+    /// # Errors
+    /// The configuration is invalid, the store cannot be opened, or the address
+    /// cannot be bound.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let (dir, readers) = (config.data_dir.clone(), config.read_connections);
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, readers))
+                .await
+                .map_err(|e| StoreError::Worker(e.to_string()))??,
+        );
+        let admin = if config.no_auth { None } else { bootstrap_admin(store.as_ref(), &config.data_dir).await? };
+        let bounds = store.bounds().await?;
+        let hub = Arc::new(Hub::new(bounds, config.ring_capacity));
+        let writer_stop = CancellationToken::new();
+        let (writer, writer_task) =
+            writer::spawn(store.writer().await?, Arc::clone(&hub), config.writer.clone(), writer_stop.clone());
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        tracing::info!(%addr, head = bounds.head, oldest = bounds.oldest, "swarmfeed ready");
+        let state = AppState::new(Shared {
+            tokens: Tokens::new(Arc::clone(&store)),
+            config,
+            store,
+            hub,
+            writer,
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Application { listener, addr, state, writer_task, writer_stop, admin })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin token made on this first start, if this was one.
+    pub fn first_admin_token(&self) -> Option<&Issued> {
+        self.admin.as_ref()
+    }
+
+    /// Cancel it to stop the server.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops in order.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Application { listener, state, writer_task, writer_stop, .. } = self;
+        let shutdown = state.shutdown.clone();
+        let grace = state.config.shutdown_grace;
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let served = tokio::select! {
+            r = serve => r,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
+        writer_stop.cancel();
+        if let Err(e) = writer_task.await {
+            tracing::error!(error = %e, "writer task failed");
+        }
+        tracing::info!("swarmfeed stopped");
+        served
+    }
+}

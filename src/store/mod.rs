@@ -1,0 +1,164 @@
+//! Storage: the only place with SQL.
+//!
+//! [`Store`] is the interface everything above storage uses; [`sqlite`] is the
+//! embedded default. A store hands out exactly one [`LogWriter`], owned by the writer
+//! task, which assigns `seq` and commits; everything else only reads. Nothing above
+//! this module knows which engine runs.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::event::{CorruptData, Event, NewEvent};
+use crate::filter::Filter;
+
+/// Storage failures. Callers map them to 5xx; the cause is logged once, where handled.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptData),
+    #[error("database schema version {found} is newer than this build knows ({known}); upgrade swarmfeed")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("could not prepare the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage worker stopped: {0}")]
+    Worker(String),
+}
+
+/// Sort order of a query, by seq.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A read of the log: a filter, a seq window, a time window, an order and a limit.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: Filter,
+    /// Only events with seq greater than this.
+    pub after: Option<u64>,
+    /// Only events with seq less than this.
+    pub before: Option<u64>,
+    /// Only events committed at or after this time (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Only events committed at or before this time (ms since the epoch).
+    pub to_ms: Option<i64>,
+    pub order: Order,
+    pub limit: usize,
+}
+
+/// What committing one incoming event produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub id: String,
+    pub seq: u64,
+    /// The id was already in the log; nothing new was stored and `seq` is the original.
+    pub duplicate: bool,
+}
+
+/// The result of committing a group.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// One outcome per incoming event, in order.
+    pub outcomes: Vec<Appended>,
+    /// The events this commit stored, in seq order, encoded for viewers.
+    pub stored: Vec<Arc<Event>>,
+}
+
+/// The first and last retained seq; both 0 for an empty log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bounds {
+    pub oldest: u64,
+    pub head: u64,
+}
+
+/// Event counts of one minute and type, for `GET /api/summary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// Start of the minute, ms since the epoch.
+    pub minute_ms: i64,
+    pub event_type: String,
+    pub count: u64,
+}
+
+/// A token's stored record; the token itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_ms: i64,
+    pub revoked: bool,
+}
+
+/// The log's single writer. Owned by the writer task; not shared.
+#[async_trait]
+pub trait LogWriter: Send {
+    /// Commits `events` in one durable transaction, assigning gapless seqs to the new
+    /// ones and returning the original seq for ids already stored.
+    ///
+    /// # Errors
+    /// The transaction failed and was rolled back: nothing of `events` is stored.
+    async fn append(&mut self, events: Vec<NewEvent>) -> Result<Commit, StoreError>;
+}
+
+/// Read access to the log, and the token table.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Takes the one writer. Called once, by the writer task.
+    ///
+    /// # Errors
+    /// The writer connection could not be opened.
+    async fn writer(&self) -> Result<Box<dyn LogWriter>, StoreError>;
+
+    /// # Errors
+    /// The read failed.
+    async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError>;
+
+    /// # Errors
+    /// The read failed.
+    async fn get_by_seq(&self, seq: u64) -> Result<Option<Arc<Event>>, StoreError>;
+
+    /// # Errors
+    /// The read failed.
+    async fn get_by_id(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError>;
+
+    /// # Errors
+    /// The read failed.
+    async fn bounds(&self) -> Result<Bounds, StoreError>;
+
+    /// Counts per minute and type of events committed at or after `since_ms`.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError>;
+
+    /// Stores a new token by the SHA-256 hash of its secret.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError>;
+
+    /// The token whose secret hashes to `hash`, if any (revoked ones included).
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// How many tokens exist, revoked or not.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn token_count(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,521 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so an
+//! acknowledged event survives a power cut.
+//!
+//! Owns the schema and its migrations, the single write connection (handed to the
+//! writer task as [`SqliteWriter`]) and a small pool of read-only connections. Every
+//! call into SQLite runs on the blocking pool, never on the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Appended, Bounds, Commit, LogWriter, MinuteCount, Order, Query, Store, StoreError, TokenRecord};
+use crate::event::{Event, EventParts, NewEvent};
+use crate::filter::TypePattern;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "swarmfeed.db";
+
+/// Default number of read-only connections; reads beyond it wait for one.
+pub const DEFAULT_READ_CONNECTIONS: usize = 4;
+
+/// How long a connection waits for SQLite's lock before failing, ms. Only token writes
+/// and a second process ever contend with the writer.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+/// Append new steps; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the log, its head counter, and tokens.
+    r#"
+    CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT    NOT NULL UNIQUE,
+        event_type TEXT    NOT NULL,
+        source     TEXT    NOT NULL,
+        task_id    TEXT,
+        agent_id   TEXT,
+        ts_ms      INTEGER NOT NULL,
+        data       TEXT    NOT NULL
+    );
+    CREATE INDEX events_by_type   ON events (event_type, seq);
+    CREATE INDEX events_by_task   ON events (task_id, seq)  WHERE task_id IS NOT NULL;
+    CREATE INDEX events_by_agent  ON events (agent_id, seq) WHERE agent_id IS NOT NULL;
+    CREATE INDEX events_by_source ON events (source, seq);
+    CREATE INDEX events_by_time   ON events (ts_ms);
+    -- The last seq ever assigned. Kept apart from MAX(seq) so that retention deleting
+    -- every event never lets seq start over.
+    CREATE TABLE log_head (
+        one  INTEGER PRIMARY KEY CHECK (one = 1),
+        head INTEGER NOT NULL
+    );
+    INSERT INTO log_head (one, head) VALUES (1, 0);
+    CREATE TABLE tokens (
+        id         TEXT    PRIMARY KEY,
+        name       TEXT    NOT NULL,
+        scope      TEXT    NOT NULL,
+        hash       TEXT    NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    "#,
+];
+
+const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Arc<ReadPool>,
+    writer_taken: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/swarmfeed.db`, migrating its schema.
+    /// Blocking: call it from a blocking context or before serving.
+    ///
+    /// # Errors
+    /// The directory or database cannot be created or opened, or its schema is newer
+    /// than this build.
+    pub fn open(data_dir: &Path, read_connections: usize) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = open_rw(&path)?;
+        migrate(&mut conn)?;
+        drop(conn);
+        let readers = (0..read_connections.max(1)).map(|_| open_ro(&path)).collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            path,
+            readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), idle: Mutex::new(readers) }),
+            writer_taken: AtomicBool::new(false),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || f(&mut open_rw(&path)?))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn open_rw(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    // WAL lets readers run beside the writer; FULL makes each commit durable before
+    // it is acknowledged (DESIGN §5).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tracing::info!(version = i + 1, "migrating database schema");
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Read-only connections shared by every reader.
+struct ReadPool {
+    /// One permit per idle connection: holding a permit guarantees one is in `idle`.
+    permits: Arc<Semaphore>,
+    /// Locked only to push or pop, never across an await.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let permit: OwnedSemaphorePermit =
+            Arc::clone(&self.permits).acquire_owned().await.map_err(|e| StoreError::Worker(e.to_string()))?;
+        let pool = Arc::clone(self);
+        // The connection goes back to the pool inside the blocking closure, so a caller
+        // that stops waiting (a viewer that disconnects) never leaks it.
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .ok_or_else(|| StoreError::Worker("read pool is empty despite a permit".into()))?;
+            let result = f(&conn);
+            pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<Arc<Event>, StoreError> {
+    let seq: i64 = row.get(0)?;
+    let id: String = row.get(1)?;
+    let event_type: String = row.get(2)?;
+    let source: String = row.get(3)?;
+    let task_id: Option<String> = row.get(4)?;
+    let agent_id: Option<String> = row.get(5)?;
+    let ts_ms: i64 = row.get(6)?;
+    let data: String = row.get(7)?;
+    Ok(Arc::new(Event::encode(EventParts {
+        seq: seq as u64,
+        id: &id,
+        event_type: &event_type,
+        source: &source,
+        task_id: task_id.as_deref(),
+        agent_id: agent_id.as_deref(),
+        ts_ms,
+        data: &data,
+    })?))
+}
+
+/// Builds the SQL of a [`Query`]. Type prefixes become a range on the type index:
+/// `task.` matches `event_type >= 'task.' AND event_type < 'task/'` ('/' follows '.').
+fn query_sql(q: &Query) -> (String, Vec<SqlValue>) {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+    let mut args: Vec<SqlValue> = Vec::new();
+    let f = &q.filter;
+    if !f.type_patterns().is_empty() {
+        let mut alternatives = Vec::new();
+        for p in f.type_patterns() {
+            match p {
+                TypePattern::Exact(t) => {
+                    args.push(SqlValue::Text(t.clone()));
+                    alternatives.push(format!("event_type = ?{}", args.len()));
+                }
+                TypePattern::Prefix(p) => {
+                    args.push(SqlValue::Text(p.clone()));
+                    let lo = args.len();
+                    args.push(SqlValue::Text(format!("{}/", &p[..p.len() - 1])));
+                    alternatives.push(format!("(event_type >= ?{lo} AND event_type < ?{})", args.len()));
+                }
+            }
+        }
+        sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+    }
+    let mut eq = |column: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            args.push(SqlValue::Text(v.to_owned()));
+            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    };
+    eq("task_id", f.task_id());
+    eq("agent_id", f.agent_id());
+    eq("source", f.source());
+    let mut cmp = |clause: &str, value: Option<i64>| {
+        if let Some(v) = value {
+            args.push(SqlValue::Integer(v));
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        }
+    };
+    cmp("seq >", q.after.map(|s| s.min(i64::MAX as u64) as i64));
+    cmp("seq <", q.before.map(|s| s.min(i64::MAX as u64) as i64));
+    cmp("ts_ms >=", q.from_ms);
+    cmp("ts_ms <=", q.to_ms);
+    sql.push_str(match q.order {
+        Order::Asc => " ORDER BY seq ASC",
+        Order::Desc => " ORDER BY seq DESC",
+    });
+    args.push(SqlValue::Integer(q.limit as i64));
+    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    (sql, args)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn writer(&self) -> Result<Box<dyn LogWriter>, StoreError> {
+        if self.writer_taken.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::Worker("the log writer was already taken".into()));
+        }
+        let path = self.path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_rw(&path))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))??;
+        Ok(Box::new(SqliteWriter { conn: Some(conn), last_ts: 0 }))
+    }
+
+    #[tracing::instrument(skip_all, fields(limit = q.limit))]
+    async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let (sql, args) = query_sql(&q);
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params_from_iter(args))?;
+                let mut out = Vec::with_capacity(q.limit.min(1024));
+                while let Some(row) = rows.next()? {
+                    out.push(event_from_row(row)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn get_by_seq(&self, seq: u64) -> Result<Option<Arc<Event>>, StoreError> {
+        let Ok(seq) = i64::try_from(seq) else { return Ok(None) };
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"))?;
+                let mut rows = stmt.query([seq])?;
+                rows.next()?.map(event_from_row).transpose()
+            })
+            .await
+    }
+
+    async fn get_by_id(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+                let mut rows = stmt.query([id])?;
+                rows.next()?.map(event_from_row).transpose()
+            })
+            .await
+    }
+
+    async fn bounds(&self) -> Result<Bounds, StoreError> {
+        self.readers
+            .run(|conn| {
+                let head: i64 = conn.query_row("SELECT head FROM log_head", [], |r| r.get(0))?;
+                let oldest: Option<i64> = conn.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+                Ok(Bounds { head: head as u64, oldest: oldest.map_or(head as u64 + 1, |o| o as u64) })
+            })
+            .await
+    }
+
+    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
+                     WHERE ts_ms >= ?1 GROUP BY minute, event_type ORDER BY minute, event_type",
+                )?;
+                let rows = stmt.query_map([since_ms], |r| {
+                    Ok(MinuteCount { minute_ms: r.get(0)?, event_type: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO tokens (id, name, scope, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.id, record.name, record.scope, hash, record.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = hash.to_owned();
+        self.readers
+            .run(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT id, name, scope, created_ms, revoked_ms FROM tokens WHERE hash = ?1",
+                        [hash],
+                        |r| {
+                            Ok(TokenRecord {
+                                id: r.get(0)?,
+                                name: r.get(1)?,
+                                scope: r.get(2)?,
+                                created_ms: r.get(3)?,
+                                revoked: r.get::<_, Option<i64>>(4)?.is_some(),
+                            })
+                        },
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get::<_, i64>(0))? as u64))
+            .await
+    }
+}
+
+/// The single write connection, owned by the writer task.
+pub struct SqliteWriter {
+    /// `None` only while a commit runs on the blocking pool.
+    conn: Option<Connection>,
+    /// The last commit time handed out; timestamps never go backwards with seq, even if
+    /// the wall clock does, so time windows and seq windows agree.
+    last_ts: i64,
+}
+
+#[async_trait]
+impl LogWriter for SqliteWriter {
+    async fn append(&mut self, events: Vec<NewEvent>) -> Result<Commit, StoreError> {
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| StoreError::Worker("the write connection was lost by an earlier commit".into()))?;
+        let ts = chrono::Utc::now().timestamp_millis().max(self.last_ts);
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = commit(&mut conn, ts, events);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?;
+        self.conn = Some(conn);
+        if result.is_ok() {
+            self.last_ts = ts;
+        }
+        result
+    }
+}
+
+/// One group commit. The head counter is read and written inside the transaction, so
+/// seq stays gapless even if another process writes the same file.
+fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Commit, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let head: i64 = tx.query_row("SELECT head FROM log_head", [], |r| r.get(0))?;
+    let mut next = head + 1;
+    let mut result = Commit { outcomes: Vec::with_capacity(events.len()), stored: Vec::with_capacity(events.len()) };
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO events (seq, id, event_type, source, task_id, agent_id, ts_ms, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut original = tx.prepare_cached("SELECT seq FROM events WHERE id = ?1")?;
+        for e in events {
+            let inserted =
+                insert.execute(params![next, e.id, e.event_type, e.source, e.task_id, e.agent_id, ts_ms, e.data])?;
+            if inserted == 1 {
+                result.stored.push(Arc::new(Event::encode(EventParts {
+                    seq: next as u64,
+                    id: &e.id,
+                    event_type: &e.event_type,
+                    source: &e.source,
+                    task_id: e.task_id.as_deref(),
+                    agent_id: e.agent_id.as_deref(),
+                    ts_ms,
+                    data: &e.data,
+                })?));
+                result.outcomes.push(Appended { id: e.id, seq: next as u64, duplicate: false });
+                next += 1;
+            } else {
+                let seq: i64 = original.query_row([&e.id], |r| r.get(0))?;
+                result.outcomes.push(Appended { id: e.id, seq: seq as u64, duplicate: true });
+            }
+        }
+    }
+    if next != head + 1 {
+        tx.execute("UPDATE log_head SET head = ?1", [next - 1])?;
+    }
+    tx.commit()?;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::{Filter, FilterQuery};
+
+    fn new_event(id: &str, event_type: &str) -> NewEvent {
+        NewEvent {
+            id: id.into(),
+            event_type: event_type.into(),
+            source: "test".into(),
+            task_id: None,
+            agent_id: None,
+            data: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_are_gapless_and_ids_idempotent_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path(), 2).unwrap();
+            let mut w = store.writer().await.unwrap();
+            let c = w.append(vec![new_event("a", "x.y"), new_event("b", "x.y"), new_event("a", "x.y")]).await.unwrap();
+            let seqs: Vec<_> = c.outcomes.iter().map(|o| (o.seq, o.duplicate)).collect();
+            assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
+            assert_eq!(c.stored.len(), 2);
+            assert!(store.writer().await.is_err(), "there is one writer");
+        }
+        let store = SqliteStore::open(dir.path(), 2).unwrap();
+        let mut w = store.writer().await.unwrap();
+        let c = w.append(vec![new_event("b", "x.y"), new_event("c", "x.y")]).await.unwrap();
+        assert_eq!(c.outcomes[0], Appended { id: "b".into(), seq: 2, duplicate: true });
+        assert_eq!(c.outcomes[1].seq, 3);
+        assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 3 });
+    }
+
+    #[tokio::test]
+    async fn queries_apply_filters_windows_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 2).unwrap();
+        assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 0 });
+        let mut w = store.writer().await.unwrap();
+        let types = ["task.created", "bid.submitted", "task.assigned", "tasks.x", "task.created"];
+        let events = types.iter().enumerate().map(|(i, t)| new_event(&format!("e{i}"), t)).collect();
+        w.append(events).await.unwrap();
+        let filter = Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..Default::default() }).unwrap();
+        let got = store.query(Query { filter: filter.clone(), limit: 10, ..Query::default() }).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
+        let got = store
+            .query(Query { filter, after: Some(1), before: Some(5), order: Order::Desc, limit: 10, ..Query::default() })
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        let got = store.query(Query { limit: 2, ..Query::default() }).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(store.get_by_id("e3").await.unwrap().unwrap().seq, 4);
+        assert!(store.get_by_seq(99).await.unwrap().is_none());
+        assert!(store.get_by_seq(u64::MAX).await.unwrap().is_none());
+        let counts = store.minute_counts(0).await.unwrap();
+        assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), 1).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(SqliteStore::open(dir.path(), 1), Err(StoreError::SchemaTooNew { found: 99, .. })));
+    }
+}

@@ -1,0 +1,26 @@
+//! Structured logs through `tracing`, as text for people or JSON for collectors.
+
+use tracing_subscriber::EnvFilter;
+
+/// Log output format (`--log-format`, `SWARMFEED_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `filter` is an `EnvFilter` directive such as
+/// `info` or `swarmfeed=debug,tower_http=info`; logs go to stderr.
+pub fn init(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `try_init` fails only if a subscriber is already set (tests); keeping it is right.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,62 @@
+//! Long-poll `GET /api/events/poll?after=SEQ&wait=25` (DESIGN §3): for clients that can
+//! hold neither a WebSocket nor an event stream.
+//!
+//! Answers at once when matching events after `after` exist, else waits up to `wait`
+//! seconds. `next` is where to continue: it can be past the last event returned when
+//! the cursor skipped events that do not match.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::StreamParams;
+use crate::cursor::{Cursor, CursorError, Step};
+use crate::filter::Filter;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiQuery};
+
+/// Longest wait a client may ask for, seconds (DESIGN §3).
+pub const MAX_WAIT_SECS: u64 = 60;
+const DEFAULT_WAIT_SECS: u64 = 25;
+
+pub async fn poll(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> Result<Response, ApiError> {
+    if params.since.is_some() {
+        return Err(
+            ApiError::bad_request("invalid_query", "since belongs to /api/stream; use after here").with_field("since")
+        );
+    }
+    let wait = params.wait.unwrap_or(DEFAULT_WAIT_SECS);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::bad_request("invalid_query", format!("wait must be at most {MAX_WAIT_SECS} seconds"))
+            .with_field("wait"));
+    }
+    let filter = Filter::from_query(&params.filter_query())?;
+    let mut cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, params.after);
+    let step = tokio::select! {
+        () = state.shutdown.cancelled() => None,
+        r = tokio::time::timeout(Duration::from_secs(wait), cursor.next(state.config.frame_limit)) => r.ok(),
+    };
+    let head = state.hub.head();
+    let body = match step {
+        Some(Ok(Step::Events(events))) => {
+            let mut body = crate::http::api::page(&events, Some(cursor.position()));
+            body.pop();
+            body.extend_from_slice(format!(",\"head\":{head}}}").as_bytes());
+            body
+        }
+        Some(Ok(Step::Reset { oldest })) => {
+            format!(r#"{{"events":[],"next":{},"head":{head},"reset":true,"oldest":{oldest}}}"#, cursor.position())
+                .into_bytes()
+        }
+        None | Some(Err(CursorError::Closed)) => {
+            format!(r#"{{"events":[],"next":{},"head":{head}}}"#, cursor.position()).into_bytes()
+        }
+        Some(Err(CursorError::Store(e))) => return Err(e.into()),
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

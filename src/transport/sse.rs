@@ -1,0 +1,113 @@
+//! Server-sent events `GET /api/stream` (DESIGN §3).
+//!
+//! Each event is one SSE message whose `id` is its seq, so a browser's automatic
+//! reconnect sends `Last-Event-ID` and resumes exactly. Everything a cursor step
+//! yields goes out as one chunk (one write, however many messages), paced like
+//! WebSocket frames.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::{Pace, StreamParams, paced_next};
+use crate::cursor::{Cursor, CursorError, Step};
+use crate::filter::Filter;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiQuery};
+
+/// How long a browser waits before reconnecting, ms.
+const RETRY_MS: u32 = 2_000;
+
+/// Opens the stream after the route's auth check has passed.
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> Result<Response, ApiError> {
+    if params.after.is_some() || params.wait.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "after and wait belong to /api/events/poll; use since here",
+        ));
+    }
+    let filter = Filter::from_query(&params.filter_query())?;
+    let since = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::bad_request("invalid_header", "Last-Event-ID must be the seq of an event")
+                .with_field("Last-Event-ID")
+        })?),
+        None => params.since,
+    };
+    let cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, since);
+    let bounds = state.hub.bounds();
+    let opening = format!(
+        "retry: {RETRY_MS}\nevent: subscribed\ndata: {{\"head\":{},\"oldest\":{}}}\n\n",
+        bounds.head, bounds.oldest
+    );
+    let pace = Pace::new(state.config.max_frames_per_sec);
+    let stream =
+        futures_util::stream::unfold(Some(Feed { state, cursor, pace, opening: Some(opening) }), |feed| async move {
+            let mut feed = feed?;
+            let chunk = feed.next_chunk().await?;
+            Some((Ok::<_, Infallible>(chunk), Some(feed)))
+        });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+struct Feed {
+    state: AppState,
+    cursor: Cursor,
+    pace: Pace,
+    opening: Option<String>,
+}
+
+impl Feed {
+    /// The next bytes to send, or `None` to end the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(Bytes::from(opening));
+        }
+        let limit = self.state.config.frame_limit;
+        let step = tokio::select! {
+            biased;
+            () = self.state.shutdown.cancelled() => return None,
+            () = tokio::time::sleep(self.state.config.keepalive) => return Some(Bytes::from_static(b": keepalive\n\n")),
+            step = paced_next(&self.pace, Some(&mut self.cursor), limit) => step,
+        };
+        let chunk = match step {
+            Ok(Step::Events(events)) => {
+                let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
+                for e in &events {
+                    out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());
+                    out.extend_from_slice(&e.payload());
+                    out.extend_from_slice(b"\n\n");
+                }
+                Bytes::from(out)
+            }
+            Ok(Step::Reset { oldest }) => Bytes::from(format!(
+                "id: {}\nevent: reset\ndata: {{\"oldest\":{oldest}}}\n\n",
+                oldest.saturating_sub(1)
+            )),
+            Err(CursorError::Closed) => return None,
+            Err(CursorError::Store(e)) => {
+                tracing::error!(error = %e, "event stream cursor failed to read the store");
+                return None;
+            }
+        };
+        self.pace.sent();
+        Some(chunk)
+    }
+}

@@ -1,0 +1,262 @@
+//! WebSocket `GET /ws`: JSON frames over one cursor (DESIGN §3).
+//!
+//! One task per connection runs a `select!` over the client's messages, the cursor and
+//! shutdown. It reads the client only between frames it sends, so a client that stops
+//! reading holds back its own cursor (a lag, not a buffer) and nobody else.
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Pace, paced_next, ws_events_frame};
+use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
+use crate::cursor::{Cursor, CursorError, Step};
+use crate::filter::{Filter, FilterSpec};
+use crate::http::AppState;
+
+/// The only channel there is.
+const CHANNEL: &str = "events";
+/// Bytes tungstenite reads from the socket at a time; small, because an idle
+/// subscriber's read buffer is most of what it costs.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// Upgrades after the route's auth check has passed.
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| Session::new(state, socket).run())
+}
+
+/// A message from the client, parsed.
+enum Request {
+    Subscribe { since: Option<u64>, filter: Filter },
+    Unsubscribe,
+    Ping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeBody {
+    channel: String,
+    since: Option<u64>,
+    #[serde(default)]
+    filter: FilterSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeBody {
+    channel: String,
+}
+
+/// Parses one client text message; the error is the message for the `error` frame.
+fn parse_request(text: &str) -> Result<Request, String> {
+    let mut map: Map<String, Value> = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    let action = match map.remove("action") {
+        Some(Value::String(a)) => a,
+        Some(_) => return Err("action must be a string".into()),
+        None => return Err("missing action; expected subscribe, unsubscribe or ping".into()),
+    };
+    let body = Value::Object(map);
+    let channel_ok = |channel: &str| {
+        if channel == CHANNEL {
+            Ok(())
+        } else {
+            Err(format!("unknown channel {channel:?}; the only channel is \"{CHANNEL}\""))
+        }
+    };
+    match action.as_str() {
+        "subscribe" => {
+            let b: SubscribeBody = serde_json::from_value(body).map_err(|e| format!("subscribe: {e}"))?;
+            channel_ok(&b.channel)?;
+            let filter = Filter::from_spec(b.filter).map_err(|e| format!("filter.{e}"))?;
+            Ok(Request::Subscribe { since: b.since, filter })
+        }
+        "unsubscribe" => {
+            let b: UnsubscribeBody = serde_json::from_value(body).map_err(|e| format!("unsubscribe: {e}"))?;
+            channel_ok(&b.channel)?;
+            Ok(Request::Unsubscribe)
+        }
+        "ping" => Ok(Request::Ping),
+        other => Err(format!("unknown action {other:?}; expected subscribe, unsubscribe or ping")),
+    }
+}
+
+fn text(value: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+fn error_frame(message: &str) -> Message {
+    text(&json!({ "type": "error", "code": "bad_request", "message": message }))
+}
+
+/// How a session ended, for the log.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Shutdown,
+    Policy(&'static str),
+    SendFailed,
+    Cursor,
+}
+
+struct Session {
+    state: AppState,
+    socket: WebSocket,
+    cursor: Option<Cursor>,
+    pace: Pace,
+    errors: u32,
+}
+
+impl Session {
+    fn new(state: AppState, socket: WebSocket) -> Self {
+        let pace = Pace::new(state.config.max_frames_per_sec);
+        Session { state, socket, cursor: None, pace, errors: 0 }
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        let close = match &end {
+            End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down")),
+            End::Policy(reason) => Some((CLOSE_POLICY, *reason)),
+            End::Cursor => Some((CLOSE_INTERNAL, "internal error")),
+            End::ClientClosed | End::SendFailed => None,
+        };
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            // Best effort, and bounded: a peer that reads nothing cannot hold shutdown up.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), self.socket.send(Message::Close(Some(frame))))
+                    .await;
+        }
+        tracing::debug!(?end, "websocket session ended");
+    }
+
+    async fn serve(&mut self) -> End {
+        let shutdown = self.state.shutdown.clone();
+        let limit = self.state.config.frame_limit;
+        let mut keepalive = tokio::time::interval(self.state.config.keepalive);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                incoming = self.socket.recv() => {
+                    if let Some(end) = self.on_incoming(incoming).await {
+                        return end;
+                    }
+                }
+                step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
+                    let frame = match step {
+                        Ok(Step::Events(events)) => Message::Text(
+                            // Event JSON is built from `&str`s by serde_json: always UTF-8.
+                            Utf8Bytes::try_from(ws_events_frame(&events)).expect("event frames are UTF-8"),
+                        ),
+                        Ok(Step::Reset { oldest }) => text(&json!({ "type": "reset", "oldest": oldest })),
+                        Err(CursorError::Closed) => return End::Shutdown,
+                        Err(CursorError::Store(e)) => {
+                            tracing::error!(error = %e, "websocket cursor failed to read the store");
+                            let _ = self.send(text(&json!({"type":"error","code":"internal","message":"internal error"}))).await;
+                            return End::Cursor;
+                        }
+                    };
+                    if !self.send(frame).await {
+                        return End::SendFailed;
+                    }
+                    self.pace.sent();
+                }
+                _ = keepalive.tick() => {
+                    if !self.send(Message::Ping(bytes::Bytes::new())).await {
+                        return End::SendFailed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one thing read from the client; `Some` ends the session.
+    async fn on_incoming(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Option<End> {
+        let message = match incoming {
+            None | Some(Ok(Message::Close(_))) => return Some(End::ClientClosed),
+            Some(Err(e)) => {
+                // An over-size message is a capacity error; anything else is a broken
+                // connection.
+                let oversize = e
+                    .into_inner()
+                    .downcast::<tungstenite::Error>()
+                    .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
+                return Some(if oversize { End::Policy("message too large") } else { End::ClientClosed });
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
+            Some(Ok(Message::Binary(_))) => Err("binary frames are not supported; send JSON text".to_owned()),
+            Some(Ok(Message::Text(t))) => parse_request(&t),
+        };
+        let reply = match message {
+            Ok(Request::Ping) => text(&json!({ "type": "pong" })),
+            Ok(Request::Unsubscribe) => {
+                self.cursor = None;
+                text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
+            }
+            Ok(Request::Subscribe { since, filter }) => {
+                let hub = &self.state.hub;
+                let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
+                let bounds = hub.bounds();
+                self.cursor = Some(cursor);
+                text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
+            }
+            Err(message) => {
+                self.errors += 1;
+                if self.errors >= MAX_CLIENT_ERRORS {
+                    let _ = self.send(error_frame(&message)).await;
+                    return Some(End::Policy("too many bad messages"));
+                }
+                error_frame(&message)
+            }
+        };
+        if self.send(reply).await { None } else { Some(End::SendFailed) }
+    }
+
+    /// Sends one message unless shutdown comes first; false when the connection is done.
+    async fn send(&mut self, message: Message) -> bool {
+        tokio::select! {
+            r = self.socket.send(message) => r.is_ok(),
+            () = self.state.shutdown.cancelled() => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_or_say_what_is_wrong() {
+        assert!(matches!(parse_request(r#"{"action":"ping"}"#), Ok(Request::Ping)));
+        assert!(matches!(
+            parse_request(r#"{"action":"subscribe","channel":"events","since":5,"filter":{"types":["task.*"]}}"#),
+            Ok(Request::Subscribe { since: Some(5), .. })
+        ));
+        assert!(matches!(parse_request(r#"{"action":"unsubscribe","channel":"events"}"#), Ok(Request::Unsubscribe)));
+        for (bad, says) in [
+            ("nope", "not a JSON object"),
+            (r#"{"action":"dance"}"#, "unknown action"),
+            (r#"{"channel":"events"}"#, "missing action"),
+            (r#"{"action":"subscribe","channel":"other"}"#, "unknown channel"),
+            (r#"{"action":"subscribe","channel":"events","filter":{"types":["Bad"]}}"#, "filter.types"),
+            (r#"{"action":"subscribe","channel":"events","sinse":3}"#, "unknown field"),
+            (r#"{"action":"subscribe","channel":"events","since":-1}"#, "subscribe"),
+        ] {
+            let err = parse_request(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
