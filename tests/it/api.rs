@@ -1,0 +1,211 @@
+//! The JSON API: ingest, queries, paging, idempotency and every refusal.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{events, seqs, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn a_batch_is_committed_with_gapless_seqs_and_read_back_in_order() {
+    let app = spawn_app().await;
+    let (status, body) = app.post_events(&events("task.created", 3)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let accepted: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(accepted, vec![1, 2, 3]);
+    let (status, one) = app.post_events(&json!({"event_type": "bid.submitted", "source": "forge"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(one["events"][0]["seq"], 4);
+    let stored = app.all_events().await;
+    assert_eq!(seqs(&stored), vec![1, 2, 3, 4]);
+    assert_eq!(stored[1]["data"]["n"], 1);
+    assert!(stored[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resending_an_id_returns_the_original_seq_and_stores_nothing() {
+    let app = spawn_app().await;
+    let e = json!({"id": "order-77", "event_type": "task.created", "source": "c"});
+    let (_, first) = app.post_events(&e).await;
+    let (status, again) = app.post_events(&json!([e, {"event_type": "task.started", "source": "c"}])).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["events"][0], json!({"id": "order-77", "seq": first["events"][0]["seq"], "duplicate": true}));
+    assert_eq!(again["events"][1]["seq"], 2);
+    assert_eq!(app.all_events().await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_request_is_refused_with_a_clear_error_and_stores_nothing() {
+    let app = spawn_with(|c| c.max_body_bytes = 64 * 1024).await;
+    app.post_events(&events("a.b", 1)).await;
+    let too_many = events("a.b", 1001).to_string();
+    let big = json!({"event_type": "a.b", "source": "s", "data": {"x": "y".repeat(100_000)}}).to_string();
+    let cases: Vec<(String, StatusCode, &str, Option<&str>)> = vec![
+        ("{not json".into(), StatusCode::BAD_REQUEST, "invalid_json", None),
+        ("[]".into(), StatusCode::BAD_REQUEST, "invalid_body", None),
+        ("\"text\"".into(), StatusCode::BAD_REQUEST, "invalid_body", None),
+        (
+            json!([{"event_type": "a.b", "source": "s"}, {"event_type": "Not A Type", "source": "s"}]).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            Some("event_type"),
+        ),
+        (json!({"event_type": "a.b"}).to_string(), StatusCode::BAD_REQUEST, "invalid_event", Some("source")),
+        (
+            json!({"event_type": "a.b", "source": "s", "data": "x"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            Some("data"),
+        ),
+        (
+            json!({"event_type": "a.b", "source": "s", "colour": 1}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            Some("colour"),
+        ),
+        (too_many, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", None),
+        (big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, err) = app.post_raw("/api/events", &body, Some(&app.admin)).await;
+        assert_eq!(got, status, "{}: {err}", &body[..body.len().min(60)]);
+        assert_eq!(err["error"]["code"], code, "{err}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+        if let Some(f) = field {
+            assert_eq!(err["error"]["field"], f, "{err}");
+        }
+    }
+    let (_, err) = app
+        .post_raw(
+            "/api/events",
+            &json!([{"event_type": "a.b", "source": "s"}, {"event_type": "a.b"}]).to_string(),
+            Some(&app.admin),
+        )
+        .await;
+    assert_eq!(err["error"]["index"], 1);
+    let invalid_utf8 = reqwest::Body::from(vec![b'{', 0xff, 0xfe, b'}']);
+    let resp = app.http.post(app.url("/api/events")).bearer_auth(&app.admin).body(invalid_utf8).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.all_events().await.len(), 1, "nothing of a refused request is stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queries_filter_and_page_by_cursor_in_both_orders() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let batch: Vec<_> = (0..50)
+            .map(|j| {
+                json!({"event_type": if j % 2 == 0 { "task.created" } else { "bid.submitted" }, "source": format!("s{i}"),
+                        "task_id": format!("t{}", j % 5), "agent_id": "forge"})
+            })
+            .collect();
+        assert_eq!(app.post_events(&json!(batch)).await.0, StatusCode::CREATED);
+    }
+    let (_, page) = app.get("/api/events?types=task.*&limit=100").await;
+    let first = seqs(page["events"].as_array().unwrap());
+    assert_eq!(first.len(), 100);
+    assert!(first.iter().all(|s| s % 2 == 1), "task.created are the odd seqs");
+    let next = page["next"].as_u64().unwrap();
+    let (_, page2) = app.get(&format!("/api/events?types=task.*&limit=100&after={next}")).await;
+    assert_eq!(page2["events"].as_array().unwrap().len(), 25);
+    assert!(page2["next"].is_null());
+    let (_, desc) = app.get("/api/events?order=desc&limit=10&source=s4").await;
+    let d = seqs(desc["events"].as_array().unwrap());
+    assert_eq!(d, (241..=250).rev().collect::<Vec<_>>());
+    let (_, older) = app.get(&format!("/api/events?order=desc&limit=10&source=s4&before={}", desc["next"])).await;
+    assert_eq!(seqs(older["events"].as_array().unwrap()), (231..=240).rev().collect::<Vec<_>>());
+    let (_, by_task) = app.get("/api/events?task_id=t3&agent_id=forge&types=bid.submitted&limit=1000").await;
+    assert_eq!(by_task["events"].as_array().unwrap().len(), 25);
+    let (_, window) = app.get("/api/events?after=10&before=15").await;
+    assert_eq!(seqs(window["events"].as_array().unwrap()), vec![11, 12, 13, 14]);
+    let (_, timed) = app.get("/api/events?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&limit=1").await;
+    assert_eq!(timed["events"].as_array().unwrap().len(), 1);
+    for (bad, field) in
+        [("limit=0", "limit"), ("limit=1001", "limit"), ("from=yesterday", "from"), ("types=Bad", "types")]
+    {
+        let (status, err) = app.get(&format!("/api/events?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(err["error"]["field"], field, "{bad}: {err}");
+    }
+    let (status, err) = app.get("/api/events?after=minus").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, err) = app.get("/api/events?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_event_is_found_by_seq_or_by_id() {
+    let app = spawn_app().await;
+    app.post_events(
+        &json!([{"event_type": "a.b", "source": "s"}, {"id": "job-9", "event_type": "a.c", "source": "s"}]),
+    )
+    .await;
+    let (status, by_seq) = app.get("/api/events/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_seq["event_type"], "a.b");
+    let (_, by_id) = app.get("/api/events/job-9").await;
+    assert_eq!(by_id["seq"], 2);
+    let (status, missing) = app.get("/api/events/99").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["code"], "not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn summary_counts_by_type_and_minute() {
+    let app = spawn_app().await;
+    app.post_events(&events("task.created", 3)).await;
+    app.post_events(&events("bid.submitted", 2)).await;
+    let (status, s) = app.get("/api/summary?minutes=5").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s["total"], 5);
+    assert_eq!(s["by_type"]["task.created"], 3);
+    let buckets = s["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 5);
+    assert_eq!(buckets.iter().map(|b| b["total"].as_u64().unwrap()).sum::<u64>(), 5);
+    assert_eq!(app.get("/api/summary?minutes=0").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get("/api/summary?minutes=100000").await.0, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_known_type_table_is_served() {
+    let app = spawn_app().await;
+    let (status, t) = app.get("/api/event-types").await;
+    assert_eq!(status, StatusCode::OK);
+    let types = t["types"].as_array().unwrap();
+    assert!(types.iter().any(|k| k["event_type"] == "task.assigned" && k["icon"] == "👤"));
+    assert_eq!(t["unknown_icon"], "•");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    assert_eq!(app.get_as("/healthz", None).await.0, StatusCode::OK);
+    let (status, ready) = app.get_as("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["head"], 0);
+    let (status, err) = app.get("/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_are_redacted_before_storage() {
+    let app = spawn_app().await;
+    let e = json!({"event_type": "tool.called", "source": "forge",
+                   "data": {"tool_name": "http", "headers": {"Authorization": "Bearer abc"}, "args": [{"api_key": "k"}],
+                            "note": "used bearer sk-123 today"}});
+    app.post_events(&e).await;
+    let stored = &app.all_events().await[0]["data"];
+    assert_eq!(stored["headers"]["Authorization"], "[REDACTED]");
+    assert_eq!(stored["args"][0]["api_key"], "[REDACTED]");
+    assert_eq!(stored["note"], "used Bearer [REDACTED] today");
+    assert_eq!(stored["tool_name"], "http");
+    app.stop().await;
+}

@@ -1,0 +1,283 @@
+//! The test harness: a real server on port 0 with a temporary data directory, in
+//! process (`spawn_app`) or as the real binary (`BinaryServer`, for `kill -9`), and
+//! clients for each transport.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use swarmfeed::config::Config;
+use swarmfeed::server::Application;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+/// A server with the default configuration changed by `adjust`.
+pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config =
+        Config { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("server starts");
+    let admin = app.first_admin_token().map(|t| t.token.clone()).unwrap_or_default();
+    let addr = app.addr();
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run());
+    TestApp { addr, admin, http: reqwest::Client::new(), shutdown, task: Some(task), dir }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` to /api/events with the admin token.
+    pub async fn post_events(&self, body: &Value) -> (StatusCode, Value) {
+        self.post_raw("/api/events", &body.to_string(), Some(&self.admin)).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.post(self.url(path)).body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_as(path, Some(&self.admin)).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Issues a token with `scope` through the admin API.
+    pub async fn token(&self, scope: &str) -> String {
+        let (status, body) =
+            self.post_raw("/api/tokens", &json!({ "scope": scope }).to_string(), Some(&self.admin)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The seqs of every stored event, ascending, read through the API.
+    pub async fn all_events(&self) -> Vec<Value> {
+        all_events(&self.http, self.addr, &self.admin).await
+    }
+
+    pub async fn ws(&self) -> WsClient {
+        WsClient::connect(self.addr, Some(&self.admin)).await.expect("websocket opens")
+    }
+
+    /// Asks the server to stop and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task).await.expect("server stops in time").unwrap().unwrap();
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+pub async fn all_events(http: &reqwest::Client, addr: SocketAddr, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let resp = http
+            .get(format!("http://{addr}/api/events?after={after}&limit=1000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let page: Value = resp.json().await.unwrap();
+        out.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next"].as_u64() {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+}
+
+/// `count` valid events of `event_type`, with data `{"n": i}`.
+pub fn events(event_type: &str, count: usize) -> Value {
+    Value::Array(
+        (0..count).map(|n| json!({ "event_type": event_type, "source": "test", "data": { "n": n } })).collect(),
+    )
+}
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Opens /ws; the error is the HTTP status the upgrade was refused with, if any.
+    pub async fn connect(addr: SocketAddr, token: Option<&str>) -> Result<Self, Option<u16>> {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(t) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((stream, _)) => Ok(WsClient { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Some(resp.status().as_u16())),
+            Err(_) => Err(None),
+        }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.stream.send(Message::Text(value.to_string().into())).await.expect("ws send");
+    }
+
+    /// The next text frame as JSON, skipping pings; panics after [`WAIT`].
+    pub async fn next_json(&mut self) -> Value {
+        match self.next_message().await {
+            Some(Message::Text(t)) => serde_json::from_str(&t).expect("server frames are JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next non-ping message, `None` when the stream ended.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next()).await.expect("frame within the wait")?;
+            match msg {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(m) => return Some(m),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Subscribes and returns the `subscribed` frame.
+    pub async fn subscribe(&mut self, since: Option<u64>, filter: Value) -> Value {
+        let mut msg = json!({ "action": "subscribe", "channel": "events", "filter": filter });
+        if let Some(s) = since {
+            msg["since"] = json!(s);
+        }
+        self.send_json(msg).await;
+        let reply = self.next_json().await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        reply
+    }
+
+    /// Reads frames until `count` events arrived; returns them and the frame count.
+    pub async fn collect_events(&mut self, count: usize) -> (Vec<Value>, usize) {
+        let mut events = Vec::new();
+        let mut frames = 0;
+        while events.len() < count {
+            let frame = self.next_json().await;
+            frames += 1;
+            match frame["type"].as_str() {
+                Some("event") => events.push(frame["payload"].clone()),
+                Some("batch") => events.extend(frame["payload"].as_array().unwrap().iter().cloned()),
+                _ => panic!("unexpected frame {frame}"),
+            }
+        }
+        (events, frames)
+    }
+}
+
+pub fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+/// The real `swarmfeed` binary, for tests that kill it.
+pub struct BinaryServer {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl BinaryServer {
+    /// Starts `swarmfeed serve` on a free loopback port with `data_dir`, plus `extra`
+    /// flags, and waits until it is ready.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
+            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "swarmfeed ready"
+                {
+                    return v["fields"]["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("server exited before it was ready");
+        })
+        .await
+        .expect("server ready in time");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        BinaryServer { child, addr, data_dir: data_dir.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap().trim().to_owned()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        tokio::time::timeout(WAIT, self.child.wait()).await.expect("exits in time").unwrap()
+    }
+}
+
+/// Resident memory of a process, bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}

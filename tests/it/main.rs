@@ -1,0 +1,8 @@
+//! Integration tests: a real server, real sockets, a real SQLite file.
+
+mod api;
+mod auth;
+mod durability;
+mod harness;
+mod poll_sse;
+mod ws;
