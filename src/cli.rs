@@ -5,12 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Scope;
 use crate::config::Config;
 use crate::redact::Redactor;
+use crate::swarm::demo::DemoSettings;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -64,6 +66,18 @@ pub struct ServeArgs {
     /// Keys whose values are redacted at ingest, at any depth (a regular expression).
     #[arg(long, env = "SWARMFEED_REDACT_KEY", default_value = crate::redact::DEFAULT_KEY_PATTERN)]
     pub redact_key: String,
+    /// Run a demo swarm of persona agents that join, bid, work and fail.
+    #[arg(long, env = "SWARMFEED_DEMO")]
+    pub demo: bool,
+    /// Seconds between tasks the demo posts.
+    #[arg(long, env = "SWARMFEED_DEMO_TASK_INTERVAL", default_value_t = crate::swarm::demo::DEFAULT_TASK_INTERVAL.as_secs_f64())]
+    pub demo_task_interval: f64,
+    /// Seconds an auction takes bids.
+    #[arg(long, env = "SWARMFEED_BID_WINDOW", default_value_t = crate::swarm::coordinator::DEFAULT_BID_WINDOW.as_secs_f64())]
+    pub bid_window: f64,
+    /// Seconds of silence after which an agent is logged as left (reason timeout).
+    #[arg(long, env = "SWARMFEED_AGENT_TIMEOUT", default_value_t = crate::swarm::coordinator::DEFAULT_AGENT_TIMEOUT.as_secs_f64())]
+    pub agent_timeout: f64,
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
@@ -93,13 +107,21 @@ pub enum TokenCommand {
 
 /// A flag whose value cannot work.
 #[derive(Debug, thiserror::Error)]
-#[error("--redact-key is not a valid regular expression: {0}")]
-pub struct BadRedactKey(#[from] regex::Error);
+pub enum BadFlag {
+    #[error("--redact-key is not a valid regular expression: {0}")]
+    RedactKey(#[from] regex::Error),
+    #[error("{flag} must be a positive number of seconds, not {value}")]
+    Seconds { flag: &'static str, value: f64 },
+}
+
+fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadFlag> {
+    Duration::try_from_secs_f64(value).ok().filter(|d| !d.is_zero()).ok_or(BadFlag::Seconds { flag, value })
+}
 
 impl ServeArgs {
     /// # Errors
-    /// `--redact-key` does not compile.
-    pub fn into_config(self) -> Result<Config, BadRedactKey> {
+    /// `--redact-key` does not compile, or a duration is not a positive number.
+    pub fn into_config(self) -> Result<Config, BadFlag> {
         let mut config = Config {
             bind: self.bind,
             data_dir: self.data.data_dir,
@@ -113,6 +135,12 @@ impl ServeArgs {
         config.writer.queue_events = self.writer_queue_events;
         config.ingest.max_data_bytes = self.max_data_bytes;
         config.ingest.redactor = Redactor::new(&self.redact_key)?;
+        config.coordinator.bid_window = seconds("--bid-window", self.bid_window)?;
+        config.coordinator.agent_timeout = seconds("--agent-timeout", self.agent_timeout)?;
+        if self.demo {
+            config.demo =
+                Some(DemoSettings { task_interval: seconds("--demo-task-interval", self.demo_task_interval)? });
+        }
         Ok(config)
     }
 }
@@ -135,6 +163,18 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_frames_per_sec, 10);
+    }
+
+    #[test]
+    fn durations_must_be_positive() {
+        let cli = Cli::try_parse_from(["swarmfeed", "serve", "--bid-window", "0"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert!(matches!(args.into_config(), Err(BadFlag::Seconds { flag: "--bid-window", .. })));
+        let cli = Cli::try_parse_from(["swarmfeed", "serve", "--demo", "--bid-window", "2.5"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.coordinator.bid_window, Duration::from_millis(2500));
+        assert!(config.demo.is_some());
     }
 
     #[test]

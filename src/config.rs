@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
 use crate::ingest::IngestRules;
+use crate::swarm::coordinator::CoordinatorSettings;
+use crate::swarm::demo::DemoSettings;
 use crate::writer::WriterSettings;
 
 /// Default WebSocket event frames per second per subscription (the ADR's limit).
@@ -45,6 +47,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of SSE keep-alive comments and WebSocket pings.
     pub keepalive: Duration,
+    /// Bid window, agent timeout and the coordinator's source name.
+    pub coordinator: CoordinatorSettings,
+    /// Run the built-in persona swarm (`--demo`).
+    pub demo: Option<DemoSettings>,
 }
 
 /// A configuration that cannot run.
@@ -71,6 +77,8 @@ impl Default for Config {
             read_connections: crate::store::sqlite::DEFAULT_READ_CONNECTIONS,
             shutdown_grace: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            coordinator: CoordinatorSettings::default(),
+            demo: None,
         }
     }
 }
@@ -88,6 +96,12 @@ impl Config {
             ("--read-connections", self.read_connections, 1),
             ("--max-body-bytes", self.max_body_bytes, 1024),
         ];
+        if self.coordinator.bid_window.is_zero() {
+            return Err(ConfigError::TooSmall { name: "--bid-window", min: 1 });
+        }
+        if self.coordinator.agent_timeout.is_zero() {
+            return Err(ConfigError::TooSmall { name: "--agent-timeout", min: 1 });
+        }
         for (name, value, min) in mins {
             if value < min {
                 return Err(ConfigError::TooSmall { name, min });

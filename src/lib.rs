@@ -17,6 +17,8 @@
 //! - [`filter`]: what a viewer wants, parsed and matched.
 //! - [`transport`]: WebSocket, SSE and long-poll encoders over one cursor.
 //! - [`http`]: router, auth middleware, the JSON API and its errors.
+//! - [`swarm`]: the projection of the log into agents and tasks, the coordinator
+//!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`config`], [`cli`], [`telemetry`], [`shutdown`], [`server`]: running it.
 
@@ -33,6 +35,7 @@ pub mod redact;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod swarm;
 pub mod telemetry;
 pub mod transport;
 pub mod writer;

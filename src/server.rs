@@ -40,9 +40,19 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
-    writer_task: tokio::task::JoinHandle<()>,
-    writer_stop: CancellationToken,
+    tasks: Tasks,
     admin: Option<Issued>,
+}
+
+/// The long-running tasks besides the listener, each with its own stop signal so that
+/// they stop in order: the demo with the listener, then the coordinator once no
+/// request can reach it, then the writer once nothing can produce.
+struct Tasks {
+    writer: tokio::task::JoinHandle<()>,
+    writer_stop: CancellationToken,
+    coordinator: tokio::task::JoinHandle<()>,
+    coordinator_stop: CancellationToken,
+    demo: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -65,19 +75,46 @@ impl Application {
         let writer_stop = CancellationToken::new();
         let (writer, writer_task) =
             writer::spawn(store.writer().await?, Arc::clone(&hub), config.writer.clone(), writer_stop.clone());
+        let coordinator_stop = CancellationToken::new();
+        let (coordinator, coordinator_task) = crate::swarm::coordinator::spawn(
+            config.coordinator.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&store),
+            writer.clone(),
+            config.ingest.clone(),
+            coordinator_stop.clone(),
+        );
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
         tracing::info!(%addr, head = bounds.head, oldest = bounds.oldest, "swarmfeed ready");
+        let shutdown = CancellationToken::new();
+        let demo_task = config.demo.clone().map(|settings| {
+            crate::swarm::demo::spawn(
+                settings,
+                coordinator.clone(),
+                Arc::clone(&hub),
+                Arc::clone(&store),
+                shutdown.clone(),
+            )
+        });
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
             config,
             store,
             hub,
             writer,
-            shutdown: CancellationToken::new(),
+            coordinator,
+            shutdown,
         });
-        Ok(Application { listener, addr, state, writer_task, writer_stop, admin })
+        let tasks = Tasks {
+            writer: writer_task,
+            writer_stop,
+            coordinator: coordinator_task,
+            coordinator_stop,
+            demo: demo_task,
+        };
+        Ok(Application { listener, addr, state, tasks, admin })
     }
 
     /// The address actually bound.
@@ -104,7 +141,7 @@ impl Application {
     /// # Errors
     /// The listener failed.
     pub async fn run(self) -> std::io::Result<()> {
-        let Application { listener, state, writer_task, writer_stop, .. } = self;
+        let Application { listener, state, tasks, .. } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace;
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -119,8 +156,17 @@ impl Application {
                 Ok(())
             }
         };
-        writer_stop.cancel();
-        if let Err(e) = writer_task.await {
+        if let Some(demo) = tasks.demo
+            && let Err(e) = demo.await
+        {
+            tracing::error!(error = %e, "demo task failed");
+        }
+        tasks.coordinator_stop.cancel();
+        if let Err(e) = tasks.coordinator.await {
+            tracing::error!(error = %e, "coordinator task failed");
+        }
+        tasks.writer_stop.cancel();
+        if let Err(e) = tasks.writer.await {
             tracing::error!(error = %e, "writer task failed");
         }
         tracing::info!("swarmfeed stopped");

@@ -7,19 +7,21 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod swarm;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Scope, Tokens};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::store::Store;
+use crate::swarm::coordinator::CoordinatorHandle;
 use crate::transport;
 use crate::writer::WriterHandle;
 
@@ -32,6 +34,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub writer: WriterHandle,
+    pub coordinator: CoordinatorHandle,
     pub tokens: Tokens,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
@@ -61,9 +64,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/{key}", get(api::get_event))
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))
+        .route("/api/swarm", get(swarm::snapshot))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
     let write = Router::new()
         .route("/api/events", post(api::post_events))
+        .route("/swarm/agents", post(swarm::join))
+        .route("/swarm/agents/{id}", delete(swarm::leave))
+        .route("/swarm/agents/{id}/status", post(swarm::status))
+        .route("/swarm/agents/{id}/heartbeat", post(swarm::heartbeat))
+        .route("/swarm/tasks", post(swarm::post_task))
+        .route("/swarm/tasks/{id}/bids", post(swarm::bid))
+        .route("/swarm/tasks/{id}/start", post(swarm::start))
+        .route("/swarm/tasks/{id}/complete", post(swarm::complete))
+        .route("/swarm/tasks/{id}/fail", post(swarm::fail))
+        .route("/swarm/tasks/{id}/tools", post(swarm::tools))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Write), auth::require));
     let admin = Router::new()
         .route("/api/tokens", post(api::post_token))

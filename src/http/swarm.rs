@@ -1,0 +1,200 @@
+//! The coordinator's HTTP commands (DESIGN §4, §7) and `GET /api/swarm`.
+//!
+//! Handlers only parse bodies into [`Command`]s; the coordinator decides. Its
+//! refusals map to 404 (unknown task or agent), 409 (a step out of order) and 400
+//! (a malformed body), each naming what was wrong.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::error::{ApiBody, ApiError};
+use crate::swarm::coordinator::{Command, CommandError, Rejected};
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rejected(Rejected::NotFound(m)) => ApiError::not_found(m),
+            CommandError::Rejected(Rejected::Conflict(m)) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            CommandError::Rejected(Rejected::Invalid { field, message }) => {
+                ApiError::bad_request("invalid_body", format!("{field} {message}")).with_field(field)
+            }
+            CommandError::Busy => ApiError::unavailable("busy", "the coordinator is busy; retry shortly", 1),
+            CommandError::Stopped => ApiError::unavailable("shutting_down", "the server is shutting down", 5),
+            CommandError::Append(e) => e.into(),
+            CommandError::Ingest(m) => ApiError::internal(&m),
+        }
+    }
+}
+
+/// Parses a JSON body, or the empty body as `{}`, into `T`.
+fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let raw = if raw.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { raw };
+    serde_json::from_slice(raw).map_err(|e| {
+        let message = e.to_string();
+        // serde names the offending field in its message ("missing field `name`").
+        let field = message.split('`').nth(1).map(str::to_owned);
+        let err = ApiError::bad_request("invalid_body", message);
+        match field {
+            Some(f) => err.with_field(f),
+            None => err,
+        }
+    })
+}
+
+async fn run(state: &AppState, command: Command, created: bool) -> Result<Response, ApiError> {
+    let answer = state.coordinator.run(command).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    name: String,
+    agent_id: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+/// `POST /swarm/agents` → 201 `{"agent_id"}`.
+pub async fn join(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
+    let b: JoinBody = body(&raw)?;
+    run(&state, Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities }, true).await
+}
+
+/// `DELETE /swarm/agents/{id}`.
+pub async fn leave(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
+    run(&state, Command::Leave { agent_id }, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+}
+
+/// `POST /swarm/agents/{id}/status` `{"status":"idle|busy"}`.
+pub async fn status(
+    State(state): State<AppState>,
+    Path(agent_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: StatusBody = body(&raw)?;
+    run(&state, Command::Status { agent_id, status: b.status }, false).await
+}
+
+/// `POST /swarm/agents/{id}/heartbeat`.
+pub async fn heartbeat(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
+    run(&state, Command::Heartbeat { agent_id }, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    description: String,
+}
+
+/// `POST /swarm/tasks` `{"description"}` → 201 `{"task_id","closes_at"}`; opens an auction.
+pub async fn post_task(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
+    let b: TaskBody = body(&raw)?;
+    run(&state, Command::PostTask { description: b.description }, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BidBody {
+    agent_id: String,
+    bid_sats: Value,
+}
+
+/// `POST /swarm/tasks/{id}/bids` `{"agent_id","bid_sats"}` → 201.
+pub async fn bid(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: BidBody = body(&raw)?;
+    let bid_sats = b.bid_sats.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+        ApiError::bad_request("invalid_body", "bid_sats must be a positive integer").with_field("bid_sats")
+    })?;
+    run(&state, Command::Bid { task_id, agent_id: b.agent_id, bid_sats }, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    agent_id: Option<String>,
+}
+
+/// `POST /swarm/tasks/{id}/start` (optionally `{"agent_id"}`, which must be the winner).
+pub async fn start(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: StartBody = body(&raw)?;
+    run(&state, Command::Start { task_id, agent_id: b.agent_id }, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteBody {
+    result: Option<Value>,
+}
+
+/// `POST /swarm/tasks/{id}/complete` `{"result"}`.
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: CompleteBody = body(&raw)?;
+    run(&state, Command::Complete { task_id, result: b.result }, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailBody {
+    reason: String,
+}
+
+/// `POST /swarm/tasks/{id}/fail` `{"reason"}`.
+pub async fn fail(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: FailBody = body(&raw)?;
+    run(&state, Command::Fail { task_id, reason: b.reason }, false).await
+}
+
+#[derive(Deserialize)]
+struct ToolBody {
+    tool_name: String,
+    status: Option<String>,
+    /// Anything else the agent reports about the call (arguments, duration, …).
+    #[serde(flatten)]
+    data: Map<String, Value>,
+}
+
+/// `POST /swarm/tasks/{id}/tools` `{"tool_name","status"?,…}` → 201; logs
+/// `tool.called` (or `tool.completed` / `tool.failed` by `status`).
+pub async fn tools(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    ApiBody(raw): ApiBody,
+) -> Result<Response, ApiError> {
+    let b: ToolBody = body(&raw)?;
+    run(&state, Command::Tool { task_id, tool_name: b.tool_name, status: b.status, data: b.data }, true).await
+}
+
+/// `GET /api/swarm`: agents, tasks, open auctions and totals, folded from the log.
+pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
+    run(&state, Command::Snapshot, false).await
+}

@@ -1,0 +1,667 @@
+//! The coordinator (DESIGN §7): agents join and leave, tasks are auctioned, work is
+//! started, tooled, completed or failed.
+//!
+//! One task owns the swarm state: a [`Projection`] folded from the log through its
+//! own cursor, plus the liveness clock of the agents it manages. Commands arrive over
+//! a bounded channel and are handled one at a time, so concurrent bids and an
+//! auction's close are ordered: a bid is either committed before the close or refused
+//! with 409, never half-applied. Every event goes through the same ingest rules and
+//! writer as a producer's, and the state changes only by folding committed events.
+//!
+//! The coordinator settles only the auctions it opened and times out only the agents
+//! it registered (events whose `source` is its own), so an external coordinator that
+//! posts events can share the log without being second-guessed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::auction::{self, Settlement};
+use super::projection::{AgentStatus, Projection, SWARM_TYPES, TaskStatus};
+use crate::cursor::{Cursor, CursorError, Step};
+use crate::event::{MAX_NAME_CHARS, format_timestamp};
+use crate::filter::{Filter, FilterSpec};
+use crate::hub::{Hub, ReadLimit};
+use crate::ingest::IngestRules;
+use crate::store::Store;
+use crate::writer::{AppendError, WriterHandle};
+
+/// Default bidding window (`--bid-window`).
+pub const DEFAULT_BID_WINDOW: Duration = Duration::from_secs(15);
+/// Default silence after which an agent is timed out (`--agent-timeout`).
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Commands that may wait for the coordinator; beyond it callers get 503.
+const COMMAND_QUEUE: usize = 1024;
+/// Longest task description, characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// Most capabilities an agent may declare.
+const MAX_CAPABILITIES: usize = 32;
+/// How often agent liveness is checked.
+const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// What one fold step reads.
+const FOLD_LIMIT: ReadLimit = ReadLimit { max_events: 5_000, max_bytes: 8 * 1024 * 1024 };
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// How long an auction takes bids. Default [`DEFAULT_BID_WINDOW`].
+    pub bid_window: Duration,
+    /// Silence after which a managed agent gets `agent.left` (reason timeout).
+    pub agent_timeout: Duration,
+    /// The `source` of the coordinator's events; also how it recognises what it manages.
+    pub source: String,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        CoordinatorSettings {
+            bid_window: DEFAULT_BID_WINDOW,
+            agent_timeout: DEFAULT_AGENT_TIMEOUT,
+            source: "coordinator".into(),
+        }
+    }
+}
+
+/// A command for the coordinator. Field checks beyond types happen in the coordinator,
+/// so every caller (HTTP, the demo) gets the same answers.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Join {
+        name: String,
+        agent_id: Option<String>,
+        capabilities: Vec<String>,
+    },
+    Leave {
+        agent_id: String,
+    },
+    Status {
+        agent_id: String,
+        status: String,
+    },
+    Heartbeat {
+        agent_id: String,
+    },
+    PostTask {
+        description: String,
+    },
+    Bid {
+        task_id: String,
+        agent_id: String,
+        bid_sats: u64,
+    },
+    Start {
+        task_id: String,
+        agent_id: Option<String>,
+    },
+    Complete {
+        task_id: String,
+        result: Option<Value>,
+    },
+    Fail {
+        task_id: String,
+        reason: String,
+    },
+    Tool {
+        task_id: String,
+        tool_name: String,
+        status: Option<String>,
+        data: Map<String, Value>,
+    },
+    /// The projection as `GET /api/swarm` serves it.
+    Snapshot,
+}
+
+/// A command the swarm's rules refuse: an expected outcome, not a failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    #[error("the coordinator is busy")]
+    Busy,
+    #[error("the coordinator has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error("the coordinator's events were refused by ingest: {0}")]
+    Ingest(String),
+}
+
+type Reply = oneshot::Sender<Result<Value, CommandError>>;
+
+/// A cheap handle for sending commands.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    commands: mpsc::Sender<(Command, Reply)>,
+}
+
+impl CoordinatorHandle {
+    /// Runs `command` and returns its answer (the JSON the API sends back).
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when the swarm's rules refuse it, `Busy` when the
+    /// queue is full, `Stopped` on shutdown, `Append` when the commit failed.
+    pub async fn run(&self, command: Command) -> Result<Value, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.try_send((command, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommandError::Busy,
+            mpsc::error::TrySendError::Closed(_) => CommandError::Stopped,
+        })?;
+        answer.await.map_err(|_| CommandError::Stopped)?
+    }
+}
+
+/// Starts the coordinator. It first folds the whole log (commands wait meanwhile),
+/// settles auctions whose window passed while it was down, then serves.
+pub fn spawn(
+    settings: CoordinatorSettings,
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    writer: WriterHandle,
+    rules: IngestRules,
+    shutdown: CancellationToken,
+) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
+    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let filter = Filter::from_spec(FilterSpec {
+        types: SWARM_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        ..FilterSpec::default()
+    })
+    // A constant list of valid patterns.
+    .expect("swarm types are valid patterns");
+    let coordinator = Coordinator {
+        cursor: Cursor::new(hub.clone(), store, filter, Some(0)),
+        hub,
+        projection: Projection::default(),
+        writer,
+        rules,
+        settings,
+        managed_agents: HashSet::new(),
+        managed_auctions: HashSet::new(),
+        last_heard: HashMap::new(),
+    };
+    let task = tokio::spawn(coordinator.run(rx, shutdown));
+    (CoordinatorHandle { commands }, task)
+}
+
+struct Coordinator {
+    cursor: Cursor,
+    hub: Arc<Hub>,
+    projection: Projection,
+    writer: WriterHandle,
+    rules: IngestRules,
+    settings: CoordinatorSettings,
+    /// Agents whose `agent.joined` this coordinator wrote: it times them out.
+    managed_agents: HashSet<String>,
+    /// Auctions whose `task.bidding` this coordinator wrote: it settles them.
+    managed_auctions: HashSet<String>,
+    /// When each managed, online agent was last heard from.
+    last_heard: HashMap<String, Instant>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn not_found_agent(id: &str) -> Rejected {
+    Rejected::NotFound(format!("no agent {id:?}"))
+}
+
+fn not_found_task(id: &str) -> Rejected {
+    Rejected::NotFound(format!("no task {id:?}"))
+}
+
+/// Ids are short printable names: letters, digits, `-`, `_`, `.`.
+fn check_id(field: &'static str, id: &str) -> Result<(), Rejected> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejected::Invalid { field, message: "must be 1 to 64 letters, digits, '-', '_' or '.'".into() })
+    }
+}
+
+fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Rejected> {
+    if text.trim().is_empty() {
+        Err(Rejected::Invalid { field, message: "must not be empty".into() })
+    } else if text.chars().count() > max {
+        Err(Rejected::Invalid { field, message: format!("must be at most {max} characters") })
+    } else {
+        Ok(())
+    }
+}
+
+fn short_id(prefix: &str) -> String {
+    use rand::Rng;
+    format!("{prefix}{:08x}", rand::rng().random::<u32>())
+}
+
+impl Coordinator {
+    async fn run(mut self, mut commands: mpsc::Receiver<(Command, Reply)>, shutdown: CancellationToken) {
+        let started = std::time::Instant::now();
+        let head = self.hub.head();
+        if let Err(e) = self.fold_until(head).await {
+            tracing::error!(error = %e, "coordinator could not rebuild the swarm from the log; it is not serving");
+            return;
+        }
+        let now = Instant::now();
+        self.last_heard = self
+            .managed_agents
+            .iter()
+            .filter(|id| self.projection.agent(id).is_some_and(|a| a.status != AgentStatus::Offline))
+            .map(|id| (id.clone(), now))
+            .collect();
+        tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
+        let mut liveness = tokio::time::interval(LIVENESS_TICK);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = sleep_until_opt(deadline) => self.settle_due().await,
+                command = commands.recv() => {
+                    let Some((command, reply)) = command else { break };
+                    let answer = self.handle(command).await;
+                    // A caller that gave up waiting needs no answer; the command took effect.
+                    let _ = reply.send(answer);
+                }
+                step = self.cursor.next(FOLD_LIMIT) => {
+                    if let Err(e) = self.fold_step(step) {
+                        tracing::error!(error = %e, "coordinator stopped following the log");
+                        break;
+                    }
+                }
+                _ = liveness.tick() => self.time_out_silent_agents().await,
+            }
+        }
+        tracing::info!("coordinator stopped");
+    }
+
+    fn fold_step(&mut self, step: Result<Step, CursorError>) -> Result<(), CursorError> {
+        match step? {
+            Step::Events(events) => {
+                for e in &events {
+                    if e.source.as_ref() == self.settings.source {
+                        match (&*e.event_type, e.task_id.as_deref(), e.agent_id.as_deref()) {
+                            ("task.bidding", Some(t), _) => {
+                                self.managed_auctions.insert(t.to_owned());
+                            }
+                            ("agent.joined", _, Some(a)) => {
+                                self.managed_agents.insert(a.to_owned());
+                            }
+                            _ => {}
+                        }
+                    }
+                    self.projection.apply(e);
+                }
+            }
+            Step::Reset { oldest } => {
+                // Retention removed events the fold had not read: start over from what
+                // is left rather than fold a log with a hole in it.
+                tracing::warn!(oldest, "swarm log was pruned under the coordinator; refolding");
+                self.projection = Projection::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds until the cursor has passed `seq` (events this coordinator just committed).
+    async fn fold_until(&mut self, seq: u64) -> Result<(), CursorError> {
+        while self.cursor.position() < seq {
+            let step = self.cursor.next(FOLD_LIMIT).await;
+            self.fold_step(step)?;
+        }
+        Ok(())
+    }
+
+    /// Commits events (each a JSON object as a producer would post it) and folds them.
+    async fn emit(&mut self, events: Vec<Value>) -> Result<Vec<u64>, CommandError> {
+        let mut new = Vec::with_capacity(events.len());
+        for (i, mut e) in events.into_iter().enumerate() {
+            e["source"] = json!(self.settings.source);
+            let Value::Object(map) = e else { unreachable!("emit takes objects") };
+            new.push(self.rules.event(i, map).map_err(|e| CommandError::Ingest(e.to_string()))?);
+        }
+        let outcomes = self.writer.append(new).await?;
+        let seqs: Vec<u64> = outcomes.iter().map(|o| o.seq).collect();
+        if let Some(&last) = seqs.iter().max() {
+            self.fold_until(last).await.map_err(|e| CommandError::Ingest(e.to_string()))?;
+        }
+        Ok(seqs)
+    }
+
+    fn heard(&mut self, agent_id: &str) {
+        if self.managed_agents.contains(agent_id) {
+            self.last_heard.insert(agent_id.to_owned(), Instant::now());
+        }
+    }
+
+    fn online_agent(&self, agent_id: &str) -> Result<&super::projection::Agent, Rejected> {
+        let agent = self.projection.agent(agent_id).ok_or_else(|| not_found_agent(agent_id))?;
+        if agent.status == AgentStatus::Offline {
+            return Err(Rejected::Conflict(format!("agent {agent_id:?} is offline; join again first")));
+        }
+        Ok(agent)
+    }
+
+    async fn handle(&mut self, command: Command) -> Result<Value, CommandError> {
+        match command {
+            Command::Snapshot => Ok(self.snapshot()),
+            Command::Join { name, agent_id, capabilities } => self.join(name, agent_id, capabilities).await,
+            Command::Leave { agent_id } => {
+                let agent = self.online_agent(&agent_id)?;
+                let events = self.departure(&agent_id, &agent.name.clone(), "left");
+                self.emit(events).await?;
+                self.last_heard.remove(&agent_id);
+                Ok(json!({ "agent_id": agent_id, "status": "offline" }))
+            }
+            Command::Status { agent_id, status } => {
+                if !matches!(status.as_str(), "idle" | "busy") {
+                    return Err(
+                        Rejected::Invalid { field: "status", message: "must be \"idle\" or \"busy\"".into() }.into()
+                    );
+                }
+                let name = self.online_agent(&agent_id)?.name.clone();
+                self.heard(&agent_id);
+                self.emit(vec![json!({
+                    "event_type": "agent.status_changed", "agent_id": agent_id, "data": {"name": name, "status": status}
+                })])
+                .await?;
+                Ok(json!({ "agent_id": agent_id, "status": status }))
+            }
+            Command::Heartbeat { agent_id } => {
+                let status = self.online_agent(&agent_id)?.status;
+                self.heard(&agent_id);
+                Ok(json!({ "agent_id": agent_id, "status": status }))
+            }
+            Command::PostTask { description } => {
+                check_text("description", &description, MAX_DESCRIPTION_CHARS)?;
+                let mut task_id = short_id("task-");
+                while self.projection.task(&task_id).is_some() {
+                    task_id = short_id("task-");
+                }
+                let window = self.settings.bid_window;
+                let closes_at = format_timestamp(now_ms() + window.as_millis() as i64);
+                self.emit(vec![
+                    json!({"event_type": "task.created", "task_id": task_id, "data": {"description": description}}),
+                    json!({"event_type": "task.bidding", "task_id": task_id,
+                           "data": {"closes_at": closes_at, "window_secs": window.as_secs_f64()}}),
+                ])
+                .await?;
+                Ok(json!({ "task_id": task_id, "closes_at": closes_at }))
+            }
+            Command::Bid { task_id, agent_id, bid_sats } => {
+                let sats =
+                    auction::check_bid(bid_sats).map_err(|message| Rejected::Invalid { field: "bid_sats", message })?;
+                let task = self.projection.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
+                let name = self.online_agent(&agent_id)?.name.clone();
+                let open = task.is_bidding() && task.closes_ms.is_none_or(|c| now_ms() < c);
+                if !open {
+                    return Err(Rejected::Conflict(format!("bidding on {task_id:?} is closed")).into());
+                }
+                if task.bids.iter().any(|b| b.agent_id == agent_id) {
+                    return Err(Rejected::Conflict(format!("agent {agent_id:?} already bid on {task_id:?}")).into());
+                }
+                self.heard(&agent_id);
+                let seqs = self
+                    .emit(vec![json!({"event_type": "bid.submitted", "task_id": task_id, "agent_id": agent_id,
+                                      "data": {"bid_sats": sats, "agent": name}})])
+                    .await?;
+                Ok(json!({ "task_id": task_id, "agent_id": agent_id, "bid_sats": sats, "seq": seqs[0] }))
+            }
+            Command::Start { task_id, agent_id } => {
+                let winner = self.assignee(&task_id, &[TaskStatus::Assigned], agent_id.as_deref())?;
+                self.heard(&winner);
+                self.emit(vec![json!({"event_type": "task.started", "task_id": task_id, "agent_id": winner})]).await?;
+                Ok(json!({ "task_id": task_id, "status": "started" }))
+            }
+            Command::Complete { task_id, result } => {
+                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
+                self.heard(&winner);
+                self.emit(vec![json!({"event_type": "task.completed", "task_id": task_id, "agent_id": winner,
+                                      "data": {"result": result}})])
+                    .await?;
+                Ok(json!({ "task_id": task_id, "status": "completed" }))
+            }
+            Command::Fail { task_id, reason } => {
+                check_text("reason", &reason, MAX_DESCRIPTION_CHARS)?;
+                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
+                self.heard(&winner);
+                self.emit(vec![json!({"event_type": "task.failed", "task_id": task_id, "agent_id": winner,
+                                      "data": {"reason": reason}})])
+                    .await?;
+                Ok(json!({ "task_id": task_id, "status": "failed" }))
+            }
+            Command::Tool { task_id, tool_name, status, mut data } => {
+                check_text("tool_name", &tool_name, MAX_NAME_CHARS)?;
+                let event_type = match status.as_deref() {
+                    None | Some("called") => "tool.called",
+                    Some("completed") => "tool.completed",
+                    Some("failed") => "tool.failed",
+                    Some(_) => {
+                        return Err(Rejected::Invalid {
+                            field: "status",
+                            message: "must be \"called\", \"completed\" or \"failed\"".into(),
+                        }
+                        .into());
+                    }
+                };
+                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
+                self.heard(&winner);
+                data.insert("tool_name".into(), json!(tool_name));
+                let seqs = self
+                    .emit(vec![json!({"event_type": event_type, "task_id": task_id, "agent_id": winner, "data": data})])
+                    .await?;
+                Ok(json!({ "task_id": task_id, "event_type": event_type, "seq": seqs[0] }))
+            }
+        }
+    }
+
+    async fn join(
+        &mut self,
+        name: String,
+        agent_id: Option<String>,
+        capabilities: Vec<String>,
+    ) -> Result<Value, CommandError> {
+        check_text("name", &name, 64)?;
+        if capabilities.len() > MAX_CAPABILITIES {
+            return Err(
+                Rejected::Invalid { field: "capabilities", message: format!("at most {MAX_CAPABILITIES}") }.into()
+            );
+        }
+        for c in &capabilities {
+            check_text("capabilities", c, 64)?;
+        }
+        let agent_id = match agent_id {
+            Some(id) => {
+                check_id("agent_id", &id)?;
+                if self.projection.agent(&id).is_some_and(|a| a.status != AgentStatus::Offline) {
+                    return Err(Rejected::Conflict(format!("agent {id:?} has already joined")).into());
+                }
+                id
+            }
+            None => {
+                let slug: String = name
+                    .to_lowercase()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .take(40)
+                    .collect();
+                let mut id = short_id(&format!("{slug}-"));
+                while self.projection.agent(&id).is_some() {
+                    id = short_id(&format!("{slug}-"));
+                }
+                id
+            }
+        };
+        self.emit(vec![json!({"event_type": "agent.joined", "agent_id": agent_id,
+                               "data": {"name": name, "capabilities": capabilities}})])
+            .await?;
+        self.heard(&agent_id);
+        Ok(json!({ "agent_id": agent_id }))
+    }
+
+    /// The agent a task is assigned to, if the task is in one of `states` (and, when
+    /// `agent` is given, assigned to that agent).
+    fn assignee(&self, task_id: &str, states: &[TaskStatus], agent: Option<&str>) -> Result<String, Rejected> {
+        let task = self.projection.task(task_id).ok_or_else(|| not_found_task(task_id))?;
+        if !states.contains(&task.status) || task.winner.is_none() {
+            let state = serde_json::to_value(task.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+            return Err(Rejected::Conflict(format!(
+                "task {task_id:?} is {}; this step needs it {}",
+                state.unwrap_or_default(),
+                states
+                    .iter()
+                    .filter_map(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        let winner = task.winner.clone().unwrap_or_default();
+        if let Some(a) = agent
+            && a != winner
+        {
+            return Err(Rejected::Conflict(format!("task {task_id:?} is assigned to {winner:?}, not {a:?}")));
+        }
+        Ok(winner)
+    }
+
+    /// `agent.left` and the failure of each task the agent held.
+    fn departure(&self, agent_id: &str, name: &str, reason: &str) -> Vec<Value> {
+        let mut events = vec![json!({"event_type": "agent.left", "agent_id": agent_id,
+                                     "data": {"name": name, "reason": reason}})];
+        if let Some(agent) = self.projection.agent(agent_id) {
+            for task_id in &agent.current_tasks {
+                events.push(json!({"event_type": "task.failed", "task_id": task_id, "agent_id": agent_id,
+                                   "data": {"reason": format!("agent {name} {}", if reason == "timeout" { "timed out" } else { "left" })}}));
+            }
+        }
+        events
+    }
+
+    /// When the next managed auction closes.
+    fn next_deadline(&self) -> Option<Instant> {
+        let now = now_ms();
+        self.managed_auctions
+            .iter()
+            .filter_map(|id| self.projection.task(id))
+            .filter(|t| t.is_bidding())
+            .map(|t| t.closes_ms.unwrap_or(now))
+            .min()
+            .map(|c| Instant::now() + Duration::from_millis(c.saturating_sub(now).max(0) as u64))
+    }
+
+    /// Settles every managed auction whose window has passed: `auction.closed`, then
+    /// `task.assigned` or `task.failed`, in one commit.
+    async fn settle_due(&mut self) {
+        let now = now_ms();
+        let mut due: Vec<String> = self
+            .managed_auctions
+            .iter()
+            .filter(|id| {
+                self.projection.task(id).is_some_and(|t| t.is_bidding() && t.closes_ms.is_none_or(|c| c <= now))
+            })
+            .cloned()
+            .collect();
+        due.sort();
+        self.managed_auctions.retain(|id| self.projection.task(id).is_some_and(|t| t.is_bidding()));
+        for task_id in due {
+            let Some(task) = self.projection.task(&task_id) else { continue };
+            let bids = task.bids.len();
+            let mut events = Vec::with_capacity(2);
+            match auction::settle(task, &self.projection) {
+                Settlement::Assigned { agent_id, agent_name, bid_sats } => {
+                    events.push(json!({"event_type": "auction.closed", "task_id": task_id,
+                                       "data": {"bids": bids, "winner": agent_id, "winning_bid": bid_sats}}));
+                    events.push(json!({"event_type": "task.assigned", "task_id": task_id, "agent_id": agent_id,
+                                       "data": {"bid_sats": bid_sats, "agent": agent_name}}));
+                }
+                Settlement::NoBids => {
+                    events.push(json!({"event_type": "auction.closed", "task_id": task_id, "data": {"bids": bids}}));
+                    events.push(json!({"event_type": "task.failed", "task_id": task_id,
+                                       "data": {"reason": "no bids received"}}));
+                }
+            }
+            if let Err(e) = self.emit(events).await {
+                // The auction stays open in the projection, so the next deadline check
+                // retries it; nothing was half-written (one transaction).
+                tracing::error!(error = %e, task_id, "could not settle auction; will retry");
+                return;
+            }
+            self.managed_auctions.remove(&task_id);
+        }
+    }
+
+    async fn time_out_silent_agents(&mut self) {
+        let timeout = self.settings.agent_timeout;
+        let silent: Vec<String> =
+            self.last_heard.iter().filter(|(_, heard)| heard.elapsed() >= timeout).map(|(id, _)| id.clone()).collect();
+        for agent_id in silent {
+            let Some(agent) = self.projection.agent(&agent_id).filter(|a| a.status != AgentStatus::Offline) else {
+                self.last_heard.remove(&agent_id);
+                continue;
+            };
+            let events = self.departure(&agent_id, &agent.name.clone(), "timeout");
+            match self.emit(events).await {
+                Ok(_) => {
+                    tracing::info!(agent_id, "agent timed out");
+                    self.last_heard.remove(&agent_id);
+                }
+                Err(e) => tracing::error!(error = %e, agent_id, "could not time out agent; will retry"),
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        let now = now_ms();
+        let p = &self.projection;
+        let agents: Vec<Value> = p
+            .agents()
+            .map(|a| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                v["last_seen"] = json!(format_timestamp(a.last_seen_ms));
+                v["joined_at"] = json!(format_timestamp(a.joined_ms));
+                v
+            })
+            .collect();
+        let mut tasks: Vec<&super::projection::Task> = p.tasks().collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
+        let tasks: Vec<Value> = tasks.into_iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
+        let auctions: Vec<Value> = p
+            .open_auctions()
+            .map(|t| {
+                json!({
+                    "task_id": t.task_id,
+                    "description": t.description,
+                    "bids": t.bids,
+                    "lowest_bid": t.best_bid(|_| true).map(|b| b.bid_sats),
+                    "closes_at": t.closes_ms.map(format_timestamp),
+                    "seconds_left": t.closes_ms.map(|c| (c - now).max(0) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        json!({ "seq": p.seq, "agents": agents, "tasks": tasks, "auctions": auctions, "totals": p.totals() })
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,12 @@
+//! The swarm: what the log says about agents and tasks, and the built-in coordinator
+//! that runs auctions.
+//!
+//! - [`projection`]: the pure fold of committed events into agents, tasks, totals.
+//! - [`auction`]: who wins, and what a bid must be.
+//! - [`coordinator`]: the task that owns the live projection and handles commands.
+//! - [`demo`]: persona agents that use the coordinator like real ones would.
+
+pub mod auction;
+pub mod coordinator;
+pub mod demo;
+pub mod projection;

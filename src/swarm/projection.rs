@@ -1,0 +1,509 @@
+//! The swarm projection: agents, tasks, auctions and totals, folded from committed
+//! events only (DESIGN §1).
+//!
+//! The fold looks at event types, ids and `data`, never at `source`, so a log written
+//! by an external coordinator yields the same swarm as one written by the built-in
+//! coordinator. It is pure: no I/O, no clock (times come from the events), so it is
+//! rebuilt exactly by replaying the log. The coordinator owns the live instance.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::event::{Event, parse_timestamp};
+
+/// Finished tasks kept in the projection; older ones leave it (the log keeps them).
+pub const MAX_FINISHED_TASKS: usize = 500;
+/// Offline agents kept in the projection; the longest-gone leave it first.
+pub const MAX_OFFLINE_AGENTS: usize = 500;
+
+/// The event types the projection reads; everything else passes it by.
+pub const SWARM_TYPES: &[&str] = &["agent.*", "task.*", "bid.*", "auction.*", "tool.*"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Idle,
+    Busy,
+    Offline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Agent {
+    pub agent_id: String,
+    pub name: String,
+    pub status: AgentStatus,
+    pub capabilities: Vec<String>,
+    /// Commit time of the agent's latest event, ms.
+    pub last_seen_ms: i64,
+    pub joined_ms: i64,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub sats_earned: u64,
+    /// Tasks assigned to it and not finished.
+    pub current_tasks: BTreeSet<String>,
+    /// A status the agent reported itself (`agent.status_changed`), shown while it has
+    /// no task.
+    #[serde(skip)]
+    reported: Option<AgentStatus>,
+}
+
+impl Agent {
+    fn refresh_status(&mut self) {
+        if self.status == AgentStatus::Offline {
+            return;
+        }
+        self.status =
+            if self.current_tasks.is_empty() { self.reported.unwrap_or(AgentStatus::Idle) } else { AgentStatus::Busy };
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Created,
+    Bidding,
+    Assigned,
+    Started,
+    Completed,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bid {
+    pub agent_id: String,
+    pub bid_sats: u64,
+    pub seq: u64,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub task_id: String,
+    pub description: String,
+    pub status: TaskStatus,
+    pub bids: Vec<Bid>,
+    pub winner: Option<String>,
+    pub winning_bid: Option<u64>,
+    pub result: Option<String>,
+    pub reason: Option<String>,
+    pub created_ms: i64,
+    /// When bidding closes, as announced by `task.bidding` (`data.closes_at`).
+    pub closes_ms: Option<i64>,
+    pub assigned_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub tool_calls: u64,
+    /// `auction.closed` was seen: no more bids count.
+    pub auction_closed: bool,
+}
+
+impl Task {
+    /// Bidding is open: announced and not yet closed.
+    pub fn is_bidding(&self) -> bool {
+        self.status == TaskStatus::Bidding && !self.auction_closed
+    }
+
+    /// The winning bid by the auction rule: lowest `bid_sats`, earliest (lowest seq)
+    /// on a tie, among bids accepted by `eligible`.
+    pub fn best_bid(&self, eligible: impl Fn(&str) -> bool) -> Option<&Bid> {
+        self.bids.iter().filter(|b| eligible(&b.agent_id)).min_by_key(|b| (b.bid_sats, b.seq))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub events: u64,
+    pub agents_total: u64,
+    pub agents_active: u64,
+    pub tasks_total: u64,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub open_auctions: u64,
+    pub sats_paid: u64,
+}
+
+/// The swarm as the log says it is.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    /// The last seq folded.
+    pub seq: u64,
+    agents: BTreeMap<String, Agent>,
+    tasks: BTreeMap<String, Task>,
+    /// Finished task ids, oldest first, to bound `tasks`.
+    finished: VecDeque<String>,
+    /// Offline agent ids, longest gone first, to bound `agents`.
+    offline: VecDeque<String>,
+    events: u64,
+    tasks_total: u64,
+    tasks_completed: u64,
+    tasks_failed: u64,
+    sats_paid: u64,
+}
+
+fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    data.get(key).and_then(Value::as_str)
+}
+
+impl Projection {
+    pub fn agent(&self, agent_id: &str) -> Option<&Agent> {
+        self.agents.get(agent_id)
+    }
+
+    pub fn task(&self, task_id: &str) -> Option<&Task> {
+        self.tasks.get(task_id)
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// Tasks whose bidding is open.
+    pub fn open_auctions(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().filter(|t| t.is_bidding())
+    }
+
+    pub fn totals(&self) -> Totals {
+        let active = self.agents.values().filter(|a| a.status != AgentStatus::Offline).count() as u64;
+        Totals {
+            events: self.events,
+            agents_total: self.agents.len() as u64,
+            agents_active: active,
+            tasks_total: self.tasks_total,
+            tasks_completed: self.tasks_completed,
+            tasks_failed: self.tasks_failed,
+            open_auctions: self.open_auctions().count() as u64,
+            sats_paid: self.sats_paid,
+        }
+    }
+
+    /// Folds one committed event. Events at or below `seq` were folded already and are
+    /// ignored, so replaying an overlapping range is harmless.
+    pub fn apply(&mut self, event: &Event) {
+        if event.seq <= self.seq {
+            return;
+        }
+        self.seq = event.seq;
+        if !SWARM_TYPES.iter().any(|p| event.event_type.starts_with(&p[..p.len() - 1])) {
+            return;
+        }
+        self.events += 1;
+        let data = event_data(event);
+        let at = event.ts_ms;
+        let agent_id = event.agent_id.as_deref();
+        let task_id = event.task_id.as_deref();
+        if let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) {
+            a.last_seen_ms = at;
+        }
+        match &*event.event_type {
+            "agent.joined" => {
+                let Some(id) = agent_id else { return };
+                let name = str_field(&data, "name").unwrap_or(id).to_owned();
+                let capabilities = data
+                    .get("capabilities")
+                    .and_then(Value::as_array)
+                    .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default();
+                self.offline.retain(|o| o != id);
+                let agent = self.agents.entry(id.to_owned()).or_insert_with(|| Agent {
+                    agent_id: id.to_owned(),
+                    name: name.clone(),
+                    status: AgentStatus::Idle,
+                    capabilities: Vec::new(),
+                    last_seen_ms: at,
+                    joined_ms: at,
+                    tasks_completed: 0,
+                    tasks_failed: 0,
+                    sats_earned: 0,
+                    current_tasks: BTreeSet::new(),
+                    reported: None,
+                });
+                agent.name = name;
+                agent.capabilities = capabilities;
+                agent.joined_ms = at;
+                agent.status = AgentStatus::Idle;
+                agent.reported = None;
+                agent.refresh_status();
+            }
+            "agent.left" => {
+                let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) else { return };
+                a.status = AgentStatus::Offline;
+                let id = a.agent_id.clone();
+                self.offline.push_back(id);
+                while self.offline.len() > MAX_OFFLINE_AGENTS {
+                    if let Some(gone) = self.offline.pop_front() {
+                        self.agents.remove(&gone);
+                    }
+                }
+            }
+            "agent.status_changed" => {
+                let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) else { return };
+                a.reported = match str_field(&data, "status") {
+                    Some("busy") => Some(AgentStatus::Busy),
+                    Some("idle") => Some(AgentStatus::Idle),
+                    _ => a.reported,
+                };
+                a.refresh_status();
+            }
+            "task.created" => {
+                let Some(id) = task_id else { return };
+                if self.tasks.contains_key(id) {
+                    return;
+                }
+                self.tasks_total += 1;
+                self.tasks.insert(
+                    id.to_owned(),
+                    Task {
+                        task_id: id.to_owned(),
+                        description: str_field(&data, "description").unwrap_or_default().to_owned(),
+                        status: TaskStatus::Created,
+                        bids: Vec::new(),
+                        winner: None,
+                        winning_bid: None,
+                        result: None,
+                        reason: None,
+                        created_ms: at,
+                        closes_ms: None,
+                        assigned_ms: None,
+                        started_ms: None,
+                        finished_ms: None,
+                        tool_calls: 0,
+                        auction_closed: false,
+                    },
+                );
+            }
+            "task.bidding" => {
+                let Some(t) = self.open_task(task_id) else { return };
+                t.status = TaskStatus::Bidding;
+                t.closes_ms = str_field(&data, "closes_at").and_then(parse_timestamp);
+            }
+            "bid.submitted" => {
+                let (Some(t), Some(agent)) = (self.open_task(task_id), agent_id) else { return };
+                let Some(sats) = data.get("bid_sats").and_then(Value::as_u64) else { return };
+                if t.auction_closed {
+                    return;
+                }
+                t.bids.push(Bid { agent_id: agent.to_owned(), bid_sats: sats, seq: event.seq, at_ms: at });
+            }
+            "auction.closed" => {
+                // Bidding is over; the assignment or failure that follows says how.
+                if let Some(t) = self.open_task(task_id) {
+                    t.auction_closed = true;
+                    t.closes_ms = t.closes_ms.or(Some(at));
+                }
+            }
+            "task.assigned" => {
+                let (Some(t), Some(agent)) = (self.open_task(task_id), agent_id) else { return };
+                t.status = TaskStatus::Assigned;
+                t.winner = Some(agent.to_owned());
+                t.winning_bid = data.get("bid_sats").and_then(Value::as_u64);
+                t.assigned_ms = Some(at);
+                let tid = t.task_id.clone();
+                if let Some(a) = self.agents.get_mut(agent) {
+                    a.current_tasks.insert(tid);
+                    a.refresh_status();
+                }
+            }
+            "task.started" => {
+                if let Some(t) = self.open_task(task_id) {
+                    t.status = TaskStatus::Started;
+                    t.started_ms = Some(at);
+                }
+            }
+            "tool.called" => {
+                if let Some(t) = self.open_task(task_id) {
+                    t.tool_calls += 1;
+                }
+            }
+            "task.completed" | "task.failed" => {
+                let completed = &*event.event_type == "task.completed";
+                let Some(t) = self.open_task(task_id) else { return };
+                t.status = if completed { TaskStatus::Completed } else { TaskStatus::Failed };
+                t.finished_ms = Some(at);
+                if completed {
+                    t.result = data.get("result").map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned));
+                } else {
+                    t.reason = Some(str_field(&data, "reason").unwrap_or("unknown").to_owned());
+                }
+                let (tid, winner, bid) = (t.task_id.clone(), t.winner.clone(), t.winning_bid.unwrap_or(0));
+                if completed {
+                    self.tasks_completed += 1;
+                    self.sats_paid += bid;
+                } else {
+                    self.tasks_failed += 1;
+                }
+                if let Some(a) = winner.as_deref().and_then(|w| self.agents.get_mut(w)) {
+                    a.current_tasks.remove(&tid);
+                    if completed {
+                        a.tasks_completed += 1;
+                        a.sats_earned += bid;
+                    } else {
+                        a.tasks_failed += 1;
+                    }
+                    a.refresh_status();
+                }
+                self.finished.push_back(tid);
+                while self.finished.len() > MAX_FINISHED_TASKS {
+                    if let Some(old) = self.finished.pop_front() {
+                        self.tasks.remove(&old);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The task `task_id` if it exists and is not finished; events about finished or
+    /// unknown tasks change nothing.
+    fn open_task(&mut self, task_id: Option<&str>) -> Option<&mut Task> {
+        self.tasks.get_mut(task_id?).filter(|t| !t.status.is_finished())
+    }
+}
+
+/// The `data` object of a committed event.
+pub fn event_data(event: &Event) -> Map<String, Value> {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        data: Map<String, Value>,
+    }
+    // Payloads are made by `Event::encode` from a stored JSON object; a payload that
+    // fails to parse would be a bug there, and folds as empty data rather than a crash.
+    serde_json::from_slice::<Payload>(&event.payload()).map(|p| p.data).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventParts, format_timestamp};
+
+    pub(crate) struct Log {
+        pub events: Vec<Event>,
+    }
+
+    impl Log {
+        pub fn new() -> Self {
+            Log { events: Vec::new() }
+        }
+
+        pub fn push(&mut self, event_type: &str, task: Option<&str>, agent: Option<&str>, data: Value) -> &mut Self {
+            let seq = self.events.len() as u64 + 1;
+            self.events.push(
+                Event::encode(EventParts {
+                    seq,
+                    id: &format!("e{seq}"),
+                    event_type,
+                    source: "test",
+                    task_id: task,
+                    agent_id: agent,
+                    ts_ms: 1_000 * seq as i64,
+                    data: &data.to_string(),
+                })
+                .unwrap(),
+            );
+            self
+        }
+
+        pub fn fold(&self) -> Projection {
+            let mut p = Projection::default();
+            for e in &self.events {
+                p.apply(e);
+            }
+            p
+        }
+    }
+
+    fn lifecycle(log: &mut Log) {
+        use serde_json::json;
+        log.push("agent.joined", None, Some("echo"), json!({"name": "Echo", "capabilities": ["code"]}))
+            .push("agent.joined", None, Some("forge"), json!({"name": "Forge"}))
+            .push("task.created", Some("t1"), None, json!({"description": "sort logs"}))
+            .push("task.bidding", Some("t1"), None, json!({"closes_at": format_timestamp(60_000)}))
+            .push("bid.submitted", Some("t1"), Some("echo"), json!({"bid_sats": 30}))
+            .push("bid.submitted", Some("t1"), Some("forge"), json!({"bid_sats": 30}))
+            .push("auction.closed", Some("t1"), None, json!({"bids": 2}));
+    }
+
+    #[test]
+    fn a_full_lifecycle_folds_into_agents_tasks_and_totals() {
+        use serde_json::json;
+        let mut log = Log::new();
+        lifecycle(&mut log);
+        let p = log.fold();
+        let t = p.task("t1").unwrap();
+        assert!(t.auction_closed && !t.is_bidding(), "closed, not yet assigned");
+        assert_eq!(t.best_bid(|_| true).unwrap().agent_id, "echo", "earliest wins a tie");
+        assert_eq!(t.closes_ms, Some(60_000));
+        log.push("task.assigned", Some("t1"), Some("echo"), json!({"bid_sats": 30}));
+        let p = log.fold();
+        assert_eq!(p.agent("echo").unwrap().status, AgentStatus::Busy);
+        assert_eq!(p.task("t1").unwrap().status, TaskStatus::Assigned);
+        log.push("task.started", Some("t1"), Some("echo"), json!({}))
+            .push("tool.called", Some("t1"), Some("echo"), json!({"tool_name": "grep"}))
+            .push("task.completed", Some("t1"), Some("echo"), json!({"result": "done"}));
+        let p = log.fold();
+        let echo = p.agent("echo").unwrap();
+        assert_eq!((echo.status, echo.tasks_completed, echo.sats_earned), (AgentStatus::Idle, 1, 30));
+        let t = p.task("t1").unwrap();
+        assert_eq!((t.status, t.tool_calls, t.result.as_deref()), (TaskStatus::Completed, 1, Some("done")));
+        let totals = p.totals();
+        assert_eq!((totals.tasks_completed, totals.sats_paid, totals.agents_active), (1, 30, 2));
+    }
+
+    #[test]
+    fn folding_is_idempotent_and_ignores_other_types() {
+        let mut log = Log::new();
+        lifecycle(&mut log);
+        log.push("bench.tick", None, None, serde_json::json!({}));
+        let mut p = log.fold();
+        let once = format!("{:?}", p);
+        for e in &log.events {
+            p.apply(e);
+        }
+        assert_eq!(format!("{:?}", p), once);
+        assert_eq!(p.totals().events, 7);
+    }
+
+    #[test]
+    fn leaving_makes_an_agent_offline_and_rejoining_brings_it_back() {
+        use serde_json::json;
+        let mut log = Log::new();
+        log.push("agent.joined", None, Some("seer"), json!({"name": "Seer"})).push(
+            "agent.left",
+            None,
+            Some("seer"),
+            json!({"reason": "timeout"}),
+        );
+        assert_eq!(log.fold().agent("seer").unwrap().status, AgentStatus::Offline);
+        log.push("agent.joined", None, Some("seer"), json!({"name": "Seer"}));
+        assert_eq!(log.fold().agent("seer").unwrap().status, AgentStatus::Idle);
+    }
+
+    #[test]
+    fn finished_tasks_are_bounded() {
+        use serde_json::json;
+        let mut log = Log::new();
+        for i in 0..MAX_FINISHED_TASKS + 10 {
+            let id = format!("t{i}");
+            log.push("task.created", Some(&id), None, json!({"description": "x"})).push(
+                "task.failed",
+                Some(&id),
+                None,
+                json!({"reason": "no bids received"}),
+            );
+        }
+        let p = log.fold();
+        assert_eq!(p.tasks().count(), MAX_FINISHED_TASKS);
+        assert_eq!(p.totals().tasks_failed, (MAX_FINISHED_TASKS + 10) as u64);
+    }
+}
