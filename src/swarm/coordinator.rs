@@ -640,7 +640,7 @@ impl Coordinator {
             })
             .collect();
         let mut tasks: Vec<&super::projection::Task> = p.tasks().collect();
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_seq));
         let tasks: Vec<Value> = tasks.into_iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
         let auctions: Vec<Value> = p
             .open_auctions()

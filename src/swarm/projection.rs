@@ -95,6 +95,9 @@ pub struct Task {
     pub result: Option<String>,
     pub reason: Option<String>,
     pub created_ms: i64,
+    /// Seq of `task.created`: orders tasks as the log does, even within one commit.
+    #[serde(skip)]
+    pub created_seq: u64,
     /// When bidding closes, as announced by `task.bidding` (`data.closes_at`).
     pub closes_ms: Option<i64>,
     pub assigned_ms: Option<i64>,
@@ -274,6 +277,7 @@ impl Projection {
                         result: None,
                         reason: None,
                         created_ms: at,
+                        created_seq: event.seq,
                         closes_ms: None,
                         assigned_ms: None,
                         started_ms: None,

@@ -142,6 +142,8 @@ pub fn events(event_type: &str, count: usize) -> Value {
 
 pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Events of a batch frame not yet handed out by [`WsClient::next_event`].
+    pending: std::collections::VecDeque<Value>,
 }
 
 impl WsClient {
@@ -152,7 +154,7 @@ impl WsClient {
             request.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((stream, _)) => Ok(WsClient { stream }),
+            Ok((stream, _)) => Ok(WsClient { stream, pending: Default::default() }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Some(resp.status().as_u16())),
             Err(_) => Err(None),
         }
@@ -192,6 +194,15 @@ impl WsClient {
         let reply = self.next_json().await;
         assert_eq!(reply["type"], "subscribed", "{reply}");
         reply
+    }
+
+    /// The next event, whether it came alone or in a batch.
+    pub async fn next_event(&mut self) -> Value {
+        while self.pending.is_empty() {
+            let (events, _) = self.collect_events(1).await;
+            self.pending.extend(events);
+        }
+        self.pending.pop_front().expect("not empty")
     }
 
     /// Reads frames until `count` events arrived; returns them and the frame count.

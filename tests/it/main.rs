@@ -5,4 +5,5 @@ mod auth;
 mod durability;
 mod harness;
 mod poll_sse;
+mod swarm;
 mod ws;

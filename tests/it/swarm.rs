@@ -1,0 +1,431 @@
+//! The coordinator, auctions and the swarm projection, through the public API.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{BinaryServer, TestApp, WsClient, all_events, spawn_with};
+
+async fn swarm_app(bid_window_ms: u64) -> TestApp {
+    spawn_with(|c| {
+        c.max_frames_per_sec = 0;
+        c.coordinator.bid_window = Duration::from_millis(bid_window_ms);
+    })
+    .await
+}
+
+impl TestApp {
+    async fn call(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.post_raw(path, &body.to_string(), Some(&self.admin)).await
+    }
+
+    async fn join(&self, name: &str, id: &str) {
+        let (status, body) =
+            self.call("/swarm/agents", json!({"name": name, "agent_id": id, "capabilities": ["code"]})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["agent_id"], id);
+    }
+
+    async fn post_task(&self, description: &str) -> String {
+        let (status, body) = self.call("/swarm/tasks", json!({"description": description})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["task_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn swarm(&self) -> Value {
+        let (status, body) = self.get("/api/swarm").await;
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+}
+
+fn task<'a>(swarm: &'a Value, id: &str) -> &'a Value {
+    swarm["tasks"].as_array().unwrap().iter().find(|t| t["task_id"] == id).expect("task in projection")
+}
+
+fn agent<'a>(swarm: &'a Value, id: &str) -> &'a Value {
+    swarm["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == id).expect("agent in projection")
+}
+
+/// Waits, on a subscription, for the first event of `event_type` (on `task_id` if given).
+async fn await_event(ws: &mut WsClient, event_type: &str, task_id: Option<&str>) -> Value {
+    loop {
+        let e = ws.next_event().await;
+        if e["event_type"] == event_type && task_id.is_none_or(|t| e["task_id"] == t) {
+            return e;
+        }
+    }
+}
+
+fn types_of(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["event_type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_full_task_lifecycle_is_logged_in_order_and_projected_at_every_step() {
+    let app = swarm_app(400).await;
+    let mut ws = app.ws().await;
+    ws.subscribe(None, json!({"types": ["task.*", "auction.*"]})).await;
+    app.join("Echo", "echo").await;
+    app.join("Forge", "forge").await;
+    let t = app.post_task("sort the logs").await;
+    let s = app.swarm().await;
+    assert_eq!(task(&s, &t)["status"], "bidding");
+    assert_eq!(s["auctions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "forge", "bid_sats": 50})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 30})).await.0,
+        StatusCode::CREATED
+    );
+    let s = app.swarm().await;
+    assert_eq!(task(&s, &t)["bids"].as_array().unwrap().len(), 2);
+    assert_eq!(s["auctions"][0]["lowest_bid"], 30);
+    let assigned = await_event(&mut ws, "task.assigned", Some(&t)).await;
+    assert_eq!(assigned["agent_id"], "echo");
+    assert_eq!(assigned["data"]["bid_sats"], 30);
+    let s = app.swarm().await;
+    assert_eq!(task(&s, &t)["status"], "assigned");
+    assert_eq!(agent(&s, "echo")["status"], "busy");
+    assert_eq!(s["totals"]["open_auctions"], 0);
+    let (status, err) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "forge", "bid_sats": 10})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a bid after close: {err}");
+    assert_eq!(app.call(&format!("/swarm/tasks/{t}/start"), json!({"agent_id": "echo"})).await.0, StatusCode::OK);
+    assert_eq!(task(&app.swarm().await, &t)["status"], "started");
+    assert_eq!(
+        app.call(&format!("/swarm/tasks/{t}/tools"), json!({"tool_name": "grep", "args": ["-r"]})).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(task(&app.swarm().await, &t)["tool_calls"], 1);
+    assert_eq!(app.call(&format!("/swarm/tasks/{t}/complete"), json!({"result": "sorted"})).await.0, StatusCode::OK);
+    let s = app.swarm().await;
+    assert_eq!(task(&s, &t)["status"], "completed");
+    let echo = agent(&s, "echo");
+    assert_eq!(
+        (echo["status"].as_str(), echo["tasks_completed"].as_u64(), echo["sats_earned"].as_u64()),
+        (Some("idle"), Some(1), Some(30))
+    );
+    assert_eq!(s["totals"]["sats_paid"], 30);
+
+    let (_, timeline) = app.get(&format!("/api/events?task_id={t}")).await;
+    let timeline = timeline["events"].as_array().unwrap();
+    assert_eq!(
+        types_of(timeline),
+        vec![
+            "task.created",
+            "task.bidding",
+            "bid.submitted",
+            "bid.submitted",
+            "auction.closed",
+            "task.assigned",
+            "task.started",
+            "tool.called",
+            "task.completed"
+        ]
+    );
+    assert!(timeline.iter().all(|e| e["source"] == "coordinator"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_are_404_409_or_400_and_name_what_was_wrong() {
+    let app = swarm_app(60_000).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("x").await;
+    let cases = [
+        ("/swarm/tasks/nope/bids", json!({"agent_id": "echo", "bid_sats": 5}), StatusCode::NOT_FOUND, None),
+        (&*format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "ghost", "bid_sats": 5}), StatusCode::NOT_FOUND, None),
+        (
+            &*format!("/swarm/tasks/{t}/bids"),
+            json!({"agent_id": "echo", "bid_sats": 0}),
+            StatusCode::BAD_REQUEST,
+            Some("bid_sats"),
+        ),
+        (
+            &*format!("/swarm/tasks/{t}/bids"),
+            json!({"agent_id": "echo", "bid_sats": 1.5}),
+            StatusCode::BAD_REQUEST,
+            Some("bid_sats"),
+        ),
+        (&*format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo"}), StatusCode::BAD_REQUEST, Some("bid_sats")),
+        (&*format!("/swarm/tasks/{t}/complete"), json!({"result": 1}), StatusCode::CONFLICT, None),
+        (&*format!("/swarm/tasks/{t}/start"), json!({}), StatusCode::CONFLICT, None),
+        ("/swarm/tasks", json!({"description": ""}), StatusCode::BAD_REQUEST, Some("description")),
+        ("/swarm/tasks", json!({"title": "x"}), StatusCode::BAD_REQUEST, None),
+        ("/swarm/agents", json!({"name": "Echo", "agent_id": "echo"}), StatusCode::CONFLICT, None),
+        ("/swarm/agents", json!({"name": "Bad", "agent_id": "has space"}), StatusCode::BAD_REQUEST, Some("agent_id")),
+        ("/swarm/agents/echo/status", json!({"status": "sleepy"}), StatusCode::BAD_REQUEST, Some("status")),
+        ("/swarm/agents/ghost/heartbeat", json!({}), StatusCode::NOT_FOUND, None),
+    ];
+    let before = app.all_events().await.len();
+    for (path, body, status, field) in cases {
+        let (got, err) = app.call(path, body.clone()).await;
+        assert_eq!(got, status, "{path} {body}: {err}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+        if let Some(f) = field {
+            assert_eq!(err["error"]["field"], f, "{path} {body}: {err}");
+        }
+    }
+    assert_eq!(app.all_events().await.len(), before, "refused commands log nothing");
+    let (status, _) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 5})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 4})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "one bid per agent");
+    let read = app.token("read").await;
+    let (status, _) = app.post_raw("/swarm/tasks", &json!({"description": "x"}).to_string(), Some(&read)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_bids_at_the_close_are_all_counted_or_refused_never_lost() {
+    let window_ms = 600;
+    let app = swarm_app(window_ms).await;
+    let agents = 24;
+    for i in 0..agents {
+        app.join(&format!("A{i}"), &format!("a{i}")).await;
+    }
+    let mut ws = app.ws().await;
+    ws.subscribe(None, json!({"types": ["auction.closed"]})).await;
+    let t = app.post_task("race").await;
+    let opened = std::time::Instant::now();
+    let mut bids = Vec::new();
+    for i in 0..agents {
+        let (http, url, token) = (app.http.clone(), app.url(&format!("/swarm/tasks/{t}/bids")), app.admin.clone());
+        // Spread the bids over the last 60 ms before the close and just after it.
+        let at = Duration::from_millis(window_ms - 60 + (i as u64 * 5));
+        bids.push(tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(opened + at)).await;
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"agent_id": format!("a{i}"), "bid_sats": 100 - i}))
+                .send()
+                .await
+                .unwrap();
+            (i, resp.status())
+        }));
+    }
+    let mut accepted = HashSet::new();
+    for b in bids {
+        let (i, status) = b.await.unwrap();
+        assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{status}");
+        if status == StatusCode::CREATED {
+            accepted.insert(format!("a{i}"));
+        }
+    }
+    let closed = await_event(&mut ws, "auction.closed", Some(&t)).await;
+    assert_eq!(closed["data"]["bids"].as_u64().unwrap() as usize, accepted.len());
+    let (_, timeline) = app.get(&format!("/api/events?task_id={t}")).await;
+    let timeline = timeline["events"].as_array().unwrap();
+    let logged: HashSet<String> = timeline
+        .iter()
+        .filter(|e| e["event_type"] == "bid.submitted")
+        .map(|e| e["agent_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(logged, accepted, "exactly the accepted bids are logged");
+    let close_at = timeline.iter().position(|e| e["event_type"] == "auction.closed").unwrap();
+    assert!(timeline[close_at..].iter().all(|e| e["event_type"] != "bid.submitted"), "no bid after the close");
+    if !accepted.is_empty() {
+        let winner = timeline.iter().find(|e| e["event_type"] == "task.assigned").unwrap();
+        let lowest = accepted.iter().map(|a| 100 - a[1..].parse::<u64>().unwrap()).min().unwrap();
+        assert_eq!(winner["data"]["bid_sats"], lowest);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_auction_without_bids_fails_the_task() {
+    let app = swarm_app(200).await;
+    let mut ws = app.ws().await;
+    ws.subscribe(None, json!({"types": ["task.failed"]})).await;
+    let t = app.post_task("nobody wants this").await;
+    let failed = await_event(&mut ws, "task.failed", Some(&t)).await;
+    assert_eq!(failed["data"]["reason"], "no bids received");
+    assert_eq!(task(&app.swarm().await, &t)["status"], "failed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_agent_times_out_and_its_task_fails() {
+    let app = spawn_with(|c| {
+        c.max_frames_per_sec = 0;
+        c.coordinator.bid_window = Duration::from_millis(200);
+        c.coordinator.agent_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let mut ws = app.ws().await;
+    ws.subscribe(None, json!({"types": ["agent.left", "task.failed", "task.assigned"]})).await;
+    app.join("Sleepy", "sleepy").await;
+    let t = app.post_task("x").await;
+    app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "sleepy", "bid_sats": 9})).await;
+    await_event(&mut ws, "task.assigned", Some(&t)).await;
+    let left = await_event(&mut ws, "agent.left", None).await;
+    assert_eq!(left["agent_id"], "sleepy");
+    assert_eq!(left["data"]["reason"], "timeout");
+    let failed = await_event(&mut ws, "task.failed", Some(&t)).await;
+    assert!(failed["data"]["reason"].as_str().unwrap().contains("timed out"));
+    let s = app.swarm().await;
+    assert_eq!(agent(&s, "sleepy")["status"], "offline");
+    assert_eq!(agent(&s, "sleepy")["tasks_failed"], 1);
+    app.stop().await;
+}
+
+/// What the projection says, without times and seqs (which differ between two logs of
+/// the same story).
+fn shape(swarm: &Value) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| {
+                        !(k.ends_with("_ms")
+                            || k.ends_with("_at")
+                            || *k == "seq"
+                            || *k == "last_seen"
+                            || *k == "seconds_left")
+                    })
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    strip(swarm)
+}
+
+#[tokio::test]
+async fn an_external_coordinator_posting_the_same_events_gets_the_same_swarm() {
+    let builtin = swarm_app(200).await;
+    let mut ws = builtin.ws().await;
+    ws.subscribe(None, json!({"types": ["task.assigned", "task.failed"]})).await;
+    builtin.join("Echo", "echo").await;
+    builtin.join("Forge", "forge").await;
+    let t1 = builtin.post_task("one").await;
+    builtin.call(&format!("/swarm/tasks/{t1}/bids"), json!({"agent_id": "forge", "bid_sats": 70})).await;
+    await_event(&mut ws, "task.assigned", Some(&t1)).await;
+    builtin.call(&format!("/swarm/tasks/{t1}/start"), json!({})).await;
+    builtin.call(&format!("/swarm/tasks/{t1}/tools"), json!({"tool_name": "cc", "status": "failed"})).await;
+    builtin.call(&format!("/swarm/tasks/{t1}/fail"), json!({"reason": "broke"})).await;
+    let t2 = builtin.post_task("two").await;
+    await_event(&mut ws, "task.failed", Some(&t2)).await;
+    let delete =
+        builtin.http.delete(builtin.url("/swarm/agents/echo")).bearer_auth(&builtin.admin).send().await.unwrap();
+    assert_eq!(delete.status(), StatusCode::OK);
+    let expected = builtin.swarm().await;
+
+    let external = spawn_with(|c| c.coordinator.bid_window = Duration::from_secs(3600)).await;
+    let replay: Vec<Value> = builtin
+        .all_events()
+        .await
+        .into_iter()
+        .map(|e| {
+            json!({"event_type": e["event_type"], "source": "external-coordinator", "task_id": e["task_id"],
+                   "agent_id": e["agent_id"], "data": e["data"]})
+        })
+        .collect();
+    let (status, _) = external.post_events(&json!(replay)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let got = external.swarm().await;
+    assert_eq!(shape(&got), shape(&expected));
+    builtin.stop().await;
+    external.stop().await;
+}
+
+#[tokio::test]
+async fn an_auction_open_at_a_crash_is_settled_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--bid-window", "1", "--max-frames-per-sec", "0"];
+    let server = BinaryServer::start(dir.path(), &flags).await;
+    let token = server.admin_token();
+    let http = reqwest::Client::new();
+    let call = |addr: std::net::SocketAddr, path: &str, body: Value| {
+        let req = http.post(format!("http://{addr}{path}")).bearer_auth(&token).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    call(server.addr, "/swarm/agents", json!({"name": "Echo", "agent_id": "echo"})).await;
+    let (_, posted) = call(server.addr, "/swarm/tasks", json!({"description": "survive"})).await;
+    let t = posted["task_id"].as_str().unwrap().to_owned();
+    call(server.addr, &format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 12})).await;
+    server.kill9().await;
+    // Stay down past the window, so the restarted coordinator must close it at once.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let server = BinaryServer::start(dir.path(), &flags).await;
+    let mut ws = WsClient::connect(server.addr, Some(&token)).await.unwrap();
+    ws.subscribe(Some(0), json!({"task_id": t})).await;
+    let assigned = await_event(&mut ws, "task.assigned", Some(&t)).await;
+    assert_eq!(assigned["agent_id"], "echo");
+    server.terminate().await;
+
+    let server = BinaryServer::start(dir.path(), &flags).await;
+    let events = all_events(&http, server.addr, &token).await;
+    let timeline: Vec<&Value> = events.iter().filter(|e| e["task_id"] == t.as_str()).collect();
+    let closes = timeline.iter().filter(|e| e["event_type"] == "auction.closed").count();
+    assert_eq!(closes, 1, "settled exactly once across restarts");
+    let resp = http.get(format!("http://{}/api/swarm", server.addr)).bearer_auth(&token).send().await.unwrap();
+    let s: Value = resp.json().await.unwrap();
+    assert_eq!(task(&s, &t)["status"], "assigned");
+    assert_eq!(agent(&s, "echo")["status"], "busy");
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn the_projection_survives_a_restart_after_a_hundred_thousand_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path(), &["--bid-window", "3600"]).await;
+    let token = server.admin_token();
+    let http = reqwest::Client::new();
+    // 100 batches of 1 000: each has ten task lifecycles among filler events.
+    for b in 0..100 {
+        let mut batch = Vec::with_capacity(1000);
+        batch.push(json!({"event_type": "agent.joined", "source": "ext", "agent_id": format!("ag{b}"), "data": {"name": format!("Agent {b}")}}));
+        for k in 0..10 {
+            let t = format!("t{b}-{k}");
+            let a = format!("ag{b}");
+            batch.push(
+                json!({"event_type": "task.created", "source": "ext", "task_id": t, "data": {"description": "d"}}),
+            );
+            batch.push(json!({"event_type": "task.bidding", "source": "ext", "task_id": t}));
+            batch.push(json!({"event_type": "bid.submitted", "source": "ext", "task_id": t, "agent_id": a, "data": {"bid_sats": k + 1}}));
+            batch.push(json!({"event_type": "auction.closed", "source": "ext", "task_id": t}));
+            batch.push(json!({"event_type": "task.assigned", "source": "ext", "task_id": t, "agent_id": a, "data": {"bid_sats": k + 1}}));
+            if k % 3 != 0 {
+                let done = if k % 2 == 0 { "task.completed" } else { "task.failed" };
+                batch.push(
+                    json!({"event_type": done, "source": "ext", "task_id": t, "agent_id": a, "data": {"reason": "r"}}),
+                );
+            }
+        }
+        while batch.len() < 1000 {
+            batch.push(json!({"event_type": "system.info", "source": "ext", "data": {"message": "tick"}}));
+        }
+        let resp = http
+            .post(format!("http://{}/api/events", server.addr))
+            .bearer_auth(&token)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let get_swarm = |addr: std::net::SocketAddr| {
+        let req = http.get(format!("http://{addr}/api/swarm")).bearer_auth(&token);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let before = get_swarm(server.addr).await;
+    assert_eq!(before["totals"]["tasks_total"], 1000);
+    assert_eq!(before["totals"]["tasks_completed"], 300);
+    server.kill9().await;
+    let server = BinaryServer::start(dir.path(), &["--bid-window", "3600"]).await;
+    let after = get_swarm(server.addr).await;
+    assert_eq!(after, before);
+    server.terminate().await;
+}
