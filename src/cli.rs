@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Scope;
 use crate::config::Config;
+use crate::http::limits::{self, Limits};
 use crate::redact::Redactor;
 use crate::swarm::demo::DemoSettings;
 use crate::telemetry::LogFormat;
@@ -78,6 +79,31 @@ pub struct ServeArgs {
     /// Seconds of silence after which an agent is logged as left (reason timeout).
     #[arg(long, env = "SWARMFEED_AGENT_TIMEOUT", default_value_t = crate::swarm::coordinator::DEFAULT_AGENT_TIMEOUT.as_secs_f64())]
     pub agent_timeout: f64,
+    /// Concurrent connections per client IP (0 = no limit).
+    #[arg(long, env = "SWARMFEED_MAX_CONNS_PER_IP", default_value_t = limits::DEFAULT_MAX_CONNS_PER_IP)]
+    pub max_conns_per_ip: u32,
+    /// Concurrent connections in all (0 = no limit).
+    #[arg(long, env = "SWARMFEED_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: u32,
+    /// WebSocket and event-stream handshakes per client IP per second (0 = no limit).
+    #[arg(long, env = "SWARMFEED_HANDSHAKES_PER_IP_PER_SEC", default_value_t = limits::DEFAULT_HANDSHAKES_PER_IP_PER_SEC)]
+    pub handshakes_per_ip_per_sec: u32,
+    /// HTTP requests per client IP per second (0 = no limit).
+    #[arg(long, env = "SWARMFEED_REQUESTS_PER_IP_PER_SEC", default_value_t = limits::DEFAULT_REQUESTS_PER_IP_PER_SEC)]
+    pub requests_per_ip_per_sec: u32,
+    /// Events ingested per token per second (0 = no limit).
+    #[arg(long, env = "SWARMFEED_INGEST_RATE_PER_TOKEN", default_value_t = limits::DEFAULT_INGEST_RATE_PER_TOKEN)]
+    pub ingest_rate_per_token: u32,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "SWARMFEED_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// An origin (scheme://host[:port]) besides this server's own whose pages may use
+    /// it; repeat for several.
+    #[arg(long = "allowed-origin", env = "SWARMFEED_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
@@ -137,6 +163,16 @@ impl ServeArgs {
         config.ingest.redactor = Redactor::new(&self.redact_key)?;
         config.coordinator.bid_window = seconds("--bid-window", self.bid_window)?;
         config.coordinator.agent_timeout = seconds("--agent-timeout", self.agent_timeout)?;
+        config.limits = Limits {
+            max_conns_per_ip: self.max_conns_per_ip,
+            max_connections: self.max_connections,
+            handshakes_per_ip_per_sec: self.handshakes_per_ip_per_sec,
+            requests_per_ip_per_sec: self.requests_per_ip_per_sec,
+            ingest_rate_per_token: self.ingest_rate_per_token,
+            header_timeout: seconds("--header-timeout", self.header_timeout)?,
+            body_timeout: seconds("--body-timeout", self.body_timeout)?,
+        };
+        config.allowed_origins = self.allowed_origins;
         if self.demo {
             config.demo =
                 Some(DemoSettings { task_interval: seconds("--demo-task-interval", self.demo_task_interval)? });

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::limits::Limits;
 use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
 use crate::ingest::IngestRules;
 use crate::swarm::coordinator::CoordinatorSettings;
@@ -51,6 +52,11 @@ pub struct Config {
     pub coordinator: CoordinatorSettings,
     /// Run the built-in persona swarm (`--demo`).
     pub demo: Option<DemoSettings>,
+    /// Connection, request, handshake and ingest limits, and client timeouts.
+    pub limits: Limits,
+    /// Origins besides this server's own host whose pages may open streams and send
+    /// state-changing requests (`--allowed-origin`, repeatable).
+    pub allowed_origins: Vec<String>,
 }
 
 /// A configuration that cannot run.
@@ -79,6 +85,8 @@ impl Default for Config {
             keepalive: Duration::from_secs(15),
             coordinator: CoordinatorSettings::default(),
             demo: None,
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -89,6 +89,7 @@ impl Application {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
         tracing::info!(%addr, head = bounds.head, oldest = bounds.oldest, "swarmfeed ready");
         let shutdown = CancellationToken::new();
+        let config_limits = config.limits.clone();
         let demo_task = config.demo.clone().map(|settings| {
             crate::swarm::demo::spawn(
                 settings,
@@ -105,6 +106,7 @@ impl Application {
             hub,
             writer,
             coordinator,
+            limiters: crate::http::limits::Limiters::new(&config_limits),
             shutdown,
         });
         let tasks = Tasks {
@@ -144,18 +146,9 @@ impl Application {
         let Application { listener, state, tasks, .. } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace;
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = tokio::select! {
-            r = serve => r,
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(?grace, "connections still open after the grace period; closing them");
-                Ok(())
-            }
-        };
+        let conns = crate::http::limits::ConnCounter::new(&state.config.limits);
+        let header_timeout = state.config.limits.header_timeout;
+        let served = crate::http::serve::serve(listener, router(state), conns, header_timeout, shutdown, grace).await;
         if let Some(demo) = tasks.demo
             && let Err(e) = demo.await
         {

@@ -7,15 +7,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery};
-use crate::auth::Scope;
+use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
 use crate::filter::{Filter, FilterQuery};
 use crate::store::{Order, Query};
@@ -45,13 +45,18 @@ struct Accepted<'a> {
 
 /// `POST /api/events`: one event or a batch, all or nothing; 201 after commit.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
-pub async fn post_events(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
+pub async fn post_events(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiBody(body): ApiBody,
+) -> Result<Response, ApiError> {
     let events = if body.len() <= PARSE_INLINE_BYTES {
         state.config.ingest.parse_body(&body)?
     } else {
         let rules = state.config.ingest.clone();
         tokio::task::spawn_blocking(move || rules.parse_body(&body)).await.map_err(|e| ApiError::internal(&e))??
     };
+    state.limiters.ingest(&principal, events.len())?;
     let outcomes = state.writer.append(events).await?;
     let accepted: Vec<Accepted<'_>> =
         outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();

@@ -7,6 +7,9 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod limits;
+pub mod origin;
+pub mod serve;
 pub mod swarm;
 
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub struct Shared {
     pub writer: WriterHandle,
     pub coordinator: CoordinatorHandle,
     pub tokens: Tokens,
+    /// Per-IP request and handshake rates, per-token ingest rate.
+    pub limiters: limits::Limiters,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
 }
@@ -90,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .merge(open)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.config.limits.body_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), origin::check))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
+        .layer(middleware::from_fn(origin::security_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(api::panicked))
         .with_state(state)
 }

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarmfeed::config::Config;
+use swarmfeed::http::limits::Limits;
 use swarmfeed::server::Application;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -38,8 +39,14 @@ pub async fn spawn_app() -> TestApp {
 /// A server with the default configuration changed by `adjust`.
 pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config =
-        Config { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_path_buf(), ..Config::default() };
+    // Every test client comes from 127.0.0.1, so the per-IP limits are off unless a
+    // test sets them.
+    let mut config = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        limits: Limits::unlimited(),
+        ..Config::default()
+    };
     adjust(&mut config);
     let app = Application::build(config).await.expect("server starts");
     let admin = app.first_admin_token().map(|t| t.token.clone()).unwrap_or_default();
@@ -238,7 +245,9 @@ impl BinaryServer {
     /// flags, and waits until it is ready.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
-            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--max-conns-per-ip", "0", "--requests-per-ip-per-sec", "0", "--handshakes-per-ip-per-sec", "0"])
+            .args(["--ingest-rate-per-token", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::null())

@@ -1,0 +1,316 @@
+//! Abuse limits (DESIGN §6): connections per client IP, stream handshakes per IP,
+//! requests per IP, and ingested events per token.
+//!
+//! Owns the counters and token buckets; every one is bounded in the number of keys it
+//! tracks. Over a limit the caller gets 429 with `Retry-After`, and the refusal is
+//! logged once per key and limit until that key is back under it. A limit of 0
+//! switches that limit off (a load test from one loopback address needs that).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::Principal;
+
+/// Default concurrent connections per client IP (`--max-conns-per-ip`).
+pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 50;
+/// Default concurrent connections in all (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 20_000;
+/// Default WebSocket/SSE handshakes per client IP per second (`--handshakes-per-ip-per-sec`).
+pub const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
+/// Default HTTP requests per client IP per second (`--requests-per-ip-per-sec`).
+pub const DEFAULT_REQUESTS_PER_IP_PER_SEC: u32 = 1_000;
+/// Default ingested events per token per second (`--ingest-rate-per-token`).
+pub const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
+/// Most keys (IPs or tokens) one limiter tracks; beyond it, idle keys are swept, and
+/// if none is idle, new keys are refused rather than tracked without bound.
+const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// The limits in force.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_conns_per_ip: u32,
+    pub max_connections: u32,
+    pub handshakes_per_ip_per_sec: u32,
+    pub requests_per_ip_per_sec: u32,
+    pub ingest_rate_per_token: u32,
+    /// A client must send a request's headers within this (slowloris defence).
+    pub header_timeout: Duration,
+    /// A client must send a request's body within this.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshakes_per_ip_per_sec: DEFAULT_HANDSHAKES_PER_IP_PER_SEC,
+            requests_per_ip_per_sec: DEFAULT_REQUESTS_PER_IP_PER_SEC,
+            ingest_rate_per_token: DEFAULT_INGEST_RATE_PER_TOKEN,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// No limit at all: for load tests from one address.
+    pub fn unlimited() -> Self {
+        Limits {
+            max_conns_per_ip: 0,
+            max_connections: 0,
+            handshakes_per_ip_per_sec: 0,
+            requests_per_ip_per_sec: 0,
+            ingest_rate_per_token: 0,
+            ..Limits::default()
+        }
+    }
+}
+
+/// A refusal: which limit, and when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    pub limit: &'static str,
+    pub retry_after: Duration,
+}
+
+impl OverLimit {
+    /// Whole seconds for `Retry-After`, at least 1.
+    pub fn retry_secs(&self) -> u64 {
+        self.retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+impl From<OverLimit> for ApiError {
+    fn from(o: OverLimit) -> Self {
+        ApiError {
+            retry_after: Some(o.retry_secs()),
+            ..ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("over the {} limit; retry later", o.limit),
+            )
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Whether the current refusal streak was logged.
+    logged: bool,
+}
+
+/// Token buckets keyed by `K`: `rate` per second, bursts up to `rate` (at least `cost`).
+pub struct RateLimiter<K> {
+    name: &'static str,
+    rate: f64,
+    /// Locked only for one map operation, never across an await.
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone + std::fmt::Debug> RateLimiter<K> {
+    pub fn new(name: &'static str, per_sec: u32) -> Self {
+        RateLimiter { name, rate: f64::from(per_sec), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes `cost` tokens for `key`.
+    ///
+    /// # Errors
+    /// [`OverLimit`] with the time until `cost` tokens are available.
+    pub fn check(&self, key: &K, cost: u32) -> Result<(), OverLimit> {
+        if self.rate == 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let cost = f64::from(cost);
+        // A single request larger than the burst may still pass once the bucket is full.
+        let burst = self.rate.max(cost);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
+            // Forget keys whose bucket has refilled: they are indistinguishable from new.
+            let rate = self.rate;
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_TRACKED_KEYS {
+                return Err(OverLimit { limit: self.name, retry_after: Duration::from_secs(1) });
+            }
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, last: now, logged: false });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * self.rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            bucket.logged = false;
+            Ok(())
+        } else {
+            if !bucket.logged {
+                bucket.logged = true;
+                tracing::warn!(limit = self.name, key = ?key, "rate limit reached; refusing until it recovers");
+            }
+            Err(OverLimit {
+                limit: self.name,
+                retry_after: Duration::from_secs_f64((cost - bucket.tokens) / self.rate),
+            })
+        }
+    }
+}
+
+/// Open connections, per client IP and in all.
+pub struct ConnCounter {
+    per_ip: u32,
+    total: u32,
+    /// Locked only to count, never across an await.
+    open: Mutex<(u32, HashMap<IpAddr, u32>)>,
+}
+
+/// Holds one connection's place; gives it back when dropped.
+pub struct ConnSlot {
+    counter: Arc<ConnCounter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut open = self.counter.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnCounter {
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(ConnCounter { per_ip: limits.max_conns_per_ip, total: limits.max_connections, open: Mutex::default() })
+    }
+
+    /// Admits a new connection from `ip`, or says which limit it is over.
+    ///
+    /// # Errors
+    /// [`OverLimit`] for the per-IP or the total cap.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, OverLimit> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total > 0 && open.0 >= self.total {
+            return Err(OverLimit { limit: "max-connections", retry_after: Duration::from_secs(1) });
+        }
+        let mine = open.1.get(&ip).copied().unwrap_or(0);
+        if self.per_ip > 0 && mine >= self.per_ip {
+            return Err(OverLimit { limit: "max-conns-per-ip", retry_after: Duration::from_secs(1) });
+        }
+        open.0 += 1;
+        open.1.insert(ip, mine + 1);
+        Ok(ConnSlot { counter: Arc::clone(self), ip })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u32 {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+/// The per-request limiters, shared through the app state.
+pub struct Limiters {
+    pub requests: RateLimiter<IpAddr>,
+    pub handshakes: RateLimiter<IpAddr>,
+    pub ingest: RateLimiter<String>,
+}
+
+impl Limiters {
+    pub fn new(limits: &Limits) -> Self {
+        Limiters {
+            requests: RateLimiter::new("requests-per-ip-per-sec", limits.requests_per_ip_per_sec),
+            handshakes: RateLimiter::new("handshakes-per-ip-per-sec", limits.handshakes_per_ip_per_sec),
+            ingest: RateLimiter::new("ingest-rate-per-token", limits.ingest_rate_per_token),
+        }
+    }
+
+    /// Charges `events` to the caller's token.
+    ///
+    /// # Errors
+    /// [`OverLimit`] when the token is over its ingest rate.
+    pub fn ingest(&self, principal: &Principal, events: usize) -> Result<(), OverLimit> {
+        self.ingest.check(&principal.token_id, u32::try_from(events).unwrap_or(u32::MAX))
+    }
+}
+
+/// A stream handshake: a WebSocket upgrade or an event-stream request.
+fn is_handshake(request: &Request) -> bool {
+    request.method() == Method::GET
+        && (request
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+            || request.uri().path() == "/api/stream")
+}
+
+/// Middleware: the per-IP request and handshake rates.
+pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        state.limiters.requests.check(&addr.ip(), 1)?;
+        if is_handshake(&request) {
+            state.limiters.handshakes.check(&addr.ip(), 1)?;
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_rate_then_refuses_with_a_retry_time() {
+        let l = RateLimiter::new("test", 5);
+        for _ in 0..5 {
+            assert!(l.check(&1, 1).is_ok());
+        }
+        let over = l.check(&1, 1).unwrap_err();
+        assert_eq!(over.limit, "test");
+        assert!(over.retry_after <= Duration::from_millis(200));
+        assert_eq!(over.retry_secs(), 1);
+        assert!(l.check(&2, 1).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let l = RateLimiter::new("off", 0);
+        for _ in 0..10_000 {
+            assert!(l.check(&1, 1000).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_cost_larger_than_the_rate_passes_once_from_a_full_bucket() {
+        let l = RateLimiter::new("ingest", 100);
+        assert!(l.check(&"t", 1000).is_ok());
+        assert!(l.check(&"t", 1).is_err());
+    }
+
+    #[test]
+    fn connections_are_capped_per_ip_and_released_on_drop() {
+        let c = ConnCounter::new(&Limits { max_conns_per_ip: 2, max_connections: 3, ..Limits::default() });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = c.admit(a).unwrap();
+        let _s2 = c.admit(a).unwrap();
+        assert_eq!(c.admit(a).err().unwrap().limit, "max-conns-per-ip");
+        let _s3 = c.admit(b).unwrap();
+        assert_eq!(c.admit(b).err().unwrap().limit, "max-connections");
+        drop(s1);
+        assert!(c.admit(a).is_ok());
+    }
+}
