@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::store::{Store, StoreError, TokenRecord};
 
@@ -68,12 +70,14 @@ pub struct Principal {
     pub token_id: String,
     pub name: String,
     pub scope: Scope,
+    /// The token's hash, to check later that it is still valid; `None` when auth is off.
+    hash: Option<String>,
 }
 
 impl Principal {
     /// The caller when auth is off (`--no-auth` on loopback): may do everything.
     pub fn anonymous() -> Self {
-        Principal { token_id: "-".into(), name: "anonymous".into(), scope: Scope::Admin }
+        Principal { token_id: "-".into(), name: "anonymous".into(), scope: Scope::Admin, hash: None }
     }
 
     pub fn may(&self, needed: Scope) -> bool {
@@ -94,17 +98,25 @@ fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// How long a token seen valid is trusted without reading the store again. Bounds how
+/// long a token revoked by another process (`swarmfeed token revoke`) keeps working;
+/// revocations through this server take effect at once.
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(10);
+
 /// Resolves presented tokens, with a cache of the valid ones.
 pub struct Tokens {
     store: Arc<dyn Store>,
-    /// Hash → principal for tokens seen valid. Bounded by the number of issued tokens;
-    /// unknown tokens are never cached. Locked only for a map access.
-    valid: RwLock<HashMap<String, Principal>>,
+    /// Hash → principal and when it was read, for tokens seen valid. Bounded by the
+    /// number of issued tokens; unknown tokens are never cached. Locked only for a map
+    /// access.
+    valid: RwLock<HashMap<String, (Principal, Instant)>>,
+    /// Bumped on every revocation, so open streams re-check their token at once.
+    revocations: watch::Sender<u64>,
 }
 
 impl Tokens {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Tokens { store, valid: RwLock::new(HashMap::new()) }
+        Tokens { store, valid: RwLock::new(HashMap::new()), revocations: watch::Sender::new(0) }
     }
 
     /// The principal for `token`, or `None` when it is unknown or revoked.
@@ -115,21 +127,66 @@ impl Tokens {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
         }
-        let h = hash(token);
-        if let Some(p) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(&h) {
+        self.resolve_hash(hash(token)).await
+    }
+
+    async fn resolve_hash(&self, h: String) -> Result<Option<Principal>, StoreError> {
+        if let Some((p, read)) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(&h)
+            && read.elapsed() < TOKEN_RECHECK
+        {
             return Ok(Some(p.clone()));
         }
-        let Some(record) = self.store.token_by_hash(&h).await? else { return Ok(None) };
-        if record.revoked {
-            return Ok(None);
-        }
-        let Ok(scope) = record.scope.parse::<Scope>() else {
-            tracing::warn!(token_id = %record.id, scope = %record.scope, "stored token has an unknown scope; refusing it");
-            return Ok(None);
+        let record = self.store.token_by_hash(&h).await?;
+        let principal = record.filter(|r| !r.revoked).and_then(|record| match record.scope.parse::<Scope>() {
+            Ok(scope) => Some(Principal { token_id: record.id, name: record.name, scope, hash: Some(h.clone()) }),
+            Err(_) => {
+                tracing::warn!(token_id = %record.id, scope = %record.scope, "stored token has an unknown scope; refusing it");
+                None
+            }
+        });
+        let mut valid = self.valid.write().unwrap_or_else(|p| p.into_inner());
+        match &principal {
+            Some(p) => valid.insert(h, (p.clone(), Instant::now())),
+            None => valid.remove(&h),
         };
-        let principal = Principal { token_id: record.id, name: record.name, scope };
-        self.valid.write().unwrap_or_else(|p| p.into_inner()).insert(h, principal.clone());
-        Ok(Some(principal))
+        Ok(principal)
+    }
+
+    /// Whether `principal`'s token is still valid (not revoked since it was resolved).
+    ///
+    /// # Errors
+    /// The token table could not be read.
+    pub async fn still_valid(&self, principal: &Principal) -> Result<bool, StoreError> {
+        match &principal.hash {
+            None => Ok(true),
+            Some(h) => Ok(self.resolve_hash(h.clone()).await?.is_some()),
+        }
+    }
+
+    /// A receiver that changes whenever a token is revoked through this server.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Revokes token `id`; false when there is no such live token.
+    ///
+    /// # Errors
+    /// The token table could not be written.
+    pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let revoked = self.store.revoke_token(id).await?;
+        if revoked {
+            self.valid.write().unwrap_or_else(|p| p.into_inner()).retain(|_, (p, _)| p.token_id != id);
+            self.revocations.send_modify(|n| *n += 1);
+        }
+        Ok(revoked)
+    }
+
+    /// Every token's record (never its secret).
+    ///
+    /// # Errors
+    /// The token table could not be read.
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store.list_tokens().await
     }
 
     /// Issues a new token with `scope`.
@@ -239,6 +296,14 @@ mod tests {
         let reader = tokens.issue(Scope::Read, "dash").await.unwrap();
         assert_eq!(tokens.resolve(&reader.token).await.unwrap().unwrap().scope, Scope::Read);
         assert!(tokens.resolve("sf_0000").await.unwrap().is_none());
+        let principal = tokens.resolve(&reader.token).await.unwrap().unwrap();
+        let revocations = tokens.revocations();
+        assert!(tokens.revoke(&reader.id).await.unwrap());
+        assert!(!tokens.revoke(&reader.id).await.unwrap(), "revoking twice changes nothing");
+        assert!(revocations.has_changed().unwrap());
+        assert!(!tokens.still_valid(&principal).await.unwrap());
+        assert!(tokens.resolve(&reader.token).await.unwrap().is_none());
+        assert_eq!(tokens.list().await.unwrap().iter().filter(|t| t.revoked).count(), 1);
         assert!(tokens.resolve("nonsense").await.unwrap().is_none());
     }
 }

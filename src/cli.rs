@@ -129,6 +129,18 @@ pub enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// List tokens (ids, names, scopes; never secrets).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke a token by id; a running server stops honouring it within 10 s.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 /// A flag whose value cannot work.

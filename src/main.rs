@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use swarmfeed::cli::{Cli, Command, TokenCommand};
 use swarmfeed::server::Application;
+use swarmfeed::store::Store;
 use swarmfeed::store::sqlite::SqliteStore;
 
 #[tokio::main]
@@ -25,15 +26,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
-            let store = SqliteStore::open(&data.data_dir, 1)
-                .with_context(|| format!("opening the store in {}", data.data_dir.display()))?;
+            let store = open_store(&data.data_dir)?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
             let issued = swarmfeed::auth::issue(&store, scope, &name).await.context("storing the token")?;
             eprintln!("token {} ({}, scope {}); shown once, keep it safe:", issued.id, issued.name, issued.scope);
             println!("{}", issued.token);
             Ok(())
         }
+        Command::Token(TokenCommand::List { data }) => {
+            let store = open_store(&data.data_dir)?;
+            println!("{:<18} {:<6} {:<8} {:<25} NAME", "ID", "SCOPE", "STATE", "CREATED");
+            for t in store.list_tokens().await.context("reading tokens")? {
+                let state = if t.revoked { "revoked" } else { "active" };
+                let created = swarmfeed::event::format_timestamp(t.created_ms);
+                println!("{:<18} {:<6} {:<8} {:<25} {}", t.id, t.scope, state, created, t.name);
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { id, data }) => {
+            let store = open_store(&data.data_dir)?;
+            if store.revoke_token(&id).await.context("revoking the token")? {
+                eprintln!("token {id} revoked");
+                Ok(())
+            } else {
+                anyhow::bail!("no live token with id {id:?} (see `swarmfeed token list`)")
+            }
+        }
     }
+}
+
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(data_dir, 1).with_context(|| format!("opening the store in {}", data_dir.display()))
 }
 
 async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {

@@ -235,6 +235,20 @@ pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+/// `GET /api/tokens` (admin): every token's id, name, scope and state; never a secret.
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(serde_json::json!({ "tokens": state.tokens.list().await? })).into_response())
+}
+
+/// `DELETE /api/tokens/{id}` (admin): revokes a token; its open streams close.
+pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.tokens.revoke(&id).await? {
+        Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())
+    } else {
+        Err(ApiError::not_found(format!("no live token with id {id:?}")))
+    }
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()

@@ -85,7 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/swarm/tasks/{id}/tools", post(swarm::tools))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Write), auth::require));
     let admin = Router::new()
-        .route("/api/tokens", post(api::post_token))
+        .route("/api/tokens", post(api::post_token).get(api::list_tokens))
+        .route("/api/tokens/{id}", delete(api::revoke_token))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
     let open = Router::new().route("/healthz", get(api::healthz)).route("/readyz", get(api::readyz));
     Router::new()

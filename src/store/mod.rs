@@ -93,7 +93,7 @@ pub struct MinuteCount {
 }
 
 /// A token's stored record; the token itself is never stored, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenRecord {
     pub id: String,
     pub name: String,
@@ -161,4 +161,16 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The read failed.
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// Every token, oldest first, revoked ones included.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Marks token `id` revoked; false when there is no such token or it already was.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
 }

@@ -66,6 +66,18 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scope: r.get(2)?,
+        created_ms: r.get(3)?,
+        revoked: r.get::<_, Option<i64>>(4)?.is_some(),
+    })
+}
+
 const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
 
 /// The SQLite store.
@@ -348,23 +360,32 @@ impl Store for SqliteStore {
         let hash = hash.to_owned();
         self.readers
             .run(move |conn| {
-                Ok(conn
-                    .query_row(
-                        "SELECT id, name, scope, created_ms, revoked_ms FROM tokens WHERE hash = ?1",
-                        [hash],
-                        |r| {
-                            Ok(TokenRecord {
-                                id: r.get(0)?,
-                                name: r.get(1)?,
-                                scope: r.get(2)?,
-                                created_ms: r.get(3)?,
-                                revoked: r.get::<_, Option<i64>>(4)?.is_some(),
-                            })
-                        },
-                    )
-                    .optional()?)
+                let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1");
+                Ok(conn.query_row(&sql, [hash], token_from_row).optional()?)
             })
             .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.readers
+            .run(|conn| {
+                let mut stmt = conn.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_ms, id"))?;
+                let rows = stmt.query_map([], token_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn.execute(
+                "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, chrono::Utc::now().timestamp_millis()],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     async fn token_count(&self) -> Result<u64, StoreError> {

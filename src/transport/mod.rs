@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::auth::{Principal, Tokens};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::{Event, write_payload_array};
 use crate::filter::FilterQuery;
@@ -54,6 +55,18 @@ pub async fn paced_next(pace: &Pace, cursor: Option<&mut Cursor>, limit: ReadLim
     let Some(cursor) = cursor else { return std::future::pending().await };
     pace.ready().await;
     cursor.next(limit).await
+}
+
+/// Whether a stream's token may go on; a storage error keeps the stream open rather
+/// than drop every viewer over a passing fault (the next check decides).
+pub async fn token_still_valid(tokens: &Tokens, principal: &Principal) -> bool {
+    match tokens.still_valid(principal).await {
+        Ok(valid) => valid,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not re-check a stream's token");
+            true
+        }
+    }
 }
 
 /// A WebSocket frame for `events`: the shared `event` frame when there is one,

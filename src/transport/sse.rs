@@ -7,13 +7,16 @@
 
 use std::convert::Infallible;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tokio::sync::watch;
 
-use super::{Pace, StreamParams, paced_next};
+use super::{Pace, StreamParams, paced_next, token_still_valid};
+use crate::auth::Principal;
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
@@ -25,6 +28,7 @@ const RETRY_MS: u32 = 2_000;
 /// Opens the stream after the route's auth check has passed.
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<StreamParams>,
 ) -> Result<Response, ApiError> {
@@ -49,12 +53,14 @@ pub async fn stream(
         bounds.head, bounds.oldest
     );
     let pace = Pace::new(state.config.max_frames_per_sec);
-    let stream =
-        futures_util::stream::unfold(Some(Feed { state, cursor, pace, opening: Some(opening) }), |feed| async move {
+    let stream = futures_util::stream::unfold(
+        Some(Feed { revocations: state.tokens.revocations(), state, principal, cursor, pace, opening: Some(opening) }),
+        |feed| async move {
             let mut feed = feed?;
             let chunk = feed.next_chunk().await?;
             Some((Ok::<_, Infallible>(chunk), Some(feed)))
-        });
+        },
+    );
     Ok((
         StatusCode::OK,
         [
@@ -69,6 +75,9 @@ pub async fn stream(
 
 struct Feed {
     state: AppState,
+    /// Whose token opened the stream; it ends when the token is revoked.
+    principal: Principal,
+    revocations: watch::Receiver<u64>,
     cursor: Cursor,
     pace: Pace,
     opening: Option<String>,
@@ -84,7 +93,20 @@ impl Feed {
         let step = tokio::select! {
             biased;
             () = self.state.shutdown.cancelled() => return None,
-            () = tokio::time::sleep(self.state.config.keepalive) => return Some(Bytes::from_static(b": keepalive\n\n")),
+            Ok(()) = self.revocations.changed() => {
+                return if token_still_valid(&self.state.tokens, &self.principal).await {
+                    Some(Bytes::new())
+                } else {
+                    None
+                };
+            }
+            () = tokio::time::sleep(self.state.config.keepalive) => {
+                // Also catches revocations made by another process.
+                if !token_still_valid(&self.state.tokens, &self.principal).await {
+                    return None;
+                }
+                return Some(Bytes::from_static(b": keepalive\n\n"));
+            }
             step = paced_next(&self.pace, Some(&mut self.cursor), limit) => step,
         };
         let chunk = match step {

@@ -4,13 +4,16 @@
 //! shutdown. It reads the client only between frames it sends, so a client that stops
 //! reading holds back its own cursor (a lag, not a buffer) and nobody else.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
-use super::{Pace, paced_next, ws_events_frame};
+use super::{Pace, paced_next, token_still_valid, ws_events_frame};
+use crate::auth::Principal;
 use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::{Filter, FilterSpec};
@@ -22,18 +25,27 @@ const CHANNEL: &str = "events";
 /// subscriber's read buffer is most of what it costs.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// Keepalive periods of silence (not even a pong) after which a client is idle.
+const IDLE_KEEPALIVES: u32 = 3;
+/// Keepalive periods one frame may take to be accepted by a client that does not read.
+const STALLED_KEEPALIVES: u32 = 4;
+
 /// Close codes (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
 
 /// Upgrades after the route's auth check has passed.
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Session::new(state, socket).run())
+        .on_upgrade(move |socket| Session::new(state, principal, socket).run())
 }
 
 /// A message from the client, parsed.
@@ -104,6 +116,8 @@ fn error_frame(message: &str) -> Message {
 enum End {
     ClientClosed,
     Shutdown,
+    /// Nothing heard from the client, not even a pong, for [`IDLE_KEEPALIVES`] pings.
+    Idle,
     Policy(&'static str),
     SendFailed,
     Cursor,
@@ -111,22 +125,27 @@ enum End {
 
 struct Session {
     state: AppState,
+    /// Whose token opened the socket; the session ends when it is revoked.
+    principal: Principal,
     socket: WebSocket,
     cursor: Option<Cursor>,
     pace: Pace,
     errors: u32,
+    /// Last time anything (a message, a pong) came from the client.
+    last_heard: Instant,
 }
 
 impl Session {
-    fn new(state: AppState, socket: WebSocket) -> Self {
+    fn new(state: AppState, principal: Principal, socket: WebSocket) -> Self {
         let pace = Pace::new(state.config.max_frames_per_sec);
-        Session { state, socket, cursor: None, pace, errors: 0 }
+        Session { state, principal, socket, cursor: None, pace, errors: 0, last_heard: Instant::now() }
     }
 
     async fn run(mut self) {
         let end = self.serve().await;
         let close = match &end {
             End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down")),
+            End::Idle => Some((CLOSE_GOING_AWAY, "idle timeout")),
             End::Policy(reason) => Some((CLOSE_POLICY, *reason)),
             End::Cursor => Some((CLOSE_INTERNAL, "internal error")),
             End::ClientClosed | End::SendFailed => None,
@@ -146,10 +165,16 @@ impl Session {
         let limit = self.state.config.frame_limit;
         let mut keepalive = tokio::time::interval(self.state.config.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut revocations = self.state.tokens.revocations();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
+                Ok(()) = revocations.changed() => {
+                    if !token_still_valid(&self.state.tokens, &self.principal).await {
+                        return End::Policy("token revoked");
+                    }
+                }
                 incoming = self.socket.recv() => {
                     if let Some(end) = self.on_incoming(incoming).await {
                         return end;
@@ -175,6 +200,13 @@ impl Session {
                     self.pace.sent();
                 }
                 _ = keepalive.tick() => {
+                    if self.last_heard.elapsed() > self.state.config.keepalive * IDLE_KEEPALIVES {
+                        return End::Idle;
+                    }
+                    // Also catches revocations made by another process.
+                    if !token_still_valid(&self.state.tokens, &self.principal).await {
+                        return End::Policy("token revoked");
+                    }
                     if !self.send(Message::Ping(bytes::Bytes::new())).await {
                         return End::SendFailed;
                     }
@@ -185,6 +217,9 @@ impl Session {
 
     /// Handles one thing read from the client; `Some` ends the session.
     async fn on_incoming(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Option<End> {
+        if matches!(incoming, Some(Ok(_))) {
+            self.last_heard = Instant::now();
+        }
         let message = match incoming {
             None | Some(Ok(Message::Close(_))) => return Some(End::ClientClosed),
             Some(Err(e)) => {
@@ -226,9 +261,12 @@ impl Session {
     }
 
     /// Sends one message unless shutdown comes first; false when the connection is done.
+    /// A client that reads nothing for [`STALLED_KEEPALIVES`] keepalive periods is let
+    /// go: it can resume with `since`, and its socket buffers are freed.
     async fn send(&mut self, message: Message) -> bool {
+        let stalled = self.state.config.keepalive * STALLED_KEEPALIVES;
         tokio::select! {
-            r = self.socket.send(message) => r.is_ok(),
+            r = tokio::time::timeout(stalled, self.socket.send(message)) => matches!(r, Ok(Ok(()))),
             () = self.state.shutdown.cancelled() => false,
         }
     }

@@ -5,5 +5,6 @@ mod auth;
 mod durability;
 mod harness;
 mod poll_sse;
+mod security;
 mod swarm;
 mod ws;
