@@ -38,6 +38,11 @@ impl Redactor {
         })
     }
 
+    /// Whether values under `key` are redacted.
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        self.keys.is_match(key)
+    }
+
     /// Redacts `value` in place; returns whether anything changed.
     ///
     /// Recursion is bounded by the JSON parser's nesting limit (128), so input cannot
@@ -47,7 +52,7 @@ impl Redactor {
             Value::Object(map) => {
                 let mut changed = false;
                 for (key, v) in map.iter_mut() {
-                    if self.keys.is_match(key) {
+                    if self.is_secret_key(key) {
                         if v.as_str() != Some(REDACTED) {
                             *v = Value::String(REDACTED.to_owned());
                             changed = true;

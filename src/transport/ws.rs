@@ -49,7 +49,8 @@ pub async fn upgrade(
 }
 
 /// A message from the client, parsed.
-enum Request {
+#[derive(Debug)]
+pub enum Request {
     Subscribe { since: Option<u64>, filter: Filter },
     Unsubscribe,
     Ping,
@@ -71,7 +72,7 @@ struct UnsubscribeBody {
 }
 
 /// Parses one client text message; the error is the message for the `error` frame.
-fn parse_request(text: &str) -> Result<Request, String> {
+pub fn parse_request(text: &str) -> Result<Request, String> {
     let mut map: Map<String, Value> = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let action = match map.remove("action") {
         Some(Value::String(a)) => a,
