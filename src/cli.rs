@@ -104,6 +104,12 @@ pub struct ServeArgs {
     /// it; repeat for several.
     #[arg(long = "allowed-origin", env = "SWARMFEED_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Keep only events newer than this many days (pruned in the background).
+    #[arg(long, env = "SWARMFEED_RETAIN_DAYS")]
+    pub retain_days: Option<u32>,
+    /// Keep only this many newest events (pruned in the background).
+    #[arg(long, env = "SWARMFEED_RETAIN_EVENTS")]
+    pub retain_events: Option<u64>,
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
@@ -185,6 +191,8 @@ impl ServeArgs {
             body_timeout: seconds("--body-timeout", self.body_timeout)?,
         };
         config.allowed_origins = self.allowed_origins;
+        config.retention.days = self.retain_days;
+        config.retention.events = self.retain_events;
         if self.demo {
             config.demo =
                 Some(DemoSettings { task_interval: seconds("--demo-task-interval", self.demo_task_interval)? });

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::http::limits::Limits;
 use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
 use crate::ingest::IngestRules;
+use crate::retention::RetentionSettings;
 use crate::swarm::coordinator::CoordinatorSettings;
 use crate::swarm::demo::DemoSettings;
 use crate::writer::WriterSettings;
@@ -57,6 +58,8 @@ pub struct Config {
     /// Origins besides this server's own host whose pages may open streams and send
     /// state-changing requests (`--allowed-origin`, repeatable).
     pub allowed_origins: Vec<String>,
+    /// How much of the log to keep (`--retain-days`, `--retain-events`); all by default.
+    pub retention: RetentionSettings,
 }
 
 /// A configuration that cannot run.
@@ -87,6 +90,7 @@ impl Default for Config {
             demo: None,
             limits: Limits::default(),
             allowed_origins: Vec::new(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -109,6 +113,12 @@ impl Config {
         }
         if self.coordinator.agent_timeout.is_zero() {
             return Err(ConfigError::TooSmall { name: "--agent-timeout", min: 1 });
+        }
+        if self.retention.events == Some(0) {
+            return Err(ConfigError::TooSmall { name: "--retain-events", min: 1 });
+        }
+        if self.retention.days == Some(0) {
+            return Err(ConfigError::TooSmall { name: "--retain-days", min: 1 });
         }
         for (name, value, min) in mins {
             if value < min {

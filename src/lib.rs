@@ -13,6 +13,7 @@
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
 //! - [`store`]: the only SQL; the `Store` interface and its SQLite implementation.
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
+//! - [`retention`]: pruning old events in the background, with exact resets.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
 //! - [`filter`]: what a viewer wants, parsed and matched.
 //! - [`transport`]: WebSocket, SSE and long-poll encoders over one cursor.
@@ -32,6 +33,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod redact;
+pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod store;

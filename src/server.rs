@@ -53,6 +53,7 @@ struct Tasks {
     coordinator: tokio::task::JoinHandle<()>,
     coordinator_stop: CancellationToken,
     demo: Option<tokio::task::JoinHandle<()>>,
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -99,6 +100,9 @@ impl Application {
                 shutdown.clone(),
             )
         });
+        let retention_task = config.retention.is_enabled().then(|| {
+            crate::retention::spawn(config.retention.clone(), Arc::clone(&hub), Arc::clone(&store), shutdown.clone())
+        });
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
             config,
@@ -115,6 +119,7 @@ impl Application {
             coordinator: coordinator_task,
             coordinator_stop,
             demo: demo_task,
+            retention: retention_task,
         };
         Ok(Application { listener, addr, state, tasks, admin })
     }
@@ -153,6 +158,11 @@ impl Application {
             && let Err(e) = demo.await
         {
             tracing::error!(error = %e, "demo task failed");
+        }
+        if let Some(retention) = tasks.retention
+            && let Err(e) = retention.await
+        {
+            tracing::error!(error = %e, "retention task failed");
         }
         tasks.coordinator_stop.cancel();
         if let Err(e) = tasks.coordinator.await {

@@ -173,4 +173,18 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn revoke_token(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The seq of the first event committed at or after `ts_ms`, if any.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError>;
+
+    /// Deletes up to `limit` of the oldest events with seq below `before`; returns how
+    /// many went. Retention calls it in small steps so the writer is never held up for
+    /// long.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError>;
 }

@@ -366,6 +366,31 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let seq: Option<i64> =
+                    conn.query_row("SELECT MIN(seq) FROM events WHERE ts_ms >= ?1", [ts_ms], |r| r.get(0))?;
+                Ok(seq.map(|s| s as u64))
+            })
+            .await
+    }
+
+    async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            // Rowid order: the oldest go first, so what remains is always a suffix of
+            // the log and `MIN(seq)` is the exact oldest retained.
+            let deleted = conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
+                [before, limit],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.readers
             .run(|conn| {

@@ -198,3 +198,33 @@ async fn many_subscribers_each_get_every_event_once() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_behind_retention_gets_an_exact_reset_then_the_rest() {
+    let app = spawn_with(|c| {
+        c.max_frames_per_sec = 0;
+        c.retention.events = Some(30);
+        c.retention.interval = Duration::from_millis(50);
+    })
+    .await;
+    app.post_events(&events("a.b", 100)).await;
+    // Retention runs in the background; the log's oldest event says when it has.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, first) = app.get("/api/events?limit=1").await;
+            if first["events"][0]["seq"] == 71 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("retention prunes to the newest 30");
+    let mut ws = app.ws().await;
+    let sub = ws.subscribe(Some(10), json!({})).await;
+    assert_eq!(sub["oldest"], 71);
+    assert_eq!(ws.next_json().await, json!({"type": "reset", "oldest": 71}));
+    let (got, _) = ws.collect_events(30).await;
+    assert_eq!(seqs(&got), (71..=100).collect::<Vec<_>>());
+    app.stop().await;
+}
