@@ -157,6 +157,9 @@ pub struct Event {
     pub agent_id: Option<Box<str>>,
     /// Commit time, milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// Position of the type in [`KNOWN_TYPES`], found once here so per-delivery code
+    /// (metrics, rendering) never searches the table.
+    known: Option<u8>,
     frame: Bytes,
 }
 
@@ -231,8 +234,14 @@ impl Event {
             task_id: parts.task_id.map(Into::into),
             agent_id: parts.agent_id.map(Into::into),
             ts_ms: parts.ts_ms,
+            known: KNOWN_TYPES.iter().position(|k| k.event_type == parts.event_type).map(|i| i as u8),
             frame: Bytes::from(frame),
         })
+    }
+
+    /// Index of the event's type in [`KNOWN_TYPES`], if it is a known type.
+    pub fn known_index(&self) -> Option<usize> {
+        self.known.map(usize::from)
     }
 
     /// The event's JSON object (DESIGN §3 `payload`), shared, not copied.

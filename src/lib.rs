@@ -21,6 +21,7 @@
 //! - [`swarm`]: the projection of the log into agents and tasks, the coordinator
 //!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
+//! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`config`], [`cli`], [`telemetry`], [`shutdown`], [`server`]: running it.
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod redact;
 pub mod retention;
 pub mod server;

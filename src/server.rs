@@ -15,6 +15,7 @@ use crate::auth::{BootstrapError, Issued, Tokens, bootstrap_admin};
 use crate::config::{Config, ConfigError};
 use crate::http::{AppState, Shared, router};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::writer;
@@ -73,9 +74,15 @@ impl Application {
         let admin = if config.no_auth { None } else { bootstrap_admin(store.as_ref(), &config.data_dir).await? };
         let bounds = store.bounds().await?;
         let hub = Arc::new(Hub::new(bounds, config.ring_capacity));
+        let metrics = Arc::new(Metrics::default());
         let writer_stop = CancellationToken::new();
-        let (writer, writer_task) =
-            writer::spawn(store.writer().await?, Arc::clone(&hub), config.writer.clone(), writer_stop.clone());
+        let (writer, writer_task) = writer::spawn(
+            store.writer().await?,
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            config.writer.clone(),
+            writer_stop.clone(),
+        );
         let coordinator_stop = CancellationToken::new();
         let (coordinator, coordinator_task) = crate::swarm::coordinator::spawn(
             config.coordinator.clone(),
@@ -111,6 +118,8 @@ impl Application {
             writer,
             coordinator,
             limiters: crate::http::limits::Limiters::new(&config_limits),
+            conns: crate::http::limits::ConnCounter::new(&config_limits),
+            metrics,
             shutdown,
         });
         let tasks = Tasks {
@@ -151,9 +160,11 @@ impl Application {
         let Application { listener, state, tasks, .. } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace;
-        let conns = crate::http::limits::ConnCounter::new(&state.config.limits);
+        let conns = Arc::clone(&state.conns);
+        let metrics = Arc::clone(&state.metrics);
         let header_timeout = state.config.limits.header_timeout;
-        let served = crate::http::serve::serve(listener, router(state), conns, header_timeout, shutdown, grace).await;
+        let served =
+            crate::http::serve::serve(listener, router(state), conns, metrics, header_timeout, shutdown, grace).await;
         if let Some(demo) = tasks.demo
             && let Err(e) = demo.await
         {

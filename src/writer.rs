@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::NewEvent;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::{Appended, LogWriter, StoreError};
 
 /// Default number of events that may wait for the writer (`--writer-queue-events`).
@@ -96,6 +97,7 @@ impl WriterHandle {
 pub fn spawn(
     log: Box<dyn LogWriter>,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     settings: WriterSettings,
     shutdown: CancellationToken,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
@@ -103,13 +105,14 @@ pub fn spawn(
     let (jobs, rx) = mpsc::channel(capacity);
     let room = Arc::new(Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)));
     let handle = WriterHandle { jobs, room: Arc::clone(&room) };
-    let task = tokio::spawn(run(log, hub, settings, rx, room, shutdown));
+    let task = tokio::spawn(run(log, hub, metrics, settings, rx, room, shutdown));
     (handle, task)
 }
 
 async fn run(
     mut log: Box<dyn LogWriter>,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     settings: WriterSettings,
     mut rx: mpsc::Receiver<Job>,
     room: Arc<Semaphore>,
@@ -137,13 +140,13 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit_group(log.as_mut(), &hub, group, size).await;
+        commit_group(log.as_mut(), &hub, &metrics, group, size).await;
     }
     tracing::info!("writer stopped; every queued event was committed");
 }
 
 #[tracing::instrument(skip_all, fields(jobs = group.len(), events = size))]
-async fn commit_group(log: &mut dyn LogWriter, hub: &Hub, group: Vec<Job>, size: usize) {
+async fn commit_group(log: &mut dyn LogWriter, hub: &Hub, metrics: &Metrics, group: Vec<Job>, size: usize) {
     let mut events = Vec::with_capacity(size);
     let mut replies = Vec::with_capacity(group.len());
     for job in group {
@@ -153,6 +156,7 @@ async fn commit_group(log: &mut dyn LogWriter, hub: &Hub, group: Vec<Job>, size:
     match log.append(events).await {
         Ok(commit) => {
             hub.publish(&commit.stored);
+            metrics.ingested(&commit.stored);
             let mut outcomes = commit.outcomes.into_iter();
             for (n, reply, _room) in replies {
                 // A producer that gave up waiting (disconnected) no longer needs its
@@ -194,8 +198,13 @@ mod tests {
         let store = SqliteStore::open(dir.path(), 1).unwrap();
         let hub = Arc::new(Hub::new(Bounds { oldest: 1, head: 0 }, 1000));
         let shutdown = CancellationToken::new();
-        let (writer, task) =
-            spawn(store.writer().await.unwrap(), Arc::clone(&hub), WriterSettings::default(), shutdown.clone());
+        let (writer, task) = spawn(
+            store.writer().await.unwrap(),
+            Arc::clone(&hub),
+            Arc::default(),
+            WriterSettings::default(),
+            shutdown.clone(),
+        );
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let w = writer.clone();
@@ -220,7 +229,8 @@ mod tests {
         let store = SqliteStore::open(dir.path(), 1).unwrap();
         let hub = Arc::new(Hub::new(Bounds { oldest: 1, head: 0 }, 10));
         let settings = WriterSettings { queue_events: 2, max_group_events: 10 };
-        let (writer, _task) = spawn(store.writer().await.unwrap(), hub, settings, CancellationToken::new());
+        let (writer, _task) =
+            spawn(store.writer().await.unwrap(), hub, Arc::default(), settings, CancellationToken::new());
         let mut three = one("a");
         three.extend(one("b"));
         three.extend(one("c"));

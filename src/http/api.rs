@@ -50,6 +50,7 @@ pub async fn post_events(
     Extension(principal): Extension<Principal>,
     ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let events = if body.len() <= PARSE_INLINE_BYTES {
         state.config.ingest.parse_body(&body)?
     } else {
@@ -58,6 +59,7 @@ pub async fn post_events(
     };
     state.limiters.ingest(&principal, events.len())?;
     let outcomes = state.writer.append(events).await?;
+    state.metrics.ingest_latency(arrived.elapsed());
     let accepted: Vec<Accepted<'_>> =
         outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "events": accepted }))).into_response())
@@ -247,6 +249,31 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
     } else {
         Err(ApiError::not_found(format!("no live token with id {id:?}")))
     }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let bounds = state.hub.bounds();
+    let now = crate::metrics::Snapshot {
+        head: bounds.head,
+        oldest: bounds.oldest,
+        writer_queue_events: state.writer.queued_events(&state.config.writer),
+        open_connections: state.conns.open(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(now)).into_response()
+}
+
+/// Middleware: counts every refusal by its error code.
+pub async fn count_rejections(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(super::error::Refused(code)) = response.extensions().get() {
+        state.metrics.rejected(code);
+    }
+    response
 }
 
 /// `GET /healthz`: the process is up.

@@ -94,9 +94,14 @@ impl ApiError {
     }
 }
 
+/// Marks a response as a refusal, with its code, for the rejection metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], self.body()).into_response();
+        response.extensions_mut().insert(Refused(self.code));
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

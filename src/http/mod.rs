@@ -41,6 +41,9 @@ pub struct Shared {
     pub tokens: Tokens,
     /// Per-IP request and handshake rates, per-token ingest rate.
     pub limiters: limits::Limiters,
+    /// Open connections per IP and in all.
+    pub conns: Arc<limits::ConnCounter>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
 }
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))
         .route("/api/swarm", get(swarm::snapshot))
+        .route("/metrics", get(api::metrics))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
     let write = Router::new()
         .route("/api/events", post(api::post_events))
@@ -99,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.config.limits.body_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), origin::check))
         .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
+        .layer(middleware::from_fn_with_state(state.clone(), api::count_rejections))
         .layer(middleware::from_fn(origin::security_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(api::panicked))
         .with_state(state)

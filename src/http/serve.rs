@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::limits::{ConnCounter, ConnSlot, OverLimit};
+use crate::metrics::Metrics;
 
 /// A socket together with its place under the connection caps.
 struct Tracked {
@@ -94,6 +95,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     conns: Arc<ConnCounter>,
+    metrics: Arc<Metrics>,
     header_timeout: Duration,
     shutdown: CancellationToken,
     grace: Duration,
@@ -118,6 +120,7 @@ pub async fn serve(
             Ok(slot) => slot,
             Err(over) => {
                 tracing::debug!(%addr, limit = over.limit, "connection refused");
+                metrics.rejected("too_many_connections");
                 tokio::spawn(refuse(stream, over));
                 continue;
             }

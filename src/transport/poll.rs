@@ -16,6 +16,7 @@ use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiQuery};
+use crate::metrics::Transport;
 
 /// Longest wait a client may ask for, seconds (DESIGN §3).
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -36,6 +37,7 @@ pub async fn poll(
             .with_field("wait"));
     }
     let filter = Filter::from_query(&params.filter_query())?;
+    let _connection = state.metrics.connection(Transport::Poll);
     let mut cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, params.after);
     let step = tokio::select! {
         () = state.shutdown.cancelled() => None,
@@ -44,6 +46,7 @@ pub async fn poll(
     let head = state.hub.head();
     let body = match step {
         Some(Ok(Step::Events(events))) => {
+            state.metrics.delivered(&events, cursor.lag());
             let mut body = crate::http::api::page(&events, Some(cursor.position()));
             body.pop();
             body.extend_from_slice(format!(",\"head\":{head}}}").as_bytes());

@@ -21,6 +21,7 @@ use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiQuery};
+use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 
 /// How long a browser waits before reconnecting, ms.
 const RETRY_MS: u32 = 2_000;
@@ -54,7 +55,15 @@ pub async fn stream(
     );
     let pace = Pace::new(state.config.max_frames_per_sec);
     let stream = futures_util::stream::unfold(
-        Some(Feed { revocations: state.tokens.revocations(), state, principal, cursor, pace, opening: Some(opening) }),
+        Some(Feed {
+            _guards: (state.metrics.connection(Transport::Sse), state.metrics.subscriber()),
+            revocations: state.tokens.revocations(),
+            state,
+            principal,
+            cursor,
+            pace,
+            opening: Some(opening),
+        }),
         |feed| async move {
             let mut feed = feed?;
             let chunk = feed.next_chunk().await?;
@@ -75,6 +84,8 @@ pub async fn stream(
 
 struct Feed {
     state: AppState,
+    /// Count the stream in the gauges while it lives.
+    _guards: (ConnectionGuard, SubscriberGuard),
     /// Whose token opened the stream; it ends when the token is revoked.
     principal: Principal,
     revocations: watch::Receiver<u64>,
@@ -111,6 +122,7 @@ impl Feed {
         };
         let chunk = match step {
             Ok(Step::Events(events)) => {
+                self.state.metrics.delivered(&events, self.cursor.lag());
                 let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
                 for e in &events {
                     out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());

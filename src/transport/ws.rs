@@ -18,6 +18,7 @@ use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
+use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 
 /// The only channel there is.
 const CHANNEL: &str = "events";
@@ -126,6 +127,10 @@ enum End {
 
 struct Session {
     state: AppState,
+    /// Counts this socket in the connection gauge while it lives.
+    _connection: ConnectionGuard,
+    /// Counts the subscription in the subscriber gauge while there is one.
+    subscribed: Option<SubscriberGuard>,
     /// Whose token opened the socket; the session ends when it is revoked.
     principal: Principal,
     socket: WebSocket,
@@ -139,7 +144,18 @@ struct Session {
 impl Session {
     fn new(state: AppState, principal: Principal, socket: WebSocket) -> Self {
         let pace = Pace::new(state.config.max_frames_per_sec);
-        Session { state, principal, socket, cursor: None, pace, errors: 0, last_heard: Instant::now() }
+        let _connection = state.metrics.connection(Transport::Ws);
+        Session {
+            state,
+            _connection,
+            subscribed: None,
+            principal,
+            socket,
+            cursor: None,
+            pace,
+            errors: 0,
+            last_heard: Instant::now(),
+        }
     }
 
     async fn run(mut self) {
@@ -183,10 +199,12 @@ impl Session {
                 }
                 step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
                     let frame = match step {
-                        Ok(Step::Events(events)) => Message::Text(
+                        Ok(Step::Events(events)) => {
+                            let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
+                            self.state.metrics.delivered(&events, lag);
                             // Event JSON is built from `&str`s by serde_json: always UTF-8.
-                            Utf8Bytes::try_from(ws_events_frame(&events)).expect("event frames are UTF-8"),
-                        ),
+                            Message::Text(Utf8Bytes::try_from(ws_events_frame(&events)).expect("event frames are UTF-8"))
+                        }
                         Ok(Step::Reset { oldest }) => text(&json!({ "type": "reset", "oldest": oldest })),
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
@@ -240,6 +258,7 @@ impl Session {
             Ok(Request::Ping) => text(&json!({ "type": "pong" })),
             Ok(Request::Unsubscribe) => {
                 self.cursor = None;
+                self.subscribed = None;
                 text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
             }
             Ok(Request::Subscribe { since, filter }) => {
@@ -247,6 +266,7 @@ impl Session {
                 let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
                 let bounds = hub.bounds();
                 self.cursor = Some(cursor);
+                self.subscribed.get_or_insert_with(|| self.state.metrics.subscriber());
                 text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
             }
             Err(message) => {

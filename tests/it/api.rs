@@ -209,3 +209,30 @@ async fn secrets_are_redacted_before_storage() {
     assert_eq!(stored["tool_name"], "http");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_expose_connections_ingest_delivery_and_refusals() {
+    let app = crate::harness::spawn_with(|c| c.max_frames_per_sec = 0).await;
+    let mut ws = app.ws().await;
+    ws.subscribe(None, json!({})).await;
+    app.post_events(&events("task.created", 3)).await;
+    ws.collect_events(3).await;
+    assert_eq!(app.get_as("/api/events", None).await.0, StatusCode::UNAUTHORIZED);
+    let resp = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    for line in [
+        "swarmfeed_connections{transport=\"ws\"} 1",
+        "swarmfeed_subscribers 1",
+        "swarmfeed_events_ingested_total{type=\"task.created\"} 3",
+        "swarmfeed_events_delivered_total{type=\"task.created\"} 3",
+        "swarmfeed_ingest_latency_seconds_count 1",
+        "swarmfeed_rejected_total{reason=\"unauthorized\"} 1",
+        "swarmfeed_head_seq 3",
+        "swarmfeed_writer_queue_events 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(app.get_as("/metrics", None).await.0, StatusCode::UNAUTHORIZED, "metrics need a token");
+    app.stop().await;
+}
