@@ -3,6 +3,12 @@
 //! One task per connection runs a `select!` over the client's messages, the cursor and
 //! shutdown. It reads the client only between frames it sends, so a client that stops
 //! reading holds back its own cursor (a lag, not a buffer) and nobody else.
+//!
+//! The session is generic over a [`Dialect`]: how client messages are read and frames
+//! written. This file's is JSON; `ws_html` renders the same session as HTML fragments,
+//! so both WebSockets share one loop, one pacing and one set of limits.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -13,11 +19,13 @@ use serde_json::{Map, Value, json};
 use super::{Pace, paced_next, ws_events_frame};
 use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
+use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
+use crate::store::Bounds;
 
 /// The only channel there is.
-const CHANNEL: &str = "events";
+pub(crate) const CHANNEL: &str = "events";
 /// Bytes tungstenite reads from the socket at a time; small, because an idle
 /// subscriber's read buffer is most of what it costs.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -29,15 +37,73 @@ const CLOSE_INTERNAL: u16 = 1011;
 
 /// Upgrades after the route's auth check has passed.
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    limits(ws).on_upgrade(move |socket| Session::new(state, socket, Json, None).run())
+}
+
+/// The size limits every WebSocket of ours has.
+pub(crate) fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Session::new(state, socket).run())
+}
+
+/// What differs between `/ws` and `/ws/html`: how client messages read and how
+/// frames are written. Everything else (the loop, pacing, keep-alive, limits) is the
+/// session's.
+pub(crate) trait Dialect: Send + 'static {
+    /// The close code sent when the server shuts down.
+    const SHUTDOWN_CLOSE: u16;
+    /// Parses one client text message; the error is the message for an error frame.
+    fn parse(&self, text: &str) -> Result<Request, String>;
+    /// A frame for events the cursor yielded, in order.
+    fn events(&self, events: &[Arc<Event>]) -> Message;
+    fn reset(&self, oldest: u64) -> Message;
+    fn subscribed(&self, bounds: Bounds) -> Message;
+    fn unsubscribed(&self) -> Message;
+    fn pong(&self) -> Message;
+    /// `code` is `bad_request` or `internal`.
+    fn error(&self, code: &str, message: &str) -> Message;
+}
+
+/// The JSON frames of DESIGN §3.
+struct Json;
+
+impl Dialect for Json {
+    const SHUTDOWN_CLOSE: u16 = CLOSE_GOING_AWAY;
+
+    fn parse(&self, text: &str) -> Result<Request, String> {
+        parse_request(text)
+    }
+
+    fn events(&self, events: &[Arc<Event>]) -> Message {
+        // Event JSON is built from `&str`s by serde_json: always UTF-8.
+        Message::Text(Utf8Bytes::try_from(ws_events_frame(events)).expect("event frames are UTF-8"))
+    }
+
+    fn reset(&self, oldest: u64) -> Message {
+        text(&json!({ "type": "reset", "oldest": oldest }))
+    }
+
+    fn subscribed(&self, bounds: Bounds) -> Message {
+        text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
+    }
+
+    fn unsubscribed(&self) -> Message {
+        text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
+    }
+
+    fn pong(&self) -> Message {
+        text(&json!({ "type": "pong" }))
+    }
+
+    fn error(&self, code: &str, message: &str) -> Message {
+        text(&json!({ "type": "error", "code": code, "message": message }))
+    }
 }
 
 /// A message from the client, parsed.
-enum Request {
+pub(crate) enum Request {
     Subscribe { since: Option<u64>, filter: Filter },
     Unsubscribe,
     Ping,
@@ -95,10 +161,6 @@ fn text(value: &Value) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
 }
 
-fn error_frame(message: &str) -> Message {
-    text(&json!({ "type": "error", "code": "bad_request", "message": message }))
-}
-
 /// How a session ended, for the log.
 #[derive(Debug)]
 enum End {
@@ -109,24 +171,37 @@ enum End {
     Cursor,
 }
 
-struct Session {
+/// One connection: its socket, its subscription (a cursor, or none) and its pacing.
+pub(crate) struct Session<D> {
     state: AppState,
     socket: WebSocket,
     cursor: Option<Cursor>,
     pace: Pace,
     errors: u32,
+    dialect: D,
+    /// A subscription made at connect time (from the URL), announced when the session
+    /// starts.
+    initial: Option<(Option<u64>, Filter)>,
 }
 
-impl Session {
-    fn new(state: AppState, socket: WebSocket) -> Self {
+impl<D: Dialect> Session<D> {
+    /// A session; with `initial`, subscribed from the start as if the client had sent
+    /// `subscribe` with that `since` and filter.
+    pub(crate) fn new(state: AppState, socket: WebSocket, dialect: D, initial: Option<(Option<u64>, Filter)>) -> Self {
         let pace = Pace::new(state.config.max_frames_per_sec);
-        Session { state, socket, cursor: None, pace, errors: 0 }
+        Session { state, socket, cursor: None, pace, errors: 0, dialect, initial }
     }
 
-    async fn run(mut self) {
-        let end = self.serve().await;
+    pub(crate) async fn run(mut self) {
+        let end = match self.initial.take() {
+            Some((since, filter)) => {
+                let reply = self.subscribe(since, filter);
+                if self.send(reply).await { self.serve().await } else { End::SendFailed }
+            }
+            None => self.serve().await,
+        };
         let close = match &end {
-            End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down")),
+            End::Shutdown => Some((D::SHUTDOWN_CLOSE, "server shutting down")),
             End::Policy(reason) => Some((CLOSE_POLICY, *reason)),
             End::Cursor => Some((CLOSE_INTERNAL, "internal error")),
             End::ClientClosed | End::SendFailed => None,
@@ -157,15 +232,14 @@ impl Session {
                 }
                 step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
                     let frame = match step {
-                        Ok(Step::Events(events)) => Message::Text(
-                            // Event JSON is built from `&str`s by serde_json: always UTF-8.
-                            Utf8Bytes::try_from(ws_events_frame(&events)).expect("event frames are UTF-8"),
-                        ),
-                        Ok(Step::Reset { oldest }) => text(&json!({ "type": "reset", "oldest": oldest })),
+                        Ok(Step::Events(events)) => self.dialect.events(&events),
+                        Ok(Step::Reset { oldest }) => self.dialect.reset(oldest),
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
                             tracing::error!(error = %e, "websocket cursor failed to read the store");
-                            let _ = self.send(text(&json!({"type":"error","code":"internal","message":"internal error"}))).await;
+                            let frame = self.dialect.error("internal", "internal error");
+                            // The session ends either way; the frame is a courtesy.
+                            let _ = self.send(frame).await;
                             return End::Cursor;
                         }
                     };
@@ -198,31 +272,36 @@ impl Session {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
             Some(Ok(Message::Binary(_))) => Err("binary frames are not supported; send JSON text".to_owned()),
-            Some(Ok(Message::Text(t))) => parse_request(&t),
+            Some(Ok(Message::Text(t))) => self.dialect.parse(&t),
         };
         let reply = match message {
-            Ok(Request::Ping) => text(&json!({ "type": "pong" })),
+            Ok(Request::Ping) => self.dialect.pong(),
             Ok(Request::Unsubscribe) => {
                 self.cursor = None;
-                text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
+                self.dialect.unsubscribed()
             }
-            Ok(Request::Subscribe { since, filter }) => {
-                let hub = &self.state.hub;
-                let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
-                let bounds = hub.bounds();
-                self.cursor = Some(cursor);
-                text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
-            }
+            Ok(Request::Subscribe { since, filter }) => self.subscribe(since, filter),
             Err(message) => {
                 self.errors += 1;
                 if self.errors >= MAX_CLIENT_ERRORS {
-                    let _ = self.send(error_frame(&message)).await;
+                    let frame = self.dialect.error("bad_request", &message);
+                    // The socket is closed next either way.
+                    let _ = self.send(frame).await;
                     return Some(End::Policy("too many bad messages"));
                 }
-                error_frame(&message)
+                self.dialect.error("bad_request", &message)
             }
         };
         if self.send(reply).await { None } else { Some(End::SendFailed) }
+    }
+
+    /// Replaces the subscription; returns the `subscribed` frame to send.
+    fn subscribe(&mut self, since: Option<u64>, filter: Filter) -> Message {
+        let hub = &self.state.hub;
+        let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
+        let bounds = hub.bounds();
+        self.cursor = Some(cursor);
+        self.dialect.subscribed(bounds)
     }
 
     /// Sends one message unless shutdown comes first; false when the connection is done.
