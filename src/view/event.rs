@@ -65,9 +65,13 @@ pub fn agent_href(agent_id: &str) -> String {
     format!("/swarm/agents/{}", utf8_percent_encode(agent_id, SEGMENT))
 }
 
+/// In a query-string value, `*` and `,` stay as they are too: type filters like
+/// `types=task.*,bid.submitted` stay readable in a shared URL.
+const QUERY_VALUE: &AsciiSet = &SEGMENT.remove(b'*').remove(b',');
+
 /// A query-string value, escaped.
 pub fn query_value(value: &str) -> String {
-    utf8_percent_encode(value, SEGMENT).to_string()
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// `HH:MM:SS` in UTC; the page's script turns it into the viewer's local time.

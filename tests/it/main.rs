@@ -2,6 +2,8 @@
 
 mod api;
 mod auth;
+mod browser;
+mod chromium;
 mod durability;
 mod harness;
 mod poll_sse;
