@@ -6,6 +6,7 @@ mod browser;
 mod chromium;
 mod durability;
 mod harness;
+mod pages;
 mod poll_sse;
 mod swarm;
 mod ws;
