@@ -154,6 +154,22 @@ async fn pause_buffers_new_events_and_resume_shows_them_in_order() {
     let expected: Vec<u64> = held.iter().rev().copied().chain([before]).collect();
     assert_eq!(browser.feed_seqs().await, expected, "newest on top, each once");
     assert_eq!(browser.text("#pause").await, "Pause");
+
+    // A hidden tab pauses by itself and resumes when it is shown again.
+    let visibility = |hidden: bool| {
+        format!(
+            "Object.defineProperty(document, 'hidden', {{ value: {hidden}, configurable: true }});
+             document.dispatchEvent(new Event('visibilitychange'));"
+        )
+    };
+    browser.eval(&visibility(true)).await;
+    assert_eq!(browser.eval("return document.getElementById('pause').getAttribute('aria-pressed')").await, "true");
+    let while_hidden = post(&base(&app), &app.admin, json!({"event_type": "system.info", "source": "t"})).await;
+    browser
+        .wait_for("the hidden tab's count", "document.getElementById('pause').textContent === 'Resume (1 new)'")
+        .await;
+    browser.eval(&visibility(false)).await;
+    assert_eq!(browser.feed_seqs().await.first(), Some(&while_hidden));
     browser.close().await;
     app.stop().await;
 }

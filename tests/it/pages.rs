@@ -90,6 +90,36 @@ async fn the_session_cookie_opens_pages_and_the_api_until_logout() {
 }
 
 #[tokio::test]
+async fn pages_have_no_inline_script_style_or_event_handler() {
+    let app = spawn_app().await;
+    let (status, task) = app.post_raw("/swarm/tasks", &json!({"description": "d"}).to_string(), Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, agent) = app.post_raw("/swarm/agents", &json!({"name": "n"}).to_string(), Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let cookie = login(&app).await;
+    let paths = [
+        "/login".to_owned(),
+        "/swarm/live".to_owned(),
+        "/swarm/live/panels".to_owned(),
+        "/swarm/events".to_owned(),
+        format!("/swarm/tasks/{}", task["task_id"].as_str().unwrap()),
+        format!("/swarm/agents/{}", agent["agent_id"].as_str().unwrap()),
+    ];
+    let handler = regex::Regex::new(r"(?i)<[^>]*\son[a-z]+\s*=").unwrap();
+    for path in &paths {
+        let html = app.http.get(app.url(path)).header(COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+        // A Content-Security-Policy without 'unsafe-inline' must not break any page.
+        for (i, _) in html.match_indices("<script") {
+            assert!(html[i..].starts_with("<script defer src=\"/assets/"), "{path}: inline script at {i}");
+        }
+        assert!(!html.contains(" style="), "{path}: inline style");
+        assert!(!html.contains("<style"), "{path}: style element");
+        assert!(!handler.is_match(&html), "{path}: inline event handler");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn assets_are_embedded_and_revalidate_with_their_etag() {
     let app = spawn_app().await;
     let resp = app.http.get(app.url("/assets/vendor/htmx.org/htmx.min.js")).send().await.unwrap();
