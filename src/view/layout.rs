@@ -9,7 +9,8 @@ use maud::{DOCTYPE, Markup, html};
 
 /// htmx settings: no injected `<style>` (it would need `'unsafe-inline'`), no `eval`,
 /// and never run a `<script>` that arrives in a swapped fragment.
-const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"historyCacheSize":0}"#;
+const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"historyCacheSize":0}"#;
 
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,9 @@ pub fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
                         }
                         form.logout method="post" action="/logout" {
-                            span.who title="signed in with this token" { (user) }
+                            @if !user.is_empty() {
+                                span.who title="signed in with this token" { (user) }
+                            }
                             button type="submit" { "Log out" }
                         }
                     }

@@ -24,6 +24,7 @@ use crate::view::layout::{Nav, Shell, page};
 const HISTORY_ROWS: usize = 100;
 
 /// `GET /swarm/agents/{id}`.
+#[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
 pub async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -94,5 +95,5 @@ pub async fn page_handler(
         }
     };
     let shell = Shell { title: &format!("Agent {name}"), nav: Nav::Other, user: Some(who(&principal)), chart: false };
-    Ok(html_page(&page(&shell, &body)))
+    Ok(html_page(page(&shell, &body)))
 }

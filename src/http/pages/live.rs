@@ -100,6 +100,7 @@ pub fn feed(f: &Feed<'_>) -> Markup {
 }
 
 /// `GET /swarm/live`.
+#[tracing::instrument(skip_all)]
 pub async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -143,7 +144,7 @@ pub async fn page_handler(
         }
     };
     let shell = Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), chart: false };
-    Ok(html_page(&page(&shell, &body)))
+    Ok(html_page(page(&shell, &body)))
 }
 
 /// `GET /swarm/live/panels`: fresh tiles, with the auctions and agents swapped out of
@@ -151,7 +152,7 @@ pub async fn page_handler(
 pub async fn panels(State(state): State<AppState>) -> Result<Response, PageError> {
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
-    Ok(html_page(&html! {
+    Ok(html_page(html! {
         (tiles(&swarm, rate))
         (auctions(&swarm, true))
         (agents(&swarm, true))
@@ -181,29 +182,32 @@ fn chips(types: Option<&str>) -> Markup {
     };
     let problems: Vec<String> = problem_types().map(str::to_owned).collect();
     let problems_on = problems.iter().all(|p| selected.contains(p));
-    let toggled_problems = {
-        let mut s = selected.clone();
-        for p in &problems {
-            if problems_on {
-                s.remove(p);
-            } else {
-                s.insert(p.clone());
-            }
-        }
-        s
-    };
     html! {
         nav.chips aria-label="Filter by type" {
             a.chip href="/swarm/live" aria-current=[selected.is_empty().then_some("true")] { "All" }
             @for category in categories() {
                 @let pattern = format!("{category}.*");
                 @let on = selected.contains(&pattern);
-                @let toggled = { let mut s = selected.clone(); if on { s.remove(&pattern); } else { s.insert(pattern.clone()); } s };
-                a.chip href=(href(&toggled)) aria-current=[on.then_some("true")] data-types=(pattern) { (category) }
+                a.chip href=(href(&toggle(&selected, std::slice::from_ref(&pattern), on)))
+                    aria-current=[on.then_some("true")] data-types=(pattern) { (category) }
             }
-            a.chip.chip--bad href=(href(&toggled_problems)) aria-current=[problems_on.then_some("true")] { "Problems" }
+            a.chip.chip--bad href=(href(&toggle(&selected, &problems, problems_on)))
+                aria-current=[problems_on.then_some("true")] { "Problems" }
         }
     }
+}
+
+/// `selected` with `patterns` removed (when `on`) or added.
+fn toggle(selected: &BTreeSet<String>, patterns: &[String], on: bool) -> BTreeSet<String> {
+    let mut out = selected.clone();
+    for p in patterns {
+        if on {
+            out.remove(p);
+        } else {
+            out.insert(p.clone());
+        }
+    }
+    out
 }
 
 /// The stat tiles; the element htmx re-fetches (with the lists) on `sf:swarm`, which

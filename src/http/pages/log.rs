@@ -46,6 +46,7 @@ pub struct LogParams {
 }
 
 /// `GET /swarm/events`.
+#[tracing::instrument(skip_all)]
 pub async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -143,7 +144,7 @@ pub async fn page_handler(
         }
     };
     let shell = Shell { title: "Events", nav: Nav::Events, user: Some(who(&principal)), chart: true };
-    Ok(html_page(&page(&shell, &body)))
+    Ok(html_page(page(&shell, &body)))
 }
 
 fn filters(q: &FilterQuery, range: Option<&str>) -> Markup {

@@ -90,6 +90,7 @@ impl IntoResponse for PageError {
                 p { a href="/swarm/live" { "Back to the live view" } }
             }
         };
+        // Who is signed in is not known here; the header keeps its links, without a name.
         let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), chart: false };
         let mut response = (e.status, Html(page(&shell, &body).into_string())).into_response();
         if let Some(secs) = e.retry_after {
@@ -100,8 +101,8 @@ impl IntoResponse for PageError {
 }
 
 /// An HTML response.
-fn html_page(markup: &Markup) -> Response {
-    Html(markup.clone().into_string()).into_response()
+fn html_page(markup: Markup) -> Response {
+    Html(markup.into_string()).into_response()
 }
 
 /// The name shown in the header for who is signed in.

@@ -97,6 +97,7 @@ fn story(events: &[Arc<Event>]) -> Story {
 }
 
 /// `GET /swarm/tasks/{id}`.
+#[tracing::instrument(skip_all, fields(task_id = %task_id))]
 pub async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -145,7 +146,7 @@ pub async fn page_handler(
         }
     };
     let shell = Shell { title: &format!("Task {task_id}"), nav: Nav::Other, user: Some(who(&principal)), chart: false };
-    Ok(html_page(&page(&shell, &body)))
+    Ok(html_page(page(&shell, &body)))
 }
 
 fn facts(s: &Story) -> Markup {
