@@ -64,10 +64,20 @@ fn clear_cookie() -> HeaderValue {
         .expect("a constant is a valid header value")
 }
 
-/// A local path to go to after login: `/…` but not `//host` (another site).
+/// A local path to go to after login: `/…` but not `//host` (another site), and only
+/// visible ASCII, so it is always a valid `Location` header (the page redirect sends
+/// it percent-encoded).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() <= 2048 => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.len() <= 2048
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => HOME,
     }
 }
@@ -166,7 +176,7 @@ mod tests {
     #[test]
     fn login_only_redirects_to_local_paths() {
         assert_eq!(safe_next(Some("/swarm/events?types=task.*")), "/swarm/events?types=task.*");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "swarm"] {
+        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "swarm", "/a\nSet-Cookie: x", "/a b"] {
             assert_eq!(safe_next(Some(bad)), HOME, "{bad}");
         }
         assert_eq!(safe_next(None), HOME);

@@ -309,3 +309,20 @@ fn agents(swarm: &Swarm, oob: bool) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chips_toggle_their_types_in_the_url() {
+        let html = chips(Some("task.*")).into_string();
+        let on = r#"href="/swarm/live" aria-current="true" data-types="task.*""#;
+        assert!(html.contains(on), "the selected chip is marked and toggles off: {html}");
+        assert!(html.contains(r#"href="/swarm/live?types=agent.*,task.*" data-types="agent.*""#), "{html}");
+        let set: BTreeSet<String> = ["a.b".to_owned()].into();
+        let problems = vec!["x.failed".to_owned(), "a.b".to_owned()];
+        assert_eq!(toggle(&set, &problems, false).len(), 2);
+        assert!(toggle(&set, &problems, true).is_empty());
+    }
+}
