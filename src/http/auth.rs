@@ -1,8 +1,8 @@
 //! Authentication at the door of every route group.
 //!
-//! [`require`] resolves the caller (a bearer token or the browser's session cookie, or
-//! anonymous under `--no-auth`) and checks the group's scope before the handler runs,
-//! WebSocket upgrades included: a refused upgrade is an ordinary 401/403 response. The resolved [`Principal`] is put
+//! [`require`] resolves the caller (a bearer token or session cookie, or anonymous under `--no-auth`) and
+//! checks the group's scope before the handler runs, WebSocket upgrades included: a
+//! refused upgrade is an ordinary 401/403 response. The resolved [`Principal`] is put
 //! in the request's extensions for handlers that care who called.
 
 use axum::extract::{Request, State};
