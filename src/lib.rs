@@ -16,8 +16,10 @@
 //! - [`retention`]: pruning old events in the background, with exact resets.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
 //! - [`filter`]: what a viewer wants, parsed and matched.
-//! - [`transport`]: WebSocket, SSE and long-poll encoders over one cursor.
-//! - [`http`]: router, auth middleware, the JSON API and its errors.
+//! - [`transport`]: WebSocket (JSON and HTML), SSE and long-poll encoders over one cursor.
+//! - [`view`]: server-rendered, auto-escaped HTML: the page shell and the event row.
+//! - [`http`]: router, auth middleware and browser sessions, the JSON API and its
+//!   errors, the dashboard's pages and embedded assets.
 //! - [`swarm`]: the projection of the log into agents and tasks, the coordinator
 //!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
@@ -42,4 +44,5 @@ pub mod store;
 pub mod swarm;
 pub mod telemetry;
 pub mod transport;
+pub mod view;
 pub mod writer;

@@ -161,11 +161,24 @@ pub struct SummaryParams {
     minutes: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct Bucket {
-    minute: String,
-    total: u64,
-    by_type: BTreeMap<String, u64>,
+/// One minute of `GET /api/summary`.
+#[derive(Debug, Serialize)]
+pub struct Bucket {
+    /// Start of the minute, RFC 3339.
+    pub minute: String,
+    pub total: u64,
+    pub by_type: BTreeMap<String, u64>,
+}
+
+/// What `GET /api/summary` answers; the events page renders the same.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub minutes: u32,
+    pub from: String,
+    pub to: String,
+    pub total: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub buckets: Vec<Bucket>,
 }
 
 /// `GET /api/summary?minutes=60`: counts by type, and one bucket per minute (empty
@@ -174,7 +187,14 @@ pub async fn summary(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SummaryParams>,
 ) -> Result<Response, ApiError> {
-    let minutes = p.minutes.unwrap_or(60);
+    Ok(Json(summarise(&state, p.minutes.unwrap_or(60)).await?).into_response())
+}
+
+/// Counts of the last `minutes` minutes, the current one included.
+///
+/// # Errors
+/// 400 when `minutes` is out of range; the store's errors.
+pub async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiError> {
     if minutes == 0 || minutes > MAX_SUMMARY_MINUTES {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -201,15 +221,7 @@ pub async fn summary(
         *by_type.entry(c.event_type).or_default() += c.count;
         total += c.count;
     }
-    Ok(Json(serde_json::json!({
-        "minutes": minutes,
-        "from": format_timestamp(first),
-        "to": format_timestamp(now),
-        "total": total,
-        "by_type": by_type,
-        "buckets": buckets,
-    }))
-    .into_response())
+    Ok(Summary { minutes, from: format_timestamp(first), to: format_timestamp(now), total, by_type, buckets })
 }
 
 /// `GET /api/event-types`: the known-type table of DESIGN §2.

@@ -1,6 +1,6 @@
 //! Authentication at the door of every route group.
 //!
-//! [`require`] resolves the caller (a bearer token, or anonymous under `--no-auth`) and
+//! [`require`] resolves the caller (a bearer token or session cookie, or anonymous under `--no-auth`) and
 //! checks the group's scope before the handler runs, WebSocket upgrades included: a
 //! refused upgrade is an ordinary 401/403 response. The resolved [`Principal`] is put
 //! in the request's extensions for handlers that care who called.
@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, session};
 use crate::auth::{Principal, Scope};
 
 /// Middleware: 401 without valid credentials, 403 when the scope is too small.
@@ -32,13 +32,22 @@ pub async fn require(
     Ok(next.run(request).await)
 }
 
-/// Who is calling. Bearer tokens only for now; the browser session cookie slots in here.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// Who is calling: a bearer token, else the browser's session cookie
+/// ([`session::cookie_token`]).
+pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     if state.config.no_auth {
         return Ok(Principal::anonymous());
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized("credentials required: send Authorization: Bearer <token>"));
+        let Some(token) = session::cookie_token(headers) else {
+            return Err(ApiError::unauthorized(
+                "credentials required: send Authorization: Bearer <token>, or log in at /login",
+            ));
+        };
+        return match state.tokens.resolve(token).await? {
+            Some(principal) => Ok(principal),
+            None => Err(ApiError::unauthorized("the session's token is unknown or revoked; log in again")),
+        };
     };
     let token = value
         .to_str()

@@ -1,15 +1,19 @@
-//! The HTTP surface: the router, shared state, authentication and the JSON API.
+//! The HTTP surface: the router, shared state, authentication, the JSON API, the
+//! browser login and the dashboard's pages and assets.
 //!
 //! [`router`] builds the whole app without a socket, so tests can drive it directly;
 //! `server` binds it. Routes are grouped by the scope they need, and the group's
 //! middleware checks it, so no handler can forget to.
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod origin;
+pub mod pages;
 pub mod serve;
+pub mod session;
 pub mod swarm;
 
 use std::sync::Arc;
@@ -66,6 +70,7 @@ impl std::ops::Deref for AppState {
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/ws", get(transport::ws::upgrade))
+        .route("/ws/html", get(transport::ws_html::upgrade))
         .route("/api/stream", get(transport::sse::stream))
         .route("/api/events/poll", get(transport::poll::poll))
         .route("/api/events", get(api::list_events))
@@ -92,9 +97,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tokens", post(api::post_token).get(api::list_tokens))
         .route("/api/tokens/{id}", delete(api::revoke_token))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
-    let open = Router::new().route("/healthz", get(api::healthz)).route("/readyz", get(api::readyz));
+    // Pages send a browser without a session to /login instead of answering 401.
+    let pages = Router::new()
+        .route("/swarm/live", get(pages::live::page_handler))
+        .route("/swarm/live/panels", get(pages::live::panels))
+        .route("/swarm/events", get(pages::log::page_handler))
+        .route("/swarm/tasks/{id}", get(pages::task::page_handler))
+        .route("/swarm/agents/{id}", get(pages::agent::page_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), pages::require_session));
+    let open = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/", get(pages::root))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/assets/{*path}", get(assets::serve));
     Router::new()
         .merge(read)
+        .merge(pages)
         .merge(write)
         .merge(admin)
         .merge(open)

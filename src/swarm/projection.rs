@@ -21,6 +21,11 @@ pub const MAX_OFFLINE_AGENTS: usize = 500;
 /// The event types the projection reads; everything else passes it by.
 pub const SWARM_TYPES: &[&str] = &["agent.*", "task.*", "bid.*", "auction.*", "tool.*"];
 
+/// Whether events of `event_type` can change the projection (it matches [`SWARM_TYPES`]).
+pub fn is_swarm_type(event_type: &str) -> bool {
+    SWARM_TYPES.iter().any(|p| event_type.starts_with(&p[..p.len() - 1]))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
@@ -198,7 +203,7 @@ impl Projection {
             return;
         }
         self.seq = event.seq;
-        if !SWARM_TYPES.iter().any(|p| event.event_type.starts_with(&p[..p.len() - 1])) {
+        if !is_swarm_type(&event.event_type) {
             return;
         }
         self.events += 1;

@@ -2,11 +2,13 @@
 //!
 //! Each transport parses its subscription (a WebSocket message or query parameters),
 //! drives a cursor, paces what it yields and encodes it for its wire. None of them
-//! keeps events of its own between frames.
+//! keeps events of its own between frames. `/ws/html`, and SSE and long-poll with
+//! `format=html`, encode events as the dashboard's HTML rows.
 
 pub mod poll;
 pub mod sse;
 pub mod ws;
+pub mod ws_html;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +98,21 @@ pub struct StreamParams {
     pub after: Option<u64>,
     /// Long-poll: seconds to wait for one.
     pub wait: Option<u64>,
+    /// `json` (the default) or `html`: events rendered as rows, for the dashboard's
+    /// fallback when it cannot open `/ws/html`.
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// How SSE and long-poll encode events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The event JSON of DESIGN §3.
+    #[default]
+    Json,
+    /// Each event as the HTML row the pages show ([`crate::view::event::row`]).
+    Html,
 }
 
 impl StreamParams {

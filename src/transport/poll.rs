@@ -2,7 +2,8 @@
 //! hold neither a WebSocket nor an event stream.
 //!
 //! Answers at once when matching events after `after` exist, else waits up to `wait`
-//! seconds. `next` is where to continue: it can be past the last event returned when
+//! seconds. With `format=html` the answer is `{"html","next","head"}`, the events as
+//! the dashboard's rows. `next` is where to continue: it can be past the last event returned when
 //! the cursor skipped events that do not match.
 
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::StreamParams;
+use super::{Format, StreamParams};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
@@ -45,6 +46,10 @@ pub async fn poll(
     };
     let head = state.hub.head();
     let body = match step {
+        Some(Ok(Step::Events(events))) if params.format == Format::Html => {
+            let html = crate::view::event::rows(&events, crate::view::event::Detail::Compact).into_string();
+            serde_json::json!({ "html": html, "next": cursor.position(), "head": head }).to_string().into_bytes()
+        }
         Some(Ok(Step::Events(events))) => {
             state.metrics.delivered(&events, cursor.lag());
             let mut body = crate::http::api::page(&events, Some(cursor.position()));

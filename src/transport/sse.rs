@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{Pace, StreamParams, paced_next, token_still_valid};
+use super::{Format, Pace, StreamParams, paced_next, token_still_valid};
 use crate::auth::Principal;
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
@@ -54,6 +54,7 @@ pub async fn stream(
         bounds.head, bounds.oldest
     );
     let pace = Pace::new(state.config.max_frames_per_sec);
+    let format = params.format;
     let stream = futures_util::stream::unfold(
         Some(Feed {
             _guards: (state.metrics.connection(Transport::Sse), state.metrics.subscriber()),
@@ -62,6 +63,7 @@ pub async fn stream(
             principal,
             cursor,
             pace,
+            format,
             opening: Some(opening),
         }),
         |feed| async move {
@@ -91,6 +93,7 @@ struct Feed {
     revocations: watch::Receiver<u64>,
     cursor: Cursor,
     pace: Pace,
+    format: Format,
     opening: Option<String>,
 }
 
@@ -125,9 +128,14 @@ impl Feed {
                 self.state.metrics.delivered(&events, self.cursor.lag());
                 let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
                 for e in &events {
-                    out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());
-                    out.extend_from_slice(&e.payload());
-                    out.extend_from_slice(b"\n\n");
+                    match self.format {
+                        Format::Json => {
+                            out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());
+                            out.extend_from_slice(&e.payload());
+                            out.extend_from_slice(b"\n\n");
+                        }
+                        Format::Html => write_html_message(e, &mut out),
+                    }
                 }
                 Bytes::from(out)
             }
@@ -143,5 +151,50 @@ impl Feed {
         };
         self.pace.sent();
         Some(chunk)
+    }
+}
+
+/// One event as an SSE message whose data is its HTML row. A row's text may hold line
+/// breaks; each line becomes a `data:` line (the browser joins them with `\n`), and a
+/// bare `\r`, which SSE would also read as a line end, is written as its character
+/// reference, which renders the same.
+fn write_html_message(e: &crate::event::Event, out: &mut Vec<u8>) {
+    let row = crate::view::event::row(e, crate::view::event::Detail::Compact).into_string().replace('\r', "&#13;");
+    out.extend_from_slice(format!("id: {}\n", e.seq).as_bytes());
+    for line in row.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventParts};
+
+    #[test]
+    fn html_messages_keep_line_breaks_inside_data_lines() {
+        let e = Event::encode(EventParts {
+            seq: 3,
+            id: "i",
+            event_type: "system.info",
+            source: "s",
+            task_id: None,
+            agent_id: None,
+            ts_ms: 0,
+            data: r#"{"message":"one\ntwo\rthree"}"#,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        write_html_message(&e, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("id: 3\ndata: <li"), "{text}");
+        assert!(text.ends_with("\n\n") && !text.contains('\r'), "{text}");
+        assert!(
+            text.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with("id: ") || l.starts_with("data: ")),
+            "{text}"
+        );
     }
 }

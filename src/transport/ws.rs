@@ -3,6 +3,12 @@
 //! One task per connection runs a `select!` over the client's messages, the cursor and
 //! shutdown. It reads the client only between frames it sends, so a client that stops
 //! reading holds back its own cursor (a lag, not a buffer) and nobody else.
+//!
+//! The session is generic over a [`Dialect`]: how client messages are read and frames
+//! written. This file's is JSON; `ws_html` renders the same session as HTML fragments,
+//! so both WebSockets share one loop, one pacing and one set of limits.
+
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
@@ -16,12 +22,14 @@ use super::{Pace, paced_next, token_still_valid, ws_events_frame};
 use crate::auth::Principal;
 use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
+use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
+use crate::store::Bounds;
 
 /// The only channel there is.
-const CHANNEL: &str = "events";
+pub(crate) const CHANNEL: &str = "events";
 /// Bytes tungstenite reads from the socket at a time; small, because an idle
 /// subscriber's read buffer is most of what it costs.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -42,11 +50,72 @@ pub async fn upgrade(
     Extension(principal): Extension<Principal>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    limits(ws).on_upgrade(move |socket| Session::new(state, principal, socket, Json, None).run())
+}
+
+/// The size limits every WebSocket of ours has.
+pub(crate) fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Session::new(state, principal, socket).run())
+}
+
+/// What differs between `/ws` and `/ws/html`: how client messages read and how
+/// frames are written. Everything else (the loop, pacing, keep-alive, limits) is the
+/// session's.
+pub(crate) trait Dialect: Send + 'static {
+    /// The close code sent when the server shuts down.
+    const SHUTDOWN_CLOSE: u16;
+    /// Which gauge counts the connection.
+    const TRANSPORT: Transport;
+    /// Parses one client text message; the error is the message for an error frame.
+    fn parse(&self, text: &str) -> Result<Request, String>;
+    /// A frame for events the cursor yielded, in order.
+    fn events(&self, events: &[Arc<Event>]) -> Message;
+    fn reset(&self, oldest: u64) -> Message;
+    fn subscribed(&self, bounds: Bounds) -> Message;
+    fn unsubscribed(&self) -> Message;
+    fn pong(&self) -> Message;
+    /// `code` is `bad_request` or `internal`.
+    fn error(&self, code: &str, message: &str) -> Message;
+}
+
+/// The JSON frames of DESIGN §3.
+struct Json;
+
+impl Dialect for Json {
+    const SHUTDOWN_CLOSE: u16 = CLOSE_GOING_AWAY;
+    const TRANSPORT: Transport = Transport::Ws;
+
+    fn parse(&self, text: &str) -> Result<Request, String> {
+        parse_request(text)
+    }
+
+    fn events(&self, events: &[Arc<Event>]) -> Message {
+        // Event JSON is built from `&str`s by serde_json: always UTF-8.
+        Message::Text(Utf8Bytes::try_from(ws_events_frame(events)).expect("event frames are UTF-8"))
+    }
+
+    fn reset(&self, oldest: u64) -> Message {
+        text(&json!({ "type": "reset", "oldest": oldest }))
+    }
+
+    fn subscribed(&self, bounds: Bounds) -> Message {
+        text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
+    }
+
+    fn unsubscribed(&self) -> Message {
+        text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
+    }
+
+    fn pong(&self) -> Message {
+        text(&json!({ "type": "pong" }))
+    }
+
+    fn error(&self, code: &str, message: &str) -> Message {
+        text(&json!({ "type": "error", "code": code, "message": message }))
+    }
 }
 
 /// A message from the client, parsed.
@@ -109,10 +178,6 @@ fn text(value: &Value) -> Message {
     Message::Text(Utf8Bytes::from(value.to_string()))
 }
 
-fn error_frame(message: &str) -> Message {
-    text(&json!({ "type": "error", "code": "bad_request", "message": message }))
-}
-
 /// How a session ended, for the log.
 #[derive(Debug)]
 enum End {
@@ -125,43 +190,64 @@ enum End {
     Cursor,
 }
 
-struct Session {
+/// One connection: its socket, its subscription (a cursor, or none) and its pacing.
+pub(crate) struct Session<D> {
     state: AppState,
+    /// Whose token opened the socket; the session ends when it is revoked.
+    principal: Principal,
     /// Counts this socket in the connection gauge while it lives.
     _connection: ConnectionGuard,
     /// Counts the subscription in the subscriber gauge while there is one.
     subscribed: Option<SubscriberGuard>,
-    /// Whose token opened the socket; the session ends when it is revoked.
-    principal: Principal,
+    /// Last time anything (a message, a pong) came from the client.
+    last_heard: Instant,
     socket: WebSocket,
     cursor: Option<Cursor>,
     pace: Pace,
     errors: u32,
-    /// Last time anything (a message, a pong) came from the client.
-    last_heard: Instant,
+    dialect: D,
+    /// A subscription made at connect time (from the URL), announced when the session
+    /// starts.
+    initial: Option<(Option<u64>, Filter)>,
 }
 
-impl Session {
-    fn new(state: AppState, principal: Principal, socket: WebSocket) -> Self {
+impl<D: Dialect> Session<D> {
+    /// A session; with `initial`, subscribed from the start as if the client had sent
+    /// `subscribe` with that `since` and filter.
+    pub(crate) fn new(
+        state: AppState,
+        principal: Principal,
+        socket: WebSocket,
+        dialect: D,
+        initial: Option<(Option<u64>, Filter)>,
+    ) -> Self {
         let pace = Pace::new(state.config.max_frames_per_sec);
-        let _connection = state.metrics.connection(Transport::Ws);
+        let _connection = state.metrics.connection(D::TRANSPORT);
         Session {
             state,
+            principal,
             _connection,
             subscribed: None,
-            principal,
+            last_heard: Instant::now(),
             socket,
             cursor: None,
             pace,
             errors: 0,
-            last_heard: Instant::now(),
+            dialect,
+            initial,
         }
     }
 
-    async fn run(mut self) {
-        let end = self.serve().await;
+    pub(crate) async fn run(mut self) {
+        let end = match self.initial.take() {
+            Some((since, filter)) => {
+                let reply = self.subscribe(since, filter);
+                if self.send(reply).await { self.serve().await } else { End::SendFailed }
+            }
+            None => self.serve().await,
+        };
         let close = match &end {
-            End::Shutdown => Some((CLOSE_GOING_AWAY, "server shutting down")),
+            End::Shutdown => Some((D::SHUTDOWN_CLOSE, "server shutting down")),
             End::Idle => Some((CLOSE_GOING_AWAY, "idle timeout")),
             End::Policy(reason) => Some((CLOSE_POLICY, *reason)),
             End::Cursor => Some((CLOSE_INTERNAL, "internal error")),
@@ -202,14 +288,15 @@ impl Session {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
                             self.state.metrics.delivered(&events, lag);
-                            // Event JSON is built from `&str`s by serde_json: always UTF-8.
-                            Message::Text(Utf8Bytes::try_from(ws_events_frame(&events)).expect("event frames are UTF-8"))
+                            self.dialect.events(&events)
                         }
-                        Ok(Step::Reset { oldest }) => text(&json!({ "type": "reset", "oldest": oldest })),
+                        Ok(Step::Reset { oldest }) => self.dialect.reset(oldest),
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
                             tracing::error!(error = %e, "websocket cursor failed to read the store");
-                            let _ = self.send(text(&json!({"type":"error","code":"internal","message":"internal error"}))).await;
+                            let frame = self.dialect.error("internal", "internal error");
+                            // The session ends either way; the frame is a courtesy.
+                            let _ = self.send(frame).await;
                             return End::Cursor;
                         }
                     };
@@ -252,33 +339,38 @@ impl Session {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
             Some(Ok(Message::Binary(_))) => Err("binary frames are not supported; send JSON text".to_owned()),
-            Some(Ok(Message::Text(t))) => parse_request(&t),
+            Some(Ok(Message::Text(t))) => self.dialect.parse(&t),
         };
         let reply = match message {
-            Ok(Request::Ping) => text(&json!({ "type": "pong" })),
+            Ok(Request::Ping) => self.dialect.pong(),
             Ok(Request::Unsubscribe) => {
                 self.cursor = None;
                 self.subscribed = None;
-                text(&json!({ "type": "unsubscribed", "channel": CHANNEL }))
+                self.dialect.unsubscribed()
             }
-            Ok(Request::Subscribe { since, filter }) => {
-                let hub = &self.state.hub;
-                let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
-                let bounds = hub.bounds();
-                self.cursor = Some(cursor);
-                self.subscribed.get_or_insert_with(|| self.state.metrics.subscriber());
-                text(&json!({ "type": "subscribed", "channel": CHANNEL, "head": bounds.head, "oldest": bounds.oldest }))
-            }
+            Ok(Request::Subscribe { since, filter }) => self.subscribe(since, filter),
             Err(message) => {
                 self.errors += 1;
                 if self.errors >= MAX_CLIENT_ERRORS {
-                    let _ = self.send(error_frame(&message)).await;
+                    let frame = self.dialect.error("bad_request", &message);
+                    // The socket is closed next either way.
+                    let _ = self.send(frame).await;
                     return Some(End::Policy("too many bad messages"));
                 }
-                error_frame(&message)
+                self.dialect.error("bad_request", &message)
             }
         };
         if self.send(reply).await { None } else { Some(End::SendFailed) }
+    }
+
+    /// Replaces the subscription; returns the `subscribed` frame to send.
+    fn subscribe(&mut self, since: Option<u64>, filter: Filter) -> Message {
+        let hub = &self.state.hub;
+        let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
+        let bounds = hub.bounds();
+        self.cursor = Some(cursor);
+        self.subscribed.get_or_insert_with(|| self.state.metrics.subscriber());
+        self.dialect.subscribed(bounds)
     }
 
     /// Sends one message unless shutdown comes first; false when the connection is done.

@@ -244,8 +244,14 @@ impl BinaryServer {
     /// Starts `swarmfeed serve` on a free loopback port with `data_dir`, plus `extra`
     /// flags, and waits until it is ready.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", extra).await
+    }
+
+    /// Like [`BinaryServer::start`], on `bind`: a restart on the address an open
+    /// browser page keeps reconnecting to.
+    pub async fn start_at(data_dir: &Path, bind: &str, extra: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
-            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--log-format", "json", "serve", "--bind", bind])
             .args(["--max-conns-per-ip", "0", "--requests-per-ip-per-sec", "0", "--handshakes-per-ip-per-sec", "0"])
             .args(["--ingest-rate-per-token", "0", "--data-dir"])
             .arg(data_dir)

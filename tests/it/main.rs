@@ -2,8 +2,11 @@
 
 mod api;
 mod auth;
+mod browser;
+mod chromium;
 mod durability;
 mod harness;
+mod pages;
 mod poll_sse;
 mod security;
 mod swarm;

@@ -1,0 +1,328 @@
+//! `/swarm/live`: stat tiles, open auctions, agents and the live activity feed; and
+//! `/swarm/live/panels`, the tiles and lists alone, which the page re-fetches (htmx)
+//! when the feed brings an event that changes the swarm.
+//!
+//! Also the feed component the task and agent pages reuse ([`feed`]): rows rendered
+//! now, plus the attributes `assets/live.js` needs to follow the log from exactly
+//! where these rows end.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{BidView, PageError, Swarm, badge, given, html_page, swarm, who};
+use crate::auth::Principal;
+use crate::event::{Event, parse_timestamp};
+use crate::filter::{Filter, FilterQuery};
+use crate::http::AppState;
+use crate::store::{Order, Query as StoreQuery};
+use crate::view::event::{Detail, agent_href, categories, problem_types, query_value, rows, task_href};
+use crate::view::layout::{Nav, Shell, page};
+
+/// Rows the live feed starts with; the browser keeps at most `MAX_ROWS` of
+/// `assets/live.js` as more arrive.
+const FEED_ROWS: usize = 50;
+/// Agents listed; the rest are counted.
+const MAX_AGENTS: usize = 30;
+/// Open auctions listed; the rest are counted.
+const MAX_AUCTIONS: usize = 20;
+/// Bids shown per auction, lowest first.
+const MAX_BIDS: usize = 5;
+/// Minutes the events-per-minute tile averages over.
+const RATE_MINUTES: i64 = 5;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveParams {
+    types: Option<String>,
+}
+
+/// Where the feed puts new rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedOrder {
+    /// Newest on top: the live feed, an agent's history.
+    NewestFirst,
+    /// Oldest on top, new rows appended: a task's timeline.
+    OldestFirst,
+}
+
+/// A live feed on a page.
+pub struct Feed<'a> {
+    pub title: &'a str,
+    /// The log position the rows end at: the hub's head read before the rows were, so
+    /// the browser continues after exactly what it was sent.
+    pub since: u64,
+    /// The subscription's filter as a query string (`types=…&task_id=…`), escaped.
+    pub query: String,
+    pub order: FeedOrder,
+    /// The rows, in display order.
+    pub events: &'a [Arc<Event>],
+    pub detail: Detail,
+    /// Filter chips, above the rows.
+    pub chips: Option<Markup>,
+    /// A link under the rows.
+    pub footer: Option<Markup>,
+}
+
+/// The feed panel: header with the connection indicator, "last event" and pause; the
+/// rows (an ARIA live region); and the hidden elements the transports swap into.
+pub fn feed(f: &Feed<'_>) -> Markup {
+    let order = match f.order {
+        FeedOrder::NewestFirst => "newest-first",
+        FeedOrder::OldestFirst => "oldest-first",
+    };
+    html! {
+        section.panel.feed-panel aria-labelledby="feed-title" {
+            div.feed-head {
+                h2 #feed-title { (f.title) }
+                span #conn .conn data-state="connecting" role="status" { "Connecting…" }
+                span #last-event .muted aria-live="off" { "no events yet" }
+                button #pause .btn type="button" aria-pressed="false" { "Pause" }
+            }
+            @if let Some(chips) = &f.chips { (chips) }
+            ol #feed .feed data-live data-since=(f.since) data-query=(f.query) data-order=(order)
+                aria-live="polite" aria-relevant="additions" aria-label=(f.title) {
+                (rows(f.events, f.detail))
+            }
+            p.feed-empty.muted { "Nothing yet. Events appear here the moment they are stored." }
+            @if let Some(footer) = &f.footer { (footer) }
+        }
+        // Where /ws/html, SSE and long-poll put what they bring; live.js takes it from
+        // there, so pausing and de-duplication work the same whatever the transport.
+        ol #feed-incoming hidden {}
+        div #feed-notice hidden {}
+        div #live-links hidden {}
+    }
+}
+
+/// `GET /swarm/live`.
+#[tracing::instrument(skip_all)]
+pub async fn page_handler(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(p): Query<LiveParams>,
+) -> Result<Response, PageError> {
+    let types = given(p.types);
+    let filter = Filter::from_query(&FilterQuery { types: types.clone(), ..FilterQuery::default() })?;
+    let since = state.hub.head();
+    let events = state
+        .store
+        .query(StoreQuery {
+            filter,
+            before: Some(since + 1),
+            order: Order::Desc,
+            limit: FEED_ROWS,
+            ..StoreQuery::default()
+        })
+        .await?;
+    let swarm = swarm(&state).await?;
+    let rate = events_per_minute(&state).await?;
+    let query = types.as_deref().map(|t| format!("types={}", query_value(t))).unwrap_or_default();
+    let all_events = if query.is_empty() { "/swarm/events".to_owned() } else { format!("/swarm/events?{query}") };
+    let feed = feed(&Feed {
+        title: "Live activity",
+        since,
+        query,
+        order: FeedOrder::NewestFirst,
+        events: &events,
+        detail: Detail::Compact,
+        chips: Some(chips(types.as_deref())),
+        footer: Some(html! { a.more href=(all_events) { "Show all events →" } }),
+    });
+    let body = html! {
+        (tiles(&swarm, rate))
+        div.live-grid {
+            div.live-main { (feed) }
+            div.live-side {
+                (auctions(&swarm, false))
+                (agents(&swarm, false))
+            }
+        }
+    };
+    let shell = Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), chart: false };
+    Ok(html_page(page(&shell, &body)))
+}
+
+/// `GET /swarm/live/panels`: fresh tiles, with the auctions and agents swapped out of
+/// band.
+pub async fn panels(State(state): State<AppState>) -> Result<Response, PageError> {
+    let swarm = swarm(&state).await?;
+    let rate = events_per_minute(&state).await?;
+    Ok(html_page(html! {
+        (tiles(&swarm, rate))
+        (auctions(&swarm, true))
+        (agents(&swarm, true))
+    }))
+}
+
+/// Events per minute over the last few minutes, the current one pro rata.
+async fn events_per_minute(state: &AppState) -> Result<f64, PageError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let first = now - now.rem_euclid(60_000) - (RATE_MINUTES - 1) * 60_000;
+    let total: u64 = state.store.minute_counts(first).await?.iter().map(|c| c.count).sum();
+    Ok(total as f64 / ((now - first) as f64 / 60_000.0))
+}
+
+/// The type filter: one chip per category of the known-type table, and "Problems"
+/// (failures, errors, warnings). Chips toggle; the selection lives in the URL, so a
+/// view can be shared.
+fn chips(types: Option<&str>) -> Markup {
+    let selected: BTreeSet<String> =
+        types.unwrap_or_default().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    let href = |set: &BTreeSet<String>| {
+        if set.is_empty() {
+            "/swarm/live".to_owned()
+        } else {
+            format!("/swarm/live?types={}", query_value(&set.iter().cloned().collect::<Vec<_>>().join(",")))
+        }
+    };
+    let problems: Vec<String> = problem_types().map(str::to_owned).collect();
+    let problems_on = problems.iter().all(|p| selected.contains(p));
+    html! {
+        nav.chips aria-label="Filter by type" {
+            a.chip href="/swarm/live" aria-current=[selected.is_empty().then_some("true")] { "All" }
+            @for category in categories() {
+                @let pattern = format!("{category}.*");
+                @let on = selected.contains(&pattern);
+                a.chip href=(href(&toggle(&selected, std::slice::from_ref(&pattern), on)))
+                    aria-current=[on.then_some("true")] data-types=(pattern) { (category) }
+            }
+            a.chip.chip--bad href=(href(&toggle(&selected, &problems, problems_on)))
+                aria-current=[problems_on.then_some("true")] { "Problems" }
+        }
+    }
+}
+
+/// `selected` with `patterns` removed (when `on`) or added.
+fn toggle(selected: &BTreeSet<String>, patterns: &[String], on: bool) -> BTreeSet<String> {
+    let mut out = selected.clone();
+    for p in patterns {
+        if on {
+            out.remove(p);
+        } else {
+            out.insert(p.clone());
+        }
+    }
+    out
+}
+
+/// The stat tiles; the element htmx re-fetches (with the lists) on `sf:swarm`, which
+/// `live.js` fires, throttled, when the feed brings a swarm event.
+fn tiles(swarm: &Swarm, rate: f64) -> Markup {
+    let t = &swarm.totals;
+    let active_tasks = swarm.tasks.iter().filter(|t| !matches!(t.status.as_str(), "completed" | "failed")).count();
+    let tile = |value: String, label: &str| {
+        html! { div.tile { span.tile-value { (value) } span.tile-label { (label) } } }
+    };
+    html! {
+        div #stat-tiles .tiles hx-get="/swarm/live/panels" hx-trigger="sf:swarm from:body, every 30s" hx-swap="outerHTML" {
+            (tile(format!("{} / {}", t.agents_active, t.agents_total), "agents active / total"))
+            (tile(active_tasks.to_string(), "active tasks"))
+            (tile(t.open_auctions.to_string(), "open auctions"))
+            (tile(format!("{rate:.1}"), "events / min"))
+            (tile(format!("{} / {}", t.tasks_completed, t.tasks_failed), "tasks done / failed"))
+            (tile(t.sats_paid.to_string(), "sats paid"))
+        }
+    }
+}
+
+fn auctions(swarm: &Swarm, oob: bool) -> Markup {
+    let now = chrono::Utc::now().timestamp_millis();
+    html! {
+        section #auctions .panel hx-swap-oob=[oob.then_some("true")] data-now=(now) aria-labelledby="auctions-title" {
+            h2 #auctions-title { "Open auctions" }
+            @if swarm.auctions.is_empty() {
+                p.muted { "No task is taking bids." }
+            }
+            ul.auctions {
+                @for a in swarm.auctions.iter().take(MAX_AUCTIONS) {
+                    @let bids = lowest_first(&a.bids);
+                    li.auction {
+                        div.auction-head {
+                            a href=(task_href(&a.task_id)) { (if a.description.is_empty() { &a.task_id } else { &a.description }) }
+                            @if let Some(closes) = a.closes_at.as_deref().and_then(parse_timestamp) {
+                                span.countdown data-closes=(closes) title="bidding closes in" {
+                                    ((closes - now).max(0) / 1000) " s"
+                                }
+                            }
+                        }
+                        @if bids.is_empty() {
+                            p.muted { "no bids yet" }
+                        } @else {
+                            ol.bids {
+                                @for (i, b) in bids.iter().take(MAX_BIDS).enumerate() {
+                                    li class=[(i == 0).then_some("lowest")] {
+                                        a href=(agent_href(&b.agent_id)) { (b.agent_id) }
+                                        span.sats { (b.bid_sats) " sats" }
+                                    }
+                                }
+                            }
+                            @if bids.len() > MAX_BIDS { p.muted { "and " (bids.len() - MAX_BIDS) " more bids" } }
+                        }
+                    }
+                }
+            }
+            @if swarm.auctions.len() > MAX_AUCTIONS {
+                p.muted { "and " (swarm.auctions.len() - MAX_AUCTIONS) " more" }
+            }
+        }
+    }
+}
+
+/// Bids by the auction rule: lowest first, earliest on a tie.
+fn lowest_first(bids: &[BidView]) -> Vec<&BidView> {
+    let mut out: Vec<&BidView> = bids.iter().collect();
+    out.sort_by_key(|b| (b.bid_sats, b.at_ms));
+    out
+}
+
+fn agents(swarm: &Swarm, oob: bool) -> Markup {
+    let rank = |s: &str| match s {
+        "busy" => 0,
+        "idle" => 1,
+        _ => 2,
+    };
+    let mut agents: Vec<_> = swarm.agents.iter().collect();
+    agents.sort_by(|a, b| rank(&a.status).cmp(&rank(&b.status)).then_with(|| a.name.cmp(&b.name)));
+    html! {
+        section #agents .panel hx-swap-oob=[oob.then_some("true")] aria-labelledby="agents-title" {
+            h2 #agents-title { "Agents" }
+            @if agents.is_empty() {
+                p.muted { "No agent has joined." }
+            }
+            ul.agents {
+                @for a in agents.iter().take(MAX_AGENTS) {
+                    li.agent {
+                        a href=(agent_href(&a.agent_id)) { (a.name) }
+                        (badge(&a.status))
+                        span.agent-stats.muted { (a.tasks_completed) " done · " (a.sats_earned) " sats" }
+                    }
+                }
+            }
+            @if agents.len() > MAX_AGENTS {
+                p.muted { "and " (agents.len() - MAX_AGENTS) " more" }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chips_toggle_their_types_in_the_url() {
+        let html = chips(Some("task.*")).into_string();
+        let on = r#"href="/swarm/live" aria-current="true" data-types="task.*""#;
+        assert!(html.contains(on), "the selected chip is marked and toggles off: {html}");
+        assert!(html.contains(r#"href="/swarm/live?types=agent.*,task.*" data-types="agent.*""#), "{html}");
+        let set: BTreeSet<String> = ["a.b".to_owned()].into();
+        let problems = vec!["x.failed".to_owned(), "a.b".to_owned()];
+        assert_eq!(toggle(&set, &problems, false).len(), 2);
+        assert!(toggle(&set, &problems, true).is_empty());
+    }
+}

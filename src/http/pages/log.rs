@@ -1,0 +1,174 @@
+//! `/swarm/events`: the event log with filters (type, task, agent, source, time
+//! range), cursor paging by seq (newest first, "Older" continues `before` the last
+//! row, never an offset), counts per type for the last hour and a chart of events per
+//! minute by type (uPlot, drawn by `assets/chart.js` from `GET /api/summary`).
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{PageError, given, html_page, who};
+use crate::auth::Principal;
+use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, known_type};
+use crate::filter::{Filter, FilterQuery};
+use crate::http::AppState;
+use crate::http::api::summarise;
+use crate::store::{Order, Query as StoreQuery};
+use crate::view::event::{Detail, query_value, rows};
+use crate::view::layout::{Nav, Shell, page};
+
+/// Rows per page.
+const PAGE_ROWS: usize = 50;
+/// Minutes the counts and the chart cover.
+const SUMMARY_MINUTES: u32 = 60;
+
+/// The time ranges offered, as (parameter, label, minutes).
+const RANGES: &[(&str, &str, i64)] = &[
+    ("15m", "last 15 minutes", 15),
+    ("1h", "last hour", 60),
+    ("6h", "last 6 hours", 360),
+    ("24h", "last 24 hours", 1440),
+    ("7d", "last 7 days", 10_080),
+];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogParams {
+    types: Option<String>,
+    task_id: Option<String>,
+    agent_id: Option<String>,
+    source: Option<String>,
+    /// One of [`RANGES`]; absent means all time.
+    range: Option<String>,
+    /// Show events older than this seq (the "Older" link).
+    before: Option<u64>,
+}
+
+/// `GET /swarm/events`.
+#[tracing::instrument(skip_all)]
+pub async fn page_handler(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(p): Query<LogParams>,
+) -> Result<Response, PageError> {
+    let q = FilterQuery {
+        types: given(p.types),
+        task_id: given(p.task_id),
+        agent_id: given(p.agent_id),
+        source: given(p.source),
+    };
+    let filter = Filter::from_query(&q)?;
+    let range = given(p.range).and_then(|r| RANGES.iter().find(|(k, _, _)| *k == r));
+    let from_ms = range.map(|(_, _, minutes)| chrono::Utc::now().timestamp_millis() - minutes * 60_000);
+    let events = state
+        .store
+        .query(StoreQuery {
+            filter,
+            before: p.before,
+            from_ms,
+            order: Order::Desc,
+            limit: PAGE_ROWS,
+            ..StoreQuery::default()
+        })
+        .await?;
+    let older = (events.len() == PAGE_ROWS).then(|| events.last().map(|e| e.seq)).flatten();
+    let summary = summarise(&state, SUMMARY_MINUTES).await?;
+
+    // The filter as a query string, for the paging links.
+    let mut base = Vec::new();
+    for (k, v) in [("types", &q.types), ("task_id", &q.task_id), ("agent_id", &q.agent_id), ("source", &q.source)] {
+        if let Some(v) = v {
+            base.push(format!("{k}={}", query_value(v)));
+        }
+    }
+    if let Some((k, _, _)) = range {
+        base.push(format!("range={k}"));
+    }
+    let link = |extra: Option<String>| {
+        let mut parts = base.clone();
+        parts.extend(extra);
+        if parts.is_empty() { "/swarm/events".to_owned() } else { format!("/swarm/events?{}", parts.join("&")) }
+    };
+    let mut counts: Vec<(&String, &u64)> = summary.by_type.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let labels: serde_json::Map<String, serde_json::Value> = KNOWN_TYPES
+        .iter()
+        .map(|k| (k.event_type.to_owned(), serde_json::Value::String(format!("{} {}", k.icon, k.label))))
+        .collect();
+
+    let body = html! {
+        h1.page-title { "Event log" }
+        (filters(&q, range.map(|(k, _, _)| *k)))
+        div.log-grid {
+            section.panel aria-labelledby="events-title" {
+                h2 #events-title {
+                    "Events"
+                    @if p.before.is_some() { span.muted { " · before #" (p.before.unwrap_or_default()) } }
+                }
+                @if events.is_empty() {
+                    p.muted { "No event matches." }
+                }
+                ol.feed.feed--log { (rows(&events, Detail::Full)) }
+                nav.pager aria-label="Pages" {
+                    @if p.before.is_some() { a.btn href=(link(None)) { "← Newest" } }
+                    @if let Some(older) = older { a.btn href=(link(Some(format!("before={older}")))) { "Older →" } }
+                }
+            }
+            div.log-side {
+                section.panel aria-labelledby="chart-title" {
+                    h2 #chart-title { "Events per minute, last hour" }
+                    div #chart .chart data-summary=(format!("/api/summary?minutes={SUMMARY_MINUTES}"))
+                        data-labels=(serde_json::Value::Object(labels).to_string()) {
+                        p.muted { "Loading the chart…" }
+                    }
+                }
+                section.panel aria-labelledby="counts-title" {
+                    h2 #counts-title { "By type, last hour" }
+                    @if counts.is_empty() { p.muted { "No events in the last hour." } }
+                    ul.counts {
+                        @for (t, n) in &counts {
+                            @let known = known_type(t);
+                            li {
+                                a href=(format!("/swarm/events?types={}", query_value(t))) {
+                                    span aria-hidden="true" { (known.map_or(UNKNOWN_ICON, |k| k.icon)) }
+                                    " " (known.map_or(t.as_str(), |k| k.label))
+                                }
+                                span.count { (n) }
+                            }
+                        }
+                    }
+                    p.muted { (summary.total) " events in all" }
+                }
+            }
+        }
+    };
+    let shell = Shell { title: "Events", nav: Nav::Events, user: Some(who(&principal)), chart: true };
+    Ok(html_page(page(&shell, &body)))
+}
+
+fn filters(q: &FilterQuery, range: Option<&str>) -> Markup {
+    html! {
+        form.panel.filters method="get" action="/swarm/events" {
+            label { "Type" input name="types" value=[q.types.as_deref()] placeholder="task.*, bid.submitted" list="known-types" spellcheck="false"; }
+            datalist #known-types {
+                @for k in KNOWN_TYPES { option value=(k.event_type) { (k.label) } }
+            }
+            label { "Task" input name="task_id" value=[q.task_id.as_deref()] spellcheck="false"; }
+            label { "Agent" input name="agent_id" value=[q.agent_id.as_deref()] spellcheck="false"; }
+            label { "Source" input name="source" value=[q.source.as_deref()] spellcheck="false"; }
+            label { "Time"
+                select name="range" {
+                    option value="" selected[range.is_none()] { "all time" }
+                    @for (k, label, _) in RANGES {
+                        option value=(k) selected[range == Some(*k)] { (label) }
+                    }
+                }
+            }
+            div.filter-actions {
+                button.primary type="submit" { "Filter" }
+                a.btn href="/swarm/events" { "Clear" }
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The dashboard's pages (DESIGN §4): `/swarm/live`, `/swarm/events`,
+//! `/swarm/tasks/{id}` and `/swarm/agents/{id}`, rendered on the server with maud.
+//!
+//! Pages read what the JSON API reads (the store, the coordinator's projection) and
+//! render it with [`crate::view`]; the live parts then follow the log over `/ws/html`
+//! (or SSE, or long-poll) through `assets/live.js`. A browser without a session is sent
+//! to `/login` ([`require_session`]); the API keeps answering 401 JSON.
+
+pub mod agent;
+pub mod live;
+pub mod log;
+pub mod task;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::authenticate;
+use super::error::ApiError;
+use crate::auth::{Principal, Scope};
+use crate::filter::FilterError;
+use crate::store::StoreError;
+use crate::swarm::coordinator::Command;
+use crate::view::layout::{Nav, Shell, page};
+
+/// Middleware for pages: like `auth::require` for `read`, but a browser without a
+/// valid session is sent to the login form (303) rather than answered 401, and an
+/// htmx request is told to go there with `HX-Redirect`.
+pub async fn require_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match authenticate(&state, request.headers()).await {
+        Ok(principal) if principal.may(Scope::Read) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Ok(_) => PageError(ApiError::forbidden("this token may not read the feed")).into_response(),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            let here = request.uri().path_and_query().map_or("/swarm/live", |p| p.as_str());
+            let login = format!("/login?next={}", crate::view::event::query_value(here));
+            if request.headers().contains_key("hx-request") {
+                let mut response = StatusCode::UNAUTHORIZED.into_response();
+                if let Ok(v) = HeaderValue::from_str(&login) {
+                    response.headers_mut().insert("hx-redirect", v);
+                }
+                return response;
+            }
+            Redirect::to(&login).into_response()
+        }
+        Err(e) => PageError(e).into_response(),
+    }
+}
+
+/// `GET /`: the live page.
+pub async fn root() -> Redirect {
+    Redirect::to("/swarm/live")
+}
+
+/// An error shown as a page, not as JSON: a browser is reading.
+#[derive(Debug)]
+pub struct PageError(pub ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e)
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl From<FilterError> for PageError {
+    fn from(e: FilterError) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let body = html! {
+            section.panel.page-error {
+                h1 { (e.status.as_u16()) " · " (e.status.canonical_reason().unwrap_or("error")) }
+                p role="alert" { (e.message) }
+                p { a href="/swarm/live" { "Back to the live view" } }
+            }
+        };
+        // Who is signed in is not known here; the header keeps its links, without a name.
+        let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), chart: false };
+        let mut response = (e.status, Html(page(&shell, &body).into_string())).into_response();
+        if let Some(secs) = e.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// An HTML response.
+fn html_page(markup: Markup) -> Response {
+    Html(markup.into_string()).into_response()
+}
+
+/// The name shown in the header for who is signed in.
+fn who(principal: &Principal) -> &str {
+    &principal.name
+}
+
+/// A form field: browsers send empty inputs as `name=`, which means "not given".
+fn given(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// The projection as `GET /api/swarm` serves it, read into what the pages show.
+/// Fields the pages do not use are ignored, and missing ones default, so the views
+/// follow the snapshot's shape without holding it to every field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Swarm {
+    pub agents: Vec<AgentView>,
+    pub tasks: Vec<TaskView>,
+    pub auctions: Vec<AuctionView>,
+    pub totals: TotalsView,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub name: String,
+    pub status: String,
+    pub capabilities: Vec<String>,
+    pub last_seen_ms: i64,
+    pub joined_ms: i64,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub sats_earned: u64,
+    pub current_tasks: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskView {
+    pub task_id: String,
+    pub status: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BidView {
+    pub agent_id: String,
+    pub bid_sats: u64,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuctionView {
+    pub task_id: String,
+    pub description: String,
+    pub bids: Vec<BidView>,
+    pub lowest_bid: Option<u64>,
+    pub closes_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TotalsView {
+    pub agents_total: u64,
+    pub agents_active: u64,
+    pub tasks_total: u64,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    pub open_auctions: u64,
+    pub sats_paid: u64,
+}
+
+/// Asks the coordinator for its projection.
+async fn swarm(state: &AppState) -> Result<Swarm, PageError> {
+    let value = state.coordinator.run(Command::Snapshot).await.map_err(ApiError::from)?;
+    serde_json::from_value(value).map_err(|e| PageError(ApiError::internal(&format!("swarm snapshot: {e}"))))
+}
+
+/// A status badge (`idle`, `busy`, `offline`, `bidding`, `completed`, …).
+fn badge(status: &str) -> Markup {
+    html! { span class={ "badge badge--" (status) } { (status) } }
+}
+
+/// "12 s", "4 min", "2 h 5 min": a duration for people.
+fn human_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_say_them() {
+        assert_eq!(human_duration(12_400), "12 s");
+        assert_eq!(human_duration(125_000), "2 min 5 s");
+        assert_eq!(human_duration(7_500_000), "2 h 5 min");
+        assert_eq!(human_duration(-5), "0 s");
+    }
+
+    #[test]
+    fn empty_form_fields_are_not_given() {
+        assert_eq!(given(Some("  ".into())), None);
+        assert_eq!(given(Some(" t1 ".into())), Some("t1".into()));
+    }
+}

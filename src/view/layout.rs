@@ -1,0 +1,81 @@
+//! The page shell: head (styles, scripts, htmx settings), header with navigation and
+//! the signed-in token's name, and the main column.
+//!
+//! Every script is a file under `/assets` loaded with `defer`: no inline script, no
+//! inline event handler, no inline style, so the pages run under a Content-Security-Policy
+//! without `'unsafe-inline'`.
+
+use maud::{DOCTYPE, Markup, html};
+
+/// htmx settings: no injected `<style>` (it would need `'unsafe-inline'`), no `eval`,
+/// and never run a `<script>` that arrives in a swapped fragment.
+const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"historyCacheSize":0}"#;
+
+/// Which navigation entry is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Live,
+    Events,
+    /// A task or agent page, or the login page.
+    Other,
+}
+
+/// What a page needs from the shell.
+pub struct Shell<'a> {
+    pub title: &'a str,
+    pub nav: Nav,
+    /// The signed-in token's name; `None` on the login page (no header links then).
+    pub user: Option<&'a str>,
+    /// The page draws the events-per-minute chart (loads uPlot).
+    pub chart: bool,
+}
+
+/// A whole page around `body`.
+pub fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="dark";
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                title { (shell.title) " · swarmfeed" }
+                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
+                link rel="stylesheet" href="/assets/app.css";
+                @if shell.chart {
+                    link rel="stylesheet" href="/assets/vendor/uplot/uPlot.min.css";
+                }
+                @if shell.user.is_some() {
+                    script defer src="/assets/vendor/htmx.org/htmx.min.js" {}
+                    script defer src="/assets/vendor/htmx-ext-ws/ws.min.js" {}
+                    script defer src="/assets/vendor/htmx-ext-sse/sse.min.js" {}
+                    script defer src="/assets/live.js" {}
+                }
+                @if shell.chart {
+                    script defer src="/assets/vendor/uplot/uPlot.iife.min.js" {}
+                    script defer src="/assets/chart.js" {}
+                }
+            }
+            body {
+                header.top {
+                    a.brand href="/swarm/live" { span aria-hidden="true" { "🐝" } " swarmfeed" }
+                    @if let Some(user) = shell.user {
+                        nav.top-nav aria-label="Main" {
+                            a href="/swarm/live" aria-current=[(shell.nav == Nav::Live).then_some("page")] { "Live" }
+                            a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
+                        }
+                        form.logout method="post" action="/logout" {
+                            @if !user.is_empty() {
+                                span.who title="signed in with this token" { (user) }
+                            }
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
