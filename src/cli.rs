@@ -27,23 +27,29 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "SWARMFEED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Settings file (TOML); without it, ./swarmfeed.toml is read if present.
+    #[arg(long, global = true, env = "SWARMFEED_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Print the effective configuration (flags > environment > file > defaults).
+    Config(Box<ServeArgs>),
     /// Manage access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SWARMFEED_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
     #[command(flatten)]
+    #[serde(flatten)]
     pub data: DataArgs,
     /// Serve without authentication (only allowed on a loopback address).
     #[arg(long, env = "SWARMFEED_NO_AUTH")]
@@ -115,7 +121,7 @@ pub struct ServeArgs {
     pub read_connections: usize,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 pub struct DataArgs {
     /// Directory for the database and admin.token.
     #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]

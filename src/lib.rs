@@ -24,13 +24,15 @@
 //!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`metrics`]: counters and histograms for `/metrics`.
-//! - [`config`], [`cli`], [`telemetry`], [`shutdown`], [`server`]: running it.
+//! - [`config`], [`cli`], [`file_config`], [`telemetry`], [`shutdown`], [`server`]:
+//!   running it.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cursor;
 pub mod event;
+pub mod file_config;
 pub mod filter;
 pub mod http;
 pub mod hub;

@@ -3,17 +3,23 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use swarmfeed::cli::{Cli, Command, TokenCommand};
+use clap::{CommandFactory, FromArgMatches};
+use swarmfeed::cli::{Cli, Command, ServeArgs, TokenCommand};
+use swarmfeed::file_config;
 use swarmfeed::server::Application;
 use swarmfeed::store::Store;
 use swarmfeed::store::sqlite::SqliteStore;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     swarmfeed::telemetry::init(&cli.log, cli.log_format);
-    match run(cli.command).await {
+    let layered = layer_file(cli.command, cli.config.as_deref(), &matches);
+    match async { run(layered?).await }.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -22,9 +28,32 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Fills the settings file's values into `serve` and `config` where no flag or
+/// environment variable set them.
+fn layer_file(command: Command, file: Option<&std::path::Path>, matches: &clap::ArgMatches) -> anyhow::Result<Command> {
+    let (name, mut args, rebuild): (&str, Box<ServeArgs>, fn(Box<ServeArgs>) -> Command) = match command {
+        Command::Serve(args) => ("serve", args, Command::Serve),
+        Command::Config(args) => ("config", args, Command::Config),
+        other => return Ok(other),
+    };
+    if let Some((path, settings)) = file_config::load(file)? {
+        tracing::info!(path = %path.display(), "reading settings file");
+        // The subcommand matched, so its matches exist.
+        let sub = matches.subcommand_matches(name).expect("subcommand matches");
+        settings.apply(&mut args, sub);
+    }
+    Ok(rebuild(args))
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
+        Command::Config(args) => {
+            print!("{}", toml::to_string(&*args).context("printing the configuration")?);
+            // Validate as `serve` would, so the printout is a configuration that runs.
+            args.into_config()?.validate()?;
+            Ok(())
+        }
         Command::Token(TokenCommand::Create { scope, name, data }) => {
             let store = open_store(&data.data_dir)?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
