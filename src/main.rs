@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use swarmfeed::cli::{Cli, Command, ServeArgs, TokenCommand};
+use swarmfeed::cli::{Cli, Command, TokenCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
 use swarmfeed::store::Store;
@@ -31,9 +31,9 @@ async fn main() -> ExitCode {
 /// Fills the settings file's values into `serve` and `config` where no flag or
 /// environment variable set them.
 fn layer_file(command: Command, file: Option<&std::path::Path>, matches: &clap::ArgMatches) -> anyhow::Result<Command> {
-    let (name, mut args, rebuild): (&str, Box<ServeArgs>, fn(Box<ServeArgs>) -> Command) = match command {
-        Command::Serve(args) => ("serve", args, Command::Serve),
-        Command::Config(args) => ("config", args, Command::Config),
+    let (name, mut args) = match command {
+        Command::Serve(args) => ("serve", args),
+        Command::Config(args) => ("config", args),
         other => return Ok(other),
     };
     if let Some((path, settings)) = file_config::load(file)? {
@@ -42,7 +42,7 @@ fn layer_file(command: Command, file: Option<&std::path::Path>, matches: &clap::
         let sub = matches.subcommand_matches(name).expect("subcommand matches");
         settings.apply(&mut args, sub);
     }
-    Ok(rebuild(args))
+    Ok(if name == "serve" { Command::Serve(args) } else { Command::Config(args) })
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
