@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery};
+use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
 use crate::filter::{Filter, FilterQuery};
@@ -45,6 +46,14 @@ struct Accepted<'a> {
 
 /// `POST /api/events`: one event or a batch, all or nothing; 201 after commit.
 #[tracing::instrument(skip_all, fields(bytes = body.len()))]
+#[utoipa::path(post, path = "/api/events", tag = "events",
+    request_body(content = Vec<EventIn>, description = "One event object or an array of up to 1000 (all or nothing)"),
+    responses(
+        (status = 201, description = "Committed durably", body = AcceptedBody),
+        (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody),
+        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Writer queue full; see Retry-After", body = ErrorBody)))]
 pub async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -67,7 +76,8 @@ pub async fn post_events(
 
 /// Query parameters of `GET /api/events`. Listed one by one (no `flatten`) because
 /// flattened query structs cannot hold numbers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     types: Option<String>,
@@ -79,6 +89,8 @@ pub struct ListParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// `asc` (default) or `desc`.
+    #[param(value_type = Option<String>)]
     order: Option<Order>,
 }
 
@@ -98,6 +110,8 @@ fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, A
 
 /// `GET /api/events`: filtered, cursor-paged by seq.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams),
+    responses((status = 200, description = "A page of events, by seq", body = EventPage), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -143,6 +157,9 @@ pub(crate) fn page(events: &[Arc<Event>], next: Option<u64>) -> Vec<u8> {
 }
 
 /// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
+#[utoipa::path(get, path = "/api/events/{key}", tag = "events",
+    params(("key" = String, Path, description = "A seq, or a producer id")),
+    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event", body = ErrorBody), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
     let mut found = None;
     if let Ok(seq) = key.parse::<u64>() {
@@ -155,7 +172,8 @@ pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -
     Ok(json_bytes(StatusCode::OK, event.payload().to_vec()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryParams {
     minutes: Option<u32>,
@@ -183,6 +201,8 @@ pub struct Summary {
 
 /// `GET /api/summary?minutes=60`: counts by type, and one bucket per minute (empty
 /// minutes included, so charts need no gap filling).
+#[utoipa::path(get, path = "/api/summary", tag = "events", params(SummaryParams),
+    responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn summary(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SummaryParams>,
@@ -225,18 +245,24 @@ pub async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiErr
 }
 
 /// `GET /api/event-types`: the known-type table of DESIGN §2.
+#[utoipa::path(get, path = "/api/event-types", tag = "events",
+    responses((status = 200, description = "The known-type table: icon, label, display template", body = Object)))]
 pub async fn event_types() -> Response {
     Json(serde_json::json!({ "types": KNOWN_TYPES, "unknown_icon": UNKNOWN_ICON })).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// `read`, `write` or `admin`.
+    #[schema(value_type = String)]
     scope: Scope,
     name: Option<String>,
 }
 
 /// `POST /api/tokens` (admin): issues a token; its secret is in this answer only.
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, description = "The token; its secret is shown only here", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
     let req: NewToken = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_body", format!("expected {{\"scope\":\"read|write|admin\",\"name\":…}}: {e}"))
@@ -250,11 +276,16 @@ pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -
 }
 
 /// `GET /api/tokens` (admin): every token's id, name, scope and state; never a secret.
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token's id, name, scope and state", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "tokens": state.tokens.list().await? })).into_response())
 }
 
 /// `DELETE /api/tokens/{id}` (admin): revokes a token; its open streams close.
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "Revoked; its open streams close", body = Object), (status = 404, description = "No live token with that id", body = ErrorBody), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.tokens.revoke(&id).await? {
         Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())
@@ -264,6 +295,8 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let bounds = state.hub.bounds();
     let now = crate::metrics::Snapshot {
@@ -289,11 +322,15 @@ pub async fn count_rejections(
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
+    responses((status = 200, description = "The process is up", body = Object)))]
 pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: the store answers and the server is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
+    responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "Shutting down", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));

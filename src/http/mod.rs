@@ -10,6 +10,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod openapi;
 pub mod origin;
 pub mod pages;
 pub mod serve;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/", get(pages::root))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError};
+use super::openapi::ErrorBody;
 use crate::swarm::coordinator::{Command, CommandError, Rejected};
 
 impl From<CommandError> for ApiError {
@@ -53,7 +54,7 @@ async fn run(state: &AppState, command: Command, created: bool) -> Result<Respon
     Ok((status, Json(answer)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
     name: String,
@@ -63,23 +64,33 @@ struct JoinBody {
 }
 
 /// `POST /swarm/agents` → 201 `{"agent_id"}`.
+#[utoipa::path(post, path = "/swarm/agents", tag = "swarm",
+    request_body = JoinBody,
+    responses((status = 201, description = "Joined; answers the agent_id", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn join(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
     let b: JoinBody = body(&raw)?;
     run(&state, Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities }, true).await
 }
 
 /// `DELETE /swarm/agents/{id}`.
+#[utoipa::path(delete, path = "/swarm/agents/{id}", tag = "swarm",
+    params(("id" = String, Path, description = "Agent id")),
+    responses((status = 200, description = "Left; its tasks fail", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn leave(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
     run(&state, Command::Leave { agent_id }, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
     status: String,
 }
 
 /// `POST /swarm/agents/{id}/status` `{"status":"idle|busy"}`.
+#[utoipa::path(post, path = "/swarm/agents/{id}/status", tag = "swarm",
+    params(("id" = String, Path, description = "Agent id")),
+    request_body = StatusBody,
+    responses((status = 200, description = "Status logged", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn status(
     State(state): State<AppState>,
     Path(agent_id): Path<String>,
@@ -90,23 +101,29 @@ pub async fn status(
 }
 
 /// `POST /swarm/agents/{id}/heartbeat`.
+#[utoipa::path(post, path = "/swarm/agents/{id}/heartbeat", tag = "swarm",
+    params(("id" = String, Path, description = "Agent id")),
+    responses((status = 200, description = "Alive", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn heartbeat(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
     run(&state, Command::Heartbeat { agent_id }, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskBody {
     description: String,
 }
 
 /// `POST /swarm/tasks` `{"description"}` → 201 `{"task_id","closes_at"}`; opens an auction.
+#[utoipa::path(post, path = "/swarm/tasks", tag = "swarm",
+    request_body = TaskBody,
+    responses((status = 201, description = "Posted and auction opened; answers task_id and closes_at", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn post_task(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
     let b: TaskBody = body(&raw)?;
     run(&state, Command::PostTask { description: b.description }, true).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BidBody {
     agent_id: String,
@@ -114,6 +131,10 @@ struct BidBody {
 }
 
 /// `POST /swarm/tasks/{id}/bids` `{"agent_id","bid_sats"}` → 201.
+#[utoipa::path(post, path = "/swarm/tasks/{id}/bids", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = BidBody,
+    responses((status = 201, description = "Bid counted", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn bid(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -126,13 +147,17 @@ pub async fn bid(
     run(&state, Command::Bid { task_id, agent_id: b.agent_id, bid_sats }, true).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
     agent_id: Option<String>,
 }
 
 /// `POST /swarm/tasks/{id}/start` (optionally `{"agent_id"}`, which must be the winner).
+#[utoipa::path(post, path = "/swarm/tasks/{id}/start", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = StartBody,
+    responses((status = 200, description = "Started", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -142,13 +167,17 @@ pub async fn start(
     run(&state, Command::Start { task_id, agent_id: b.agent_id }, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteBody {
     result: Option<Value>,
 }
 
 /// `POST /swarm/tasks/{id}/complete` `{"result"}`.
+#[utoipa::path(post, path = "/swarm/tasks/{id}/complete", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = CompleteBody,
+    responses((status = 200, description = "Completed", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn complete(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -158,13 +187,17 @@ pub async fn complete(
     run(&state, Command::Complete { task_id, result: b.result }, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FailBody {
     reason: String,
 }
 
 /// `POST /swarm/tasks/{id}/fail` `{"reason"}`.
+#[utoipa::path(post, path = "/swarm/tasks/{id}/fail", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = FailBody,
+    responses((status = 200, description = "Failed", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn fail(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -174,7 +207,7 @@ pub async fn fail(
     run(&state, Command::Fail { task_id, reason: b.reason }, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ToolBody {
     tool_name: String,
     status: Option<String>,
@@ -185,6 +218,10 @@ struct ToolBody {
 
 /// `POST /swarm/tasks/{id}/tools` `{"tool_name","status"?,…}` → 201; logs
 /// `tool.called` (or `tool.completed` / `tool.failed` by `status`).
+#[utoipa::path(post, path = "/swarm/tasks/{id}/tools", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body = ToolBody,
+    responses((status = 201, description = "Tool call logged", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
 pub async fn tools(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -195,6 +232,8 @@ pub async fn tools(
 }
 
 /// `GET /api/swarm`: agents, tasks, open auctions and totals, folded from the log.
+#[utoipa::path(get, path = "/api/swarm", tag = "swarm",
+    responses((status = 200, description = "Agents, tasks, open auctions and totals, folded from the log", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
 pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
     run(&state, Command::Snapshot, false).await
 }

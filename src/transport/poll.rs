@@ -23,6 +23,13 @@ use crate::metrics::Transport;
 pub const MAX_WAIT_SECS: u64 = 60;
 const DEFAULT_WAIT_SECS: u64 = 25;
 
+#[utoipa::path(get, path = "/api/events/poll", tag = "streams",
+    params(
+        ("after" = Option<u64>, Query, description = "Return events after this seq (default: the head)"),
+        ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
+        ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
+        ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
+    responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), (status = 400, description = "Malformed input; the error names what was wrong", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or bad credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = crate::http::openapi::ErrorBody)))]
 pub async fn poll(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<StreamParams>,

@@ -236,3 +236,21 @@ async fn metrics_expose_connections_ingest_delivery_and_refusals() {
     assert_eq!(app.get_as("/metrics", None).await.0, StatusCode::UNAUTHORIZED, "metrics need a token");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_api() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get_as("/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/api/events", "post"),
+        ("/api/events", "get"),
+        ("/swarm/tasks/{id}/bids", "post"),
+        ("/api/tokens/{id}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
