@@ -21,21 +21,27 @@
 //!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`config`], [`cli`], [`telemetry`], [`shutdown`], [`server`]: running it.
+//! - [`tail`], [`emit`]: the command-line clients (watch the feed, post events), with
+//!   [`remote`] (the server's URL) and [`backoff`] (delays between attempts).
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod cursor;
+pub mod emit;
 pub mod event;
 pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod redact;
+pub mod remote;
 pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod swarm;
+pub mod tail;
 pub mod telemetry;
 pub mod transport;
 pub mod writer;
