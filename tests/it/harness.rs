@@ -244,8 +244,13 @@ impl BinaryServer {
     /// Starts `swarmfeed serve` on a free loopback port with `data_dir`, plus `extra`
     /// flags, and waits until it is ready.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), data_dir, extra).await
+    }
+
+    /// Like [`BinaryServer::start`], on `addr`: a restart on the port clients know.
+    pub async fn start_on(addr: SocketAddr, data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
-            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--log-format", "json", "serve", "--bind", &addr.to_string()])
             .args(["--max-conns-per-ip", "0", "--requests-per-ip-per-sec", "0", "--handshakes-per-ip-per-sec", "0"])
             .args(["--ingest-rate-per-token", "0", "--data-dir"])
             .arg(data_dir)

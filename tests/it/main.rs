@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod cli;
 mod durability;
 mod harness;
 mod poll_sse;
