@@ -1,7 +1,8 @@
-//! The command line: `swarmfeed serve` and `swarmfeed token create`.
+//! The command line: `swarmfeed serve`, `token`, `tail` and `emit`.
 //!
 //! Every flag also reads an environment variable `SWARMFEED_…`. This module only
-//! parses; `config` checks the result and `main` runs it.
+//! parses; `config` checks the result, `tail` and `emit` do the client work and `main`
+//! runs it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ pub enum Command {
     /// Manage access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Watch the live feed in a terminal; resumes exactly after a dropped connection.
+    Tail(TailArgs),
+    /// Post one event, or a JSON-lines file of them, to a running server.
+    Emit(EmitArgs),
 }
 
 #[derive(Debug, Args, serde::Serialize)]
@@ -155,6 +160,91 @@ pub enum TokenCommand {
     },
 }
 
+/// Where a client command finds the server and its credentials.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The server's base URL.
+    #[arg(long, env = "SWARMFEED_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Bearer token; without it, `<data-dir>/admin.token` is used if it exists.
+    #[arg(long, env = "SWARMFEED_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl RemoteArgs {
+    /// The token to send: `--token` (or `SWARMFEED_TOKEN`), else the admin token a
+    /// local server wrote on first start, else none (a `--no-auth` server).
+    ///
+    /// # Errors
+    /// `admin.token` exists but cannot be read.
+    pub fn resolve_token(&self) -> std::io::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        let path = self.data.data_dir.join(crate::auth::ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Event types to show: exact types or prefixes ending in `.*`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Only events of this task.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only events of this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only events from this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Start after this seq (0 = from the oldest retained event); without it, only
+    /// events from now on.
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Print each event's JSON payload, exactly as the server sent it, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The event type, e.g. `task.created`.
+    #[arg(required_unless_present = "file")]
+    pub event_type: Option<String>,
+    /// The component or agent that emits it.
+    #[arg(long, required_unless_present = "file")]
+    pub source: Option<String>,
+    /// The task it concerns.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// The agent it concerns.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Event data, a JSON object, e.g. `{"description":"sort the logs"}`.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Idempotency key: posting the same id again stores nothing new. Default: a new
+    /// UUIDv7, so that retries of this one command never duplicate it.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Post every event of a JSON-lines file (one event object a line), in batches.
+    #[arg(long, conflicts_with_all = ["event_type", "source", "task", "agent", "data", "id"])]
+    pub file: Option<PathBuf>,
+}
+
 /// A flag whose value cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum BadFlag {
@@ -237,6 +327,37 @@ mod tests {
         let config = args.into_config().unwrap();
         assert_eq!(config.coordinator.bid_window, Duration::from_millis(2500));
         assert!(config.demo.is_some());
+    }
+
+    #[test]
+    fn emit_needs_a_type_and_source_or_a_file_but_not_both() {
+        assert!(Cli::try_parse_from(["swarmfeed", "emit", "task.created", "--source", "s"]).is_ok());
+        assert!(Cli::try_parse_from(["swarmfeed", "emit", "--file", "e.jsonl"]).is_ok());
+        assert!(Cli::try_parse_from(["swarmfeed", "emit", "task.created"]).is_err());
+        assert!(Cli::try_parse_from(["swarmfeed", "emit", "task.created", "--source", "s", "--file", "e"]).is_err());
+    }
+
+    #[test]
+    fn tail_types_are_comma_separated() {
+        let cli =
+            Cli::try_parse_from(["swarmfeed", "tail", "--types", "task.*,bid.submitted", "--since", "0"]).unwrap();
+        let Command::Tail(args) = cli.command else { panic!("not tail") };
+        assert_eq!(args.types, ["task.*", "bid.submitted"]);
+        assert_eq!(args.since, Some(0));
+    }
+
+    #[test]
+    fn the_token_flag_wins_over_the_admin_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = |token: Option<&str>| RemoteArgs {
+            url: String::new(),
+            token: token.map(str::to_owned),
+            data: DataArgs { data_dir: dir.path().to_path_buf() },
+        };
+        assert_eq!(remote(None).resolve_token().unwrap(), None, "no file, no flag: no token");
+        std::fs::write(dir.path().join(crate::auth::ADMIN_TOKEN_FILE), "from-file\n").unwrap();
+        assert_eq!(remote(None).resolve_token().unwrap().as_deref(), Some("from-file"));
+        assert_eq!(remote(Some("flag")).resolve_token().unwrap().as_deref(), Some("flag"));
     }
 
     #[test]

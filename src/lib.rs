@@ -26,11 +26,15 @@
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`config`], [`cli`], [`file_config`], [`telemetry`], [`shutdown`], [`server`]:
 //!   running it.
+//! - [`tail`], [`emit`]: the command-line clients (watch the feed, post events), with
+//!   [`remote`] (the server's URL) and [`backoff`] (delays between attempts).
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod cursor;
+pub mod emit;
 pub mod event;
 pub mod file_config;
 pub mod filter;
@@ -39,11 +43,13 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod redact;
+pub mod remote;
 pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod swarm;
+pub mod tail;
 pub mod telemetry;
 pub mod transport;
 pub mod view;

@@ -1,10 +1,11 @@
 //! The `swarmfeed` binary: parses the command line and runs it.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use swarmfeed::cli::{Cli, Command, TokenCommand};
+use swarmfeed::cli::{Cli, Command, EmitArgs, TailArgs, TokenCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
 use swarmfeed::store::Store;
@@ -17,7 +18,11 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    swarmfeed::telemetry::init(&cli.log, cli.log_format);
+    // The client commands speak to their user on stderr themselves; routine `info`
+    // logs (such as the Ctrl-C notice) would only interleave with that.
+    let client = matches!(cli.command, Command::Tail(_) | Command::Emit(_));
+    let log = if client && cli.log == "info" { "warn" } else { cli.log.as_str() };
+    swarmfeed::telemetry::init(log, cli.log_format);
     let layered = layer_file(cli.command, cli.config.as_deref(), &matches);
     match async { run(layered?).await }.await {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +59,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             args.into_config()?.validate()?;
             Ok(())
         }
+        Command::Tail(args) => tail(args).await,
+        Command::Emit(args) => emit(args).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
             let store = open_store(&data.data_dir)?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
@@ -104,4 +111,71 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
     // The signal task ends as soon as the token is cancelled.
     let _ = signals.await;
     result
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    use swarmfeed::tail::{Output, Tail, TailFilter, TailOptions, use_color};
+    let token = args.remote.resolve_token().context("reading the admin token")?;
+    let output = if args.json {
+        Output::Json
+    } else {
+        let no_color = std::env::var_os("NO_COLOR");
+        Output::Text { color: use_color(std::io::stdout().is_terminal(), no_color.as_deref()) }
+    };
+    let filter = TailFilter { types: args.types, task_id: args.task, agent_id: args.agent, source: args.source };
+    let mut tail = Tail::new(TailOptions { url: args.remote.url, token, filter, since: args.since, output })
+        .context("starting tail")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signals = tokio::spawn(swarmfeed::shutdown::cancel_on_signal(shutdown.clone()));
+    let result = tail.run(&mut tokio::io::stdout(), shutdown.clone()).await;
+    shutdown.cancel();
+    // The signal task ends as soon as the token is cancelled.
+    let _ = signals.await;
+    result.context("tail stopped")
+}
+
+async fn emit(args: EmitArgs) -> anyhow::Result<()> {
+    use swarmfeed::emit::{BATCH_EVENTS, Emitter, EventFlags, check_file, post_file, single_event};
+    let token = args.remote.resolve_token().context("reading the admin token")?;
+    let emitter = Emitter::new(&args.remote.url, token).context("starting emit")?;
+    let Some(path) = args.file else {
+        // clap requires TYPE and --source unless --file is given.
+        let event = single_event(EventFlags {
+            event_type: args.event_type.unwrap_or_default(),
+            source: args.source.unwrap_or_default(),
+            task: args.task,
+            agent: args.agent,
+            data: args.data,
+            id: args.id,
+        })
+        .context("building the event")?;
+        let accepted = emitter.post_one(&event).await.context("posting the event")?;
+        if accepted.duplicate {
+            eprintln!("id {:?} was stored before; nothing new was stored", accepted.id);
+        }
+        println!("{}", accepted.seq);
+        return Ok(());
+    };
+    let checked = check_file(&path).await.context("checking the file; nothing was posted")?;
+    // A counter, not a bar: it only has to show a large file is moving.
+    let show = std::io::stderr().is_terminal() && checked.events > BATCH_EVENTS;
+    let report = post_file(&emitter, &checked, |done, total| {
+        if show {
+            eprint!("\rposted {done} of {total} events ({}%)", done * 100 / total.max(1));
+        }
+    })
+    .await;
+    if show {
+        eprintln!();
+    }
+    let report = report.context("posting the file")?;
+    let seqs = report.seqs.map(|(lo, hi)| format!(", seqs {lo} to {hi}")).unwrap_or_default();
+    println!(
+        "{} events from {}: {} stored, {} stored before{seqs}",
+        report.events,
+        path.display(),
+        report.new,
+        report.duplicates
+    );
+    Ok(())
 }

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod browser;
 mod chromium;
+mod cli;
 mod config_file;
 mod durability;
 mod harness;
