@@ -126,7 +126,8 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Totals {
     pub events: u64,
     pub agents_total: u64,

@@ -10,13 +10,13 @@ use axum::response::Response;
 use maud::html;
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, html_page, swarm, who};
+use super::{PageError, badge, html_page, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::format_timestamp;
 use crate::filter::{Filter, FilterQuery};
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::store::{Order, Query as StoreQuery};
+use crate::store::Order;
 use crate::view::event::{Detail, clock, query_value, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
@@ -31,17 +31,7 @@ pub async fn page_handler(
     Path(agent_id): Path<String>,
 ) -> Result<Response, PageError> {
     let filter = Filter::from_query(&FilterQuery { agent_id: Some(agent_id.clone()), ..FilterQuery::default() })?;
-    let since = state.hub.head();
-    let events = state
-        .store
-        .query(StoreQuery {
-            filter,
-            before: Some(since + 1),
-            order: Order::Desc,
-            limit: HISTORY_ROWS,
-            ..StoreQuery::default()
-        })
-        .await?;
+    let (since, events) = up_to_head(&state, filter, Order::Desc, HISTORY_ROWS).await?;
     let swarm = swarm(&state).await?;
     let agent = swarm.agents.iter().find(|a| a.agent_id == agent_id);
     if events.is_empty() && agent.is_none() {

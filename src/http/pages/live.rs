@@ -15,12 +15,12 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{BidView, PageError, Swarm, badge, given, html_page, swarm, who};
+use super::{BidView, PageError, Swarm, badge, given, html_page, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::{Filter, FilterQuery};
 use crate::http::AppState;
-use crate::store::{Order, Query as StoreQuery};
+use crate::store::Order;
 use crate::view::event::{Detail, agent_href, categories, problem_types, query_value, rows, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
@@ -108,17 +108,7 @@ pub async fn page_handler(
 ) -> Result<Response, PageError> {
     let types = given(p.types);
     let filter = Filter::from_query(&FilterQuery { types: types.clone(), ..FilterQuery::default() })?;
-    let since = state.hub.head();
-    let events = state
-        .store
-        .query(StoreQuery {
-            filter,
-            before: Some(since + 1),
-            order: Order::Desc,
-            limit: FEED_ROWS,
-            ..StoreQuery::default()
-        })
-        .await?;
+    let (since, events) = up_to_head(&state, filter, Order::Desc, FEED_ROWS).await?;
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
     let query = types.as_deref().map(|t| format!("types={}", query_value(t))).unwrap_or_default();

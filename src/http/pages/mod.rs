@@ -22,9 +22,12 @@ use super::AppState;
 use super::auth::authenticate;
 use super::error::ApiError;
 use crate::auth::{Principal, Scope};
+use crate::event::Event;
+use crate::filter::Filter;
 use crate::filter::FilterError;
-use crate::store::StoreError;
+use crate::store::{Order, Query as StoreQuery, StoreError};
 use crate::swarm::coordinator::Command;
+use crate::swarm::projection::Totals;
 use crate::view::layout::{Nav, Shell, page};
 
 /// Middleware for pages: like `auth::require` for `read`, but a browser without a
@@ -124,7 +127,7 @@ pub struct Swarm {
     pub agents: Vec<AgentView>,
     pub tasks: Vec<TaskView>,
     pub auctions: Vec<AuctionView>,
-    pub totals: TotalsView,
+    pub totals: Totals,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,19 +170,22 @@ pub struct AuctionView {
     pub closes_at: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct TotalsView {
-    pub agents_total: u64,
-    pub agents_active: u64,
-    pub tasks_total: u64,
-    pub tasks_completed: u64,
-    pub tasks_failed: u64,
-    pub open_auctions: u64,
-    pub sats_paid: u64,
+/// Asks the coordinator for its projection.
+/// The head, and up to `limit` events matching `filter` at or before it: what a page
+/// renders before it follows the log live from that same head, so nothing is shown
+/// twice or skipped between the two.
+async fn up_to_head(
+    state: &AppState,
+    filter: Filter,
+    order: Order,
+    limit: usize,
+) -> Result<(u64, Vec<std::sync::Arc<Event>>), StoreError> {
+    let head = state.hub.head();
+    let events =
+        state.store.query(StoreQuery { filter, before: Some(head + 1), order, limit, ..StoreQuery::default() }).await?;
+    Ok((head, events))
 }
 
-/// Asks the coordinator for its projection.
 async fn swarm(state: &AppState) -> Result<Swarm, PageError> {
     let value = state.coordinator.run(Command::Snapshot).await.map_err(ApiError::from)?;
     serde_json::from_value(value).map_err(|e| PageError(ApiError::internal(&format!("swarm snapshot: {e}"))))

@@ -13,13 +13,13 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, html_page, human_duration, who};
+use super::{PageError, badge, html_page, human_duration, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::Filter;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::store::{Order, Query as StoreQuery};
+use crate::store::Order;
 use crate::swarm::projection::event_data;
 use crate::view::event::{Detail, agent_href, clock, query_value};
 use crate::view::layout::{Nav, Shell, page};
@@ -103,17 +103,7 @@ pub async fn page_handler(
     Extension(principal): Extension<Principal>,
     Path(task_id): Path<String>,
 ) -> Result<Response, PageError> {
-    let since = state.hub.head();
-    let events = state
-        .store
-        .query(StoreQuery {
-            filter: Filter::task(task_id.clone()),
-            before: Some(since + 1),
-            order: Order::Asc,
-            limit: MAX_TIMELINE,
-            ..StoreQuery::default()
-        })
-        .await?;
+    let (since, events) = up_to_head(&state, Filter::task(task_id.clone()), Order::Asc, MAX_TIMELINE).await?;
     if events.is_empty() {
         return Err(ApiError::not_found(format!("no event mentions task {task_id:?}")).into());
     }
