@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery};
-use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage};
+use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
 use crate::filter::{Filter, FilterQuery};
@@ -50,7 +50,7 @@ struct Accepted<'a> {
     request_body(content = Vec<EventIn>, description = "One event object or an array of up to 1000 (all or nothing)"),
     responses(
         (status = 201, description = "Committed durably", body = AcceptedBody),
-        (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody),
+        Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
         (status = 503, description = "Writer queue full; see Retry-After", body = ErrorBody)))]
@@ -111,7 +111,7 @@ fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, A
 /// `GET /api/events`: filtered, cursor-paged by seq.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams),
-    responses((status = 200, description = "A page of events, by seq", body = EventPage), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "A page of events, by seq", body = EventPage), Refusals))]
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -159,7 +159,7 @@ pub(crate) fn page(events: &[Arc<Event>], next: Option<u64>) -> Vec<u8> {
 /// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
 #[utoipa::path(get, path = "/api/events/{key}", tag = "events",
     params(("key" = String, Path, description = "A seq, or a producer id")),
-    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event", body = ErrorBody), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
 pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
     let mut found = None;
     if let Ok(seq) = key.parse::<u64>() {
@@ -202,7 +202,7 @@ pub struct Summary {
 /// `GET /api/summary?minutes=60`: counts by type, and one bucket per minute (empty
 /// minutes included, so charts need no gap filling).
 #[utoipa::path(get, path = "/api/summary", tag = "events", params(SummaryParams),
-    responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), Refusals))]
 pub async fn summary(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SummaryParams>,
@@ -262,7 +262,7 @@ pub struct NewToken {
 
 /// `POST /api/tokens` (admin): issues a token; its secret is in this answer only.
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken,
-    responses((status = 201, description = "The token; its secret is shown only here", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 201, description = "The token; its secret is shown only here", body = Object), Refusals))]
 pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
     let req: NewToken = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_body", format!("expected {{\"scope\":\"read|write|admin\",\"name\":…}}: {e}"))
@@ -277,7 +277,7 @@ pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -
 
 /// `GET /api/tokens` (admin): every token's id, name, scope and state; never a secret.
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
-    responses((status = 200, description = "Every token's id, name, scope and state", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "Every token's id, name, scope and state", body = Object), Refusals))]
 pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "tokens": state.tokens.list().await? })).into_response())
 }
@@ -285,7 +285,7 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiE
 /// `DELETE /api/tokens/{id}` (admin): revokes a token; its open streams close.
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
-    responses((status = 200, description = "Revoked; its open streams close", body = Object), (status = 404, description = "No live token with that id", body = ErrorBody), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "Revoked; its open streams close", body = Object), (status = 404, description = "No live token with that id", body = ErrorBody), Refusals))]
 pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.tokens.revoke(&id).await? {
         Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())

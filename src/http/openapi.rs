@@ -105,6 +105,34 @@ pub struct ErrorBody {
     error: ErrorDetail,
 }
 
+/// The refusals every authenticated endpoint can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    #[response(status = 400, description = "Malformed input; the error names what was wrong")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "Missing or bad credentials")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "Scope too small, or a foreign Origin")]
+    Forbidden(ErrorBody),
+}
+
+/// What a coordinator command can be refused with (DESIGN §7).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CommandRefusals {
+    #[response(status = 400, description = "Malformed body; the error names the field")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "Missing or bad credentials")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "Scope too small, or a foreign Origin")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "Unknown task or agent")]
+    NotFound(ErrorBody),
+    #[response(status = 409, description = "A step out of order, such as a bid after the close")]
+    Conflict(ErrorBody),
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {

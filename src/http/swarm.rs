@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError};
-use super::openapi::ErrorBody;
+use super::openapi::{CommandRefusals, Refusals};
 use crate::swarm::coordinator::{Command, CommandError, Rejected};
 
 impl From<CommandError> for ApiError {
@@ -66,7 +66,7 @@ struct JoinBody {
 /// `POST /swarm/agents` → 201 `{"agent_id"}`.
 #[utoipa::path(post, path = "/swarm/agents", tag = "swarm",
     request_body = JoinBody,
-    responses((status = 201, description = "Joined; answers the agent_id", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 201, description = "Joined; answers the agent_id", body = Object), CommandRefusals))]
 pub async fn join(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
     let b: JoinBody = body(&raw)?;
     run(&state, Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities }, true).await
@@ -75,7 +75,7 @@ pub async fn join(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Resul
 /// `DELETE /swarm/agents/{id}`.
 #[utoipa::path(delete, path = "/swarm/agents/{id}", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
-    responses((status = 200, description = "Left; its tasks fail", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Left; its tasks fail", body = Object), CommandRefusals))]
 pub async fn leave(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
     run(&state, Command::Leave { agent_id }, false).await
 }
@@ -90,7 +90,7 @@ struct StatusBody {
 #[utoipa::path(post, path = "/swarm/agents/{id}/status", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
     request_body = StatusBody,
-    responses((status = 200, description = "Status logged", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Status logged", body = Object), CommandRefusals))]
 pub async fn status(
     State(state): State<AppState>,
     Path(agent_id): Path<String>,
@@ -103,7 +103,7 @@ pub async fn status(
 /// `POST /swarm/agents/{id}/heartbeat`.
 #[utoipa::path(post, path = "/swarm/agents/{id}/heartbeat", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
-    responses((status = 200, description = "Alive", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Alive", body = Object), CommandRefusals))]
 pub async fn heartbeat(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
     run(&state, Command::Heartbeat { agent_id }, false).await
 }
@@ -117,7 +117,7 @@ struct TaskBody {
 /// `POST /swarm/tasks` `{"description"}` → 201 `{"task_id","closes_at"}`; opens an auction.
 #[utoipa::path(post, path = "/swarm/tasks", tag = "swarm",
     request_body = TaskBody,
-    responses((status = 201, description = "Posted and auction opened; answers task_id and closes_at", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 201, description = "Posted and auction opened; answers task_id and closes_at", body = Object), CommandRefusals))]
 pub async fn post_task(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
     let b: TaskBody = body(&raw)?;
     run(&state, Command::PostTask { description: b.description }, true).await
@@ -134,7 +134,7 @@ struct BidBody {
 #[utoipa::path(post, path = "/swarm/tasks/{id}/bids", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
     request_body = BidBody,
-    responses((status = 201, description = "Bid counted", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 201, description = "Bid counted", body = Object), CommandRefusals))]
 pub async fn bid(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -157,7 +157,7 @@ struct StartBody {
 #[utoipa::path(post, path = "/swarm/tasks/{id}/start", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
     request_body = StartBody,
-    responses((status = 200, description = "Started", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Started", body = Object), CommandRefusals))]
 pub async fn start(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -177,7 +177,7 @@ struct CompleteBody {
 #[utoipa::path(post, path = "/swarm/tasks/{id}/complete", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
     request_body = CompleteBody,
-    responses((status = 200, description = "Completed", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Completed", body = Object), CommandRefusals))]
 pub async fn complete(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -197,7 +197,7 @@ struct FailBody {
 #[utoipa::path(post, path = "/swarm/tasks/{id}/fail", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
     request_body = FailBody,
-    responses((status = 200, description = "Failed", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 200, description = "Failed", body = Object), CommandRefusals))]
 pub async fn fail(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -221,7 +221,7 @@ struct ToolBody {
 #[utoipa::path(post, path = "/swarm/tasks/{id}/tools", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
     request_body = ToolBody,
-    responses((status = 201, description = "Tool call logged", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody), (status = 404, description = "Unknown task or agent", body = ErrorBody), (status = 409, description = "A step out of order", body = ErrorBody)))]
+    responses((status = 201, description = "Tool call logged", body = Object), CommandRefusals))]
 pub async fn tools(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -233,7 +233,7 @@ pub async fn tools(
 
 /// `GET /api/swarm`: agents, tasks, open auctions and totals, folded from the log.
 #[utoipa::path(get, path = "/api/swarm", tag = "swarm",
-    responses((status = 200, description = "Agents, tasks, open auctions and totals, folded from the log", body = Object), (status = 400, description = "Malformed input; the error names what was wrong", body = ErrorBody), (status = 401, description = "Missing or bad credentials", body = ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = ErrorBody)))]
+    responses((status = 200, description = "Agents, tasks, open auctions and totals, folded from the log", body = Object), Refusals))]
 pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
     run(&state, Command::Snapshot, false).await
 }

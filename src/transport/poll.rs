@@ -29,7 +29,7 @@ const DEFAULT_WAIT_SECS: u64 = 25;
         ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), (status = 400, description = "Malformed input; the error names what was wrong", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or bad credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), crate::http::openapi::Refusals))]
 pub async fn poll(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<StreamParams>,

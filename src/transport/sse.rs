@@ -32,7 +32,7 @@ const RETRY_MS: u32 = 2_000;
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream; each event's id is its seq (docs/PROTOCOL.md)", content_type = "text/event-stream"), (status = 400, description = "Malformed input; the error names what was wrong", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or bad credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 200, description = "text/event-stream; each event's id is its seq (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -46,7 +46,7 @@ const CLOSE_INTERNAL: u16 = 1011;
 
 /// Upgrades after the route's auth check has passed.
 #[utoipa::path(get, path = "/ws", tag = "streams",
-    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch, reset (docs/PROTOCOL.md)"), (status = 400, description = "Malformed input; the error names what was wrong", body = crate::http::openapi::ErrorBody), (status = 401, description = "Missing or bad credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "Scope too small or foreign Origin", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch, reset (docs/PROTOCOL.md)"), crate::http::openapi::Refusals))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
