@@ -17,7 +17,12 @@ pub fn init(filter: &str, format: LogFormat) {
         eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A failed write to stderr (a log collector that went away) must cost the log line,
+    // never the task that logged it: with internal-error logging on, tracing reports
+    // the failure with `eprintln!`, which panics on that same broken stderr, and a
+    // panicking signal task would leave the server unable to shut down.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     // `try_init` fails only if a subscriber is already set (tests); keeping it is right.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -137,3 +137,32 @@ async fn a_client_that_does_not_read_lags_on_its_cursor_instead_of_growing_memor
     assert_eq!(seqs(&got), (30_001..=60_000).collect::<Vec<_>>());
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn the_server_still_stops_on_sigterm_when_its_log_reader_has_gone() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
+        .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0", "--no-auth", "--data-dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(crate::harness::WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("swarmfeed ready") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("server ready");
+    // The log collector goes away: every later log line fails to write.
+    drop(lines);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(crate::harness::WAIT, child.wait()).await.expect("it stops").unwrap();
+    assert!(status.success(), "{status:?}");
+}
