@@ -88,6 +88,10 @@ pub struct DataArgs {
     /// Directory for the database and admin.token.
     #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Keep the log in this PostgreSQL database (postgres://user@host/db) instead of
+    /// SQLite in the data directory; every node given the same URL shares one log.
+    #[arg(long, env = "SWARMFEED_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +129,7 @@ impl ServeArgs {
         let mut config = Config {
             bind: self.bind,
             data_dir: self.data.data_dir,
+            database: self.data.database,
             no_auth: self.no_auth,
             max_frames_per_sec: self.max_frames_per_sec,
             ring_capacity: self.ring_capacity,
@@ -163,6 +168,18 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_frames_per_sec, 10);
+        assert_eq!(config.database, None, "SQLite unless told otherwise");
+    }
+
+    #[test]
+    fn a_database_url_selects_the_shared_store() {
+        let url = "postgres://postgres@127.0.0.1:5432/swarmfeed";
+        let cli = Cli::try_parse_from(["swarmfeed", "serve", "--database", url]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.into_config().unwrap().database.as_deref(), Some(url));
+        let cli = Cli::try_parse_from(["swarmfeed", "token", "create", "--scope", "read", "--database", url]).unwrap();
+        let Command::Token(TokenCommand::Create { data, .. }) = cli.command else { panic!("not token create") };
+        assert_eq!(data.database.as_deref(), Some(url));
     }
 
     #[test]

@@ -2,16 +2,23 @@
 //!
 //! ```text
 //! producers ─► http::api ─► ingest ─► writer ─► store (commit, seq)
-//!                (validate, redact, id)    │
-//!                                          └─► hub (head + ring) ─► cursor ─► transport ─► viewers
-//!                                                                     └─ reads the store when behind
+//!                (validate, redact, id)    │        │ other nodes' commits (shared log)
+//!                                          │        ▼
+//!                                          │     follower ─┐
+//!                                          └───────────────┴─► hub (head + ring) ─► cursor ─► transport ─► viewers
+//!                                                                                     └─ reads the store when behind
 //! ```
+//!
+//! With one node the writer publishes its commits to the hub itself; with several
+//! nodes on one PostgreSQL log the follower publishes every node's commits, in order.
 //!
 //! - [`event`]: the event, its limits, the known-type table and its one JSON encoding.
 //! - [`ingest`]: producer JSON → validated, redacted events (all or nothing).
 //! - [`redact`]: secrets in event data, replaced before storage.
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
-//! - [`store`]: the only SQL; the `Store` interface and its SQLite implementation.
+//! - [`store`]: the only SQL; the `Store` interface, its SQLite and PostgreSQL
+//!   implementations.
+//! - [`follower`]: in a log shared by several nodes, publishes every commit to the hub.
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
 //! - [`filter`]: what a viewer wants, parsed and matched.
@@ -28,6 +35,7 @@ pub mod config;
 pub mod cursor;
 pub mod event;
 pub mod filter;
+pub mod follower;
 pub mod http;
 pub mod hub;
 pub mod ingest;

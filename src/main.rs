@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Parser;
 use swarmfeed::cli::{Cli, Command, TokenCommand};
 use swarmfeed::server::Application;
-use swarmfeed::store::sqlite::SqliteStore;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,10 +24,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
-            let store = SqliteStore::open(&data.data_dir, 1)
-                .with_context(|| format!("opening the store in {}", data.data_dir.display()))?;
+            let store = swarmfeed::store::open(&data.data_dir, data.database.as_deref(), 1).await.with_context(
+                || match &data.database {
+                    Some(_) => "opening the store in the --database".to_owned(),
+                    None => format!("opening the store in {}", data.data_dir.display()),
+                },
+            )?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
-            let issued = swarmfeed::auth::issue(&store, scope, &name).await.context("storing the token")?;
+            let issued = swarmfeed::auth::issue(store.as_ref(), scope, &name).await.context("storing the token")?;
             eprintln!("token {} ({}, scope {}); shown once, keep it safe:", issued.id, issued.name, issued.scope);
             println!("{}", issued.token);
             Ok(())

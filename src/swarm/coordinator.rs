@@ -11,6 +11,15 @@
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that
 //! posts events can share the log without being second-guessed.
+//!
+//! With several nodes on one log, every node runs this task and folds the log (so any
+//! node serves `GET /api/swarm`), but only the holder of the store's [`Leadership`]
+//! acts: it handles commands, settles auctions and times agents out. The others answer
+//! commands with [`CommandError::NotLeader`]. Every node uses the same `source`, so a
+//! node that takes over recognises the auctions and agents of the one before it, folds
+//! the log up to the store's head, and settles what is due. Settlement events carry ids
+//! derived from the task, so even two nodes that both believe they lead (a lock lost
+//! while a commit was in flight) store one settlement: the second is a duplicate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +37,7 @@ use crate::event::{MAX_NAME_CHARS, format_timestamp};
 use crate::filter::{Filter, FilterSpec};
 use crate::hub::{Hub, ReadLimit};
 use crate::ingest::IngestRules;
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 use crate::writer::{AppendError, WriterHandle};
 
 /// Default bidding window (`--bid-window`).
@@ -138,6 +147,8 @@ pub enum CommandError {
     Append(#[from] AppendError),
     #[error("the coordinator's events were refused by ingest: {0}")]
     Ingest(String),
+    #[error("this node is not the coordinator leader; send coordinator commands to the node that leads")]
+    NotLeader,
 }
 
 type Reply = oneshot::Sender<Result<Value, CommandError>>;
@@ -165,9 +176,11 @@ impl CoordinatorHandle {
 }
 
 /// Starts the coordinator. It first folds the whole log (commands wait meanwhile),
-/// settles auctions whose window passed while it was down, then serves.
+/// then, while it leads, settles auctions whose window passed while no node led, and
+/// serves.
 pub fn spawn(
     settings: CoordinatorSettings,
+    leadership: Leadership,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     writer: WriterHandle,
@@ -182,8 +195,11 @@ pub fn spawn(
     // A constant list of valid patterns.
     .expect("swarm types are valid patterns");
     let coordinator = Coordinator {
-        cursor: Cursor::new(hub.clone(), store, filter, Some(0)),
+        cursor: Cursor::new(hub.clone(), Arc::clone(&store), filter, Some(0)),
         hub,
+        store,
+        leadership,
+        leading: false,
         projection: Projection::default(),
         writer,
         rules,
@@ -199,6 +215,12 @@ pub fn spawn(
 struct Coordinator {
     cursor: Cursor,
     hub: Arc<Hub>,
+    /// Read for the log's head when taking over, which may be ahead of this node's hub.
+    store: Arc<dyn Store>,
+    leadership: Leadership,
+    /// Whether this node acts as the coordinator now: set only once the fold has
+    /// caught up with the log as it was when leadership was gained.
+    leading: bool,
     projection: Projection,
     writer: WriterHandle,
     rules: IngestRules,
@@ -258,21 +280,30 @@ impl Coordinator {
             tracing::error!(error = %e, "coordinator could not rebuild the swarm from the log; it is not serving");
             return;
         }
-        let now = Instant::now();
-        self.last_heard = self
-            .managed_agents
-            .iter()
-            .filter(|id| self.projection.agent(id).is_some_and(|a| a.status != AgentStatus::Offline))
-            .map(|id| (id.clone(), now))
-            .collect();
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
+        if self.leadership.is_held()
+            && let Err(e) = self.take_lead().await
+        {
+            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
+            return;
+        }
         let mut liveness = tokio::time::interval(LIVENESS_TICK);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.next_deadline();
+            let deadline = if self.leading { self.next_deadline() } else { None };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                held = self.leadership.changed() => {
+                    if held && !self.leading {
+                        if let Err(e) = self.take_lead().await {
+                            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
+                            break;
+                        }
+                    } else if !held && self.leading {
+                        self.step_down();
+                    }
+                }
                 () = sleep_until_opt(deadline) => self.settle_due().await,
                 command = commands.recv() => {
                     let Some((command, reply)) = command else { break };
@@ -286,10 +317,36 @@ impl Coordinator {
                         break;
                     }
                 }
-                _ = liveness.tick() => self.time_out_silent_agents().await,
+                _ = liveness.tick(), if self.leading => self.time_out_silent_agents().await,
             }
         }
         tracing::info!("coordinator stopped");
+    }
+
+    /// Becomes the acting coordinator: folds everything committed before leadership
+    /// was gained (the previous leader's last events included, which this node's hub
+    /// may not have yet), then starts the liveness clock of every managed agent afresh.
+    /// Auctions that are due are settled by the loop's next deadline.
+    async fn take_lead(&mut self) -> Result<(), CursorError> {
+        let head = self.store.bounds().await?.head;
+        self.fold_until(head).await?;
+        let now = Instant::now();
+        self.last_heard = self
+            .managed_agents
+            .iter()
+            .filter(|id| self.projection.agent(id).is_some_and(|a| a.status != AgentStatus::Offline))
+            .map(|id| (id.clone(), now))
+            .collect();
+        self.leading = true;
+        tracing::info!(head, auctions = self.managed_auctions.len(), "this node is the coordinator leader");
+        Ok(())
+    }
+
+    /// Stops acting: another node may lead now.
+    fn step_down(&mut self) {
+        self.leading = false;
+        self.last_heard.clear();
+        tracing::warn!("this node is no longer the coordinator leader");
     }
 
     fn fold_step(&mut self, step: Result<Step, CursorError>) -> Result<(), CursorError> {
@@ -360,6 +417,9 @@ impl Coordinator {
     }
 
     async fn handle(&mut self, command: Command) -> Result<Value, CommandError> {
+        if !self.leading && !matches!(command, Command::Snapshot) {
+            return Err(CommandError::NotLeader);
+        }
         match command {
             Command::Snapshot => Ok(self.snapshot()),
             Command::Join { name, agent_id, capabilities } => self.join(name, agent_id, capabilities).await,
@@ -584,16 +644,18 @@ impl Coordinator {
             let Some(task) = self.projection.task(&task_id) else { continue };
             let bids = task.bids.len();
             let mut events = Vec::with_capacity(2);
+            let (closed_id, outcome_id) = settlement_ids(&task_id);
             match auction::settle(task, &self.projection) {
                 Settlement::Assigned { agent_id, agent_name, bid_sats } => {
-                    events.push(json!({"event_type": "auction.closed", "task_id": task_id,
+                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
                                        "data": {"bids": bids, "winner": agent_id, "winning_bid": bid_sats}}));
-                    events.push(json!({"event_type": "task.assigned", "task_id": task_id, "agent_id": agent_id,
-                                       "data": {"bid_sats": bid_sats, "agent": agent_name}}));
+                    events.push(json!({"id": outcome_id, "event_type": "task.assigned", "task_id": task_id,
+                                       "agent_id": agent_id, "data": {"bid_sats": bid_sats, "agent": agent_name}}));
                 }
                 Settlement::NoBids => {
-                    events.push(json!({"event_type": "auction.closed", "task_id": task_id, "data": {"bids": bids}}));
-                    events.push(json!({"event_type": "task.failed", "task_id": task_id,
+                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
+                                       "data": {"bids": bids}}));
+                    events.push(json!({"id": outcome_id, "event_type": "task.failed", "task_id": task_id,
                                        "data": {"reason": "no bids received"}}));
                 }
             }
@@ -659,9 +721,34 @@ impl Coordinator {
     }
 }
 
+/// The ids of an auction's settlement events. Derived from the task, so settling the
+/// same auction twice (two nodes that both think they lead) stores it once: the log's
+/// idempotent ids make the second a duplicate. Long task ids are hashed to stay within
+/// the id limit.
+fn settlement_ids(task_id: &str) -> (String, String) {
+    use sha2::Digest;
+    let key = if task_id.len() <= 96 { task_id.to_owned() } else { hex::encode(sha2::Sha256::digest(task_id)) };
+    (format!("settle.{key}.closed"), format!("settle.{key}.outcome"))
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settlement_ids_depend_only_on_the_task_and_fit_the_id_limit() {
+        assert_eq!(settlement_ids("task-1"), settlement_ids("task-1"));
+        assert_ne!(settlement_ids("task-1").0, settlement_ids("task-2").0);
+        let long = "t".repeat(crate::event::MAX_NAME_CHARS);
+        let (closed, outcome) = settlement_ids(&long);
+        assert!(closed.len() <= crate::event::MAX_ID_CHARS && outcome.len() <= crate::event::MAX_ID_CHARS);
+        assert_ne!(closed, outcome);
     }
 }
