@@ -276,15 +276,16 @@ impl Coordinator {
     async fn run(mut self, mut commands: mpsc::Receiver<(Command, Reply)>, shutdown: CancellationToken) {
         let started = std::time::Instant::now();
         let head = self.hub.head();
-        if let Err(e) = self.fold_until(head).await {
+        let rebuilt = tokio::select! {
+            () = shutdown.cancelled() => return,
+            rebuilt = self.fold_until(head) => rebuilt,
+        };
+        if let Err(e) = rebuilt {
             tracing::error!(error = %e, "coordinator could not rebuild the swarm from the log; it is not serving");
             return;
         }
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
-        if self.leadership.is_held()
-            && let Err(e) = self.take_lead().await
-        {
-            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
+        if self.leadership.is_held() && !self.take_lead(&shutdown).await {
             return;
         }
         let mut liveness = tokio::time::interval(LIVENESS_TICK);
@@ -296,8 +297,7 @@ impl Coordinator {
                 () = shutdown.cancelled() => break,
                 held = self.leadership.changed() => {
                     if held && !self.leading {
-                        if let Err(e) = self.take_lead().await {
-                            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
+                        if !self.take_lead(&shutdown).await {
                             break;
                         }
                     } else if !held && self.leading {
@@ -326,10 +326,17 @@ impl Coordinator {
     /// Becomes the acting coordinator: folds everything committed before leadership
     /// was gained (the previous leader's last events included, which this node's hub
     /// may not have yet), then starts the liveness clock of every managed agent afresh.
-    /// Auctions that are due are settled by the loop's next deadline.
-    async fn take_lead(&mut self) -> Result<(), CursorError> {
-        let head = self.store.bounds().await?.head;
-        self.fold_until(head).await?;
+    /// Auctions that are due are settled by the loop's next deadline. Returns `false`
+    /// when the coordinator must stop (shutdown, or the log cannot be read).
+    async fn take_lead(&mut self, shutdown: &CancellationToken) -> bool {
+        let caught_up = tokio::select! {
+            () = shutdown.cancelled() => return false,
+            caught_up = self.catch_up_with_store() => caught_up,
+        };
+        if let Err(e) = caught_up {
+            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
+            return false;
+        }
         let now = Instant::now();
         self.last_heard = self
             .managed_agents
@@ -338,8 +345,17 @@ impl Coordinator {
             .map(|id| (id.clone(), now))
             .collect();
         self.leading = true;
-        tracing::info!(head, auctions = self.managed_auctions.len(), "this node is the coordinator leader");
-        Ok(())
+        tracing::info!(
+            seq = self.cursor.position(),
+            auctions = self.managed_auctions.len(),
+            "this node is the coordinator leader"
+        );
+        true
+    }
+
+    async fn catch_up_with_store(&mut self) -> Result<(), CursorError> {
+        let head = self.store.bounds().await?.head;
+        self.fold_until(head).await
     }
 
     /// Stops acting: another node may lead now.
@@ -377,10 +393,11 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Folds until the cursor has passed `seq` (events this coordinator just committed).
+    /// Folds until the cursor has passed `seq` (events this coordinator just committed,
+    /// or the head of the log), whether or not the last events are swarm events.
     async fn fold_until(&mut self, seq: u64) -> Result<(), CursorError> {
         while self.cursor.position() < seq {
-            let step = self.cursor.next(FOLD_LIMIT).await;
+            let step = self.cursor.next_until(seq, FOLD_LIMIT).await;
             self.fold_step(step)?;
         }
         Ok(())
