@@ -647,7 +647,8 @@ mod tests {
 
     impl Scratch {
         async fn new() -> Self {
-            let name = format!("sfunit_{}", uuid::Uuid::now_v7().simple());
+            let prefix = std::env::var("SWARMFEED_TEST_DB_PREFIX").unwrap_or_else(|_| "sftest".into());
+            let name = format!("{prefix}_unit_{}", uuid::Uuid::now_v7().simple());
             let url = create_database(&server(), &name).await.expect("test PostgreSQL answers");
             Scratch { url, name }
         }
