@@ -27,8 +27,10 @@ use crate::filter::Filter;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Not a `#[source]`: the message already carries the server's words, which
+    /// `tokio_postgres::Error` itself leaves out, and a chain would repeat the rest.
     #[error("postgres: {}", postgres::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     #[error("postgres connection pool: {0}")]
     Pool(String),
     #[error("--database must be a postgres:// or postgresql:// URL: {0}")]

@@ -92,10 +92,19 @@ const MIGRATIONS: &[&str] = &[
 /// A PostgreSQL error with the server's message, which `tokio_postgres::Error`'s own
 /// `Display` leaves out ("db error").
 pub fn describe(e: &tokio_postgres::Error) -> String {
-    match (e.as_db_error(), std::error::Error::source(e)) {
-        (Some(db), _) => format!("{}: {}", db.severity(), db.message()),
-        (None, Some(source)) => format!("{e}: {source}"),
-        (None, None) => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let text = e.to_string();
+    match std::error::Error::source(e).map(ToString::to_string) {
+        Some(source) if !text.contains(&source) => format!("{text}: {source}"),
+        _ => text,
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
     }
 }
 

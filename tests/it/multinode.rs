@@ -297,3 +297,21 @@ async fn a_node_started_on_a_busy_log_catches_up_and_follows_live() {
     b.stop().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn the_first_node_on_a_new_database_writes_the_admin_token_into_a_new_directory() {
+    let db = Database::fresh().await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("not-yet");
+    let url = db.url.clone();
+    let data_dir = dir.clone();
+    let app = spawn_with(move |c| {
+        c.database = Some(url);
+        c.data_dir = data_dir;
+    })
+    .await;
+    let written = std::fs::read_to_string(dir.join("admin.token")).expect("the directory was made");
+    assert_eq!(written.trim(), app.admin);
+    app.stop().await;
+    db.drop().await;
+}
