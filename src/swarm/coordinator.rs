@@ -52,6 +52,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 const MAX_CAPABILITIES: usize = 32;
 /// How often agent liveness is checked.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// How soon a node that gained leadership but could not read the log tries again.
+const TAKEOVER_RETRY: Duration = Duration::from_secs(1);
 /// What one fold step reads.
 const FOLD_LIMIT: ReadLimit = ReadLimit { max_events: 5_000, max_bytes: 8 * 1024 * 1024 };
 
@@ -285,11 +287,13 @@ impl Coordinator {
             return;
         }
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
-        if self.leadership.is_held() && !self.take_lead(&shutdown).await {
-            return;
+        if self.leadership.is_held() {
+            self.take_lead(&shutdown).await;
         }
         let mut liveness = tokio::time::interval(LIVENESS_TICK);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(TAKEOVER_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = if self.leading { self.next_deadline() } else { None };
             tokio::select! {
@@ -297,13 +301,13 @@ impl Coordinator {
                 () = shutdown.cancelled() => break,
                 held = self.leadership.changed() => {
                     if held && !self.leading {
-                        if !self.take_lead(&shutdown).await {
-                            break;
-                        }
+                        self.take_lead(&shutdown).await;
                     } else if !held && self.leading {
                         self.step_down();
                     }
                 }
+                // Leadership was gained but the log could not be read then.
+                _ = retry.tick(), if !self.leading && self.leadership.is_held() => self.take_lead(&shutdown).await,
                 () = sleep_until_opt(deadline) => self.settle_due().await,
                 command = commands.recv() => {
                     let Some((command, reply)) = command else { break };
@@ -326,16 +330,16 @@ impl Coordinator {
     /// Becomes the acting coordinator: folds everything committed before leadership
     /// was gained (the previous leader's last events included, which this node's hub
     /// may not have yet), then starts the liveness clock of every managed agent afresh.
-    /// Auctions that are due are settled by the loop's next deadline. Returns `false`
-    /// when the coordinator must stop (shutdown, or the log cannot be read).
-    async fn take_lead(&mut self, shutdown: &CancellationToken) -> bool {
+    /// Auctions that are due are settled by the loop's next deadline. When the log
+    /// cannot be read, this node does not act yet; the loop tries again.
+    async fn take_lead(&mut self, shutdown: &CancellationToken) {
         let caught_up = tokio::select! {
-            () = shutdown.cancelled() => return false,
+            () = shutdown.cancelled() => return,
             caught_up = self.catch_up_with_store() => caught_up,
         };
         if let Err(e) = caught_up {
-            tracing::error!(error = %e, "coordinator could not catch up with the log; it is not serving");
-            return false;
+            tracing::error!(error = %e, "coordinator could not catch up with the log before leading; will retry");
+            return;
         }
         let now = Instant::now();
         self.last_heard = self
@@ -350,7 +354,6 @@ impl Coordinator {
             auctions = self.managed_auctions.len(),
             "this node is the coordinator leader"
         );
-        true
     }
 
     async fn catch_up_with_store(&mut self) -> Result<(), CursorError> {
