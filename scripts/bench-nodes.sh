@@ -11,7 +11,8 @@
 # VIEWERS   SSE viewers per node, each reading every event from seq 0 (2)
 #
 # The PostgreSQL server is SWARMFEED_BENCH_POSTGRES (default the local one on 5432);
-# the bench makes a database of its own and drops it. Needs a release build
+# the bench makes a database of its own and drops it. SWARMFEED_BENCH_BIN picks
+# the binary (default target/release/swarmfeed). Needs a release build
 # (cargo build --release), curl, psql and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ NODES=${1:?usage: $0 NODES [EVENTS] [CLIENTS] [VIEWERS]}
 EVENTS=${2:-100000}
 CLIENTS=${3:-4}
 VIEWERS=${4:-2}
-BIN=target/release/swarmfeed
+BIN=${SWARMFEED_BENCH_BIN:-target/release/swarmfeed}
 SERVER=${SWARMFEED_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
 BATCHES=$((EVENTS / 1000))
 LIMIT_SECS=300
