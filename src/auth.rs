@@ -242,8 +242,12 @@ pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Optio
     if store.token_count().await? > 0 {
         return Ok(None);
     }
-    let issued = issue(store, Scope::Admin, "admin (first start)").await?;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
+    // With a shared store nothing else creates the directory. Made before the token is
+    // stored: a token stored but never written out would lock the admin out for good.
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| BootstrapError::File { path: data_dir.display().to_string(), source })?;
+    let issued = issue(store, Scope::Admin, "admin (first start)").await?;
     write_private(&path, &format!("{}\n", issued.token))
         .map_err(|source| BootstrapError::File { path: path.display().to_string(), source })?;
     Ok(Some(issued))

@@ -131,6 +131,26 @@ pub struct DataArgs {
     /// Directory for the database and admin.token.
     #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Keep the log in this PostgreSQL database (postgres://user@host/db) instead of
+    /// SQLite in the data directory; every node given the same URL shares one log.
+    #[arg(long, env = "SWARMFEED_DATABASE", hide_env_values = true)]
+    #[serde(serialize_with = "masked_url", skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Prints a database URL with its password, if any, replaced by `****`.
+fn masked_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url.as_deref().map(mask_password).unwrap_or_default())
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:****@host/db`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +285,7 @@ impl ServeArgs {
         let mut config = Config {
             bind: self.bind,
             data_dir: self.data.data_dir,
+            database: self.data.database,
             no_auth: self.no_auth,
             max_frames_per_sec: self.max_frames_per_sec,
             ring_capacity: self.ring_capacity,
@@ -315,6 +336,18 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_frames_per_sec, 10);
+        assert_eq!(config.database, None, "SQLite unless told otherwise");
+    }
+
+    #[test]
+    fn a_database_url_selects_the_shared_store() {
+        let url = "postgres://postgres@127.0.0.1:5432/swarmfeed";
+        let cli = Cli::try_parse_from(["swarmfeed", "serve", "--database", url]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.into_config().unwrap().database.as_deref(), Some(url));
+        let cli = Cli::try_parse_from(["swarmfeed", "token", "create", "--scope", "read", "--database", url]).unwrap();
+        let Command::Token(TokenCommand::Create { data, .. }) = cli.command else { panic!("not token create") };
+        assert_eq!(data.database.as_deref(), Some(url));
     }
 
     #[test]
@@ -352,12 +385,19 @@ mod tests {
         let remote = |token: Option<&str>| RemoteArgs {
             url: String::new(),
             token: token.map(str::to_owned),
-            data: DataArgs { data_dir: dir.path().to_path_buf() },
+            data: DataArgs { data_dir: dir.path().to_path_buf(), database: None },
         };
         assert_eq!(remote(None).resolve_token().unwrap(), None, "no file, no flag: no token");
         std::fs::write(dir.path().join(crate::auth::ADMIN_TOKEN_FILE), "from-file\n").unwrap();
         assert_eq!(remote(None).resolve_token().unwrap().as_deref(), Some("from-file"));
         assert_eq!(remote(Some("flag")).resolve_token().unwrap().as_deref(), Some("flag"));
+    }
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(mask_password("postgres://sf:hunter2@db:5432/feed"), "postgres://sf:****@db:5432/feed");
+        assert_eq!(mask_password("postgres://sf@db/feed"), "postgres://sf@db/feed");
+        assert_eq!(mask_password("not a url"), "not a url");
     }
 
     #[test]

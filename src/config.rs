@@ -31,6 +31,10 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Holds the database and `admin.token`; default ./data (`--data-dir`).
     pub data_dir: PathBuf,
+    /// A `postgres://` URL to share one log between several nodes; `None` (the
+    /// default) keeps the log in SQLite inside `data_dir` (`--database`,
+    /// `SWARMFEED_DATABASE`).
+    pub database: Option<String>,
     /// Serve without credentials; refused unless `bind` is loopback.
     pub no_auth: bool,
     /// Event frames per second per subscription; 0 sends each event at once.
@@ -43,7 +47,7 @@ pub struct Config {
     pub ingest: IngestRules,
     /// Cap on a request body; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Read-only database connections.
+    /// Read-only database connections (SQLite), or pooled ones (PostgreSQL).
     pub read_connections: usize,
     /// How long shutdown waits for connections to close before giving up on them.
     pub shutdown_grace: Duration,
@@ -76,6 +80,7 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("./data"),
+            database: None,
             no_auth: false,
             max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,
             ring_capacity: DEFAULT_RING_CAPACITY,

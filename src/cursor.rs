@@ -68,9 +68,26 @@ impl Cursor {
     /// # Errors
     /// A store read failed, or the hub is gone (shutdown).
     pub async fn next(&mut self, limit: ReadLimit) -> Result<Step, CursorError> {
+        self.step(limit, None).await
+    }
+
+    /// Like [`Cursor::next`], but returns as soon as the position has reached `upto`,
+    /// with no events if none after the previous position matched. For folding the
+    /// log up to a known seq, whose last events need not match the filter.
+    ///
+    /// # Errors
+    /// As [`Cursor::next`].
+    pub async fn next_until(&mut self, upto: u64, limit: ReadLimit) -> Result<Step, CursorError> {
+        self.step(limit, Some(upto)).await
+    }
+
+    async fn step(&mut self, limit: ReadLimit, upto: Option<u64>) -> Result<Step, CursorError> {
         loop {
             let head = *self.head.borrow_and_update();
             if self.position >= head {
+                if upto.is_some_and(|u| self.position >= u) {
+                    return Ok(Step::Events(Vec::new()));
+                }
                 self.head.changed().await.map_err(|_| CursorError::Closed)?;
                 continue;
             }
@@ -105,7 +122,7 @@ impl Cursor {
                         if events.len() == limit.max_events { events.last().map_or(head, |e| e.seq) } else { head };
                 }
             }
-            if !events.is_empty() {
+            if !events.is_empty() || upto.is_some_and(|u| self.position >= u) {
                 return Ok(Step::Events(events));
             }
         }
@@ -175,6 +192,28 @@ mod tests {
         assert_eq!(cursor.position(), 3);
         hub.publish(&writer.append(batch(3, 2)).await.unwrap().stored);
         assert_eq!(drain(&mut cursor).await, vec![4, 5]);
+    }
+
+    #[tokio::test]
+    async fn next_until_returns_at_the_target_even_when_nothing_after_it_matches() {
+        let (_dir, hub, store, mut writer) = fixture(100).await;
+        // Seqs 1..=5, of which only 3 is task.* (see `batch`): 4 and 5 match nothing.
+        hub.publish(&writer.append(batch(1, 5)).await.unwrap().stored);
+        let tasks =
+            Filter::from_query(&crate::filter::FilterQuery { types: Some("task.*".into()), ..Default::default() })
+                .unwrap();
+        let mut cursor = Cursor::new(Arc::clone(&hub), Arc::clone(&store), tasks, Some(0));
+        let wait = std::time::Duration::from_secs(5);
+        let Step::Events(first) = tokio::time::timeout(wait, cursor.next_until(5, LIMIT)).await.unwrap().unwrap()
+        else {
+            panic!("no reset here")
+        };
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(cursor.position(), 5);
+        let Step::Events(none) = tokio::time::timeout(wait, cursor.next_until(5, LIMIT)).await.unwrap().unwrap() else {
+            panic!("no reset here")
+        };
+        assert!(none.is_empty());
     }
 
     #[tokio::test]

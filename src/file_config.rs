@@ -23,6 +23,8 @@ pub const DEFAULT_FILE: &str = "swarmfeed.toml";
 pub struct FileConfig {
     bind: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL, as `--database`.
+    database: Option<String>,
     no_auth: Option<bool>,
     max_frames_per_sec: Option<u32>,
     ring_capacity: Option<usize>,
@@ -118,6 +120,11 @@ impl FileConfig {
             && !set_by_user(matches, "allowed_origins")
         {
             args.allowed_origins = value;
+        }
+        if let Some(value) = self.database
+            && !set_by_user(matches, "database")
+        {
+            args.data.database = Some(value);
         }
         if let Some(value) = self.retain_days
             && !set_by_user(matches, "retain_days")

@@ -75,12 +75,17 @@ impl Hub {
         self.head.subscribe()
     }
 
-    /// Publishes committed events, in seq order, and wakes every cursor.
+    /// Publishes committed events, in seq order, and wakes every cursor. Called by one
+    /// task only: the writer (one writer per log) or the follower (a shared log).
     ///
-    /// Events must continue the head exactly. Anything else (a commit seen out of
-    /// order, as a multi-node follower can) empties the ring first, so the ring stays
-    /// contiguous and cursors fall back to the store rather than skip.
+    /// Events must continue the head exactly. Seqs at or below the head were published
+    /// already (a follower that read a commit twice) and are ignored, so the head never
+    /// goes back and no cursor sees an event twice. A gap (a commit seen out of order)
+    /// empties the ring first, so the ring stays contiguous and cursors fall back to
+    /// the store rather than skip.
     pub fn publish(&self, events: &[Arc<Event>]) {
+        let published = self.head();
+        let events = &events[events.partition_point(|e| e.seq <= published)..];
         let Some(last) = events.last() else { return };
         // Only the trailing contiguous run can join the ring.
         let run = events.windows(2).rposition(|w| w[1].seq != w[0].seq + 1).map_or(0, |i| i + 1);
@@ -189,6 +194,18 @@ mod tests {
         let r = hub.read_after(0, 10, &filter, limit, &mut out);
         assert!(matches!(r, RingRead::Covered { scanned_to: 5 }), "{r:?}");
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 4]);
+    }
+
+    #[test]
+    fn seqs_already_published_are_ignored() {
+        let hub = Hub::new(Bounds { oldest: 1, head: 0 }, 10);
+        hub.publish(&(1..=3).map(|s| event(s, "a.b")).collect::<Vec<_>>());
+        hub.publish(&(2..=5).map(|s| event(s, "a.b")).collect::<Vec<_>>());
+        hub.publish(&[event(4, "a.b")]);
+        assert_eq!(hub.head(), 5);
+        let mut out = Vec::new();
+        hub.read_after(0, 5, &Filter::default(), ALL, &mut out);
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

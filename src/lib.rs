@@ -2,16 +2,23 @@
 //!
 //! ```text
 //! producers ─► http::api ─► ingest ─► writer ─► store (commit, seq)
-//!                (validate, redact, id)    │
-//!                                          └─► hub (head + ring) ─► cursor ─► transport ─► viewers
-//!                                                                     └─ reads the store when behind
+//!                (validate, redact, id)    │        │ other nodes' commits (shared log)
+//!                                          │        ▼
+//!                                          │     follower ─┐
+//!                                          └───────────────┴─► hub (head + ring) ─► cursor ─► transport ─► viewers
+//!                                                                                     └─ reads the store when behind
 //! ```
+//!
+//! With one node the writer publishes its commits to the hub itself; with several
+//! nodes on one PostgreSQL log the follower publishes every node's commits, in order.
 //!
 //! - [`event`]: the event, its limits, the known-type table and its one JSON encoding.
 //! - [`ingest`]: producer JSON → validated, redacted events (all or nothing).
 //! - [`redact`]: secrets in event data, replaced before storage.
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
-//! - [`store`]: the only SQL; the `Store` interface and its SQLite implementation.
+//! - [`store`]: the only SQL; the `Store` interface, its SQLite and PostgreSQL
+//!   implementations.
+//! - [`follower`]: in a log shared by several nodes, publishes every commit to the hub.
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
 //! - [`retention`]: pruning old events in the background, with exact resets.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
@@ -38,6 +45,7 @@ pub mod emit;
 pub mod event;
 pub mod file_config;
 pub mod filter;
+pub mod follower;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -8,8 +8,6 @@ use clap::{CommandFactory, FromArgMatches};
 use swarmfeed::cli::{Cli, Command, EmitArgs, TailArgs, TokenCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
-use swarmfeed::store::Store;
-use swarmfeed::store::sqlite::SqliteStore;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -62,15 +60,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tail(args) => tail(args).await,
         Command::Emit(args) => emit(args).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
-            let store = open_store(&data.data_dir)?;
+            let store = open_store(&data).await?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
-            let issued = swarmfeed::auth::issue(&store, scope, &name).await.context("storing the token")?;
+            let issued = swarmfeed::auth::issue(store.as_ref(), scope, &name).await.context("storing the token")?;
             eprintln!("token {} ({}, scope {}); shown once, keep it safe:", issued.id, issued.name, issued.scope);
             println!("{}", issued.token);
             Ok(())
         }
         Command::Token(TokenCommand::List { data }) => {
-            let store = open_store(&data.data_dir)?;
+            let store = open_store(&data).await?;
             println!("{:<18} {:<6} {:<8} {:<25} NAME", "ID", "SCOPE", "STATE", "CREATED");
             for t in store.list_tokens().await.context("reading tokens")? {
                 let state = if t.revoked { "revoked" } else { "active" };
@@ -80,7 +78,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::Revoke { id, data }) => {
-            let store = open_store(&data.data_dir)?;
+            let store = open_store(&data).await?;
             if store.revoke_token(&id).await.context("revoking the token")? {
                 eprintln!("token {id} revoked");
                 Ok(())
@@ -91,8 +89,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(data_dir, 1).with_context(|| format!("opening the store in {}", data_dir.display()))
+/// The store a token command works on: `--database` when given, else the SQLite file
+/// in `--data-dir`.
+async fn open_store(data: &swarmfeed::cli::DataArgs) -> anyhow::Result<std::sync::Arc<dyn swarmfeed::store::Store>> {
+    swarmfeed::store::open(&data.data_dir, data.database.as_deref(), 1).await.with_context(|| match &data.database {
+        Some(_) => "opening the store in the --database".to_owned(),
+        None => format!("opening the store in {}", data.data_dir.display()),
+    })
 }
 
 async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {

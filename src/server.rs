@@ -16,9 +16,9 @@ use crate::config::{Config, ConfigError};
 use crate::http::{AppState, Shared, router};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
-use crate::writer;
+use crate::store::{CommitFeed, StoreError};
+use crate::writer::{self, Fanout};
+use crate::{follower, store};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +47,12 @@ pub struct Application {
 
 /// The long-running tasks besides the listener, each with its own stop signal so that
 /// they stop in order: the demo with the listener, then the coordinator once no
-/// request can reach it, then the writer once nothing can produce.
+/// request can reach it, then the writer once nothing can produce, then the follower
+/// (of a shared log) once the writer's last commits are published.
 struct Tasks {
     writer: tokio::task::JoinHandle<()>,
     writer_stop: CancellationToken,
+    follower: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
     coordinator: tokio::task::JoinHandle<()>,
     coordinator_stop: CancellationToken,
     demo: Option<tokio::task::JoinHandle<()>>,
@@ -65,20 +67,33 @@ impl Application {
     /// cannot be bound.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let (dir, readers) = (config.data_dir.clone(), config.read_connections);
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, readers))
-                .await
-                .map_err(|e| StoreError::Worker(e.to_string()))??,
-        );
+        let store = store::open(&config.data_dir, config.database.as_deref(), config.read_connections).await?;
         let admin = if config.no_auth { None } else { bootstrap_admin(store.as_ref(), &config.data_dir).await? };
+        // Listening starts before the head is read, so a commit of another node in
+        // between is announced, not missed (the follower's timer would catch it too).
+        let feed = store.commit_feed().await?;
         let bounds = store.bounds().await?;
         let hub = Arc::new(Hub::new(bounds, config.ring_capacity));
         let metrics = Arc::new(Metrics::default());
+        let (fanout, follower) = match feed {
+            CommitFeed::OnlyWriter => (Fanout::Direct, None),
+            CommitFeed::Shared(signal) => {
+                let stop = CancellationToken::new();
+                let (handle, task) = follower::spawn(
+                    Arc::clone(&hub),
+                    Arc::clone(&store),
+                    signal,
+                    follower::CATCH_UP_INTERVAL,
+                    stop.clone(),
+                );
+                (Fanout::Follower(handle), Some((task, stop)))
+            }
+        };
         let writer_stop = CancellationToken::new();
         let (writer, writer_task) = writer::spawn(
             store.writer().await?,
             Arc::clone(&hub),
+            fanout,
             Arc::clone(&metrics),
             config.writer.clone(),
             writer_stop.clone(),
@@ -86,6 +101,7 @@ impl Application {
         let coordinator_stop = CancellationToken::new();
         let (coordinator, coordinator_task) = crate::swarm::coordinator::spawn(
             config.coordinator.clone(),
+            store.leadership().await?,
             Arc::clone(&hub),
             Arc::clone(&store),
             writer.clone(),
@@ -95,7 +111,13 @@ impl Application {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
-        tracing::info!(%addr, head = bounds.head, oldest = bounds.oldest, "swarmfeed ready");
+        tracing::info!(
+            %addr,
+            head = bounds.head,
+            oldest = bounds.oldest,
+            shared_log = follower.is_some(),
+            "swarmfeed ready"
+        );
         let shutdown = CancellationToken::new();
         let config_limits = config.limits.clone();
         let demo_task = config.demo.clone().map(|settings| {
@@ -125,6 +147,7 @@ impl Application {
         let tasks = Tasks {
             writer: writer_task,
             writer_stop,
+            follower,
             coordinator: coordinator_task,
             coordinator_stop,
             demo: demo_task,
@@ -182,6 +205,12 @@ impl Application {
         tasks.writer_stop.cancel();
         if let Err(e) = tasks.writer.await {
             tracing::error!(error = %e, "writer task failed");
+        }
+        if let Some((follower, stop)) = tasks.follower {
+            stop.cancel();
+            if let Err(e) = follower.await {
+                tracing::error!(error = %e, "follower task failed");
+            }
         }
         tracing::info!("swarmfeed stopped");
         served

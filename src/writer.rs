@@ -1,20 +1,35 @@
-//! The writer: the one task that commits events, with group commit.
+//! The writer: the one task of a node that commits events, with group commit.
 //!
 //! Producers hand batches to a [`WriterHandle`]; the writer task takes whatever is
 //! queued (up to [`WriterSettings::max_group_events`]), commits it as one durable
-//! transaction, publishes the new events to the hub and only then answers each
+//! transaction, has the new events published to the hub and only then answers each
 //! producer. The queue is bounded in events: when it is full, ingest is refused at
 //! once (503), never left waiting and never dropped silently.
+//!
+//! Who publishes is the [`Fanout`]: the writer itself when it is the log's only writer,
+//! or the follower when other nodes write the same log. Either way a producer's answer
+//! waits until its events are in this node's hub, so a producer that then subscribes
+//! here with `since` sees them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::NewEvent;
+use crate::follower::FollowerHandle;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{Appended, LogWriter, StoreError};
+
+/// Longest a producer's answer waits for its commit to reach this node's hub. Past it
+/// the producer is answered anyway: the commit is durable, only this node's view of it
+/// is late (the follower cannot read the store), and refusing would invite a retry that
+/// stores the events twice under new ids.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// Default number of events that may wait for the writer (`--writer-queue-events`).
 pub const DEFAULT_QUEUE_EVENTS: usize = 100_000;
@@ -48,9 +63,20 @@ pub enum AppendError {
     Store(#[from] Arc<StoreError>),
 }
 
+/// Who publishes commits to the hub.
+pub enum Fanout {
+    /// This writer is the log's only writer: it publishes each commit itself.
+    Direct,
+    /// Other nodes write the same log: the follower publishes every commit in seq
+    /// order; the writer hands its own over and waits for them to be published.
+    Follower(FollowerHandle),
+}
+
+type Answer = Result<Vec<Appended>, Arc<StoreError>>;
+
 struct Job {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<Appended>, Arc<StoreError>>>,
+    reply: oneshot::Sender<Answer>,
     /// Released when the job is committed (or fails), freeing queue room.
     _room: OwnedSemaphorePermit,
 }
@@ -92,11 +118,51 @@ impl WriterHandle {
     }
 }
 
+/// Answers for one committed group, held until the hub has published `upto`.
+struct Pending {
+    upto: u64,
+    /// When to answer even if the hub has not got there (see [`PUBLISH_WAIT`]).
+    deadline: Instant,
+    /// Each job's reply, answer, and queue room (freed when answered).
+    answers: Vec<(oneshot::Sender<Answer>, Answer, OwnedSemaphorePermit)>,
+}
+
+/// Groups waiting for publication, oldest (lowest seq) first. Bounded by the queue:
+/// each holds its jobs' room.
+#[derive(Default)]
+struct Acks(VecDeque<Pending>);
+
+impl Acks {
+    /// Answers every group the hub has published, and any whose wait ran out.
+    fn release(&mut self, head: u64) {
+        let now = Instant::now();
+        while let Some(p) = self.0.front() {
+            if p.upto > head && p.deadline > now {
+                break;
+            }
+            if p.upto > head {
+                tracing::warn!(upto = p.upto, head, "answering producers before this node published their commit");
+            }
+            let Some(p) = self.0.pop_front() else { break };
+            for (reply, answer, _room) in p.answers {
+                // A producer that gave up waiting (disconnected) no longer needs its
+                // answer; its events are committed all the same.
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.0.front().map(|p| p.deadline)
+    }
+}
+
 /// Starts the writer task. It runs until `shutdown` is cancelled, then commits what
-/// is already queued, refuses new work, and returns.
+/// is already queued, refuses new work, answers its producers, and returns.
 pub fn spawn(
     log: Box<dyn LogWriter>,
     hub: Arc<Hub>,
+    fanout: Fanout,
     metrics: Arc<Metrics>,
     settings: WriterSettings,
     shutdown: CancellationToken,
@@ -105,27 +171,49 @@ pub fn spawn(
     let (jobs, rx) = mpsc::channel(capacity);
     let room = Arc::new(Semaphore::new(capacity.min(Semaphore::MAX_PERMITS)));
     let handle = WriterHandle { jobs, room: Arc::clone(&room) };
-    let task = tokio::spawn(run(log, hub, metrics, settings, rx, room, shutdown));
+    let task = tokio::spawn(run(log, hub, fanout, metrics, settings, Intake { rx, room }, shutdown));
     (handle, task)
+}
+
+/// The writer's end of the queue: the jobs, and the room that producers take from.
+struct Intake {
+    rx: mpsc::Receiver<Job>,
+    room: Arc<Semaphore>,
 }
 
 async fn run(
     mut log: Box<dyn LogWriter>,
     hub: Arc<Hub>,
+    fanout: Fanout,
     metrics: Arc<Metrics>,
     settings: WriterSettings,
-    mut rx: mpsc::Receiver<Job>,
-    room: Arc<Semaphore>,
+    intake: Intake,
     shutdown: CancellationToken,
 ) {
+    let Intake { mut rx, room } = intake;
+    let mut published = hub.watch();
+    let mut acks = Acks::default();
+    let mut accepting = true;
     loop {
+        let deadline = acks.next_deadline();
         let first = tokio::select! {
             job = rx.recv() => job,
-            () = shutdown.cancelled() => {
-                // Refuse new work, then fall through to drain what is queued.
+            // The hub owns its watch sender and lives as long as this task's `hub`, so
+            // `changed` never fails here.
+            _ = published.changed(), if deadline.is_some() => {
+                acks.release(hub.head());
+                continue;
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                acks.release(hub.head());
+                continue;
+            }
+            () = shutdown.cancelled(), if accepting => {
+                // Refuse new work; what is queued is still received, then `None`.
                 room.close();
                 rx.close();
-                rx.recv().await
+                accepting = false;
+                continue;
             }
         };
         let Some(first) = first else { break };
@@ -140,13 +228,36 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit_group(log.as_mut(), &hub, &metrics, group, size).await;
+        commit_group(log.as_mut(), &hub, &fanout, &metrics, group, size, &mut acks).await;
+        acks.release(hub.head());
+    }
+    while let Some(deadline) = acks.next_deadline() {
+        tokio::select! {
+            _ = published.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        acks.release(hub.head());
     }
     tracing::info!("writer stopped; every queued event was committed");
 }
 
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[tracing::instrument(skip_all, fields(jobs = group.len(), events = size))]
-async fn commit_group(log: &mut dyn LogWriter, hub: &Hub, metrics: &Metrics, group: Vec<Job>, size: usize) {
+async fn commit_group(
+    log: &mut dyn LogWriter,
+    hub: &Hub,
+    fanout: &Fanout,
+    metrics: &Metrics,
+    group: Vec<Job>,
+    size: usize,
+    acks: &mut Acks,
+) {
     let mut events = Vec::with_capacity(size);
     let mut replies = Vec::with_capacity(group.len());
     for job in group {
@@ -155,14 +266,18 @@ async fn commit_group(log: &mut dyn LogWriter, hub: &Hub, metrics: &Metrics, gro
     }
     match log.append(events).await {
         Ok(commit) => {
-            hub.publish(&commit.stored);
+            // Duplicates answer with an earlier seq; wait for that too, so every seq a
+            // producer is told is already in this node's hub.
+            let upto = commit.outcomes.iter().map(|o| o.seq).max().unwrap_or(0);
             metrics.ingested(&commit.stored);
-            let mut outcomes = commit.outcomes.into_iter();
-            for (n, reply, _room) in replies {
-                // A producer that gave up waiting (disconnected) no longer needs its
-                // answer; its events are committed all the same.
-                let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
+            match fanout {
+                Fanout::Direct => hub.publish(&commit.stored),
+                Fanout::Follower(follower) => follower.committed(commit.stored),
             }
+            let mut outcomes = commit.outcomes.into_iter();
+            let answers =
+                replies.into_iter().map(|(n, reply, room)| (reply, Ok(outcomes.by_ref().take(n).collect()), room));
+            acks.0.push_back(Pending { upto, deadline: Instant::now() + PUBLISH_WAIT, answers: answers.collect() });
         }
         Err(e) => {
             tracing::error!(error = %e, "group commit failed; its producers get an error and nothing was stored");
@@ -201,6 +316,7 @@ mod tests {
         let (writer, task) = spawn(
             store.writer().await.unwrap(),
             Arc::clone(&hub),
+            Fanout::Direct,
             Arc::default(),
             WriterSettings::default(),
             shutdown.clone(),
@@ -224,13 +340,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn in_a_shared_log_producers_are_answered_once_their_commit_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), 1).unwrap());
+        let hub = Arc::new(Hub::new(Bounds { oldest: 1, head: 0 }, 1000));
+        // No announcements and no timer: only the hand-over can publish.
+        let (_announce, heard) = tokio::sync::watch::channel(0);
+        let signal = crate::store::CommitSignal::new(heard, tokio::spawn(std::future::pending()));
+        let stop = CancellationToken::new();
+        let (follower, follower_task) = crate::follower::spawn(
+            Arc::clone(&hub),
+            Arc::clone(&store),
+            signal,
+            std::time::Duration::from_secs(3600),
+            stop.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let (writer, task) = spawn(
+            store.writer().await.unwrap(),
+            Arc::clone(&hub),
+            Fanout::Follower(follower),
+            Arc::default(),
+            WriterSettings::default(),
+            shutdown.clone(),
+        );
+        for i in 0..20 {
+            let seq = writer.append(one(&format!("s{i}"))).await.unwrap()[0].seq;
+            assert!(hub.head() >= seq, "seq {seq} answered before the hub has it");
+        }
+        let again = writer.append(one("s3")).await.unwrap();
+        assert_eq!((again[0].seq, again[0].duplicate), (4, true));
+        shutdown.cancel();
+        task.await.unwrap();
+        stop.cancel();
+        follower_task.await.unwrap();
+        assert_eq!(hub.head(), 20);
+    }
+
+    #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), 1).unwrap();
         let hub = Arc::new(Hub::new(Bounds { oldest: 1, head: 0 }, 10));
         let settings = WriterSettings { queue_events: 2, max_group_events: 10 };
-        let (writer, _task) =
-            spawn(store.writer().await.unwrap(), hub, Arc::default(), settings, CancellationToken::new());
+        let (writer, _task) = spawn(
+            store.writer().await.unwrap(),
+            hub,
+            Fanout::Direct,
+            Arc::default(),
+            settings,
+            CancellationToken::new(),
+        );
         let mut three = one("a");
         three.extend(one("b"));
         three.extend(one("c"));

@@ -29,6 +29,9 @@ impl From<CommandError> for ApiError {
             CommandError::Stopped => ApiError::unavailable("shutting_down", "the server is shutting down", 5),
             CommandError::Append(e) => e.into(),
             CommandError::Ingest(m) => ApiError::internal(&m),
+            // Several nodes share the log and another one runs the coordinator: a
+            // client (or a load balancer that retries on 503) tries another node.
+            CommandError::NotLeader => ApiError::unavailable("not_leader", CommandError::NotLeader.to_string(), 1),
         }
     }
 }

@@ -1,15 +1,23 @@
 //! Storage: the only place with SQL.
 //!
 //! [`Store`] is the interface everything above storage uses; [`sqlite`] is the
-//! embedded default. A store hands out exactly one [`LogWriter`], owned by the writer
-//! task, which assigns `seq` and commits; everything else only reads. Nothing above
-//! this module knows which engine runs.
+//! embedded default and [`postgres`] the shared one, for several nodes on one log.
+//! A store hands out exactly one [`LogWriter`] per node, owned by the writer task,
+//! which assigns `seq` and commits; everything else only reads. Nothing above this
+//! module knows which engine runs: what differs between one node and several is told
+//! as capabilities, [`CommitFeed`] (who publishes commits to the hub) and
+//! [`Leadership`] (whether this node runs the coordinator). [`open`] picks the engine.
 
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::event::{CorruptData, Event, NewEvent};
 use crate::filter::Filter;
@@ -19,6 +27,14 @@ use crate::filter::Filter;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Not a `#[source]`: the message already carries the server's words, which
+    /// `tokio_postgres::Error` itself leaves out, and a chain would repeat the rest.
+    #[error("postgres: {}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("postgres connection pool: {0}")]
+    Pool(String),
+    #[error("--database must be a postgres:// or postgresql:// URL: {0}")]
+    BadUrl(String),
     #[error(transparent)]
     Corrupt(#[from] CorruptData),
     #[error("database schema version {found} is newer than this build knows ({known}); upgrade swarmfeed")]
@@ -102,6 +118,105 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// How a node's hub learns of commits.
+pub enum CommitFeed {
+    /// This node's writer is the only writer of the log: it publishes its own commits
+    /// to the hub, straight after each one.
+    OnlyWriter,
+    /// Other nodes commit to the same log. A follower must read every commit back, in
+    /// seq order, and publish it; the signal wakes it when any node commits.
+    Shared(CommitSignal),
+}
+
+/// Wakes a follower when the log has grown, with the head some node committed.
+///
+/// A hint, not a record: signals may be coalesced or lost (a dropped connection), so a
+/// follower also reads the log on a timer and never relies on the value alone.
+pub struct CommitSignal {
+    committed: watch::Receiver<u64>,
+    /// The task that listens for commits; it stops when the signal is dropped.
+    _listener: AbortOnDropHandle<()>,
+}
+
+impl CommitSignal {
+    pub fn new(committed: watch::Receiver<u64>, listener: tokio::task::JoinHandle<()>) -> Self {
+        CommitSignal { committed, _listener: AbortOnDropHandle::new(listener) }
+    }
+
+    /// The highest head any node is known to have committed.
+    pub fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Waits until a new commit is announced and returns the head it announced.
+    /// Cancel-safe. Never returns if the listener has stopped for good.
+    pub async fn changed(&mut self) -> u64 {
+        if self.committed.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.committed.borrow_and_update()
+    }
+}
+
+/// Whether this node is the one that runs the coordinator.
+///
+/// A single-node store is always the leader. A shared one holds a lock that at most
+/// one node has at a time, and that frees itself when its holder dies, so another node
+/// can take over.
+pub struct Leadership {
+    held: watch::Receiver<bool>,
+    /// The task that holds (or waits for) the lock; dropping it gives the lock up.
+    _keeper: Option<AbortOnDropHandle<()>>,
+}
+
+impl Leadership {
+    /// The only node there is: always the leader.
+    pub fn always() -> Self {
+        Leadership { held: watch::channel(true).1, _keeper: None }
+    }
+
+    /// Leadership told by `held`, kept by the task `keeper`.
+    pub fn kept_by(held: watch::Receiver<bool>, keeper: tokio::task::JoinHandle<()>) -> Self {
+        Leadership { held, _keeper: Some(AbortOnDropHandle::new(keeper)) }
+    }
+
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Waits until leadership is gained or lost and returns whether it is held now.
+    /// Cancel-safe. Never returns when leadership cannot change.
+    pub async fn changed(&mut self) -> bool {
+        if self.held.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.held.borrow_and_update()
+    }
+}
+
+/// Opens the log: the SQLite file in `data_dir`, or the PostgreSQL database at
+/// `database` when one is given. Migrates its schema.
+///
+/// # Errors
+/// The store cannot be opened or reached, or its schema is newer than this build.
+pub async fn open(
+    data_dir: &Path,
+    database: Option<&str>,
+    read_connections: usize,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match database {
+        Some(url) => Arc::new(postgres::PostgresStore::connect(url, read_connections).await?),
+        None => {
+            let dir = data_dir.to_path_buf();
+            Arc::new(
+                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&dir, read_connections))
+                    .await
+                    .map_err(|e| StoreError::Worker(e.to_string()))??,
+            )
+        }
+    })
+}
+
 /// The log's single writer. Owned by the writer task; not shared.
 #[async_trait]
 pub trait LogWriter: Send {
@@ -121,6 +236,19 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The writer connection could not be opened.
     async fn writer(&self) -> Result<Box<dyn LogWriter>, StoreError>;
+
+    /// How this node learns of commits (see [`CommitFeed`]).
+    ///
+    /// # Errors
+    /// The listening connection could not be opened.
+    async fn commit_feed(&self) -> Result<CommitFeed, StoreError>;
+
+    /// This node's claim to run the coordinator (see [`Leadership`]). Held at once when
+    /// no other node has it.
+    ///
+    /// # Errors
+    /// The lock's connection could not be opened.
+    async fn leadership(&self) -> Result<Leadership, StoreError>;
 
     /// # Errors
     /// The read failed.

@@ -14,9 +14,11 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Appended, Bounds, Commit, LogWriter, MinuteCount, Order, Query, Store, StoreError, TokenRecord};
+use super::sql::{Arg, EVENT_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::{
+    Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, Store, StoreError, TokenRecord,
+};
 use crate::event::{Event, EventParts, NewEvent};
-use crate::filter::TypePattern;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "swarmfeed.db";
@@ -66,8 +68,6 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
-
 fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
         id: r.get(0)?,
@@ -77,8 +77,6 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         revoked: r.get::<_, Option<i64>>(4)?.is_some(),
     })
 }
-
-const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -217,56 +215,14 @@ fn event_from_row(row: &Row<'_>) -> Result<Arc<Event>, StoreError> {
     })?))
 }
 
-/// Builds the SQL of a [`Query`]. Type prefixes become a range on the type index:
-/// `task.` matches `event_type >= 'task.' AND event_type < 'task/'` ('/' follows '.').
-fn query_sql(q: &Query) -> (String, Vec<SqlValue>) {
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
-    let mut args: Vec<SqlValue> = Vec::new();
-    let f = &q.filter;
-    if !f.type_patterns().is_empty() {
-        let mut alternatives = Vec::new();
-        for p in f.type_patterns() {
-            match p {
-                TypePattern::Exact(t) => {
-                    args.push(SqlValue::Text(t.clone()));
-                    alternatives.push(format!("event_type = ?{}", args.len()));
-                }
-                TypePattern::Prefix(p) => {
-                    args.push(SqlValue::Text(p.clone()));
-                    let lo = args.len();
-                    args.push(SqlValue::Text(format!("{}/", &p[..p.len() - 1])));
-                    alternatives.push(format!("(event_type >= ?{lo} AND event_type < ?{})", args.len()));
-                }
-            }
-        }
-        sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
-    }
-    let mut eq = |column: &str, value: Option<&str>| {
-        if let Some(v) = value {
-            args.push(SqlValue::Text(v.to_owned()));
-            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
-        }
-    };
-    eq("task_id", f.task_id());
-    eq("agent_id", f.agent_id());
-    eq("source", f.source());
-    let mut cmp = |clause: &str, value: Option<i64>| {
-        if let Some(v) = value {
-            args.push(SqlValue::Integer(v));
-            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-        }
-    };
-    cmp("seq >", q.after.map(|s| s.min(i64::MAX as u64) as i64));
-    cmp("seq <", q.before.map(|s| s.min(i64::MAX as u64) as i64));
-    cmp("ts_ms >=", q.from_ms);
-    cmp("ts_ms <=", q.to_ms);
-    sql.push_str(match q.order {
-        Order::Asc => " ORDER BY seq ASC",
-        Order::Desc => " ORDER BY seq DESC",
-    });
-    args.push(SqlValue::Integer(q.limit as i64));
-    sql.push_str(&format!(" LIMIT ?{}", args.len()));
-    (sql, args)
+/// Binds the shared query's arguments as SQLite values.
+fn sqlite_args(args: Vec<Arg>) -> Vec<SqlValue> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Text(t) => SqlValue::Text(t),
+            Arg::Int(i) => SqlValue::Integer(i),
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -282,13 +238,22 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteWriter { conn: Some(conn), last_ts: 0 }))
     }
 
+    /// One process owns the file: its writer is the only one and publishes itself.
+    async fn commit_feed(&self) -> Result<CommitFeed, StoreError> {
+        Ok(CommitFeed::OnlyWriter)
+    }
+
+    async fn leadership(&self) -> Result<Leadership, StoreError> {
+        Ok(Leadership::always())
+    }
+
     #[tracing::instrument(skip_all, fields(limit = q.limit))]
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
         self.readers
             .run(move |conn| {
-                let (sql, args) = query_sql(&q);
+                let (sql, args) = query_sql(&q, '?');
                 let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(params_from_iter(args))?;
+                let mut rows = stmt.query(params_from_iter(sqlite_args(args)))?;
                 let mut out = Vec::with_capacity(q.limit.min(1024));
                 while let Some(row) = rows.next()? {
                     out.push(event_from_row(row)?);
@@ -497,6 +462,7 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
 mod tests {
     use super::*;
     use crate::filter::{Filter, FilterQuery};
+    use crate::store::Order;
 
     fn new_event(id: &str, event_type: &str) -> NewEvent {
         NewEvent {

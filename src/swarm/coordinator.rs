@@ -11,6 +11,15 @@
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that
 //! posts events can share the log without being second-guessed.
+//!
+//! With several nodes on one log, every node runs this task and folds the log (so any
+//! node serves `GET /api/swarm`), but only the holder of the store's [`Leadership`]
+//! acts: it handles commands, settles auctions and times agents out. The others answer
+//! commands with [`CommandError::NotLeader`]. Every node uses the same `source`, so a
+//! node that takes over recognises the auctions and agents of the one before it, folds
+//! the log up to the store's head, and settles what is due. Settlement events carry ids
+//! derived from the task, so even two nodes that both believe they lead (a lock lost
+//! while a commit was in flight) store one settlement: the second is a duplicate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +37,7 @@ use crate::event::{MAX_NAME_CHARS, format_timestamp};
 use crate::filter::{Filter, FilterSpec};
 use crate::hub::{Hub, ReadLimit};
 use crate::ingest::IngestRules;
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 use crate::writer::{AppendError, WriterHandle};
 
 /// Default bidding window (`--bid-window`).
@@ -43,6 +52,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 const MAX_CAPABILITIES: usize = 32;
 /// How often agent liveness is checked.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// How soon a node that gained leadership but could not read the log tries again.
+const TAKEOVER_RETRY: Duration = Duration::from_secs(1);
 /// What one fold step reads.
 const FOLD_LIMIT: ReadLimit = ReadLimit { max_events: 5_000, max_bytes: 8 * 1024 * 1024 };
 
@@ -138,6 +149,8 @@ pub enum CommandError {
     Append(#[from] AppendError),
     #[error("the coordinator's events were refused by ingest: {0}")]
     Ingest(String),
+    #[error("this node is not the coordinator leader; send coordinator commands to the node that leads")]
+    NotLeader,
 }
 
 type Reply = oneshot::Sender<Result<Value, CommandError>>;
@@ -165,9 +178,11 @@ impl CoordinatorHandle {
 }
 
 /// Starts the coordinator. It first folds the whole log (commands wait meanwhile),
-/// settles auctions whose window passed while it was down, then serves.
+/// then, while it leads, settles auctions whose window passed while no node led, and
+/// serves.
 pub fn spawn(
     settings: CoordinatorSettings,
+    leadership: Leadership,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     writer: WriterHandle,
@@ -182,8 +197,11 @@ pub fn spawn(
     // A constant list of valid patterns.
     .expect("swarm types are valid patterns");
     let coordinator = Coordinator {
-        cursor: Cursor::new(hub.clone(), store, filter, Some(0)),
+        cursor: Cursor::new(hub.clone(), Arc::clone(&store), filter, Some(0)),
         hub,
+        store,
+        leadership,
+        leading: false,
         projection: Projection::default(),
         writer,
         rules,
@@ -199,6 +217,12 @@ pub fn spawn(
 struct Coordinator {
     cursor: Cursor,
     hub: Arc<Hub>,
+    /// Read for the log's head when taking over, which may be ahead of this node's hub.
+    store: Arc<dyn Store>,
+    leadership: Leadership,
+    /// Whether this node acts as the coordinator now: set only once the fold has
+    /// caught up with the log as it was when leadership was gained.
+    leading: bool,
     projection: Projection,
     writer: WriterHandle,
     rules: IngestRules,
@@ -254,25 +278,36 @@ impl Coordinator {
     async fn run(mut self, mut commands: mpsc::Receiver<(Command, Reply)>, shutdown: CancellationToken) {
         let started = std::time::Instant::now();
         let head = self.hub.head();
-        if let Err(e) = self.fold_until(head).await {
+        let rebuilt = tokio::select! {
+            () = shutdown.cancelled() => return,
+            rebuilt = self.fold_until(head) => rebuilt,
+        };
+        if let Err(e) = rebuilt {
             tracing::error!(error = %e, "coordinator could not rebuild the swarm from the log; it is not serving");
             return;
         }
-        let now = Instant::now();
-        self.last_heard = self
-            .managed_agents
-            .iter()
-            .filter(|id| self.projection.agent(id).is_some_and(|a| a.status != AgentStatus::Offline))
-            .map(|id| (id.clone(), now))
-            .collect();
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
+        if self.leadership.is_held() {
+            self.take_lead(&shutdown).await;
+        }
         let mut liveness = tokio::time::interval(LIVENESS_TICK);
         liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(TAKEOVER_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.next_deadline();
+            let deadline = if self.leading { self.next_deadline() } else { None };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                held = self.leadership.changed() => {
+                    if held && !self.leading {
+                        self.take_lead(&shutdown).await;
+                    } else if !held && self.leading {
+                        self.step_down();
+                    }
+                }
+                // Leadership was gained but the log could not be read then.
+                _ = retry.tick(), if !self.leading && self.leadership.is_held() => self.take_lead(&shutdown).await,
                 () = sleep_until_opt(deadline) => self.settle_due().await,
                 command = commands.recv() => {
                     let Some((command, reply)) = command else { break };
@@ -286,10 +321,51 @@ impl Coordinator {
                         break;
                     }
                 }
-                _ = liveness.tick() => self.time_out_silent_agents().await,
+                _ = liveness.tick(), if self.leading => self.time_out_silent_agents().await,
             }
         }
         tracing::info!("coordinator stopped");
+    }
+
+    /// Becomes the acting coordinator: folds everything committed before leadership
+    /// was gained (the previous leader's last events included, which this node's hub
+    /// may not have yet), then starts the liveness clock of every managed agent afresh.
+    /// Auctions that are due are settled by the loop's next deadline. When the log
+    /// cannot be read, this node does not act yet; the loop tries again.
+    async fn take_lead(&mut self, shutdown: &CancellationToken) {
+        let caught_up = tokio::select! {
+            () = shutdown.cancelled() => return,
+            caught_up = self.catch_up_with_store() => caught_up,
+        };
+        if let Err(e) = caught_up {
+            tracing::error!(error = %e, "coordinator could not catch up with the log before leading; will retry");
+            return;
+        }
+        let now = Instant::now();
+        self.last_heard = self
+            .managed_agents
+            .iter()
+            .filter(|id| self.projection.agent(id).is_some_and(|a| a.status != AgentStatus::Offline))
+            .map(|id| (id.clone(), now))
+            .collect();
+        self.leading = true;
+        tracing::info!(
+            seq = self.cursor.position(),
+            auctions = self.managed_auctions.len(),
+            "this node is the coordinator leader"
+        );
+    }
+
+    async fn catch_up_with_store(&mut self) -> Result<(), CursorError> {
+        let head = self.store.bounds().await?.head;
+        self.fold_until(head).await
+    }
+
+    /// Stops acting: another node may lead now.
+    fn step_down(&mut self) {
+        self.leading = false;
+        self.last_heard.clear();
+        tracing::warn!("this node is no longer the coordinator leader");
     }
 
     fn fold_step(&mut self, step: Result<Step, CursorError>) -> Result<(), CursorError> {
@@ -320,10 +396,11 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Folds until the cursor has passed `seq` (events this coordinator just committed).
+    /// Folds until the cursor has passed `seq` (events this coordinator just committed,
+    /// or the head of the log), whether or not the last events are swarm events.
     async fn fold_until(&mut self, seq: u64) -> Result<(), CursorError> {
         while self.cursor.position() < seq {
-            let step = self.cursor.next(FOLD_LIMIT).await;
+            let step = self.cursor.next_until(seq, FOLD_LIMIT).await;
             self.fold_step(step)?;
         }
         Ok(())
@@ -360,6 +437,9 @@ impl Coordinator {
     }
 
     async fn handle(&mut self, command: Command) -> Result<Value, CommandError> {
+        if !self.leading && !matches!(command, Command::Snapshot) {
+            return Err(CommandError::NotLeader);
+        }
         match command {
             Command::Snapshot => Ok(self.snapshot()),
             Command::Join { name, agent_id, capabilities } => self.join(name, agent_id, capabilities).await,
@@ -584,16 +664,18 @@ impl Coordinator {
             let Some(task) = self.projection.task(&task_id) else { continue };
             let bids = task.bids.len();
             let mut events = Vec::with_capacity(2);
+            let (closed_id, outcome_id) = settlement_ids(&task_id);
             match auction::settle(task, &self.projection) {
                 Settlement::Assigned { agent_id, agent_name, bid_sats } => {
-                    events.push(json!({"event_type": "auction.closed", "task_id": task_id,
+                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
                                        "data": {"bids": bids, "winner": agent_id, "winning_bid": bid_sats}}));
-                    events.push(json!({"event_type": "task.assigned", "task_id": task_id, "agent_id": agent_id,
-                                       "data": {"bid_sats": bid_sats, "agent": agent_name}}));
+                    events.push(json!({"id": outcome_id, "event_type": "task.assigned", "task_id": task_id,
+                                       "agent_id": agent_id, "data": {"bid_sats": bid_sats, "agent": agent_name}}));
                 }
                 Settlement::NoBids => {
-                    events.push(json!({"event_type": "auction.closed", "task_id": task_id, "data": {"bids": bids}}));
-                    events.push(json!({"event_type": "task.failed", "task_id": task_id,
+                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
+                                       "data": {"bids": bids}}));
+                    events.push(json!({"id": outcome_id, "event_type": "task.failed", "task_id": task_id,
                                        "data": {"reason": "no bids received"}}));
                 }
             }
@@ -659,9 +741,34 @@ impl Coordinator {
     }
 }
 
+/// The ids of an auction's settlement events. Derived from the task, so settling the
+/// same auction twice (two nodes that both think they lead) stores it once: the log's
+/// idempotent ids make the second a duplicate. Long task ids are hashed to stay within
+/// the id limit.
+fn settlement_ids(task_id: &str) -> (String, String) {
+    use sha2::Digest;
+    let key = if task_id.len() <= 96 { task_id.to_owned() } else { hex::encode(sha2::Sha256::digest(task_id)) };
+    (format!("settle.{key}.closed"), format!("settle.{key}.outcome"))
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settlement_ids_depend_only_on_the_task_and_fit_the_id_limit() {
+        assert_eq!(settlement_ids("task-1"), settlement_ids("task-1"));
+        assert_ne!(settlement_ids("task-1").0, settlement_ids("task-2").0);
+        let long = "t".repeat(crate::event::MAX_NAME_CHARS);
+        let (closed, outcome) = settlement_ids(&long);
+        assert!(closed.len() <= crate::event::MAX_ID_CHARS && outcome.len() <= crate::event::MAX_ID_CHARS);
+        assert_ne!(closed, outcome);
     }
 }

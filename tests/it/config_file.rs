@@ -45,3 +45,11 @@ fn a_configuration_that_cannot_run_is_refused() {
     assert!(!ok);
     assert!(err.contains("loopback"), "{err}");
 }
+
+#[test]
+fn the_database_password_is_masked_in_the_printout() {
+    let (ok, out, err) = config(&[], &[], "database = \"postgres://sf:hunter2@db.example:5432/feed\"\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("database = \"postgres://sf:****@db.example:5432/feed\""), "{out}");
+    assert!(!out.contains("hunter2"));
+}

@@ -1,6 +1,7 @@
 //! The test harness: a real server on port 0 with a temporary data directory, in
 //! process (`spawn_app`) or as the real binary (`BinaryServer`, for `kill -9`), and
-//! clients for each transport.
+//! clients for each transport. The store is SQLite, or PostgreSQL when the suite runs
+//! on it (see `database`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::database::{Database, suite_on_postgres};
+
 /// How long any single wait in a test may take before it counts as a failure.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -30,6 +33,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database the harness made for this server, dropped on `stop`.
+    database: Option<Database>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -48,12 +53,18 @@ pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     adjust(&mut config);
+    let mut database = None;
+    if config.database.is_none() && suite_on_postgres() {
+        let db = Database::fresh().await;
+        config.database = Some(db.url.clone());
+        database = Some(db);
+    }
     let app = Application::build(config).await.expect("server starts");
     let admin = app.first_admin_token().map(|t| t.token.clone()).unwrap_or_default();
     let addr = app.addr();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run());
-    TestApp { addr, admin, http: reqwest::Client::new(), shutdown, task: Some(task), dir }
+    TestApp { addr, admin, http: reqwest::Client::new(), shutdown, task: Some(task), dir, database }
 }
 
 impl TestApp {
@@ -112,6 +123,9 @@ impl TestApp {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(WAIT, task).await.expect("server stops in time").unwrap().unwrap();
+        }
+        if let Some(db) = self.database.take() {
+            db.drop().await;
         }
     }
 
@@ -242,15 +256,21 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     /// Starts `swarmfeed serve` on a free loopback port with `data_dir`, plus `extra`
-    /// flags, and waits until it is ready.
+    /// flags, and waits until it is ready. When the suite runs on PostgreSQL the log is
+    /// the database that belongs to `data_dir`, unless `extra` names a `--database`.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         Self::start_at(data_dir, "127.0.0.1:0", extra).await
     }
 
     /// Like [`BinaryServer::start`], on `bind`: a restart on the address an open
-    /// browser page keeps reconnecting to.
+    /// browser page (or a tail) keeps reconnecting to.
     pub async fn start_at(data_dir: &Path, bind: &str, extra: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"));
+        match suite_on_postgres() {
+            true => command.env("SWARMFEED_DATABASE", Database::for_data_dir(data_dir).await.url),
+            false => command.env_remove("SWARMFEED_DATABASE"),
+        };
+        let mut child = command
             .args(["--log-format", "json", "serve", "--bind", bind])
             .args(["--max-conns-per-ip", "0", "--requests-per-ip-per-sec", "0", "--handshakes-per-ip-per-sec", "0"])
             .args(["--ingest-rate-per-token", "0", "--data-dir"])

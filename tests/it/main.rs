@@ -1,4 +1,5 @@
-//! Integration tests: a real server, real sockets, a real SQLite file.
+//! Integration tests: a real server, real sockets, a real SQLite file or a real
+//! PostgreSQL server (`SWARMFEED_TEST_STORE=postgres`; `multinode` always).
 
 mod api;
 mod auth;
@@ -6,8 +7,10 @@ mod browser;
 mod chromium;
 mod cli;
 mod config_file;
+mod database;
 mod durability;
 mod harness;
+mod multinode;
 mod pages;
 mod poll_sse;
 mod security;

@@ -429,3 +429,26 @@ async fn the_projection_survives_a_restart_after_a_hundred_thousand_events() {
     assert_eq!(after, before);
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn the_coordinator_answers_at_once_after_a_restart_on_a_log_of_other_events_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path(), &[]).await;
+    let token = server.admin_token();
+    let http = reqwest::Client::new();
+    let join = |addr: std::net::SocketAddr, id: &str| {
+        http.post(format!("http://{addr}/swarm/agents"))
+            .bearer_auth(&token)
+            .json(&json!({"name": id, "agent_id": id}))
+            .send()
+    };
+    let filler = crate::harness::events("system.info", 50);
+    let resp = http.post(format!("http://{}/api/events", server.addr)).bearer_auth(&token).json(&filler).send();
+    assert_eq!(resp.await.unwrap().status(), StatusCode::CREATED);
+    server.terminate().await;
+    // The fold must not wait for a swarm event when the log has none to fold.
+    let server = BinaryServer::start(dir.path(), &[]).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), join(server.addr, "forge")).await.expect("answered");
+    assert_eq!(answer.unwrap().status(), StatusCode::CREATED);
+    server.terminate().await;
+}

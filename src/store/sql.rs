@@ -1,0 +1,97 @@
+//! The SQL both engines share: the event columns and the text of a [`Query`].
+//!
+//! SQLite and PostgreSQL accept the same statement for a read of the log; only the
+//! placeholder differs (`?N` and `$N`). Building it once keeps the filters, windows
+//! and order of the two stores identical by construction. Each engine binds the
+//! [`Arg`]s in its own way.
+
+use super::{Order, Query};
+use crate::filter::TypePattern;
+
+/// The columns of `events`, in the order `event_from_row` of each engine reads them.
+pub const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
+
+/// The columns of a token record, in the order both stores read them.
+pub const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
+
+/// A bound value of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Builds the SQL of a [`Query`], numbering placeholders `{prefix}1`, `{prefix}2`, ….
+/// Type prefixes become a range on the type index: `task.` matches
+/// `event_type >= 'task.' AND event_type < 'task/'` ('/' follows '.'), which needs a
+/// bytewise collation (SQLite's default, `COLLATE "C"` in PostgreSQL).
+pub fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+    let mut args: Vec<Arg> = Vec::new();
+    let f = &q.filter;
+    if !f.type_patterns().is_empty() {
+        let mut alternatives = Vec::new();
+        for p in f.type_patterns() {
+            match p {
+                TypePattern::Exact(t) => {
+                    args.push(Arg::Text(t.clone()));
+                    alternatives.push(format!("event_type = {prefix}{}", args.len()));
+                }
+                TypePattern::Prefix(p) => {
+                    args.push(Arg::Text(p.clone()));
+                    let lo = args.len();
+                    args.push(Arg::Text(format!("{}/", &p[..p.len() - 1])));
+                    alternatives.push(format!("(event_type >= {prefix}{lo} AND event_type < {prefix}{})", args.len()));
+                }
+            }
+        }
+        sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+    }
+    let mut eq = |column: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            args.push(Arg::Text(v.to_owned()));
+            sql.push_str(&format!(" AND {column} = {prefix}{}", args.len()));
+        }
+    };
+    eq("task_id", f.task_id());
+    eq("agent_id", f.agent_id());
+    eq("source", f.source());
+    let mut cmp = |clause: &str, value: Option<i64>| {
+        if let Some(v) = value {
+            args.push(Arg::Int(v));
+            sql.push_str(&format!(" AND {clause} {prefix}{}", args.len()));
+        }
+    };
+    cmp("seq >", q.after.map(|s| s.min(i64::MAX as u64) as i64));
+    cmp("seq <", q.before.map(|s| s.min(i64::MAX as u64) as i64));
+    cmp("ts_ms >=", q.from_ms);
+    cmp("ts_ms <=", q.to_ms);
+    sql.push_str(match q.order {
+        Order::Asc => " ORDER BY seq ASC",
+        Order::Desc => " ORDER BY seq DESC",
+    });
+    args.push(Arg::Int(i64::try_from(q.limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(" LIMIT {prefix}{}", args.len()));
+    (sql, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::{Filter, FilterQuery};
+
+    #[test]
+    fn both_placeholder_styles_number_the_same_arguments() {
+        let filter =
+            Filter::from_query(&FilterQuery { types: Some("task.*,bid.submitted".into()), ..Default::default() })
+                .unwrap();
+        let q = Query { filter, after: Some(3), order: Order::Desc, limit: 10, ..Query::default() };
+        let (lite, lite_args) = query_sql(&q, '?');
+        let (pg, pg_args) = query_sql(&q, '$');
+        assert_eq!(lite.replace('?', "$"), pg);
+        assert_eq!(lite_args, pg_args);
+        assert!(pg.contains("(event_type >= $1 AND event_type < $2) OR event_type = $3"), "{pg}");
+        assert!(pg.ends_with("AND seq > $4 ORDER BY seq DESC LIMIT $5"), "{pg}");
+        assert_eq!(pg_args[1], Arg::Text("task/".into()));
+    }
+}
