@@ -1,0 +1,126 @@
+//! Micro-benchmarks of the three hot paths: ingest (parse, validate, redact, encode),
+//! the writer's group commit into SQLite, and a cursor's filter-and-encode step.
+//!
+//! `cargo bench --bench hot_paths`; results and their reading are in
+//! docs/BENCHMARKS.md.
+
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use swarmfeed::event::{Event, EventParts, NewEvent};
+use swarmfeed::filter::{Filter, FilterQuery};
+use swarmfeed::hub::{Hub, ReadLimit};
+use swarmfeed::ingest::IngestRules;
+use swarmfeed::store::sqlite::SqliteStore;
+use swarmfeed::store::{Bounds, Store};
+use swarmfeed::transport::ws_events_frame;
+
+/// A batch of 1 000 events as a producer posts them.
+fn batch_body() -> Vec<u8> {
+    let events: Vec<_> = (0..1000)
+        .map(|i| {
+            serde_json::json!({"event_type": "tool.called", "source": "bench", "task_id": format!("t{}", i % 50),
+                               "agent_id": "forge", "data": {"tool_name": "grep", "args": ["-r", "pattern"], "n": i}})
+        })
+        .collect();
+    serde_json::to_vec(&events).expect("serialises")
+}
+
+fn ingest(c: &mut Criterion) {
+    let rules = IngestRules::default();
+    let body = batch_body();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("parse_validate_redact_1000", |b| b.iter(|| rules.parse_body(&body).expect("valid")));
+    let events = rules.parse_body(&body).expect("valid");
+    g.bench_function("encode_1000", |b| {
+        b.iter(|| {
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    Event::encode(EventParts {
+                        seq: i as u64 + 1,
+                        id: &e.id,
+                        event_type: &e.event_type,
+                        source: &e.source,
+                        task_id: e.task_id.as_deref(),
+                        agent_id: e.agent_id.as_deref(),
+                        ts_ms: 1_764_000_000_000,
+                        data: &e.data,
+                    })
+                    .expect("valid data")
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+}
+
+fn group_commit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path(), 1).expect("store");
+    let mut writer = rt.block_on(store.writer()).expect("writer");
+    let rules = IngestRules::default();
+    let template = rules.parse_body(&batch_body()).expect("valid");
+    let mut g = c.benchmark_group("writer");
+    for size in [1usize, 100, 1000] {
+        g.throughput(Throughput::Elements(size as u64));
+        g.bench_with_input(BenchmarkId::new("group_commit_fsync", size), &size, |b, &size| {
+            let mut n = 0u64;
+            b.iter(|| {
+                let events: Vec<NewEvent> = template[..size]
+                    .iter()
+                    .map(|e| {
+                        n += 1;
+                        NewEvent { id: format!("c{n}"), ..e.clone() }
+                    })
+                    .collect();
+                rt.block_on(writer.append(events)).expect("commits")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn cursor_step(c: &mut Criterion) {
+    let hub = Hub::new(Bounds { oldest: 1, head: 0 }, 10_000);
+    let events: Vec<Arc<Event>> = (1..=10_000u64)
+        .map(|seq| {
+            Arc::new(
+                Event::encode(EventParts {
+                    seq,
+                    id: &format!("e{seq}"),
+                    event_type: if seq % 4 == 0 { "task.completed" } else { "tool.called" },
+                    source: "bench",
+                    task_id: Some("t1"),
+                    agent_id: Some("forge"),
+                    ts_ms: 0,
+                    data: r#"{"tool_name":"grep"}"#,
+                })
+                .expect("valid"),
+            )
+        })
+        .collect();
+    hub.publish(&events);
+    let limit = ReadLimit { max_events: 1000, max_bytes: 4 << 20 };
+    let all = Filter::default();
+    let tasks =
+        Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..FilterQuery::default() }).expect("filter");
+    let mut g = c.benchmark_group("cursor");
+    g.throughput(Throughput::Elements(1000));
+    for (name, filter) in [("read_and_frame_1000_all", &all), ("read_and_frame_1000_scanned_task_filter", &tasks)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(1000);
+                hub.read_after(5_000, 10_000, filter, limit, &mut out);
+                ws_events_frame(&out).len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest, group_commit, cursor_step);
+criterion_main!(benches);
