@@ -1,0 +1,106 @@
+//! `swarmfeed-bench`: the load generator behind `docs/BENCHMARKS.md`.
+//!
+//! It drives a swarmfeed server that already runs on this machine (started with
+//! `--no-auth --max-frames-per-sec 0`) and measures one figure per mode:
+//!
+//! ```text
+//! ingest       N producers ── POST /api/events (batches) ──► server      events/s, request latency
+//! fanout       publisher ── POST (data.sent_ns) ──► server ──► /ws × N   delivery latency, lost, dups
+//! idle-memory  N subscribed, silent /ws connections                      server RSS per connection
+//! ```
+//!
+//! - `target`: the server's URL, refused unless it is on loopback.
+//! - `ingest`, `fanout`, `idle`: one mode each.
+//! - `subscriber`: one WebSocket subscription and what it saw (seqs, latencies).
+//! - `procfs`: RSS, CPU time and open-file limits read from `/proc`.
+//! - `report`: latency summaries, the JSON line on stdout and the table on stderr.
+//!
+//! Every loop is bounded in count and in time, and the harness stops by itself.
+
+mod fanout;
+mod idle;
+mod ingest;
+mod procfs;
+mod report;
+mod subscriber;
+mod target;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::target::Target;
+
+#[derive(Debug, Parser)]
+#[command(name = "swarmfeed-bench", version, about = "Load generator for a swarmfeed server on this machine")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Concurrent producers POST batches; reports events/s committed and request latency.
+    Ingest(ingest::IngestArgs),
+    /// N WebSocket subscribers; a publisher posts timestamped events; reports delivery
+    /// latency, deliveries/s, lost and duplicate events.
+    Fanout(fanout::FanoutArgs),
+    /// N idle, subscribed WebSocket connections; reports server memory per connection.
+    IdleMemory(idle::IdleArgs),
+}
+
+/// What every mode needs to reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Base URL of the server; only loopback hosts are accepted.
+    #[arg(long, env = "SWARMFEED_BENCH_URL", default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// The server's process id, to read its memory and CPU time from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Worker threads of the harness's own runtime. The server and the harness share
+    /// the machine's cores, so the default leaves the rest to the server.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+impl Mode {
+    fn common(&self) -> &Common {
+        match self {
+            Mode::Ingest(a) => &a.common,
+            Mode::Fanout(a) => &a.common,
+            Mode::IdleMemory(a) => &a.common,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mode: Mode) -> anyhow::Result<()> {
+    let common = mode.common().clone();
+    let target = Target::parse(&common.url)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.client_threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the harness's runtime")?;
+    let report = runtime.block_on(async {
+        match mode {
+            Mode::Ingest(args) => ingest::run(&target, args).await,
+            Mode::Fanout(args) => fanout::run(&target, args).await,
+            Mode::IdleMemory(args) => idle::run(&target, args).await,
+        }
+    })?;
+    report.emit();
+    Ok(())
+}

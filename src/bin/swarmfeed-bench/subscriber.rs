@@ -1,0 +1,321 @@
+//! One WebSocket subscription to `/ws`, and what it saw.
+//!
+//! [`subscribe`] connects and subscribes live (no `since`), returning the head the
+//! server reported. [`listen`] then reads frames until told to stop, and checks the
+//! stream against the protocol's guarantees: every seq it receives is marked in a
+//! bitmap (a second mark is a duplicate, a seq not above the last one is out of
+//! order), and every event stamped with `data.sent_ns` adds its latency to a shared
+//! [`Sink`]. Which published seqs never arrived (lost) is decided by the caller, which
+//! knows what was published, after the drain.
+//!
+//! Memory per subscriber is a small read buffer plus one bit per seq after its head.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::report;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Client read buffer per connection. tungstenite allocates it eagerly (128 KiB by
+/// default), so with thousands of connections it is most of the harness's memory;
+/// frames of single events are a few hundred bytes.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// How long a polite close may take when the run ends.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Wall-clock nanoseconds since the Unix epoch: the clock `data.sent_ns` is stamped
+/// with, shared with the server's commit timestamps since both run on this machine.
+pub fn unix_nanos() -> u64 {
+    // A clock before 1970 is a broken machine; 0 makes its latencies absurd, not a panic.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Connects to `url` and subscribes to everything, live. Returns the socket and the
+/// head the server reported in `subscribed`.
+///
+/// # Errors
+/// The connection, handshake or subscription failed or took longer than `timeout`.
+pub async fn subscribe(url: &str, timeout: Duration) -> anyhow::Result<(Ws, u64)> {
+    let attempt = async {
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0);
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .with_context(|| format!("WebSocket handshake with {url} (a 401 means the server needs --no-auth)"))?;
+        ws.send(Message::text(r#"{"action":"subscribe","channel":"events"}"#)).await.context("sending subscribe")?;
+        // Only `subscribed` can come first: nothing is delivered before the cursor exists.
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let frame: Control = serde_json::from_str(&t).context("parsing the reply to subscribe")?;
+                    match frame.kind.as_str() {
+                        "subscribed" => return Ok((ws, frame.head.unwrap_or(0))),
+                        other => anyhow::bail!("subscribe answered {other}: {t}"),
+                    }
+                }
+                Some(Ok(Message::Close(c))) => anyhow::bail!("closed while subscribing: {c:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).context("reading the reply to subscribe"),
+                None => anyhow::bail!("connection ended while subscribing"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.with_context(|| format!("no subscription within {timeout:?}"))?
+}
+
+#[derive(Deserialize)]
+struct Control {
+    #[serde(rename = "type")]
+    kind: String,
+    head: Option<u64>,
+}
+
+/// A frame as the harness reads it: only what it checks.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Delivered<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    timestamp: &'a str,
+    data: Option<Stamp>,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    sent_ns: Option<u64>,
+}
+
+/// Latencies of one shard of subscribers.
+pub struct Latencies {
+    /// Receive time − `data.sent_ns` (set by the publisher just before its POST).
+    pub from_send: Histogram<u64>,
+    /// Receive time − the event's `timestamp` (the server's commit time, whole ms).
+    pub from_commit: Histogram<u64>,
+}
+
+/// What all subscribers of a run add to.
+pub struct Sink {
+    /// Sharded so a thousand subscribers on a few threads rarely meet on one lock.
+    /// Std mutexes: held to record one frame's values, never across an await.
+    shards: Vec<Mutex<Latencies>>,
+    /// Stamped events delivered, all subscribers together: the drain waits for it.
+    pub delivered: AtomicU64,
+    /// Unix ns of the last stamped delivery.
+    pub last_delivery_ns: AtomicU64,
+}
+
+impl Sink {
+    pub fn new(shards: usize) -> Self {
+        let latencies = || Mutex::new(Latencies { from_send: report::histogram(), from_commit: report::histogram() });
+        Sink {
+            shards: (0..shards.max(1)).map(|_| latencies()).collect(),
+            delivered: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Every shard merged.
+    pub fn merged(&self) -> Latencies {
+        let mut all = Latencies { from_send: report::histogram(), from_commit: report::histogram() };
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            // Same bounds everywhere, so adding cannot go out of range.
+            all.from_send.add(&shard.from_send).expect("same histogram bounds");
+            all.from_commit.add(&shard.from_commit).expect("same histogram bounds");
+        }
+        all
+    }
+}
+
+/// The seqs one subscription received, and what was wrong with them.
+#[derive(Debug)]
+pub struct Seen {
+    /// The first seq this subscription can expect: its head at subscribe + 1.
+    base: u64,
+    /// Bit `seq - base` is set once `seq` has arrived; grows as seqs do, up to `span`.
+    bits: Vec<u64>,
+    /// Seqs tracked past `base`; anything further is counted in `untracked`.
+    span: u64,
+    last: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub untracked: u64,
+    pub resets: u64,
+    pub errors: u64,
+    /// The connection ended before the run did.
+    pub closed_early: bool,
+}
+
+impl Seen {
+    pub fn new(head: u64, span: u64) -> Self {
+        Seen {
+            base: head + 1,
+            bits: Vec::new(),
+            span,
+            last: head,
+            received: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            untracked: 0,
+            resets: 0,
+            errors: 0,
+            closed_early: false,
+        }
+    }
+
+    pub fn mark(&mut self, seq: u64) {
+        self.received += 1;
+        let mut duplicate = false;
+        if seq >= self.base && seq - self.base < self.span {
+            let i = (seq - self.base) as usize;
+            if self.bits.len() <= i / 64 {
+                self.bits.resize(i / 64 + 1, 0);
+            }
+            let bit = 1u64 << (i % 64);
+            duplicate = self.bits[i / 64] & bit != 0;
+            self.bits[i / 64] |= bit;
+        } else {
+            self.untracked += 1;
+        }
+        // A duplicate is counted once, as a duplicate, not also as out of order.
+        if duplicate {
+            self.duplicates += 1;
+        } else if seq <= self.last {
+            self.out_of_order += 1;
+        }
+        self.last = self.last.max(seq);
+    }
+
+    /// Whether this subscription must receive `seq`: it was committed after it subscribed.
+    pub fn expects(&self, seq: u64) -> bool {
+        seq >= self.base
+    }
+
+    pub fn has(&self, seq: u64) -> bool {
+        let Some(i) = seq.checked_sub(self.base) else { return false };
+        self.bits.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// Reads frames until `stop`, recording into `seen` and `sink`.
+pub async fn listen(mut ws: Ws, mut seen: Seen, sink: Arc<Sink>, shard: usize, stop: CancellationToken) -> Seen {
+    let shard = shard % sink.shards.len();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    // Stamp before parsing: the parse is the harness's cost, not the server's.
+                    let now_ns = unix_nanos();
+                    on_frame(&text, now_ns, &mut seen, &sink, shard);
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    seen.closed_early = true;
+                    return seen;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    // Best effort, and bounded: the figures are already taken.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+    seen
+}
+
+fn on_frame(text: &str, now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
+    let Ok(frame) = serde_json::from_str::<Frame<'_>>(text) else {
+        seen.errors += 1;
+        return;
+    };
+    let events: Vec<Delivered<'_>> = match (frame.kind, frame.payload) {
+        ("event", Some(p)) => serde_json::from_str(p.get()).map(|e| vec![e]).unwrap_or_default(),
+        ("batch", Some(p)) => serde_json::from_str(p.get()).unwrap_or_default(),
+        ("reset", _) => {
+            seen.resets += 1;
+            return;
+        }
+        ("error", _) => {
+            seen.errors += 1;
+            return;
+        }
+        _ => return,
+    };
+    let now_us = now_ns / 1000;
+    let mut stamped = 0;
+    // Poisoned only if a recording thread panicked; a histogram stays usable.
+    let mut latencies = sink.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+    for e in &events {
+        seen.mark(e.seq);
+        let Some(sent_ns) = e.data.as_ref().and_then(|d| d.sent_ns) else { continue };
+        stamped += 1;
+        latencies.from_send.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        if let Some(commit_ms) = swarmfeed::event::parse_timestamp(e.timestamp) {
+            latencies.from_commit.saturating_record(now_us.saturating_sub(commit_ms.max(0) as u64 * 1000));
+        }
+    }
+    drop(latencies);
+    if stamped > 0 {
+        sink.delivered.fetch_add(stamped, Ordering::Relaxed);
+        sink.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_gaps_and_disorder_are_told_apart() {
+        let mut seen = Seen::new(10, 100);
+        for seq in [11, 12, 12, 14, 13, 500] {
+            seen.mark(seq);
+        }
+        assert_eq!((seen.received, seen.duplicates, seen.out_of_order, seen.untracked), (6, 1, 1, 1));
+        assert!(seen.has(11) && seen.has(13) && seen.has(14) && !seen.has(15) && !seen.has(10));
+        assert!(!seen.expects(10) && seen.expects(11));
+    }
+
+    #[test]
+    fn frames_record_latency_only_for_stamped_events() {
+        let sink = Sink::new(1);
+        let mut seen = Seen::new(0, 100);
+        let now = unix_nanos();
+        let event = |seq, data: &str| {
+            format!(
+                r#"{{"seq":{seq},"id":"x","event_type":"a.b","source":"s","timestamp":"2026-11-25T00:00:00.000Z","data":{data}}}"#
+            )
+        };
+        let single =
+            format!(r#"{{"type":"event","payload":{}}}"#, event(1, &format!(r#"{{"sent_ns":{}}}"#, now - 2_000_000)));
+        let batch = format!(r#"{{"type":"batch","payload":[{},{}]}}"#, event(2, "{}"), event(3, r#"{"sent_ns":1}"#));
+        on_frame(&single, now, &mut seen, &sink, 0);
+        on_frame(&batch, now, &mut seen, &sink, 0);
+        on_frame(r#"{"type":"reset","oldest":9}"#, now, &mut seen, &sink, 0);
+        assert_eq!(sink.delivered.load(Ordering::Relaxed), 2);
+        assert_eq!((seen.received, seen.resets), (3, 1));
+        let l = sink.merged();
+        assert_eq!(l.from_send.len(), 2);
+        assert!((l.from_send.min() as i64 - 2000).abs() < 5, "{}", l.from_send.min());
+    }
+}
