@@ -8,6 +8,8 @@
 //! as capabilities, [`CommitFeed`] (who publishes commits to the hub) and
 //! [`Leadership`] (whether this node runs the coordinator). [`open`] picks the engine.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;

@@ -721,8 +721,7 @@ pub async fn drop_database(server_url: &str, name: &str) -> Result<(), StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::{Filter, FilterQuery};
-    use crate::store::Order;
+    use crate::store::conformance::{self, new_event};
 
     /// The server the tests use: `SWARMFEED_TEST_POSTGRES` (set by `scripts/test`), or
     /// the local default.
@@ -750,17 +749,6 @@ mod tests {
         }
     }
 
-    fn new_event(id: &str, event_type: &str) -> NewEvent {
-        NewEvent {
-            id: id.into(),
-            event_type: event_type.into(),
-            source: "test".into(),
-            task_id: None,
-            agent_id: None,
-            data: "{}".into(),
-        }
-    }
-
     #[test]
     fn database_urls_get_the_new_name_and_keep_their_options() {
         assert_eq!(url_with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
@@ -773,21 +761,10 @@ mod tests {
     #[tokio::test]
     async fn seqs_are_gapless_and_ids_idempotent_across_reopen() {
         let db = Scratch::new().await;
-        {
-            let store = PostgresStore::connect(&db.url, 2).await.unwrap();
-            let mut w = store.writer().await.unwrap();
-            let c = w.append(vec![new_event("a", "x.y"), new_event("b", "x.y"), new_event("a", "x.y")]).await.unwrap();
-            let seqs: Vec<_> = c.outcomes.iter().map(|o| (o.seq, o.duplicate)).collect();
-            assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
-            assert_eq!(c.stored.len(), 2);
-            assert!(store.writer().await.is_err(), "there is one writer per node");
-        }
+        conformance::first_writes_are_gapless_and_idempotent(&PostgresStore::connect(&db.url, 2).await.unwrap()).await;
+        conformance::reopened_log_keeps_ids_and_head(&PostgresStore::connect(&db.url, 2).await.unwrap()).await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         let mut w = store.writer().await.unwrap();
-        let c = w.append(vec![new_event("b", "x.y"), new_event("c", "x.y")]).await.unwrap();
-        assert_eq!(c.outcomes[0], Appended { id: "b".into(), seq: 2, duplicate: true });
-        assert_eq!(c.outcomes[1].seq, 3);
-        assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 3 });
         // An id already stored amid new ones: the new ones close up around it.
         let c = w
             .append(vec![new_event("x", "x.y"), new_event("a", "x.y"), new_event("y", "x.y"), new_event("x", "x.y")])
@@ -807,26 +784,7 @@ mod tests {
     async fn queries_apply_filters_windows_and_order() {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
-        assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 0 });
-        let mut w = store.writer().await.unwrap();
-        let types = ["task.created", "bid.submitted", "task.assigned", "tasks.x", "task.created"];
-        let events = types.iter().enumerate().map(|(i, t)| new_event(&format!("e{i}"), t)).collect();
-        w.append(events).await.unwrap();
-        let filter = Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..Default::default() }).unwrap();
-        let got = store.query(Query { filter: filter.clone(), limit: 10, ..Query::default() }).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
-        let got = store
-            .query(Query { filter, after: Some(1), before: Some(5), order: Order::Desc, limit: 10, ..Query::default() })
-            .await
-            .unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
-        let got = store.query(Query { limit: 2, ..Query::default() }).await.unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(store.get_by_id("e3").await.unwrap().unwrap().seq, 4);
-        assert!(store.get_by_seq(99).await.unwrap().is_none());
-        assert!(store.get_by_seq(u64::MAX).await.unwrap().is_none());
-        let counts = store.minute_counts(0).await.unwrap();
-        assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 5);
+        conformance::queries_apply_filters_windows_and_order(&store).await;
         drop(store);
         db.drop().await;
     }

@@ -1,0 +1,61 @@
+//! Behaviour every store must show, written once and run against each engine's tests.
+
+use super::{Appended, Bounds, Order, Query, Store};
+use crate::event::NewEvent;
+use crate::filter::{Filter, FilterQuery};
+
+/// An event with `id` and `event_type` and nothing else of note.
+pub fn new_event(id: &str, event_type: &str) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        event_type: event_type.into(),
+        source: "test".into(),
+        task_id: None,
+        agent_id: None,
+        data: "{}".into(),
+    }
+}
+
+/// On an empty store: seqs are gapless and a repeated id answers its first seq.
+pub async fn first_writes_are_gapless_and_idempotent(store: &dyn Store) {
+    let mut w = store.writer().await.unwrap();
+    let c = w.append(vec![new_event("a", "x.y"), new_event("b", "x.y"), new_event("a", "x.y")]).await.unwrap();
+    let seqs: Vec<_> = c.outcomes.iter().map(|o| (o.seq, o.duplicate)).collect();
+    assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
+    assert_eq!(c.stored.len(), 2);
+    assert!(store.writer().await.is_err(), "there is one writer per store handle");
+}
+
+/// On the same log reopened after [`first_writes_are_gapless_and_idempotent`]: ids and
+/// the head survived.
+pub async fn reopened_log_keeps_ids_and_head(store: &dyn Store) {
+    let mut w = store.writer().await.unwrap();
+    let c = w.append(vec![new_event("b", "x.y"), new_event("c", "x.y")]).await.unwrap();
+    assert_eq!(c.outcomes[0], Appended { id: "b".into(), seq: 2, duplicate: true });
+    assert_eq!(c.outcomes[1].seq, 3);
+    assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 3 });
+}
+
+/// On an empty store: filters, seq windows, order, limits and lookups.
+pub async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
+    assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 0 });
+    let mut w = store.writer().await.unwrap();
+    let types = ["task.created", "bid.submitted", "task.assigned", "tasks.x", "task.created"];
+    let events = types.iter().enumerate().map(|(i, t)| new_event(&format!("e{i}"), t)).collect();
+    w.append(events).await.unwrap();
+    let filter = Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..Default::default() }).unwrap();
+    let got = store.query(Query { filter: filter.clone(), limit: 10, ..Query::default() }).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
+    let got = store
+        .query(Query { filter, after: Some(1), before: Some(5), order: Order::Desc, limit: 10, ..Query::default() })
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    let got = store.query(Query { limit: 2, ..Query::default() }).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(store.get_by_id("e3").await.unwrap().unwrap().seq, 4);
+    assert!(store.get_by_seq(99).await.unwrap().is_none());
+    assert!(store.get_by_seq(u64::MAX).await.unwrap().is_none());
+    let counts = store.minute_counts(0).await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 5);
+}
