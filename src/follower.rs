@@ -165,6 +165,7 @@ impl Follower {
 mod tests {
     use super::*;
     use crate::event::NewEvent;
+    use crate::store::conformance::new_event;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{Bounds, LogWriter};
     use tokio::sync::watch;
@@ -172,16 +173,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(5);
 
     fn batch(from: usize, n: usize) -> Vec<NewEvent> {
-        (from..from + n)
-            .map(|i| NewEvent {
-                id: format!("e{i}"),
-                event_type: "a.b".into(),
-                source: "s".into(),
-                task_id: None,
-                agent_id: None,
-                data: "{}".into(),
-            })
-            .collect()
+        (from..from + n).map(|i| new_event(&format!("e{i}"), "a.b")).collect()
     }
 
     struct Fixture {

@@ -116,19 +116,11 @@ mod tests {
     use crate::filter::Filter;
     use crate::hub::ReadLimit;
     use crate::store::Bounds;
+    use crate::store::conformance::new_event;
     use crate::store::sqlite::SqliteStore;
 
     fn batch(n: usize) -> Vec<NewEvent> {
-        (0..n)
-            .map(|i| NewEvent {
-                id: format!("r{i}"),
-                event_type: "a.b".into(),
-                source: "s".into(),
-                task_id: None,
-                agent_id: None,
-                data: "{}".into(),
-            })
-            .collect()
+        (0..n).map(|i| new_event(&format!("r{i}"), "a.b")).collect()
     }
 
     #[tokio::test]
