@@ -101,6 +101,7 @@ async fn open_store(data: &swarmfeed::cli::DataArgs) -> anyhow::Result<std::sync
 async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let data_dir = config.data_dir.clone();
+    let listening = swarmfeed::shutdown::Signals::listen().context("listening for SIGINT and SIGTERM")?;
     let app = Application::build(config).await.context("starting swarmfeed")?;
     if let Some(admin) = app.first_admin_token() {
         let path = data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE);
@@ -108,7 +109,7 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
         eprintln!("Log in at http://{}/login?token={}", app.addr(), admin.token);
     }
     let shutdown = app.shutdown_token();
-    let signals = tokio::spawn(swarmfeed::shutdown::cancel_on_signal(shutdown.clone()));
+    let signals = tokio::spawn(listening.cancel_on_signal(shutdown.clone()));
     let result = app.run().await.context("serving");
     shutdown.cancel();
     // The signal task ends as soon as the token is cancelled.
@@ -129,7 +130,8 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let mut tail = Tail::new(TailOptions { url: args.remote.url, token, filter, since: args.since, output })
         .context("starting tail")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let signals = tokio::spawn(swarmfeed::shutdown::cancel_on_signal(shutdown.clone()));
+    let listening = swarmfeed::shutdown::Signals::listen().context("listening for SIGINT and SIGTERM")?;
+    let signals = tokio::spawn(listening.cancel_on_signal(shutdown.clone()));
     let result = tail.run(&mut tokio::io::stdout(), shutdown.clone()).await;
     shutdown.cancel();
     // The signal task ends as soon as the token is cancelled.

@@ -5,38 +5,52 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C; only SIGTERM will stop the server");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Listeners for SIGINT and SIGTERM, registered when made. Make them before start-up
+/// work: a signal that arrives while the server is still starting (opening the store,
+/// replaying the log) is then kept and answered with a clean shutdown, instead of
+/// killing the process by the signal's default action.
+pub struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
-        () = term => tracing::info!("SIGTERM received; shutting down"),
-    }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
-/// Cancels `token` when the process is told to stop.
-pub async fn cancel_on_signal(token: CancellationToken) {
-    tokio::select! {
-        () = signal() => token.cancel(),
-        () = token.cancelled() => {}
+impl Signals {
+    /// Registers the listeners.
+    ///
+    /// # Errors
+    /// The signal handlers could not be installed.
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        }
+        #[cfg(not(unix))]
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Cancels `token` when the process is told to stop (or returns once it is
+    /// cancelled otherwise).
+    pub async fn cancel_on_signal(mut self, token: CancellationToken) {
+        tokio::select! {
+            () = self.recv() => token.cancel(),
+            () = token.cancelled() => {}
+        }
     }
 }
