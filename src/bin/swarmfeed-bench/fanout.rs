@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -28,7 +28,7 @@ use crate::Common;
 use crate::procfs::{self, Proc};
 use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
-use crate::target::Target;
+use crate::target::{Created, Target};
 
 /// How long one subscriber may take to connect and subscribe.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,16 +77,6 @@ struct Published {
     seqs: Vec<u64>,
     post_latency: Histogram<u64>,
     retries: u64,
-}
-
-#[derive(Deserialize)]
-struct Created {
-    events: Vec<Accepted>,
-}
-
-#[derive(Deserialize)]
-struct Accepted {
-    seq: u64,
 }
 
 /// Stream checks summed over subscribers.

@@ -15,13 +15,12 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::Common;
 use crate::procfs::{Proc, Usage};
 use crate::report::{self, Latency, Report, grouped};
-use crate::target::Target;
+use crate::target::{Created, Target};
 
 /// Longest a single request may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,16 +72,6 @@ struct Tally {
     latency: Mutex<Histogram<u64>>,
     start: Instant,
     deadline: Instant,
-}
-
-#[derive(Deserialize)]
-struct Created {
-    events: Vec<Accepted>,
-}
-
-#[derive(Deserialize)]
-struct Accepted {
-    seq: u64,
 }
 
 /// A JSON array of `n` events; the same body is sent again and again (the server gives

@@ -8,6 +8,17 @@ use std::net::IpAddr;
 
 use reqwest::Url;
 
+/// The body of a `201` from `POST /api/events`: the seqs the server assigned.
+#[derive(serde::Deserialize)]
+pub struct Created {
+    pub events: Vec<Accepted>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct Accepted {
+    pub seq: u64,
+}
+
 /// Why a URL was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
