@@ -9,6 +9,13 @@ use swarmfeed::cli::{Cli, Command, EmitArgs, TailArgs, TokenCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
 
+/// mimalloc instead of glibc's malloc: the writer frees on its own thread what request
+/// tasks allocated on others, which glibc serves from contended arenas (`_int_free`,
+/// `malloc_consolidate`: a quarter of ingest's CPU). In process, ingest went from
+/// 183 000 to 235 000 events/s with it (`swarmfeed-bench ingest-local`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
