@@ -71,27 +71,63 @@ pub struct FanoutArgs {
     drain_secs: u64,
 }
 
+/// What the publisher posts, and how fast.
+pub struct Plan {
+    /// Events to publish at most.
+    pub events: u64,
+    /// Events per second; 0 is as fast as `in_flight` POSTs go.
+    pub rate: u64,
+    /// Events per POST.
+    pub batch: u64,
+    /// POSTs in flight at most.
+    pub in_flight: u64,
+    /// Hard cap on publishing, seconds.
+    pub max_secs: u64,
+}
+
+impl FanoutArgs {
+    fn plan(&self) -> Plan {
+        Plan {
+            events: self.events,
+            rate: self.rate,
+            batch: self.batch,
+            in_flight: self.in_flight,
+            max_secs: self.max_secs,
+        }
+    }
+}
+
 /// What the publisher's POST tasks share.
-struct Published {
+pub struct Published {
     /// Every seq the server acknowledged.
-    seqs: Vec<u64>,
-    post_latency: Histogram<u64>,
-    retries: u64,
+    pub seqs: Vec<u64>,
+    pub post_latency: Histogram<u64>,
+    pub retries: u64,
 }
 
 /// Stream checks summed over subscribers.
 #[derive(Debug, Default, Serialize)]
-struct Integrity {
-    expected: u64,
-    lost: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    untracked: u64,
-    resets: u64,
-    error_frames: u64,
-    closed_early: u64,
+pub struct Integrity {
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub untracked: u64,
+    pub resets: u64,
+    pub error_frames: u64,
+    pub closed_early: u64,
     /// Subscribers that lost at least one event.
-    subscribers_with_loss: u64,
+    pub subscribers_with_loss: u64,
+}
+
+impl Integrity {
+    /// `lost / dup / disorder` and the rest, for the table.
+    pub fn cell(&self) -> String {
+        format!(
+            "{} / {} / {} (resets {}, closed early {}, error frames {})",
+            self.lost, self.duplicates, self.out_of_order, self.resets, self.closed_early, self.error_frames
+        )
+    }
 }
 
 /// # Errors
@@ -108,7 +144,11 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     // The stop token ends every listener however this function returns.
     let _stop_guard = stop.clone().drop_guard();
     let ramp_start = Instant::now();
-    let (mut listeners, connect_failed) = open_subscribers(target, &args, &sink, &stop).await?;
+    // Seqs tracked per subscriber: the published ones plus room for a few concurrent
+    // producers; beyond it seqs are only counted, so the bitmap stays small.
+    let span = args.events.saturating_mul(4).max(65_536);
+    let (mut listeners, connect_failed) =
+        open_subscribers(target, args.subscribers, args.ramp, span, &sink, &stop).await?;
     let ramp_secs = ramp_start.elapsed().as_secs_f64();
     let connected = listeners.len() as u64;
     eprintln!("{connected} subscribers in {ramp_secs:.1} s; publishing");
@@ -116,7 +156,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     let before = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
     let publish_start_ns = subscriber::unix_nanos();
     let publish_start = Instant::now();
-    let published = publish(target, &args).await?;
+    let published = publish(target, &args.plan(), None).await?;
     let publish_secs = publish_start.elapsed().as_secs_f64();
     let expected_deliveries = published.seqs.len() as u64 * connected;
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_secs);
@@ -185,18 +225,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         .row("latency send→receive", from_send.cell())
         .row("latency commit→receive", from_commit.cell())
         .row("POST latency", post.cell())
-        .row(
-            "lost / dup / disorder",
-            format!(
-                "{} / {} / {} (resets {}, closed early {}, error frames {})",
-                integrity.lost,
-                integrity.duplicates,
-                integrity.out_of_order,
-                integrity.resets,
-                integrity.closed_early,
-                integrity.error_frames
-            ),
-        );
+        .row("lost / dup / disorder", integrity.cell());
     if let (Some(before), Some(after)) = (before, after) {
         let cpu = after.cpu_secs - before.cpu_secs;
         let per = cpu * 1e6 / delivered.max(1) as f64;
@@ -211,26 +240,25 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-/// Opens the subscribers wave by wave; returns their listening tasks and how many
-/// could not connect.
-async fn open_subscribers(
+/// Opens `count` live subscribers, `ramp` at a time, each tracking `span` seqs; returns
+/// their listening tasks and how many could not connect.
+pub async fn open_subscribers(
     target: &Target,
-    args: &FanoutArgs,
+    count: u64,
+    ramp: u64,
+    span: u64,
     sink: &Arc<Sink>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(JoinSet<Seen>, u64)> {
-    // Seqs tracked per subscriber: the published ones plus room for a few concurrent
-    // producers; beyond it seqs are only counted, so the bitmap stays small.
-    let span = args.events.saturating_mul(4).max(65_536);
     let mut listeners = JoinSet::new();
     let (mut failed, mut first_error) = (0u64, None);
     let mut opened = 0;
-    while opened < args.subscribers {
-        let wave = args.ramp.min(args.subscribers - opened);
+    while opened < count {
+        let wave = ramp.max(1).min(count - opened);
         let mut connecting = JoinSet::new();
         for _ in 0..wave {
             let url = target.ws.clone();
-            connecting.spawn(async move { subscriber::subscribe(&url, CONNECT_TIMEOUT).await });
+            connecting.spawn(async move { subscriber::subscribe(&url, None, CONNECT_TIMEOUT).await });
         }
         while let Some(done) = connecting.join_next().await {
             match done.context("a connecting task panicked")? {
@@ -254,8 +282,9 @@ async fn open_subscribers(
     Ok((listeners, failed))
 }
 
-/// Publishes the events, paced by `--rate`, and returns what the server acknowledged.
-async fn publish(target: &Target, args: &FanoutArgs) -> anyhow::Result<Published> {
+/// Publishes the plan's events, paced by its rate, until they are all acknowledged or
+/// `until` is cancelled; returns what the server acknowledged.
+pub async fn publish(target: &Target, args: &Plan, until: Option<&CancellationToken>) -> anyhow::Result<Published> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.in_flight as usize)
         .tcp_nodelay(true)
@@ -263,7 +292,7 @@ async fn publish(target: &Target, args: &FanoutArgs) -> anyhow::Result<Published
         .build()
         .context("building the HTTP client")?;
     let published = Arc::new(Mutex::new(Published {
-        seqs: Vec::with_capacity(args.events as usize),
+        seqs: Vec::with_capacity(args.events.min(1 << 20) as usize),
         post_latency: report::histogram(),
         retries: 0,
     }));
@@ -278,7 +307,7 @@ async fn publish(target: &Target, args: &FanoutArgs) -> anyhow::Result<Published
     });
     let mut posts = JoinSet::new();
     let mut sent = 0;
-    while sent < args.events && Instant::now() < deadline {
+    while sent < args.events && Instant::now() < deadline && !until.is_some_and(CancellationToken::is_cancelled) {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
@@ -355,7 +384,7 @@ async fn post_stamped(
 }
 
 /// Adds one subscriber's findings to `total`.
-fn check(seen: &Seen, published: &[u64], total: &mut Integrity) {
+pub fn check(seen: &Seen, published: &[u64], total: &mut Integrity) {
     let expected: Vec<u64> = published.iter().copied().filter(|s| seen.expects(*s)).collect();
     let lost = expected.iter().filter(|s| !seen.has(**s)).count() as u64;
     total.expected += expected.len() as u64;

@@ -131,7 +131,7 @@ async fn open(target: &Target, n: u64, ramp: u64) -> anyhow::Result<(Vec<Ws>, u6
         let mut connecting = JoinSet::new();
         for _ in 0..wave {
             let url = target.ws.clone();
-            connecting.spawn(async move { subscriber::subscribe(&url, CONNECT_TIMEOUT).await });
+            connecting.spawn(async move { subscriber::subscribe(&url, None, CONNECT_TIMEOUT).await });
         }
         while let Some(done) = connecting.join_next().await {
             match done.context("a connecting task panicked")? {

@@ -76,7 +76,7 @@ struct Tally {
 
 /// A JSON array of `n` events; the same body is sent again and again (the server gives
 /// every copy its own id and seq).
-fn batch_body(n: u64, pad: usize) -> Bytes {
+pub(crate) fn batch_body(n: u64, pad: usize) -> Bytes {
     let pad = "x".repeat(pad.min(MAX_PAD_BYTES));
     let events: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"event_type":"bench.tick","source":"bench","data":{{"n":{i},"pad":"{pad}"}}}}"#))

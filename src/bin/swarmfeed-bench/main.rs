@@ -1,25 +1,30 @@
 //! `swarmfeed-bench`: the load generator behind `docs/BENCHMARKS.md`.
 //!
 //! It drives a swarmfeed server that already runs on this machine (started with
-//! `--no-auth --max-frames-per-sec 0`) and measures one figure per mode:
+//! `--no-auth --max-frames-per-sec 0`), or for `ingest-local` runs the server's own
+//! parts in this process, and measures one figure per mode:
 //!
 //! ```text
 //! ingest       N producers ── POST /api/events (batches) ──► server      events/s, request latency
+//! ingest-local N producers ── parse ──► writer ──► SQLite, in process  events/s, no HTTP
 //! fanout       publisher ── POST (data.sent_ns) ──► server ──► /ws × N   delivery latency, lost, dups
+//! catch-up     one /ws from seq 0, 1M behind, beside N live ones         catch-up events/s, live p99 ÷ baseline
 //! idle-memory  N subscribed, silent /ws connections                      server RSS per connection
 //! ```
 //!
 //! - `target`: the server's URL, refused unless it is on loopback.
-//! - `ingest`, `fanout`, `idle`: one mode each.
+//! - `ingest`, `ingest_local`, `fanout`, `catchup`, `idle`: one mode each.
 //! - `subscriber`: one WebSocket subscription and what it saw (seqs, latencies).
 //! - `procfs`: RSS, CPU time and open-file limits read from `/proc`.
 //! - `report`: latency summaries, the JSON line on stdout and the table on stderr.
 //!
 //! Every loop is bounded in count and in time, and the harness stops by itself.
 
+mod catchup;
 mod fanout;
 mod idle;
 mod ingest;
+mod ingest_local;
 mod procfs;
 mod report;
 mod subscriber;
@@ -32,6 +37,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::target::Target;
 
+/// The server's allocator, so that `ingest-local` measures the server's path as built.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "swarmfeed-bench", version, about = "Load generator for a swarmfeed server on this machine")]
 struct Cli {
@@ -43,9 +52,15 @@ struct Cli {
 enum Mode {
     /// Concurrent producers POST batches; reports events/s committed and request latency.
     Ingest(ingest::IngestArgs),
+    /// The server's parsing, writer and SQLite log in this process, without HTTP;
+    /// reports events/s committed.
+    IngestLocal(ingest_local::IngestLocalArgs),
     /// N WebSocket subscribers; a publisher posts timestamped events; reports delivery
     /// latency, deliveries/s, lost and duplicate events.
     Fanout(fanout::FanoutArgs),
+    /// A subscriber far behind reads the log back while live subscribers get events;
+    /// reports its events/s and the live latency against a baseline without it.
+    CatchUp(catchup::CatchUpArgs),
     /// N idle, subscribed WebSocket connections; reports server memory per connection.
     IdleMemory(idle::IdleArgs),
 }
@@ -66,11 +81,15 @@ pub struct Common {
 }
 
 impl Mode {
-    fn common(&self) -> &Common {
+    /// Worker threads of this process's runtime: the harness's own, or for the mode
+    /// that runs the server's parts in process, the server's.
+    fn threads(&self) -> usize {
         match self {
-            Mode::Ingest(a) => &a.common,
-            Mode::Fanout(a) => &a.common,
-            Mode::IdleMemory(a) => &a.common,
+            Mode::Ingest(a) => a.common.client_threads,
+            Mode::IngestLocal(a) => a.threads.unwrap_or_else(ingest_local::default_threads),
+            Mode::Fanout(a) => a.common.client_threads,
+            Mode::CatchUp(a) => a.common.client_threads,
+            Mode::IdleMemory(a) => a.common.client_threads,
         }
     }
 }
@@ -87,18 +106,18 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: Mode) -> anyhow::Result<()> {
-    let common = mode.common().clone();
-    let target = Target::parse(&common.url)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(common.client_threads.max(1))
+        .worker_threads(mode.threads().max(1))
         .enable_all()
         .build()
         .context("starting the harness's runtime")?;
     let report = runtime.block_on(async {
         match mode {
-            Mode::Ingest(args) => ingest::run(&target, args).await,
-            Mode::Fanout(args) => fanout::run(&target, args).await,
-            Mode::IdleMemory(args) => idle::run(&target, args).await,
+            Mode::Ingest(args) => ingest::run(&Target::parse(&args.common.url)?, args).await,
+            Mode::IngestLocal(args) => ingest_local::run(args).await,
+            Mode::Fanout(args) => fanout::run(&Target::parse(&args.common.url)?, args).await,
+            Mode::CatchUp(args) => catchup::run(&Target::parse(&args.common.url)?, args).await,
+            Mode::IdleMemory(args) => idle::run(&Target::parse(&args.common.url)?, args).await,
         }
     })?;
     report.emit();

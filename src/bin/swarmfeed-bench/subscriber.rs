@@ -43,18 +43,22 @@ pub fn unix_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Connects to `url` and subscribes to everything, live. Returns the socket and the
-/// head the server reported in `subscribed`.
+/// Connects to `url` and subscribes to everything: live, or after `since`. Returns the
+/// socket and the head the server reported in `subscribed`.
 ///
 /// # Errors
 /// The connection, handshake or subscription failed or took longer than `timeout`.
-pub async fn subscribe(url: &str, timeout: Duration) -> anyhow::Result<(Ws, u64)> {
+pub async fn subscribe(url: &str, since: Option<u64>, timeout: Duration) -> anyhow::Result<(Ws, u64)> {
     let attempt = async {
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0);
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .with_context(|| format!("WebSocket handshake with {url} (a 401 means the server needs --no-auth)"))?;
-        ws.send(Message::text(r#"{"action":"subscribe","channel":"events"}"#)).await.context("sending subscribe")?;
+        let request = match since {
+            Some(since) => format!(r#"{{"action":"subscribe","channel":"events","since":{since}}}"#),
+            None => r#"{"action":"subscribe","channel":"events"}"#.to_owned(),
+        };
+        ws.send(Message::text(request)).await.context("sending subscribe")?;
         // Only `subscribed` can come first: nothing is delivered before the cursor exists.
         loop {
             match ws.next().await {
@@ -119,6 +123,8 @@ pub struct Sink {
     shards: Vec<Mutex<Latencies>>,
     /// Stamped events delivered, all subscribers together: the drain waits for it.
     pub delivered: AtomicU64,
+    /// Every event delivered, stamped or not.
+    pub received: AtomicU64,
     /// Unix ns of the last stamped delivery.
     pub last_delivery_ns: AtomicU64,
 }
@@ -129,6 +135,7 @@ impl Sink {
         Sink {
             shards: (0..shards.max(1)).map(|_| latencies()).collect(),
             delivered: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
         }
     }
@@ -275,6 +282,7 @@ fn on_frame(text: &str, now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize)
         }
     }
     drop(latencies);
+    sink.received.fetch_add(events.len() as u64, Ordering::Relaxed);
     if stamped > 0 {
         sink.delivered.fetch_add(stamped, Ordering::Relaxed);
         sink.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
