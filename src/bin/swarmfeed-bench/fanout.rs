@@ -69,6 +69,10 @@ pub struct FanoutArgs {
     /// How long to wait after the last POST for deliveries still under way, seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     drain_secs: u64,
+    /// With --pid, read the server's RSS every this many seconds while publishing and
+    /// draining, to show whether memory stays flat over a long run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rss_every: u64,
 }
 
 /// What the publisher posts, and how fast.
@@ -154,6 +158,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     eprintln!("{connected} subscribers in {ramp_secs:.1} s; publishing");
 
     let before = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
+    let sampler = server.clone().map(|server| tokio::spawn(sample_rss(server, args.rss_every, stop.clone())));
     let publish_start_ns = subscriber::unix_nanos();
     let publish_start = Instant::now();
     let published = publish(target, &args.plan(), None).await?;
@@ -166,6 +171,10 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     let drained = sink.delivered.load(Ordering::Relaxed) >= expected_deliveries;
     let after = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
     stop.cancel();
+    let rss_samples = match sampler {
+        Some(task) => task.await.context("the RSS sampler panicked")?,
+        None => Vec::new(),
+    };
     let mut integrity = Integrity::default();
     while let Some(seen) = listeners.join_next().await {
         check(&seen.context("a subscriber panicked")?, &published.seqs, &mut integrity);
@@ -235,6 +244,23 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
             .field("server_peak_rss_bytes", after.peak_rss_bytes);
         r.row("server CPU", format!("{cpu:.2} s over publish + drain, {per:.2} µs per delivery"))
             .row("server RSS", report::bytes(after.rss_bytes as f64));
+    }
+    if let (Some(first), Some(last)) = (rss_samples.first(), rss_samples.last()) {
+        let rss = |s: &(f64, u64)| s.1;
+        let (min, max) = (rss_samples.iter().map(rss).min(), rss_samples.iter().map(rss).max());
+        r.field("server_rss_samples", &rss_samples);
+        r.row(
+            "server RSS over the run",
+            format!(
+                "{} samples every {} s: first {}, min {}, max {}, last {}",
+                rss_samples.len(),
+                args.rss_every,
+                report::bytes(first.1 as f64),
+                report::bytes(min.unwrap_or(0) as f64),
+                report::bytes(max.unwrap_or(0) as f64),
+                report::bytes(last.1 as f64)
+            ),
+        );
     }
     report::client_usage(&mut r);
     Ok(r)
@@ -381,6 +407,23 @@ async fn post_stamped(
         }
     }
     Ok(())
+}
+
+/// The server's RSS every `every` seconds until `stop`: (seconds since the start, bytes).
+/// A failed read (the server gone) ends the series.
+async fn sample_rss(server: Proc, every: u64, stop: CancellationToken) -> Vec<(f64, u64)> {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    let mut samples = Vec::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return samples,
+            _ = tick.tick() => match server.usage() {
+                Ok(usage) => samples.push((start.elapsed().as_secs_f64(), usage.rss_bytes)),
+                Err(_) => return samples,
+            },
+        }
+    }
 }
 
 /// Adds one subscriber's findings to `total`.
