@@ -55,10 +55,33 @@ pub struct IngestArgs {
     retry_ms: u64,
 }
 
+/// The events a run may commit, shared by its producers, and when it must stop.
+pub(crate) struct Budget {
+    /// Events claimed so far.
+    claimed: AtomicU64,
+    events: u64,
+    pub deadline: Instant,
+}
+
+impl Budget {
+    pub fn new(events: u64, deadline: Instant) -> Self {
+        Budget { claimed: AtomicU64::new(0), events, deadline }
+    }
+
+    /// The size of a producer's next batch, at most `batch`; `None` once every event is
+    /// claimed or the deadline has passed.
+    pub fn claim(&self, batch: u64) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let claimed = self.claimed.fetch_add(batch, Ordering::Relaxed);
+        (claimed < self.events).then(|| batch.min(self.events - claimed))
+    }
+}
+
 /// What the producers share; each counter is written by all of them.
 struct Tally {
-    /// Events claimed so far; a producer stops when it reaches `--events`.
-    claimed: AtomicU64,
+    budget: Budget,
     committed: AtomicU64,
     requests: AtomicU64,
     /// Batches refused with 503/429 and sent again.
@@ -71,7 +94,6 @@ struct Tally {
     /// A std mutex: held only to record one value, never across an await.
     latency: Mutex<Histogram<u64>>,
     start: Instant,
-    deadline: Instant,
 }
 
 /// A JSON array of `n` events; the same body is sent again and again (the server gives
@@ -100,7 +122,7 @@ pub async fn run(target: &Target, args: IngestArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let max = Duration::from_secs(args.max_secs);
     let tally = Arc::new(Tally {
-        claimed: AtomicU64::new(0),
+        budget: Budget::new(args.events, start + max),
         committed: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         retries: AtomicU64::new(0),
@@ -110,15 +132,13 @@ pub async fn run(target: &Target, args: IngestArgs) -> anyhow::Result<Report> {
         last_seq: AtomicU64::new(0),
         latency: Mutex::new(report::histogram()),
         start,
-        deadline: start + max,
     });
     let mut producers = tokio::task::JoinSet::new();
     for _ in 0..args.producers.max(1) {
         let (client, url, tally) = (client.clone(), target.events.clone(), Arc::clone(&tally));
         let body = batch_body(args.batch, args.pad_bytes);
-        let (events, batch, pad, retry) =
-            (args.events, args.batch, args.pad_bytes, Duration::from_millis(args.retry_ms));
-        producers.spawn(async move { produce(&client, url, &tally, body, events, batch, pad, retry).await });
+        let (batch, pad, retry) = (args.batch, args.pad_bytes, Duration::from_millis(args.retry_ms));
+        producers.spawn(async move { produce(&client, url, &tally, body, batch, pad, retry).await });
     }
     while let Some(done) = producers.join_next().await {
         // A producer that failed ends the run; the others are aborted when the set drops.
@@ -145,29 +165,19 @@ async fn probe(client: &reqwest::Client, target: &Target) -> anyhow::Result<()> 
     }
 }
 
-#[allow(clippy::too_many_arguments)] // One producer's whole configuration, passed once.
 async fn produce(
     client: &reqwest::Client,
     url: reqwest::Url,
     tally: &Tally,
     full: Bytes,
-    events: u64,
     batch: u64,
     pad: usize,
     retry: Duration,
 ) -> anyhow::Result<()> {
-    loop {
-        if Instant::now() >= tally.deadline {
-            return Ok(());
-        }
-        let claimed = tally.claimed.fetch_add(batch, Ordering::Relaxed);
-        if claimed >= events {
-            return Ok(());
-        }
-        let n = batch.min(events - claimed);
+    while let Some(n) = tally.budget.claim(batch) {
         let body = if n == batch { full.clone() } else { batch_body(n, pad) };
         // Bounded by the deadline: every pass either commits, or pauses and re-checks it.
-        while Instant::now() < tally.deadline {
+        while Instant::now() < tally.budget.deadline {
             let sent = Instant::now();
             tally.requests.fetch_add(1, Ordering::Relaxed);
             let result =
@@ -202,6 +212,7 @@ async fn produce(
             }
         }
     }
+    Ok(())
 }
 
 fn record(tally: &Tally, created: &Created, took: Duration) {
@@ -283,4 +294,18 @@ fn summarise(args: &IngestArgs, tally: &Tally, elapsed: f64, server: Option<(Usa
     }
     report::client_usage(&mut r);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_hands_out_whole_batches_then_the_rest_then_nothing() {
+        let budget = Budget::new(2500, Instant::now() + Duration::from_secs(60));
+        let claims: Vec<_> = std::iter::from_fn(|| budget.claim(1000)).collect();
+        assert_eq!(claims, vec![1000, 1000, 500]);
+        let late = Budget::new(2500, Instant::now());
+        assert_eq!(late.claim(1000), None, "past its deadline a budget gives nothing");
+    }
 }

@@ -24,7 +24,7 @@ use swarmfeed::writer::{self, AppendError, Fanout, WriterSettings};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::batch_body;
+use crate::ingest::{Budget, batch_body};
 use crate::procfs::Proc;
 use crate::report::{self, Latency, Report, grouped};
 
@@ -69,14 +69,13 @@ impl Drop for Scratch {
 
 /// What the producers share.
 struct Tally {
-    claimed: AtomicU64,
+    budget: Budget,
     committed: AtomicU64,
     queue_full: AtomicU64,
     first_seq: AtomicU64,
     last_seq: AtomicU64,
     /// A std mutex: held only to record one value, never across an await.
     latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
-    deadline: Instant,
 }
 
 /// # Errors
@@ -104,20 +103,19 @@ pub async fn run(args: IngestLocalArgs) -> anyhow::Result<Report> {
     let before = me.usage().context("reading this process's /proc")?;
     let start = Instant::now();
     let tally = Arc::new(Tally {
-        claimed: AtomicU64::new(0),
+        budget: Budget::new(args.events, start + Duration::from_secs(args.max_secs)),
         committed: AtomicU64::new(0),
         queue_full: AtomicU64::new(0),
         first_seq: AtomicU64::new(u64::MAX),
         last_seq: AtomicU64::new(0),
         latency: std::sync::Mutex::new(report::histogram()),
-        deadline: start + Duration::from_secs(args.max_secs),
     });
     let rules = Arc::new(IngestRules::default());
     let mut producers = tokio::task::JoinSet::new();
     for _ in 0..args.producers.max(1) {
         let (writer, tally, rules) = (writer.clone(), Arc::clone(&tally), Arc::clone(&rules));
-        let (events, batch) = (args.events, args.batch);
-        producers.spawn(async move { produce(&writer, &rules, &tally, events, batch).await });
+        let batch = args.batch;
+        producers.spawn(async move { produce(&writer, &rules, &tally, batch).await });
     }
     while let Some(done) = producers.join_next().await {
         done.context("a producer panicked")??;
@@ -129,23 +127,9 @@ pub async fn run(args: IngestLocalArgs) -> anyhow::Result<Report> {
     Ok(summarise(&args, &dir, &tally, elapsed, after.cpu_secs - before.cpu_secs))
 }
 
-async fn produce(
-    writer: &writer::WriterHandle,
-    rules: &IngestRules,
-    tally: &Tally,
-    events: u64,
-    batch: u64,
-) -> anyhow::Result<()> {
+async fn produce(writer: &writer::WriterHandle, rules: &IngestRules, tally: &Tally, batch: u64) -> anyhow::Result<()> {
     let full = batch_body(batch, 0);
-    loop {
-        if Instant::now() >= tally.deadline {
-            return Ok(());
-        }
-        let claimed = tally.claimed.fetch_add(batch, Ordering::Relaxed);
-        if claimed >= events {
-            return Ok(());
-        }
-        let n = batch.min(events - claimed);
+    while let Some(n) = tally.budget.claim(batch) {
         let body = if n == batch { full.clone() } else { batch_body(n, 0) };
         let sent = Instant::now();
         // As a handler does; a batch refused because the queue is full is parsed again,
@@ -154,7 +138,7 @@ async fn produce(
             let parsed = rules.parse_body(&body).map_err(|e| anyhow::anyhow!("the batch body was refused: {e}"))?;
             match writer.append(parsed).await {
                 Ok(appended) => break appended,
-                Err(AppendError::QueueFull) if Instant::now() < tally.deadline => {
+                Err(AppendError::QueueFull) if Instant::now() < tally.budget.deadline => {
                     tally.queue_full.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
@@ -172,6 +156,7 @@ async fn produce(
         // Poisoned only if a recording thread panicked, and a histogram stays usable.
         tally.latency.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(took.as_micros() as u64);
     }
+    Ok(())
 }
 
 fn summarise(args: &IngestLocalArgs, dir: &Path, tally: &Tally, elapsed: f64, cpu: f64) -> Report {
