@@ -30,7 +30,7 @@ use super::{
     Appended, Bounds, Commit, CommitFeed, CommitSignal, Leadership, LogWriter, MinuteCount, Query, Store, StoreError,
     TokenRecord,
 };
-use crate::event::{Event, EventParts, NewEvent};
+use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// The channel every writer NOTIFYs after a commit, with the new head as payload.
 pub const NOTIFY_CHANNEL: &str = "swarmfeed_log";
@@ -632,17 +632,21 @@ impl WriteConn {
         let mut result = Commit { outcomes: numbered.outcomes, stored: Vec::with_capacity(numbered.fresh.len()) };
         if let Some((last, _)) = numbered.fresh.last() {
             tx.execute(&self.advance, &[last, &ts_ms]).await?;
+            let timestamp = format_timestamp(ts_ms);
             for (seq, e) in &numbered.fresh {
-                result.stored.push(Arc::new(Event::encode(EventParts {
-                    seq: *seq as u64,
-                    id: &e.id,
-                    event_type: &e.event_type,
-                    source: &e.source,
-                    task_id: e.task_id.as_deref(),
-                    agent_id: e.agent_id.as_deref(),
-                    ts_ms,
-                    data: &e.data,
-                })?));
+                result.stored.push(Arc::new(Event::encode_committed(
+                    EventParts {
+                        seq: *seq as u64,
+                        id: &e.id,
+                        event_type: &e.event_type,
+                        source: &e.source,
+                        task_id: e.task_id.as_deref(),
+                        agent_id: e.agent_id.as_deref(),
+                        ts_ms,
+                        data: &e.data,
+                    },
+                    &timestamp,
+                )));
             }
         }
         tx.commit().await?;

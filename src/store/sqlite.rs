@@ -19,7 +19,7 @@ use super::sql::{Arg, EVENT_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
     Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, Store, StoreError, TokenRecord,
 };
-use crate::event::{Event, EventParts, NewEvent};
+use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "swarmfeed.db";
@@ -478,6 +478,7 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let head: i64 = tx.query_row("SELECT head FROM log_head", [], |r| r.get(0))?;
     let mut next = head + 1;
+    let timestamp = format_timestamp(ts_ms);
     let mut result = Commit { outcomes: Vec::with_capacity(events.len()), stored: Vec::with_capacity(events.len()) };
     {
         let mut insert = tx.prepare_cached(
@@ -489,16 +490,19 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
             let inserted =
                 insert.execute(params![next, e.id, e.event_type, e.source, e.task_id, e.agent_id, ts_ms, e.data])?;
             if inserted == 1 {
-                result.stored.push(Arc::new(Event::encode(EventParts {
-                    seq: next as u64,
-                    id: &e.id,
-                    event_type: &e.event_type,
-                    source: &e.source,
-                    task_id: e.task_id.as_deref(),
-                    agent_id: e.agent_id.as_deref(),
-                    ts_ms,
-                    data: &e.data,
-                })?));
+                result.stored.push(Arc::new(Event::encode_committed(
+                    EventParts {
+                        seq: next as u64,
+                        id: &e.id,
+                        event_type: &e.event_type,
+                        source: &e.source,
+                        task_id: e.task_id.as_deref(),
+                        agent_id: e.agent_id.as_deref(),
+                        ts_ms,
+                        data: &e.data,
+                    },
+                    &timestamp,
+                )));
                 result.outcomes.push(Appended { id: e.id, seq: next as u64, duplicate: false });
                 next += 1;
             } else {
