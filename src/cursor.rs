@@ -40,7 +40,13 @@ pub struct Cursor {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     head: watch::Receiver<u64>,
+    /// Mean [`Event::weight`] of the last events read from the store: how many rows to
+    /// ask for so that a step fills its byte limit without reading rows it cannot send.
+    store_weight: usize,
 }
+
+/// The weight guessed for store rows before any has been read.
+const FIRST_STORE_WEIGHT: usize = 512;
 
 impl Cursor {
     /// A cursor positioned after `since`, or at the head (live only) without it.
@@ -48,7 +54,14 @@ impl Cursor {
     pub fn new(hub: Arc<Hub>, store: Arc<dyn Store>, filter: Filter, since: Option<u64>) -> Self {
         let head = hub.watch();
         let now = *head.borrow();
-        Cursor { filter, position: since.map_or(now, |s| s.min(now)), hub, store, head }
+        Cursor {
+            filter,
+            position: since.map_or(now, |s| s.min(now)),
+            hub,
+            store,
+            head,
+            store_weight: FIRST_STORE_WEIGHT,
+        }
     }
 
     pub fn position(&self) -> u64 {
@@ -100,6 +113,10 @@ impl Cursor {
             match self.hub.read_after(self.position, head, &self.filter, limit, &mut events) {
                 RingRead::Covered { scanned_to } => self.position = scanned_to,
                 RingRead::Behind => {
+                    // As many rows as the byte limit is likely to take: a frame read
+                    // from the store is held whole while it is sent (and a WebSocket
+                    // keeps a buffer that large), so it must respect the limit too.
+                    let rows = (limit.max_bytes / self.store_weight.max(1)).clamp(1, limit.max_events);
                     events = self
                         .store
                         .query(Query {
@@ -107,7 +124,7 @@ impl Cursor {
                             after: Some(self.position),
                             before: Some(head + 1),
                             order: Order::Asc,
-                            limit: limit.max_events,
+                            limit: rows,
                             ..Query::default()
                         })
                         .await?;
@@ -118,8 +135,15 @@ impl Cursor {
                         self.position = oldest - 1;
                         return Ok(Step::Reset { oldest });
                     }
+                    let read = events.len();
+                    if let Some(mean) = events.iter().map(|e| e.weight()).sum::<usize>().checked_div(read) {
+                        self.store_weight = mean;
+                    }
+                    events.truncate(within_bytes(&events, limit.max_bytes));
+                    // A full read or a cut one may have more after it; a short one
+                    // reached `head`.
                     self.position =
-                        if events.len() == limit.max_events { events.last().map_or(head, |e| e.seq) } else { head };
+                        if read == rows || events.len() < read { events.last().map_or(head, |e| e.seq) } else { head };
                 }
             }
             if !events.is_empty() || upto.is_some_and(|u| self.position >= u) {
@@ -127,6 +151,19 @@ impl Cursor {
             }
         }
     }
+}
+
+/// How many of `events`, from the first, fit in `max_bytes`; at least one, so that an
+/// event larger than the limit still goes, alone.
+fn within_bytes(events: &[Arc<Event>], max_bytes: usize) -> usize {
+    let mut bytes = 0usize;
+    events
+        .iter()
+        .position(|e| {
+            bytes = bytes.saturating_add(e.weight());
+            bytes > max_bytes
+        })
+        .map_or(events.len(), |over| over.max(1))
 }
 
 #[cfg(test)]
@@ -171,6 +208,27 @@ mod tests {
             }
         }
         seen
+    }
+
+    #[tokio::test]
+    async fn frames_read_from_the_store_keep_to_the_byte_limit() {
+        let (_dir, hub, store, mut writer) = fixture(1).await;
+        let mut events = batch(0, 40);
+        // Mixed sizes, one of them alone over the limit.
+        for (i, e) in events.iter_mut().enumerate() {
+            e.data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(if i == 17 { 3000 } else { 50 * (i % 4) }));
+        }
+        hub.publish(&writer.append(events).await.unwrap().stored);
+        let limit = ReadLimit { max_events: 1000, max_bytes: 1000 };
+        let mut cursor = Cursor::new(Arc::clone(&hub), Arc::clone(&store), Filter::default(), Some(0));
+        let mut seen = Vec::new();
+        while cursor.lag() > 0 {
+            let Step::Events(step) = cursor.next(limit).await.unwrap() else { panic!("no reset here") };
+            let bytes: usize = step.iter().map(|e| e.weight()).sum();
+            assert!(bytes <= limit.max_bytes || step.len() == 1, "{} events, {bytes} bytes", step.len());
+            seen.extend(step.iter().map(|e| e.seq));
+        }
+        assert_eq!(seen, (1..=40).collect::<Vec<_>>());
     }
 
     #[tokio::test]
