@@ -141,6 +141,22 @@ pub struct NewEvent {
     pub data: String,
 }
 
+impl NewEvent {
+    /// Its fields as the event it becomes when committed as `seq` at `ts_ms`.
+    pub fn parts(&self, seq: u64, ts_ms: i64) -> EventParts<'_> {
+        EventParts {
+            seq,
+            id: &self.id,
+            event_type: &self.event_type,
+            source: &self.source,
+            task_id: self.task_id.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            ts_ms,
+            data: &self.data,
+        }
+    }
+}
+
 /// A committed event as every viewer receives it.
 ///
 /// The JSON is made once, at commit (or when read back from the store), and shared by
@@ -351,16 +367,7 @@ mod tests {
             assert_eq!(event.payload(), expected, "{id}");
             assert_eq!(Event::encode_committed(parts, &timestamp), event);
         }
-        let corrupt = EventParts {
-            seq: 7,
-            id: "i",
-            event_type: "a.b",
-            source: "s",
-            task_id: None,
-            agent_id: None,
-            ts_ms: 0,
-            data: "{x",
-        };
+        let corrupt = EventParts { seq: 7, data: "{x", ..parts_of_sample() };
         assert!(matches!(Event::encode(corrupt), Err(CorruptData { seq: 7, .. })));
     }
 

@@ -634,19 +634,7 @@ impl WriteConn {
             tx.execute(&self.advance, &[last, &ts_ms]).await?;
             let timestamp = format_timestamp(ts_ms);
             for (seq, e) in &numbered.fresh {
-                result.stored.push(Arc::new(Event::encode_committed(
-                    EventParts {
-                        seq: *seq as u64,
-                        id: &e.id,
-                        event_type: &e.event_type,
-                        source: &e.source,
-                        task_id: e.task_id.as_deref(),
-                        agent_id: e.agent_id.as_deref(),
-                        ts_ms,
-                        data: &e.data,
-                    },
-                    &timestamp,
-                )));
+                result.stored.push(Arc::new(Event::encode_committed(e.parts(*seq as u64, ts_ms), &timestamp)));
             }
         }
         tx.commit().await?;

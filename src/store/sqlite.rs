@@ -490,19 +490,7 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
             let inserted =
                 insert.execute(params![next, e.id, e.event_type, e.source, e.task_id, e.agent_id, ts_ms, e.data])?;
             if inserted == 1 {
-                result.stored.push(Arc::new(Event::encode_committed(
-                    EventParts {
-                        seq: next as u64,
-                        id: &e.id,
-                        event_type: &e.event_type,
-                        source: &e.source,
-                        task_id: e.task_id.as_deref(),
-                        agent_id: e.agent_id.as_deref(),
-                        ts_ms,
-                        data: &e.data,
-                    },
-                    &timestamp,
-                )));
+                result.stored.push(Arc::new(Event::encode_committed(e.parts(next as u64, ts_ms), &timestamp)));
                 result.outcomes.push(Appended { id: e.id, seq: next as u64, duplicate: false });
                 next += 1;
             } else {
