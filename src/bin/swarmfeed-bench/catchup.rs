@@ -33,8 +33,6 @@ use crate::target::Target;
 
 /// Latency shards, as in `fanout`.
 const SHARDS: usize = 16;
-/// How long the catcher may take to connect and subscribe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often progress (the catcher's, a drain's) is checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Events per POST while committing the backlog (the API's maximum), and POSTs in flight.
@@ -213,7 +211,7 @@ async fn spawn_catcher(
                 .build()
                 .context("starting the catcher's runtime")?;
             runtime.block_on(async move {
-                let (ws, head) = subscriber::subscribe(&url, Some(0), CONNECT_TIMEOUT).await?;
+                let (ws, head) = subscriber::subscribe(&url, Some(0), subscriber::CONNECT_TIMEOUT).await?;
                 // The receiver only goes away if the run already failed.
                 let _ = subscribed.send(head);
                 Ok(subscriber::listen(ws, Seen::new(0, head.saturating_add(span)), sink, 0, stop).await)

@@ -30,8 +30,6 @@ use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
 use crate::target::{Created, Target};
 
-/// How long one subscriber may take to connect and subscribe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest a POST may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before re-sending a POST refused with 503/429.
@@ -277,34 +275,12 @@ pub async fn open_subscribers(
     stop: &CancellationToken,
 ) -> anyhow::Result<(JoinSet<Seen>, u64)> {
     let mut listeners = JoinSet::new();
-    let (mut failed, mut first_error) = (0u64, None);
-    let mut opened = 0;
-    while opened < count {
-        let wave = ramp.max(1).min(count - opened);
-        let mut connecting = JoinSet::new();
-        for _ in 0..wave {
-            let url = target.ws.clone();
-            connecting.spawn(async move { subscriber::subscribe(&url, None, CONNECT_TIMEOUT).await });
-        }
-        while let Some(done) = connecting.join_next().await {
-            match done.context("a connecting task panicked")? {
-                Ok((ws, head)) => {
-                    let seen = Seen::new(head, span);
-                    let shard = listeners.len() % SHARDS;
-                    listeners.spawn(subscriber::listen(ws, seen, Arc::clone(sink), shard, stop.clone()));
-                }
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert_with(|| format!("{e:#}"));
-                }
-            }
-        }
-        opened += wave;
-    }
-    if let Some(e) = &first_error {
-        eprintln!("warning: {failed} subscribers failed to connect; the first: {e}");
-    }
-    anyhow::ensure!(!listeners.is_empty(), "no subscriber could connect: {}", first_error.unwrap_or_default());
+    let failed = subscriber::open_waves(&target.ws, count, ramp, |ws, head| {
+        let shard = listeners.len() % SHARDS;
+        listeners.spawn(subscriber::listen(ws, Seen::new(head, span), Arc::clone(sink), shard, stop.clone()));
+    })
+    .await?;
+    anyhow::ensure!(!listeners.is_empty(), "no subscriber could connect (see the warning above)");
     Ok((listeners, failed))
 }
 

@@ -25,8 +25,6 @@ use crate::report::{self, Report, grouped};
 use crate::subscriber::{self, Ws};
 use crate::target::Target;
 
-/// How long one connection may take to connect and subscribe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a connection may take to answer the liveness ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -124,29 +122,7 @@ pub async fn run(target: &Target, args: IdleArgs) -> anyhow::Result<Report> {
 /// Opens `n` subscribed connections, `ramp` at a time; returns them and the failures.
 async fn open(target: &Target, n: u64, ramp: u64) -> anyhow::Result<(Vec<Ws>, u64)> {
     let mut held = Vec::with_capacity(n as usize);
-    let (mut failed, mut first_error) = (0u64, None);
-    let mut opened = 0;
-    while opened < n {
-        let wave = ramp.min(n - opened);
-        let mut connecting = JoinSet::new();
-        for _ in 0..wave {
-            let url = target.ws.clone();
-            connecting.spawn(async move { subscriber::subscribe(&url, None, CONNECT_TIMEOUT).await });
-        }
-        while let Some(done) = connecting.join_next().await {
-            match done.context("a connecting task panicked")? {
-                Ok((ws, _head)) => held.push(ws),
-                Err(e) => {
-                    failed += 1;
-                    first_error.get_or_insert_with(|| format!("{e:#}"));
-                }
-            }
-        }
-        opened += wave;
-    }
-    if let Some(e) = first_error {
-        eprintln!("warning: {failed} connections failed; the first: {e}");
-    }
+    let failed = subscriber::open_waves(&target.ws, n, ramp, |ws, _head| held.push(ws)).await?;
     Ok((held, failed))
 }
 

@@ -36,6 +36,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// default), so with thousands of connections it is most of the harness's memory;
 /// frames of single events are a few hundred bytes.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// How long one subscriber may take to connect and subscribe.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a polite close may take when the run ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -80,6 +82,39 @@ pub async fn subscribe(url: &str, since: Option<u64>, timeout: Duration) -> anyh
         }
     };
     tokio::time::timeout(timeout, attempt).await.with_context(|| format!("no subscription within {timeout:?}"))?
+}
+
+/// Opens `count` live subscriptions to `url`, `ramp` at a time, the next wave once
+/// this one has subscribed, and hands each socket and its head to `opened`. Returns how
+/// many could not connect, after saying on stderr why the first did not.
+///
+/// # Errors
+/// A connecting task panicked.
+pub async fn open_waves(url: &str, count: u64, ramp: u64, mut opened: impl FnMut(Ws, u64)) -> anyhow::Result<u64> {
+    let (mut failed, mut first_error) = (0u64, None);
+    let mut done = 0;
+    while done < count {
+        let wave = ramp.max(1).min(count - done);
+        let mut connecting = tokio::task::JoinSet::new();
+        for _ in 0..wave {
+            let url = url.to_owned();
+            connecting.spawn(async move { subscribe(&url, None, CONNECT_TIMEOUT).await });
+        }
+        while let Some(result) = connecting.join_next().await {
+            match result.context("a connecting task panicked")? {
+                Ok((ws, head)) => opened(ws, head),
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+        done += wave;
+    }
+    if let Some(e) = first_error {
+        eprintln!("warning: {failed} of {count} subscriptions failed; the first: {e}");
+    }
+    Ok(failed)
 }
 
 #[derive(Deserialize)]
