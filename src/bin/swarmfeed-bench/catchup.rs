@@ -31,8 +31,6 @@ use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
 use crate::target::Target;
 
-/// Latency shards, as in `fanout`.
-const SHARDS: usize = 16;
 /// How often progress (the catcher's, a drain's) is checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Events per POST while committing the backlog (the API's maximum), and POSTs in flight.
@@ -85,15 +83,16 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
         args.backlog
     );
 
-    let live_sink = Arc::new(Sink::new(SHARDS));
+    let threads = args.common.client_threads.max(1);
+    let live_sink = Arc::new(Sink::new(threads));
     let stop = CancellationToken::new();
     // Ends every listener however this function returns.
     let _stop_guard = stop.clone().drop_guard();
     // Each live subscriber tracks what both phases can publish.
     let span = args.rate.saturating_mul(args.phase_secs + args.max_secs).saturating_mul(2).max(65_536);
-    let (mut listeners, connect_failed) =
-        fanout::open_subscribers(target, args.live, args.ramp, span, &live_sink, &stop).await?;
-    let live = listeners.len() as u64;
+    let (readers, connect_failed) =
+        fanout::open_subscribers(target, args.live, args.ramp, span, threads, &live_sink).await?;
+    let live = readers.len() as u64;
     eprintln!("{live} live subscribers; baseline for {} s", args.phase_secs);
 
     let phase = |events| Plan { events, rate: args.rate, batch: 1, in_flight: 16, max_secs: args.max_secs };
@@ -138,8 +137,8 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     stop.cancel();
     let published: Vec<u64> = alone.seqs.iter().chain(&during.seqs).copied().collect();
     let mut live_integrity = Integrity::default();
-    while let Some(seen) = listeners.join_next().await {
-        fanout::check(&seen.context("a live subscriber panicked")?, &published, &mut live_integrity);
+    for seen in readers.finish()? {
+        fanout::check(&seen, &published, &mut live_integrity);
     }
     let seen = catcher.join().map_err(|_| anyhow::anyhow!("the catcher panicked"))??;
     let catcher_lost = (1..=head).filter(|s| !seen.has(*s)).count() as u64;

@@ -26,16 +26,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Common;
 use crate::procfs::{self, Proc};
+use crate::readers::Readers;
 use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
 use crate::target::{Created, Target};
+use crate::wire::{self, Subscribed};
 
 /// Longest a POST may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before re-sending a POST refused with 503/429.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// Latency shards: enough that subscribers on a few threads rarely share a lock.
-const SHARDS: usize = 16;
 /// How often the drain checks whether every delivery has arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
@@ -141,18 +141,18 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     if let Some(server) = &server {
         procfs::check_open_files(server, "the server", args.subscribers)?;
     }
-    let sink = Arc::new(Sink::new(SHARDS));
+    let threads = args.common.client_threads.max(1);
+    let sink = Arc::new(Sink::new(threads));
     let stop = CancellationToken::new();
-    // The stop token ends every listener however this function returns.
+    // The stop token ends the RSS sampler however this function returns.
     let _stop_guard = stop.clone().drop_guard();
     let ramp_start = Instant::now();
     // Seqs tracked per subscriber: the published ones plus room for a few concurrent
     // producers; beyond it seqs are only counted, so the bitmap stays small.
     let span = args.events.saturating_mul(4).max(65_536);
-    let (mut listeners, connect_failed) =
-        open_subscribers(target, args.subscribers, args.ramp, span, &sink, &stop).await?;
+    let (readers, connect_failed) = open_subscribers(target, args.subscribers, args.ramp, span, threads, &sink).await?;
     let ramp_secs = ramp_start.elapsed().as_secs_f64();
-    let connected = listeners.len() as u64;
+    let connected = readers.len() as u64;
     eprintln!("{connected} subscribers in {ramp_secs:.1} s; publishing");
 
     let before = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
@@ -174,8 +174,8 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         None => Vec::new(),
     };
     let mut integrity = Integrity::default();
-    while let Some(seen) = listeners.join_next().await {
-        check(&seen.context("a subscriber panicked")?, &published.seqs, &mut integrity);
+    for seen in readers.finish()? {
+        check(&seen, &published.seqs, &mut integrity);
     }
 
     let delivered = sink.delivered.load(Ordering::Relaxed);
@@ -264,24 +264,33 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-/// Opens `count` live subscribers, `ramp` at a time, each tracking `span` seqs; returns
-/// their listening tasks and how many could not connect.
+/// Opens `count` live subscribers, `ramp` at a time, each tracking `span` seqs, on
+/// `threads` reader threads recording into `sink`; returns the readers and how many
+/// subscribers could not connect.
+///
+/// # Errors
+/// None could connect, or the reader threads could not start.
 pub async fn open_subscribers(
     target: &Target,
     count: u64,
     ramp: u64,
     span: u64,
+    threads: usize,
     sink: &Arc<Sink>,
-    stop: &CancellationToken,
-) -> anyhow::Result<(JoinSet<Seen>, u64)> {
-    let mut listeners = JoinSet::new();
-    let failed = subscriber::open_waves(&target.ws, count, ramp, |ws, head| {
-        let shard = listeners.len() % SHARDS;
-        listeners.spawn(subscriber::listen(ws, Seen::new(head, span), Arc::clone(sink), shard, stop.clone()));
+) -> anyhow::Result<(Readers, u64)> {
+    let mut readers = Readers::start(threads, sink)?;
+    let url = target.ws.clone();
+    let connect = move || {
+        let url = url.clone();
+        async move { wire::subscribe(&url, subscriber::CONNECT_TIMEOUT).await }
+    };
+    let failed = subscriber::open_waves(count, ramp, connect, |subscribed: Subscribed| {
+        let seen = Seen::new(subscribed.head, span);
+        readers.add(subscribed, seen)
     })
     .await?;
-    anyhow::ensure!(!listeners.is_empty(), "no subscriber could connect (see the warning above)");
-    Ok((listeners, failed))
+    anyhow::ensure!(readers.len() > 0, "no subscriber could connect (see the warning above)");
+    Ok((readers, failed))
 }
 
 /// Publishes the plan's events, paced by its rate, until they are all acknowledged or

@@ -122,7 +122,16 @@ pub async fn run(target: &Target, args: IdleArgs) -> anyhow::Result<Report> {
 /// Opens `n` subscribed connections, `ramp` at a time; returns them and the failures.
 async fn open(target: &Target, n: u64, ramp: u64) -> anyhow::Result<(Vec<Ws>, u64)> {
     let mut held = Vec::with_capacity(n as usize);
-    let failed = subscriber::open_waves(&target.ws, n, ramp, |ws, _head| held.push(ws)).await?;
+    let url = target.ws.clone();
+    let connect = move || {
+        let url = url.clone();
+        async move { subscriber::subscribe(&url, None, subscriber::CONNECT_TIMEOUT).await }
+    };
+    let failed = subscriber::open_waves(n, ramp, connect, |(ws, _head)| {
+        held.push(ws);
+        Ok(())
+    })
+    .await?;
     Ok((held, failed))
 }
 

@@ -10,11 +10,14 @@
 //! fanout       publisher ── POST (data.sent_ns) ──► server ──► /ws × N   delivery latency, lost, dups
 //! catch-up     one /ws from seq 0, 1M behind, beside N live ones         catch-up events/s, live p99 ÷ baseline
 //! idle-memory  N subscribed, silent /ws connections                      server RSS per connection
+//! floor        no server: threads write frames to N loopback sockets      latency, CPU of TCP alone
 //! ```
 //!
 //! - `target`: the server's URL, refused unless it is on loopback.
-//! - `ingest`, `ingest_local`, `fanout`, `catchup`, `idle`: one mode each.
+//! - `ingest`, `ingest_local`, `fanout`, `catchup`, `idle`, `floor`: one mode each.
 //! - `subscriber`: one WebSocket subscription and what it saw (seqs, latencies).
+//! - `wire`, `readers`: subscriptions opened by hand and read by a few threads, for
+//!   the modes with thousands of them.
 //! - `procfs`: RSS, CPU time and open-file limits read from `/proc`.
 //! - `report`: latency summaries, the JSON line on stdout and the table on stderr.
 //!
@@ -22,13 +25,16 @@
 
 mod catchup;
 mod fanout;
+mod floor;
 mod idle;
 mod ingest;
 mod ingest_local;
 mod procfs;
+mod readers;
 mod report;
 mod subscriber;
 mod target;
+mod wire;
 
 use std::process::ExitCode;
 
@@ -63,6 +69,12 @@ enum Mode {
     CatchUp(catchup::CatchUpArgs),
     /// N idle, subscribed WebSocket connections; reports server memory per connection.
     IdleMemory(idle::IdleArgs),
+    /// No server: `fanout`'s deliveries written by bare threads to loopback sockets of
+    /// this process; reports the latency and CPU that TCP alone costs on this machine.
+    Floor(floor::FloorArgs),
+    /// The writer process `floor` starts.
+    #[command(hide = true)]
+    FloorWriter(floor::WriterArgs),
 }
 
 /// What every mode needs to reach the server.
@@ -90,6 +102,8 @@ impl Mode {
             Mode::Fanout(a) => a.common.client_threads,
             Mode::CatchUp(a) => a.common.client_threads,
             Mode::IdleMemory(a) => a.common.client_threads,
+            // Its readers and writers are threads of their own; the runtime only waits.
+            Mode::Floor(_) | Mode::FloorWriter(_) => 1,
         }
     }
 }
@@ -106,6 +120,10 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: Mode) -> anyhow::Result<()> {
+    if let Mode::FloorWriter(args) = &mode {
+        // Threads of its own, and its stdout is what `floor` reads.
+        return floor::writer(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(mode.threads().max(1))
         .enable_all()
@@ -118,6 +136,9 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             Mode::Fanout(args) => fanout::run(&Target::parse(&args.common.url)?, args).await,
             Mode::CatchUp(args) => catchup::run(&Target::parse(&args.common.url)?, args).await,
             Mode::IdleMemory(args) => idle::run(&Target::parse(&args.common.url)?, args).await,
+            Mode::Floor(args) => floor::run(args).await,
+            // Handled above, before the runtime.
+            Mode::FloorWriter(_) => anyhow::bail!("floor-writer runs on threads of its own"),
         }
     })?;
     report.emit();

@@ -6,19 +6,20 @@
 //! bitmap (a second mark is a duplicate, a seq not above the last one is out of
 //! order), and every event stamped with `data.sent_ns` adds its latency to a shared
 //! [`Sink`]. Which published seqs never arrived (lost) is decided by the caller, which
-//! knows what was published, after the drain. `batch` frames, which a burst makes
-//! large and many, are read by search rather than parsed (see [`on_batch`]).
+//! knows what was published, after the drain. `event` and `batch` frames, a hundred
+//! thousand a second or a burst's large ones, are read by search rather than parsed
+//! (see [`on_events`]).
 //!
 //! Memory per subscriber is a small read buffer plus one bit per seq after its head.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use memchr::memmem;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use swarmfeed::event::parse_timestamp;
@@ -84,25 +85,34 @@ pub async fn subscribe(url: &str, since: Option<u64>, timeout: Duration) -> anyh
     tokio::time::timeout(timeout, attempt).await.with_context(|| format!("no subscription within {timeout:?}"))?
 }
 
-/// Opens `count` live subscriptions to `url`, `ramp` at a time, the next wave once
-/// this one has subscribed, and hands each socket and its head to `opened`. Returns how
-/// many could not connect, after saying on stderr why the first did not.
+/// Opens `count` connections with `connect`, `ramp` at a time, the next wave once this
+/// one is open, and hands each to `opened`. Returns how many could not connect, after
+/// saying on stderr why the first did not.
 ///
 /// # Errors
-/// A connecting task panicked.
-pub async fn open_waves(url: &str, count: u64, ramp: u64, mut opened: impl FnMut(Ws, u64)) -> anyhow::Result<u64> {
+/// A connecting task panicked, or `opened` failed.
+pub async fn open_waves<T, Connect, Opening>(
+    count: u64,
+    ramp: u64,
+    connect: Connect,
+    mut opened: impl FnMut(T) -> anyhow::Result<()>,
+) -> anyhow::Result<u64>
+where
+    T: Send + 'static,
+    Connect: Fn() -> Opening,
+    Opening: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let (mut failed, mut first_error) = (0u64, None);
     let mut done = 0;
     while done < count {
         let wave = ramp.max(1).min(count - done);
         let mut connecting = tokio::task::JoinSet::new();
         for _ in 0..wave {
-            let url = url.to_owned();
-            connecting.spawn(async move { subscribe(&url, None, CONNECT_TIMEOUT).await });
+            connecting.spawn(connect());
         }
         while let Some(result) = connecting.join_next().await {
             match result.context("a connecting task panicked")? {
-                Ok((ws, head)) => opened(ws, head),
+                Ok(connection) => opened(connection)?,
                 Err(e) => {
                     failed += 1;
                     first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -277,7 +287,7 @@ pub async fn listen(mut ws: Ws, mut seen: Seen, sink: Arc<Sink>, shard: usize, s
                 Some(Ok(Message::Text(text))) => {
                     // Stamp before parsing: the parse is the harness's cost, not the server's.
                     let now_ns = unix_nanos();
-                    on_frame(&text, now_ns, &mut seen, &sink, shard);
+                    on_frame(text.as_bytes(), now_ns, &mut seen, &sink, shard);
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     seen.closed_early = true;
@@ -293,17 +303,26 @@ pub async fn listen(mut ws: Ws, mut seen: Seen, sink: Arc<Sink>, shard: usize, s
 }
 
 /// How every `batch` frame of the server begins; its events follow.
-const BATCH_PREFIX: &str = r#"{"type":"batch","payload":["#;
+const BATCH_PREFIX: &[u8] = br#"{"type":"batch","payload":["#;
+/// How every `event` frame of the server begins; its one event follows.
+const EVENT_PREFIX: &[u8] = br#"{"type":"event","payload":"#;
 /// How each event object in a frame begins: the server writes `seq` first.
 const EVENT_START: &[u8] = br#"{"seq":"#;
 const TIMESTAMP_KEY: &[u8] = br#""timestamp":""#;
 const SENT_NS_KEY: &[u8] = br#""sent_ns":"#;
 
-fn on_frame(text: &str, now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
-    if let Some(events) = text.strip_prefix(BATCH_PREFIX) {
-        return on_batch(events.as_bytes(), now_ns, seen, sink, shard);
+/// Searchers for the keys above, built once: building one for each search was 2 % of
+/// the harness's CPU at 10 000 subscribers.
+static EVENT_STARTS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(EVENT_START));
+static TIMESTAMPS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TIMESTAMP_KEY));
+static SENT_NS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SENT_NS_KEY));
+
+/// Checks one text frame received at `now_ns`.
+pub fn on_frame(text: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
+    if let Some(events) = text.strip_prefix(BATCH_PREFIX).or_else(|| text.strip_prefix(EVENT_PREFIX)) {
+        return on_events(events, now_ns, seen, sink, shard);
     }
-    let Ok(frame) = serde_json::from_str::<Frame<'_>>(text) else {
+    let Ok(frame) = serde_json::from_slice::<Frame<'_>>(text) else {
         seen.errors += 1;
         return;
     };
@@ -342,15 +361,16 @@ fn on_frame(text: &str, now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize)
     }
 }
 
-/// The events of a `batch` frame, read without parsing the JSON. At a burst of 10 000
-/// events/s to 1 000 subscribers the harness has ten million events a second to check
-/// on the cores the server also uses; a full parse costs about a microsecond an event.
+/// The events of an `event` or `batch` frame, read without parsing the JSON. At a
+/// burst of 10 000 events/s to 1 000 subscribers the harness has ten million events a
+/// second to check on the cores the server also uses, and at 10 000 subscribers a
+/// hundred thousand frames; a full parse costs about a microsecond an event.
 /// The server writes each event object with `seq` first (`Event::encode`), so
 /// `{"seq":` opens every one, and its `"timestamp":"` and `data.sent_ns` are found by
 /// search within it. Data holding an object whose first key is `seq` would be taken for
 /// an event: the harness's own events never hold one.
-fn on_batch(events: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
-    let starts: Vec<usize> = memmem::find_iter(events, EVENT_START).collect();
+fn on_events(events: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
+    let starts: Vec<usize> = EVENT_STARTS.find_iter(events).collect();
     if starts.first() != Some(&0) {
         seen.errors += 1;
         return;
@@ -365,9 +385,9 @@ fn on_batch(events: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usi
             continue;
         };
         seen.mark(seq);
-        let Some(sent_ns) = value_after(event, SENT_NS_KEY).and_then(leading_u64) else { continue };
+        let Some(sent_ns) = value_after(event, &SENT_NS).and_then(leading_u64) else { continue };
         // The events of one commit share a timestamp: parse it once.
-        let timestamp = value_after(event, TIMESTAMP_KEY)
+        let timestamp = value_after(event, &TIMESTAMPS)
             .map_or(&b""[..], |t| &t[..t.iter().position(|&b| b == b'"').unwrap_or(t.len())]);
         if timestamp != last_timestamp {
             last_timestamp = timestamp;
@@ -391,9 +411,9 @@ fn record(latencies: &mut Latencies, now_ns: u64, sent_ns: u64, commit_ms: Optio
     }
 }
 
-/// What follows the first `key` in `haystack`.
-fn value_after<'a>(haystack: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    memmem::find(haystack, key).map(|at| &haystack[at + key.len()..])
+/// What follows the first occurrence of `key`'s needle in `haystack`.
+fn value_after<'a>(haystack: &'a [u8], key: &Finder<'_>) -> Option<&'a [u8]> {
+    key.find(haystack).map(|at| &haystack[at + key.needle().len()..])
 }
 
 /// The unsigned integer `bytes` begin with.
@@ -430,9 +450,9 @@ mod tests {
         let single =
             format!(r#"{{"type":"event","payload":{}}}"#, event(1, &format!(r#"{{"sent_ns":{}}}"#, now - 2_000_000)));
         let batch = format!(r#"{{"type":"batch","payload":[{},{}]}}"#, event(2, "{}"), event(3, r#"{"sent_ns":1}"#));
-        on_frame(&single, now, &mut seen, &sink, 0);
-        on_frame(&batch, now, &mut seen, &sink, 0);
-        on_frame(r#"{"type":"reset","oldest":9}"#, now, &mut seen, &sink, 0);
+        on_frame(single.as_bytes(), now, &mut seen, &sink, 0);
+        on_frame(batch.as_bytes(), now, &mut seen, &sink, 0);
+        on_frame(br#"{"type":"reset","oldest":9}"#, now, &mut seen, &sink, 0);
         assert_eq!(sink.delivered.load(Ordering::Relaxed), 2);
         assert_eq!((seen.received, seen.resets), (3, 1));
         let l = sink.merged();
@@ -459,7 +479,7 @@ mod tests {
         let run = |frame: &str| {
             let sink = Sink::new(1);
             let mut seen = Seen::new(4, 100);
-            on_frame(frame, now, &mut seen, &sink, 0);
+            on_frame(frame.as_bytes(), now, &mut seen, &sink, 0);
             let l = sink.merged();
             let summary = (seen.received, seen.duplicates, seen.errors, sink.received.load(Ordering::Relaxed));
             (summary, sink.delivered.load(Ordering::Relaxed), l.from_send.max(), l.from_commit.max(), seen.has(8))
@@ -470,5 +490,10 @@ mod tests {
         assert_eq!(searched, parsed);
         assert_eq!(searched.0, (4, 1, 0, 4));
         assert_eq!(searched.1, 3);
+        let one = event(9, now - 4_000_000, "2026-11-25T00:00:03.000Z");
+        let searched = run(&format!(r#"{{"type":"event","payload":{one}}}"#));
+        let parsed = run(&format!(r#"{{"type": "event","payload":{one}}}"#));
+        assert_eq!(searched, parsed);
+        assert_eq!((searched.0, searched.1), ((1, 0, 0, 1), 1));
     }
 }
