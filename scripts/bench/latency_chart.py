@@ -2,11 +2,12 @@
 
     python3 scripts/bench/latency_chart.py RESULTS.jsonl OUT.svg
 
-RESULTS.jsonl holds the JSON lines `swarmfeed-bench fanout` printed, one run per line.
-Runs with the same subscriber count are summarised by their median p50, p99 and
-p99.9 latency from commit. The SVG is drawn by hand (no plotting library): a
-logarithmic subscriber axis, a linear millisecond axis, one line per percentile, and
-the 50 ms target as a dashed line.
+RESULTS.jsonl holds the JSON lines `swarmfeed-bench fanout` printed, one run per line,
+and may hold lines of `swarmfeed-bench floor` too. Runs with the same subscriber count
+are summarised by their median p50, p99 and p99.9 latency from commit (fanout) and
+median p99 from the moment each event was due (floor). The SVG is drawn by hand (no
+plotting library): a logarithmic subscriber axis, a linear millisecond axis, one line
+per percentile, the floor's p99 dotted and the 50 ms target as a dashed line.
 """
 
 import json
@@ -19,11 +20,13 @@ WIDTH, HEIGHT = 720, 420
 LEFT, RIGHT, TOP, BOTTOM = 70, 170, 40, 60
 TARGET_MS = 50
 SERIES = [("p50_ms", "p50", "#2b6cb0"), ("p99_ms", "p99", "#c05621"), ("p999_ms", "p99.9", "#9b2c2c")]
+FLOOR = ("p99_ms", "floor p99", "#2f855a")
 
 
 def load(path):
-    """Median latency per subscriber count: {subscribers: {key: ms}}."""
-    runs = defaultdict(list)
+    """Median latencies per subscriber count, fanout's and the floor's:
+    ({subscribers: {key: ms}}, {subscribers: {key: ms}})."""
+    runs, floors = defaultdict(list), defaultdict(list)
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
@@ -33,15 +36,20 @@ def load(path):
                 run = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"{path}:{number}: not JSON: {e}")
-            if run.get("mode") != "fanout":
-                continue
-            runs[run["subscribers_connected"]].append(run["latency_from_commit"])
+            if run.get("mode") == "fanout":
+                runs[run["subscribers_connected"]].append(run["latency_from_commit"])
+            elif run.get("mode") == "floor":
+                floors[run["subscribers"]].append(run["latency_from_due"])
     if not runs:
         sys.exit(f"{path}: no fanout results")
-    return {
-        n: {key: statistics.median(r[key] for r in rs) for key, _, _ in SERIES} | {"runs": len(rs)}
-        for n, rs in sorted(runs.items())
-    }
+
+    def medians(by_count):
+        return {
+            n: {key: statistics.median(r[key] for r in rs) for key, _, _ in SERIES} | {"runs": len(rs)}
+            for n, rs in sorted(by_count.items())
+        }
+
+    return medians(runs), medians(floors)
 
 
 def nice_step(span):
@@ -51,12 +59,13 @@ def nice_step(span):
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
 
 
-def draw(points, title):
-    counts = list(points)
+def draw(points, floor, title):
+    counts = sorted(set(points) | set(floor))
     low, high = math.log10(min(counts)), math.log10(max(counts))
     if high == low:
         low, high = low - 0.5, high + 0.5
     top_ms = max(max(p[key] for key, _, _ in SERIES) for p in points.values())
+    top_ms = max([top_ms] + [p[FLOOR[0]] for p in floor.values()])
     top_ms = max(top_ms, TARGET_MS) * 1.1
     step = nice_step(top_ms)
     top_ms = math.ceil(top_ms / step) * step
@@ -105,6 +114,19 @@ def draw(points, title):
         )
         out.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + i * 18}" width="12" height="3" fill="{colour}"/>')
         out.append(f'<text x="{LEFT + 28}" y="{TOP + 13 + i * 18}">{label}</text>')
+    if floor:
+        key, label, colour = FLOOR
+        path = " ".join(f"{x(n):.1f},{y(p[key]):.1f}" for n, p in floor.items())
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="2 3"/>')
+        for n, p in floor.items():
+            out.append(f'<circle cx="{x(n):.1f}" cy="{y(p[key]):.1f}" r="3" fill="{colour}"/>')
+        last_n, last = list(floor.items())[-1]
+        out.append(
+            f'<text x="{x(last_n) + 8:.1f}" y="{y(last[key]) + 4:.1f}" fill="{colour}">{label} {last[key]:.0f} ms</text>'
+        )
+        row = len(SERIES)
+        out.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + row * 18}" width="12" height="3" fill="{colour}"/>')
+        out.append(f'<text x="{LEFT + 28}" y="{TOP + 13 + row * 18}">{label}: no server, TCP alone</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -112,12 +134,14 @@ def draw(points, title):
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: " + __doc__.strip().splitlines()[2].strip())
-    points = load(sys.argv[1])
+    points, floor = load(sys.argv[1])
     title = "One event at a time, 10 events/s to every subscriber (2 cores, harness included)"
     with open(sys.argv[2], "w", encoding="utf-8") as f:
-        f.write(draw(points, title))
+        f.write(draw(points, floor, title))
     for n, p in points.items():
         print(f"{n:>6} subscribers: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms ({p['runs']} runs)")
+    for n, p in floor.items():
+        print(f"{n:>6} connections, floor: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms ({p['runs']} runs)")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 //! writer listens on a loopback port; the harness opens `--subscribers` plain TCP
 //! connections to it and reads them with the reader threads `fanout` uses. Once all are
 //! accepted the writer's threads (`--writers`, one per core by default, as the server's
-//! runtime has) send each event, at `--rate`, as one ready-made WebSocket `event` frame
-//! per connection: one `write` each, with no HTTP, commit, cursor, task, framing or
-//! allocation per delivery. A delivery's latency runs from the moment its event was due.
+//! runtime has) send the events at `--rate`, `--batch` to a frame, as one ready-made
+//! WebSocket `event` or `batch` frame per connection: one `write` each, with no HTTP,
+//! commit, cursor, task, framing or allocation per delivery. A delivery's latency runs
+//! from the moment its frame was due.
 //!
 //! What `fanout` measures above this floor is swarmfeed's; the floor itself is two
 //! processes' TCP over loopback on the same cores, and no server can go under it here.
@@ -19,6 +20,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::ops::RangeInclusive;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,8 +62,12 @@ pub struct WriterArgs {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     events: u64,
     /// Events per second.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     rate: u64,
+    /// Events per frame: several make a `batch` frame, as the server's pacing does in
+    /// a burst.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+    batch: u64,
     /// Writer threads, each writing to its share of the connections; by default one per
     /// core.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -90,6 +96,7 @@ impl WriterProcess {
             .args(["--subscribers", &args.subscribers.to_string()])
             .args(["--events", &args.events.to_string()])
             .args(["--rate", &args.rate.to_string()])
+            .args(["--batch", &args.batch.to_string()])
             .args(["--writers", &args.writers().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -176,6 +183,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<Report> {
     r.field("subscribers", count)
         .field("events", events)
         .field("rate", args.writer.rate)
+        .field("batch", args.writer.batch)
         .field("writers", args.writer.writers())
         .field("reader_threads", args.client_threads)
         .field("deliveries", delivered)
@@ -219,6 +227,7 @@ pub fn writer(args: &WriterArgs) -> anyhow::Result<()> {
     }
     let before = Proc::me().usage().context("reading this process's /proc")?;
     let interval = Duration::from_secs(1) / args.rate as u32;
+    let batch = args.batch;
     let (start, start_ns) = (Instant::now(), subscriber::unix_nanos());
     let per_thread = ends.len().div_ceil(args.writers() as usize);
     let mut threads = Vec::new();
@@ -228,7 +237,7 @@ pub fn writer(args: &WriterArgs) -> anyhow::Result<()> {
         threads.push(
             std::thread::Builder::new()
                 .name("writer".into())
-                .spawn(move || write_events(share, events, start, start_ns, interval))
+                .spawn(move || write_events(share, events, batch, start, start_ns, interval))
                 .context("starting a writer thread")?,
         );
     }
@@ -246,48 +255,64 @@ pub fn writer(args: &WriterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes events `1..=events` to every stream of `share`, event `seq` due at
-/// `start + (seq - 1) × interval`; returns the frames written and the streams, still
-/// open.
+/// Writes events `1..=events` to every stream of `share`, `batch` to a frame, the
+/// frame that ends with event `last` due at `start + (last - 1) × interval`; returns
+/// the frames written and the streams, still open.
 fn write_events(
     mut share: Vec<TcpStream>,
     events: u64,
+    batch: u64,
     start: Instant,
     start_ns: u64,
     interval: Duration,
 ) -> anyhow::Result<(u64, Vec<TcpStream>)> {
     let mut frames = 0;
-    for seq in 1..=events {
-        let offset = interval * (seq - 1) as u32;
+    let mut first = 1;
+    while first <= events {
+        let last = (first + batch - 1).min(events);
+        let offset = interval.mul_f64((last - 1) as f64);
         if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let frame = event_frame(seq, start_ns + offset.as_nanos() as u64);
+        let frame = events_frame(first..=last, start_ns + offset.as_nanos() as u64);
         for stream in &mut share {
             stream.write_all(&frame).context("writing a frame (a reader stopped reading?)")?;
             frames += 1;
         }
+        first = last + 1;
     }
     Ok((frames, share))
 }
 
-/// Event `seq`, due at `due_ns`, as the server's `event` frame: a WebSocket text frame
-/// of the size the server sends for the `fanout` publisher's events.
-fn event_frame(seq: u64, due_ns: u64) -> Vec<u8> {
+/// Events `seqs`, all due at `due_ns`, as the server would frame them: one `event`
+/// frame, or a `batch` frame for several; each event the size the server sends for the
+/// `fanout` publisher's.
+fn events_frame(seqs: RangeInclusive<u64>, due_ns: u64) -> Vec<u8> {
     let ms = (due_ns / 1_000_000) as i64;
     let timestamp = chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_default();
-    let payload = format!(
-        r#"{{"type":"event","payload":{{"seq":{seq},"id":"0196f3a2-7c1e-7d30-9a4b-{seq:012}","event_type":"bench.tick","source":"bench","timestamp":"{timestamp}","data":{{"sent_ns":{due_ns},"i":0}}}}}}"#
-    );
-    let mut frame = Vec::with_capacity(payload.len() + 4);
+    let event = |seq: u64| {
+        format!(
+            r#"{{"seq":{seq},"id":"0196f3a2-7c1e-7d30-9a4b-{seq:012}","event_type":"bench.tick","source":"bench","timestamp":"{timestamp}","data":{{"sent_ns":{due_ns},"i":0}}}}"#
+        )
+    };
+    let payload = if seqs.start() == seqs.end() {
+        format!(r#"{{"type":"event","payload":{}}}"#, event(*seqs.start()))
+    } else {
+        format!(r#"{{"type":"batch","payload":[{}]}}"#, seqs.map(event).collect::<Vec<_>>().join(","))
+    };
+    let mut frame = Vec::with_capacity(payload.len() + 10);
     frame.push(0x80 | OP_TEXT);
     match payload.len() {
         n if n < 126 => frame.push(n as u8),
-        n => {
+        n if n <= usize::from(u16::MAX) => {
             frame.push(126);
             frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
     frame.extend_from_slice(payload.as_bytes());
@@ -299,17 +324,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_frame_is_one_server_frame_the_readers_check() {
+    fn frames_are_server_frames_the_readers_check() {
         let due = subscriber::unix_nanos() - 3_000_000;
-        let frame = event_frame(7, due);
-        let (parsed, used) = crate::wire::parse(&frame).unwrap().unwrap();
-        assert_eq!((parsed.fin, parsed.opcode, used), (true, OP_TEXT, frame.len()));
-        let sink = Sink::new(1);
-        let mut seen = Seen::new(0, 10);
-        subscriber::on_frame(parsed.payload, due + 3_000_000, &mut seen, &sink, 0);
-        assert!(seen.has(7) && seen.errors == 0);
-        let latency = sink.merged();
-        assert_eq!(latency.from_send.len(), 1);
-        assert!((latency.from_send.max() as i64 - 3000).abs() < 5, "{}", latency.from_send.max());
+        // One event, a batch in a 2-byte length, and one in an 8-byte length.
+        for (seqs, expect) in [(7..=7, 1), (1..=200, 200), (1..=400, 400)] {
+            let frame = events_frame(seqs.clone(), due);
+            let (parsed, used) = crate::wire::parse(&frame).unwrap().unwrap();
+            assert_eq!((parsed.fin, parsed.opcode, used), (true, OP_TEXT, frame.len()));
+            let sink = Sink::new(1);
+            let mut seen = Seen::new(0, 1000);
+            subscriber::on_frame(parsed.payload, due + 3_000_000, &mut seen, &sink, 0);
+            assert!(seqs.clone().all(|s| seen.has(s)) && seen.errors == 0, "{seqs:?}");
+            let latency = sink.merged();
+            assert_eq!(latency.from_send.len(), expect);
+            assert!((latency.from_send.max() as i64 - 3000).abs() < 5, "{}", latency.from_send.max());
+        }
     }
 }
