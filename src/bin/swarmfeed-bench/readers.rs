@@ -164,10 +164,10 @@ fn read_loop(
             break;
         }
         for event in &events {
+            // The waker's token matches no slot; a closed connection's slot is empty.
             let Some(slot) = connections.get_mut(event.token().0) else { continue };
-            let Some(connection) = slot.as_mut() else { continue };
-            if connection.on_readable(&mut scratch, sink, shard).is_err() {
-                let mut connection = slot.take().expect("checked above");
+            let ended = slot.as_mut().is_some_and(|c| c.on_readable(&mut scratch, sink, shard).is_err());
+            if let Some(mut connection) = slot.take_if(|_| ended) {
                 // Deregistering a socket about to be closed cannot matter if it fails.
                 let _ = poll.registry().deregister(&mut connection.stream);
                 connection.seen.closed_early = true;

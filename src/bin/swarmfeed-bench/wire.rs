@@ -131,7 +131,9 @@ async fn subscribe_now(url: &str) -> anyhow::Result<Subscribed> {
     let url = Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
     let host = url.host_str().context("the WebSocket URL has no host")?;
     let port = url.port_or_known_default().context("the WebSocket URL has no port")?;
-    let mut stream = TcpStream::connect((host, port)).await.with_context(|| format!("connecting to {host}:{port}"))?;
+    // `host_str` keeps an IPv6 literal's brackets, right for `Host` but not for resolving.
+    let addrs = url.socket_addrs(|| None).with_context(|| format!("resolving {host}"))?;
+    let mut stream = TcpStream::connect(&*addrs).await.with_context(|| format!("connecting to {host}:{port}"))?;
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
 
     let key = tungstenite::handshake::client::generate_key();
