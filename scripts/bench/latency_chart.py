@@ -103,30 +103,24 @@ def draw(points, floor, title):
         'stroke="#4a5568" stroke-dasharray="6 4"/>'
     )
     out.append(f'<text x="{LEFT + 6}" y="{y(TARGET_MS) - 5:.1f}" fill="#4a5568">p99 target, {TARGET_MS} ms</text>')
-    for i, (key, label, colour) in enumerate(SERIES):
-        path = " ".join(f"{x(n):.1f},{y(p[key]):.1f}" for n, p in points.items())
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for n, p in points.items():
+    def series(by_count, key, label, colour, row, legend, dash=""):
+        path = " ".join(f"{x(n):.1f},{y(p[key]):.1f}" for n, p in by_count.items())
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dashes}/>')
+        for n, p in by_count.items():
             out.append(f'<circle cx="{x(n):.1f}" cy="{y(p[key]):.1f}" r="3.5" fill="{colour}"/>')
-        last_n, last = list(points.items())[-1]
+        last_n, last = list(by_count.items())[-1]
         out.append(
             f'<text x="{x(last_n) + 8:.1f}" y="{y(last[key]) + 4:.1f}" fill="{colour}">{label} {last[key]:.0f} ms</text>'
         )
-        out.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + i * 18}" width="12" height="3" fill="{colour}"/>')
-        out.append(f'<text x="{LEFT + 28}" y="{TOP + 13 + i * 18}">{label}</text>')
+        out.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + row * 18}" width="12" height="3" fill="{colour}"/>')
+        out.append(f'<text x="{LEFT + 28}" y="{TOP + 13 + row * 18}">{legend}</text>')
+
+    for row, (key, label, colour) in enumerate(SERIES):
+        series(points, key, label, colour, row, label)
     if floor:
         key, label, colour = FLOOR
-        path = " ".join(f"{x(n):.1f},{y(p[key]):.1f}" for n, p in floor.items())
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="2 3"/>')
-        for n, p in floor.items():
-            out.append(f'<circle cx="{x(n):.1f}" cy="{y(p[key]):.1f}" r="3" fill="{colour}"/>')
-        last_n, last = list(floor.items())[-1]
-        out.append(
-            f'<text x="{x(last_n) + 8:.1f}" y="{y(last[key]) + 4:.1f}" fill="{colour}">{label} {last[key]:.0f} ms</text>'
-        )
-        row = len(SERIES)
-        out.append(f'<rect x="{LEFT + 10}" y="{TOP + 8 + row * 18}" width="12" height="3" fill="{colour}"/>')
-        out.append(f'<text x="{LEFT + 28}" y="{TOP + 13 + row * 18}">{label}: no server, TCP alone</text>')
+        series(floor, key, label, colour, len(SERIES), f"{label}: no server, TCP alone", dash="2 3")
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
