@@ -86,7 +86,7 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     let threads = args.common.client_threads.max(1);
     let live_sink = Arc::new(Sink::new(threads));
     let stop = CancellationToken::new();
-    // Ends every listener however this function returns.
+    // Ends the catcher however this function returns.
     let _stop_guard = stop.clone().drop_guard();
     // Each live subscriber tracks what both phases can publish.
     let span = args.rate.saturating_mul(args.phase_secs + args.max_secs).saturating_mul(2).max(65_536);

@@ -69,8 +69,8 @@ enum Mode {
     CatchUp(catchup::CatchUpArgs),
     /// N idle, subscribed WebSocket connections; reports server memory per connection.
     IdleMemory(idle::IdleArgs),
-    /// No server: `fanout`'s deliveries written by bare threads to loopback sockets of
-    /// this process; reports the latency and CPU that TCP alone costs on this machine.
+    /// No server: `fanout`'s deliveries written by bare threads of a second process
+    /// over loopback; reports the latency and CPU that TCP alone costs on this machine.
     Floor(floor::FloorArgs),
     /// The writer process `floor` starts.
     #[command(hide = true)]
@@ -86,8 +86,9 @@ pub struct Common {
     /// The server's process id, to read its memory and CPU time from /proc.
     #[arg(long)]
     pid: Option<u32>,
-    /// Worker threads of the harness's own runtime. The server and the harness share
-    /// the machine's cores, so the default leaves the rest to the server.
+    /// Worker threads of the harness's own runtime, and in `fanout` and `catch-up` its
+    /// reader threads as well. The server and the harness share the machine's cores,
+    /// so the default leaves the rest to the server.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
 }
