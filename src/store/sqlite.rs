@@ -509,6 +509,7 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::CorruptData;
     use crate::store::conformance;
 
     #[tokio::test]
@@ -546,6 +547,25 @@ mod tests {
         }
         let bounds = store.bounds().await.unwrap();
         assert_eq!(bounds.head, 3 * CHECKPOINT_EVERY_EVENTS / 2);
+    }
+
+    #[tokio::test]
+    async fn damaged_rows_are_errors_naming_the_seq_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        let mut writer = store.writer().await.unwrap();
+        let events = (0..3).map(|i| conformance::new_event(&format!("e{i}"), "a.b")).collect();
+        writer.append(events).await.unwrap();
+        let read = |seq| store.get_by_seq(seq);
+        assert_eq!(read(1).await.unwrap().unwrap().seq, 1);
+        // What only a damaged file or a foreign writer could leave behind.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute("UPDATE events SET data = '{\"cut' WHERE seq = 2", []).unwrap();
+        conn.execute("UPDATE events SET source = x'ff00' WHERE seq = 3", []).unwrap();
+        drop(conn);
+        assert!(matches!(read(2).await, Err(StoreError::Corrupt(CorruptData { seq: 2, .. }))));
+        assert!(matches!(read(3).await, Err(StoreError::Sqlite(_))), "{:?}", read(3).await);
+        assert_eq!(read(1).await.unwrap().unwrap().seq, 1);
     }
 
     #[test]
