@@ -38,6 +38,8 @@ use crate::wire::{OP_TEXT, Subscribed};
 
 /// Longest one write may block: a reader that stops reading fails the run, not hangs it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a run may write for: `--events` ÷ `--rate`.
+const MAX_WRITING: Duration = Duration::from_secs(900);
 /// How long to wait after the last event for deliveries still under way.
 const DRAIN: Duration = Duration::from_secs(10);
 /// How often the drain checks.
@@ -75,6 +77,19 @@ pub struct WriterArgs {
 }
 
 impl WriterArgs {
+    /// Refuses a run that would write for longer than [`MAX_WRITING`].
+    fn check(&self) -> anyhow::Result<()> {
+        let secs = self.events as f64 / self.rate as f64;
+        anyhow::ensure!(
+            secs <= MAX_WRITING.as_secs_f64(),
+            "--events {} at --rate {} would write for {secs:.0} s; the most is {} s",
+            self.events,
+            self.rate,
+            MAX_WRITING.as_secs()
+        );
+        Ok(())
+    }
+
     fn writers(&self) -> u64 {
         self.writers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64))
     }
@@ -140,6 +155,7 @@ impl Drop for WriterProcess {
 /// The writer could not start, the connections could not be opened, a write failed
 /// or a thread panicked.
 pub async fn run(args: FloorArgs) -> anyhow::Result<Report> {
+    args.writer.check()?;
     procfs::check_open_files(&Proc::me(), "the harness", args.writer.subscribers)?;
     let sink = Arc::new(Sink::new(args.client_threads as usize));
     let mut readers = Readers::start(args.client_threads as usize, &sink)?;
@@ -213,6 +229,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<Report> {
 /// # Errors
 /// Listening, accepting or a write failed, or a writer thread panicked.
 pub fn writer(args: &WriterArgs) -> anyhow::Result<()> {
+    args.check()?;
     procfs::check_open_files(&Proc::me(), "the writer", args.subscribers)?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("listening on loopback")?;
     let port = listener.local_addr().context("reading the listener's address")?.port();
@@ -322,6 +339,14 @@ fn events_frame(seqs: RangeInclusive<u64>, due_ns: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_longer_than_the_cap_is_refused_before_it_starts() {
+        let args = |events, rate| WriterArgs { subscribers: 1, events, rate, batch: 1, writers: Some(1) };
+        assert!(args(9_000, 10).check().is_ok());
+        let err = args(100_000, 10).check().unwrap_err().to_string();
+        assert!(err.contains("10000 s") && err.contains("900 s"), "{err}");
+    }
 
     #[test]
     fn frames_are_server_frames_the_readers_check() {
