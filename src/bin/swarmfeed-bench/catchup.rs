@@ -34,7 +34,7 @@ use crate::target::Target;
 /// How often progress (the catcher's, a drain's) is checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Events per POST while committing the backlog (the API's maximum), and POSTs in flight.
-const BACKLOG_BATCH: u64 = 1000;
+const BACKLOG_BATCH: u64 = swarmfeed::ingest::MAX_BATCH as u64;
 const BACKLOG_IN_FLIGHT: u64 = 2;
 
 #[derive(Debug, Args)]

@@ -28,13 +28,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use swarmfeed::event::{Event, EventParts, format_timestamp};
+use swarmfeed::transport::ws_events_frame;
 
 use crate::fanout::{self, Integrity};
 use crate::procfs::{self, Proc};
 use crate::readers::Readers;
 use crate::report::{Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
-use crate::wire::{OP_TEXT, Subscribed};
+use crate::wire::{self, OP_TEXT, Subscribed};
 
 /// Longest one write may block: a reader that stops reading fails the run, not hangs it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,39 +303,29 @@ fn write_events(
     Ok((frames, share))
 }
 
-/// Events `seqs`, all due at `due_ns`, as the server would frame them: one `event`
-/// frame, or a `batch` frame for several; each event the size the server sends for the
-/// `fanout` publisher's.
+/// Events `seqs`, all due at `due_ns`, framed by the server's own encoder: one `event`
+/// frame, or a `batch` frame for several; each event what the `fanout` publisher posts.
 fn events_frame(seqs: RangeInclusive<u64>, due_ns: u64) -> Vec<u8> {
-    let ms = (due_ns / 1_000_000) as i64;
-    let timestamp = chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default();
-    let event = |seq: u64| {
-        format!(
-            r#"{{"seq":{seq},"id":"0196f3a2-7c1e-7d30-9a4b-{seq:012}","event_type":"bench.tick","source":"bench","timestamp":"{timestamp}","data":{{"sent_ns":{due_ns},"i":0}}}}"#
-        )
-    };
-    let payload = if seqs.start() == seqs.end() {
-        format!(r#"{{"type":"event","payload":{}}}"#, event(*seqs.start()))
-    } else {
-        format!(r#"{{"type":"batch","payload":[{}]}}"#, seqs.map(event).collect::<Vec<_>>().join(","))
-    };
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x80 | OP_TEXT);
-    match payload.len() {
-        n if n < 126 => frame.push(n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload.as_bytes());
-    frame
+    let data = format!(r#"{{"sent_ns":{due_ns},"i":0}}"#);
+    let ts_ms = (due_ns / 1_000_000) as i64;
+    let timestamp = format_timestamp(ts_ms);
+    let events: Vec<Arc<Event>> = seqs
+        .map(|seq| {
+            let parts = EventParts {
+                seq,
+                id: &format!("0196f3a2-7c1e-7d30-9a4b-{seq:012}"),
+                event_type: "bench.tick",
+                source: "bench",
+                task_id: None,
+                agent_id: None,
+                ts_ms,
+                data: &data,
+            };
+            // `data` is JSON made here: nothing for `Event::encode`'s check to catch.
+            Arc::new(Event::encode_committed(parts, &timestamp))
+        })
+        .collect();
+    wire::server_frame(OP_TEXT, &ws_events_frame(&events))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Transport errors (reset connections, timeouts) tolerated in one run before it stops.
 const MAX_TRANSPORT_ERRORS: u64 = 100;
 /// The API's cap on events per request (DESIGN §4).
-const MAX_BATCH: u64 = 1000;
+const MAX_BATCH: u64 = swarmfeed::ingest::MAX_BATCH as u64;
 /// Cap on `--pad-bytes`, under the server's default 16 KiB limit on `data`.
 const MAX_PAD_BYTES: usize = 15_000;
 

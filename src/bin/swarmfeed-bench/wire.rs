@@ -84,21 +84,38 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
 pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask: [u8; 4] = rand::random();
     let mut out = Vec::with_capacity(payload.len() + 14);
+    push_header(&mut out, opcode, Some(mask), payload.len());
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    out
+}
+
+/// One whole, unmasked frame, as a server sends it.
+pub fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    push_header(&mut out, opcode, None, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A final frame's header: opcode, the length in its shortest form, and the mask key
+/// when there is one.
+fn push_header(out: &mut Vec<u8>, opcode: u8, mask: Option<[u8; 4]>, len: usize) {
+    let masked = if mask.is_some() { 0x80 } else { 0 };
     out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
+    match len {
+        n if n < 126 => out.push(masked | n as u8),
         n if n <= usize::from(u16::MAX) => {
-            out.push(0x80 | 126);
+            out.push(masked | 126);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.push(0x80 | 127);
+            out.push(masked | 127);
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-    out
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
+    }
 }
 
 /// A subscribed socket, handed over to plain reads.
@@ -222,29 +239,11 @@ fn check_upgrade(head: &[u8], key: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// A server frame (unmasked) of `payload`.
-    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(n as u8),
-            n if n <= 0xffff => {
-                out.push(126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(payload);
-        out
-    }
-
     #[test]
     fn frames_of_every_length_form_parse_only_once_whole() {
         for len in [0, 5, 125, 126, 300, 65_535, 65_536, 200_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let mut bytes = server_frame(true, OP_TEXT, &payload);
+            let mut bytes = server_frame(OP_TEXT, &payload);
             bytes.extend_from_slice(b"next");
             let whole = bytes.len() - 4;
             for cut in [0, 1, 2, 3, whole - 1] {
@@ -253,7 +252,8 @@ mod tests {
             let (frame, used) = parse(&bytes).unwrap().unwrap();
             assert_eq!((frame.fin, frame.opcode, frame.payload, used), (true, OP_TEXT, &payload[..], whole));
         }
-        let continuation = server_frame(false, OP_CONTINUATION, b"x");
+        let mut continuation = server_frame(OP_CONTINUATION, b"x");
+        continuation[0] &= 0x7f;
         let (frame, _) = parse(&continuation).unwrap().unwrap();
         assert!(!frame.fin && frame.opcode == OP_CONTINUATION);
     }
