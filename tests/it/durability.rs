@@ -109,14 +109,20 @@ async fn a_client_that_does_not_read_lags_on_its_cursor_instead_of_growing_memor
     let http = reqwest::Client::new();
     let pad = "x".repeat(1000);
     let mut next_id = 0;
+    // 100 events (~110 KiB) to a POST, not the API's 1 000: each 1 MiB body leaves the
+    // allocator holding a different few MiB of freed buffers at any moment, and RSS
+    // sampled after such posts swung by up to 16 MiB with no subscriber at all. At this
+    // size it stays within 6 MiB over 90 MiB of posts, and the stalled reader's own
+    // cost (one pending frame) shows as 1-4 MiB; buffering its backlog would be 30+.
+    const PER_POST: usize = 100;
     let mut post_mib = |http: reqwest::Client, mib: usize| {
         let start = next_id;
         next_id += mib * 1000;
         let (token, pad, addr) = (token.clone(), pad.clone(), server.addr);
         async move {
-            for chunk in 0..mib {
-                let body: Vec<Value> = (0..1000)
-                    .map(|i| json!({"id": format!("m{}", start + chunk * 1000 + i), "event_type": "tool.called", "source": "m", "data": {"pad": pad}}))
+            for chunk in 0..mib * 1000 / PER_POST {
+                let body: Vec<Value> = (0..PER_POST)
+                    .map(|i| json!({"id": format!("m{}", start + chunk * PER_POST + i), "event_type": "tool.called", "source": "m", "data": {"pad": pad}}))
                     .collect();
                 post(&http, addr, &token, &json!(body)).await.expect("accepted");
             }
