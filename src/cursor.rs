@@ -139,7 +139,7 @@ impl Cursor {
                     if let Some(mean) = events.iter().map(|e| e.weight()).sum::<usize>().checked_div(read) {
                         self.store_weight = mean;
                     }
-                    events.truncate(within_bytes(&events, limit.max_bytes));
+                    events.truncate(fitting(&events, limit));
                     // A full read or a cut one may have more after it; a short one
                     // reached `head`.
                     self.position =
@@ -153,17 +153,18 @@ impl Cursor {
     }
 }
 
-/// How many of `events`, from the first, fit in `max_bytes`; at least one, so that an
-/// event larger than the limit still goes, alone.
-fn within_bytes(events: &[Arc<Event>], max_bytes: usize) -> usize {
-    let mut bytes = 0usize;
+/// How many of `events`, from the first, one frame within `limit` takes.
+fn fitting(events: &[Arc<Event>], limit: ReadLimit) -> usize {
+    let mut bytes = 0;
     events
         .iter()
-        .position(|e| {
-            bytes = bytes.saturating_add(e.weight());
-            bytes > max_bytes
+        .enumerate()
+        .position(|(count, e)| {
+            let room = limit.has_room(count, bytes, e.weight());
+            bytes += e.weight();
+            !room
         })
-        .map_or(events.len(), |over| over.max(1))
+        .unwrap_or(events.len())
 }
 
 #[cfg(test)]

@@ -26,6 +26,15 @@ pub struct ReadLimit {
     pub max_bytes: usize,
 }
 
+impl ReadLimit {
+    /// Whether a frame that holds `count` events of `bytes` has room for one more of
+    /// `weight`. The first always fits, so that an event larger than the byte limit
+    /// still goes, alone.
+    pub fn has_room(&self, count: usize, bytes: usize, weight: usize) -> bool {
+        count < self.max_events && (count == 0 || bytes + weight <= self.max_bytes)
+    }
+}
+
 /// The outcome of reading after a seq from the ring.
 #[derive(Debug)]
 pub enum RingRead {
@@ -135,7 +144,7 @@ impl Hub {
                 break;
             }
             if filter.matches(e) {
-                if out.len() == limit.max_events || (bytes + e.weight() > limit.max_bytes && !out.is_empty()) {
+                if !limit.has_room(out.len(), bytes, e.weight()) {
                     break;
                 }
                 bytes += e.weight();
