@@ -31,7 +31,7 @@ use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
 use crate::target::Target;
 
-/// How often progress (the catcher's, a drain's) is checked.
+/// How often the catcher's progress is checked.
 const POLL: Duration = Duration::from_millis(2);
 /// Events per POST while committing the backlog (the API's maximum), and POSTs in flight.
 const BACKLOG_BATCH: u64 = swarmfeed::ingest::MAX_BATCH as u64;
@@ -99,7 +99,7 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     let drain = Duration::from_secs(args.drain_secs);
     let alone = fanout::publish(target, &phase(args.rate * args.phase_secs), None).await?;
     let mut expected = alone.seqs.len() as u64 * live;
-    anyhow::ensure!(drained(&live_sink, expected, drain).await, "live deliveries of the baseline did not drain");
+    anyhow::ensure!(live_sink.drained(expected, drain).await, "live deliveries of the baseline did not drain");
     let baseline = live_sink.merged().from_send;
 
     eprintln!("catching up from seq 0 while publishing");
@@ -126,7 +126,7 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     let after = usage()?;
     let caught = catch_sink.received.load(Ordering::Relaxed) >= head;
     expected += during.seqs.len() as u64 * live;
-    let live_drained = drained(&live_sink, expected, drain).await;
+    let live_drained = live_sink.drained(expected, drain).await;
     let with_catch_up = {
         let mut all = live_sink.merged().from_send;
         // The baseline is a subset of the total, recorded with the same bounds.
@@ -225,15 +225,6 @@ async fn spawn_catcher(
             _ => anyhow::bail!("the catcher ended before subscribing"),
         },
     }
-}
-
-/// Waits until `sink` has `expected` stamped deliveries, or `wait`; whether it did.
-async fn drained(sink: &Sink, expected: u64, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    while sink.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
-    }
-    sink.delivered.load(Ordering::Relaxed) >= expected
 }
 
 #[cfg(test)]

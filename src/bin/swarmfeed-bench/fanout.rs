@@ -36,8 +36,6 @@ use crate::wire::{self, Subscribed};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before re-sending a POST refused with 503/429.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// How often the drain checks whether every delivery has arrived.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
@@ -162,11 +160,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     let published = publish(target, &args.plan(), None).await?;
     let publish_secs = publish_start.elapsed().as_secs_f64();
     let expected_deliveries = published.seqs.len() as u64 * connected;
-    let drain_deadline = Instant::now() + Duration::from_secs(args.drain_secs);
-    while sink.delivered.load(Ordering::Relaxed) < expected_deliveries && Instant::now() < drain_deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
-    let drained = sink.delivered.load(Ordering::Relaxed) >= expected_deliveries;
+    let drained = sink.drained(expected_deliveries, Duration::from_secs(args.drain_secs)).await;
     let after = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
     stop.cancel();
     let rss_samples = match sampler {

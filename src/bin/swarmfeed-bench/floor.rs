@@ -44,8 +44,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WRITING: Duration = Duration::from_secs(900);
 /// How long to wait after the last event for deliveries still under way.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How often the drain checks.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
@@ -182,10 +180,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<Report> {
 
     let (events, count) = (args.writer.events, args.writer.subscribers);
     let expected = events * count;
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    while sink.delivered.load(Ordering::Relaxed) < expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
+    sink.drained(expected, DRAIN).await;
     let delivered = sink.delivered.load(Ordering::Relaxed);
     let reader_cpu = Proc::me().usage().context("reading this process's /proc")?.cpu_secs - before.cpu_secs;
     let published: Vec<u64> = (1..=events).collect();

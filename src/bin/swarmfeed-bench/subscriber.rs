@@ -39,6 +39,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// How long one subscriber may take to connect and subscribe.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often [`Sink::drained`] looks at the count.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
 /// How long a polite close may take when the run ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -186,6 +188,26 @@ impl Sink {
             received: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a frame's `received` events, `stamped` of them with `data.sent_ns`,
+    /// arrived at `now_ns`.
+    fn count(&self, received: usize, stamped: u64, now_ns: u64) {
+        self.received.fetch_add(received as u64, Ordering::Relaxed);
+        if stamped > 0 {
+            self.delivered.fetch_add(stamped, Ordering::Relaxed);
+            self.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until `expected` stamped events have been delivered, or `wait` has passed;
+    /// whether they were.
+    pub async fn drained(&self, expected: u64, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.delivered.load(Ordering::Relaxed) < expected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        self.delivered.load(Ordering::Relaxed) >= expected
     }
 
     /// Every shard merged.
@@ -354,11 +376,7 @@ pub fn on_frame(text: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: u
         record(&mut latencies, now_ns, sent_ns, parse_timestamp(e.timestamp));
     }
     drop(latencies);
-    sink.received.fetch_add(events.len() as u64, Ordering::Relaxed);
-    if stamped > 0 {
-        sink.delivered.fetch_add(stamped, Ordering::Relaxed);
-        sink.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
-    }
+    sink.count(events.len(), stamped, now_ns);
 }
 
 /// The events of an `event` or `batch` frame, read without parsing the JSON. At a
@@ -397,11 +415,7 @@ fn on_events(events: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: us
         record(&mut latencies, now_ns, sent_ns, commit_ms);
     }
     drop(latencies);
-    sink.received.fetch_add(starts.len() as u64, Ordering::Relaxed);
-    if stamped > 0 {
-        sink.delivered.fetch_add(stamped, Ordering::Relaxed);
-        sink.last_delivery_ns.fetch_max(now_ns, Ordering::Relaxed);
-    }
+    sink.count(starts.len(), stamped, now_ns);
 }
 
 fn record(latencies: &mut Latencies, now_ns: u64, sent_ns: u64, commit_ms: Option<i64>) {
