@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::report;
+use crate::{report, wire};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -62,21 +62,11 @@ pub async fn subscribe(url: &str, since: Option<u64>, timeout: Duration) -> anyh
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .with_context(|| format!("WebSocket handshake with {url} (a 401 means the server needs --no-auth)"))?;
-        let request = match since {
-            Some(since) => format!(r#"{{"action":"subscribe","channel":"events","since":{since}}}"#),
-            None => r#"{"action":"subscribe","channel":"events"}"#.to_owned(),
-        };
-        ws.send(Message::text(request)).await.context("sending subscribe")?;
+        ws.send(Message::text(wire::subscribe_request(since))).await.context("sending subscribe")?;
         // Only `subscribed` can come first: nothing is delivered before the cursor exists.
         loop {
             match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let frame: Control = serde_json::from_str(&t).context("parsing the reply to subscribe")?;
-                    match frame.kind.as_str() {
-                        "subscribed" => return Ok((ws, frame.head.unwrap_or(0))),
-                        other => anyhow::bail!("subscribe answered {other}: {t}"),
-                    }
-                }
+                Some(Ok(Message::Text(t))) => return Ok((ws, wire::subscribed_head(t.as_bytes())?)),
                 Some(Ok(Message::Close(c))) => anyhow::bail!("closed while subscribing: {c:?}"),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e).context("reading the reply to subscribe"),
@@ -127,13 +117,6 @@ where
         eprintln!("warning: {failed} of {count} subscriptions failed; the first: {e}");
     }
     Ok(failed)
-}
-
-#[derive(Deserialize)]
-struct Control {
-    #[serde(rename = "type")]
-    kind: String,
-    head: Option<u64>,
 }
 
 /// A frame as the harness reads it: only what it checks.

@@ -127,11 +127,29 @@ pub struct Subscribed {
     pub head: u64,
 }
 
+/// The `subscribe` action for every event: live, or after `since`.
+pub fn subscribe_request(since: Option<u64>) -> String {
+    match since {
+        Some(since) => format!(r#"{{"action":"subscribe","channel":"events","since":{since}}}"#),
+        None => r#"{"action":"subscribe","channel":"events"}"#.to_owned(),
+    }
+}
+
 #[derive(Deserialize)]
 struct Control {
     #[serde(rename = "type")]
     kind: String,
     head: Option<u64>,
+}
+
+/// The head a reply to `subscribe` reports.
+///
+/// # Errors
+/// The reply is not JSON, or not `subscribed`.
+pub fn subscribed_head(reply: &[u8]) -> anyhow::Result<u64> {
+    let control: Control = serde_json::from_slice(reply).context("parsing the reply to subscribe")?;
+    anyhow::ensure!(control.kind == "subscribed", "subscribe answered {}", String::from_utf8_lossy(reply));
+    Ok(control.head.unwrap_or(0))
 }
 
 /// Connects to `url` (`ws://host:port/path`), upgrades and subscribes live.
@@ -171,7 +189,7 @@ async fn subscribe_now(url: &str) -> anyhow::Result<Subscribed> {
     check_upgrade(&buf[..head_end], &key)?;
     buf.drain(..head_end);
 
-    let subscribe = client_frame(OP_TEXT, br#"{"action":"subscribe","channel":"events"}"#);
+    let subscribe = client_frame(OP_TEXT, subscribe_request(None).as_bytes());
     stream.write_all(&subscribe).await.context("sending subscribe")?;
     // Only `subscribed` can come first (nothing is delivered before the cursor exists),
     // though a keep-alive ping may come before it.
@@ -184,14 +202,7 @@ async fn subscribe_now(url: &str) -> anyhow::Result<Subscribed> {
         match frame.opcode {
             OP_TEXT => {
                 anyhow::ensure!(frame.fin, "the reply to subscribe is fragmented");
-                let control: Control =
-                    serde_json::from_slice(frame.payload).context("parsing the reply to subscribe")?;
-                anyhow::ensure!(
-                    control.kind == "subscribed",
-                    "subscribe answered {}",
-                    String::from_utf8_lossy(frame.payload)
-                );
-                let head = control.head.unwrap_or(0);
+                let head = subscribed_head(frame.payload)?;
                 buf.drain(..used);
                 let stream = stream.into_std().context("handing the socket over")?;
                 return Ok(Subscribed { stream, leftover: buf, head });
@@ -285,6 +296,17 @@ mod tests {
             let unmasked: Vec<u8> = frame[at + 4..].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
             assert_eq!(unmasked, payload);
         }
+    }
+
+    #[test]
+    fn only_subscribed_answers_a_subscribe() {
+        let request: serde_json::Value = serde_json::from_str(&subscribe_request(Some(5))).unwrap();
+        assert_eq!(request["since"], 5);
+        assert!(serde_json::from_str::<serde_json::Value>(&subscribe_request(None)).unwrap().get("since").is_none());
+        assert_eq!(subscribed_head(br#"{"type":"subscribed","head":42}"#).unwrap(), 42);
+        let refused = subscribed_head(br#"{"type":"error","code":"bad_request"}"#).unwrap_err().to_string();
+        assert!(refused.contains("bad_request"), "{refused}");
+        assert!(subscribed_head(b"not json").is_err());
     }
 
     #[test]
