@@ -72,12 +72,22 @@ pub struct Principal {
     pub scope: Scope,
     /// The token's hash, to check later that it is still valid; `None` when auth is off.
     hash: Option<String>,
+    /// The hash of the browser session's secret when the caller came with a session
+    /// cookie, so an open stream also ends when that session does (logout, an admin's
+    /// `DELETE /api/sessions/{id}`).
+    session: Option<String>,
 }
 
 impl Principal {
     /// The caller when auth is off (`--no-auth` on loopback): may do everything.
     pub fn anonymous() -> Self {
-        Principal { token_id: "-".into(), name: "anonymous".into(), scope: Scope::Admin, hash: None }
+        Principal { token_id: "-".into(), name: "anonymous".into(), scope: Scope::Admin, hash: None, session: None }
+    }
+
+    /// This principal, acting through the browser session whose secret hashes to
+    /// `session_hash`.
+    pub fn in_session(self, session_hash: String) -> Self {
+        Principal { session: Some(session_hash), ..self }
     }
 
     pub fn may(&self, needed: Scope) -> bool {
@@ -94,8 +104,16 @@ pub struct Issued {
     pub token: String,
 }
 
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// The SHA-256 of a secret (a token, a session's or a login code's), as stored.
+pub(crate) fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// `bytes` random bytes from the OS-seeded CSPRNG, hex-encoded.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
 }
 
 /// How long a token seen valid is trusted without reading the store again. Bounds how
@@ -127,18 +145,25 @@ impl Tokens {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
         }
-        self.resolve_hash(hash(token)).await
+        self.resolve_hash(&hash(token)).await
     }
 
-    async fn resolve_hash(&self, h: String) -> Result<Option<Principal>, StoreError> {
-        if let Some((p, read)) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(&h)
+    /// The principal of the token whose secret hashes to `h` (a session's token), or
+    /// `None` when it is unknown or revoked.
+    ///
+    /// # Errors
+    /// The token table could not be read.
+    pub async fn resolve_hash(&self, h: &str) -> Result<Option<Principal>, StoreError> {
+        if let Some((p, read)) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(h)
             && read.elapsed() < TOKEN_RECHECK
         {
             return Ok(Some(p.clone()));
         }
-        let record = self.store.token_by_hash(&h).await?;
+        let record = self.store.token_by_hash(h).await?;
         let principal = record.filter(|r| !r.revoked).and_then(|record| match record.scope.parse::<Scope>() {
-            Ok(scope) => Some(Principal { token_id: record.id, name: record.name, scope, hash: Some(h.clone()) }),
+            Ok(scope) => {
+                Some(Principal { token_id: record.id, name: record.name, scope, hash: Some(h.to_owned()), session: None })
+            }
             Err(_) => {
                 tracing::warn!(token_id = %record.id, scope = %record.scope, "stored token has an unknown scope; refusing it");
                 None
@@ -146,21 +171,26 @@ impl Tokens {
         });
         let mut valid = self.valid.write().unwrap_or_else(|p| p.into_inner());
         match &principal {
-            Some(p) => valid.insert(h, (p.clone(), Instant::now())),
-            None => valid.remove(&h),
+            Some(p) => valid.insert(h.to_owned(), (p.clone(), Instant::now())),
+            None => valid.remove(h),
         };
         Ok(principal)
     }
 
-    /// Whether `principal`'s token is still valid (not revoked since it was resolved).
+    /// Whether `principal`'s token is still valid (not revoked since it was resolved),
+    /// and, for a browser, its session still open.
     ///
     /// # Errors
-    /// The token table could not be read.
+    /// The token or session table could not be read.
     pub async fn still_valid(&self, principal: &Principal) -> Result<bool, StoreError> {
-        match &principal.hash {
-            None => Ok(true),
-            Some(h) => Ok(self.resolve_hash(h.clone()).await?.is_some()),
-        }
+        let token_valid = match &principal.hash {
+            None => true,
+            Some(h) => self.resolve_hash(h).await?.is_some(),
+        };
+        Ok(match (&principal.session, token_valid) {
+            (Some(session), true) => self.store.session_by_hash(session).await?.is_some(),
+            (_, valid) => valid,
+        })
     }
 
     /// A receiver that changes whenever a token is revoked through this server.
@@ -203,12 +233,8 @@ impl Tokens {
 /// # Errors
 /// The token could not be stored.
 pub async fn issue(store: &dyn Store, scope: Scope, name: &str) -> Result<Issued, StoreError> {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
-    let mut id = [0u8; 8];
-    rand::rng().fill_bytes(&mut id);
-    let id = hex::encode(id);
+    let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
+    let id = random_hex(8);
     let record = TokenRecord {
         id: id.clone(),
         name: name.to_owned(),

@@ -12,6 +12,7 @@ use crate::http::limits::Limits;
 use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
 use crate::ingest::IngestRules;
 use crate::retention::RetentionSettings;
+use crate::sessions::SessionSettings;
 use crate::swarm::coordinator::CoordinatorSettings;
 use crate::swarm::demo::DemoSettings;
 use crate::writer::WriterSettings;
@@ -71,6 +72,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// How much of the log to keep (`--retain-days`, `--retain-events`); all by default.
     pub retention: RetentionSettings,
+    /// How long browser sessions and login links live.
+    pub sessions: SessionSettings,
 }
 
 /// A configuration that cannot run.
@@ -103,6 +106,7 @@ impl Default for Config {
             limits: Limits::default(),
             allowed_origins: Vec::new(),
             retention: RetentionSettings::default(),
+            sessions: SessionSettings::default(),
         }
     }
 }

@@ -30,6 +30,8 @@
 //! - [`swarm`]: the projection of the log into agents and tasks, the coordinator
 //!   that runs auctions, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
+//! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
+//! - [`login_link`]: one-time login codes, and the address a printed link points at.
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`config`], [`cli`], [`file_config`], [`telemetry`], [`shutdown`], [`server`]:
 //!   running it.
@@ -49,11 +51,13 @@ pub mod follower;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod login_link;
 pub mod metrics;
 pub mod redact;
 pub mod remote;
 pub mod retention;
 pub mod server;
+pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod swarm;

@@ -120,6 +120,36 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// A browser session's stored record (DESIGN §9); the cookie's secret is never stored,
+/// only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRecord {
+    /// The session's public id, for `GET /api/sessions` and `DELETE /api/sessions/{id}`.
+    pub id: String,
+    /// The token the session acts as.
+    pub token_id: String,
+    pub token_name: String,
+    pub scope: String,
+    pub created_ms: i64,
+    pub last_used_ms: i64,
+}
+
+/// A session found by its cookie's hash, with the hash of its token, so the caller can
+/// resolve the token (and its revocation) as if it had been presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLookup {
+    pub session: SessionRecord,
+    pub token_hash: String,
+}
+
+/// A login code taken (and so used up) by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenLoginCode {
+    /// The hash of the token the code logs in as; `None` when that token was revoked.
+    pub token_hash: Option<String>,
+    pub expires_ms: i64,
+}
+
 /// How a node's hub learns of commits.
 pub enum CommitFeed {
     /// This node's writer is the only writer of the log: it publishes its own commits
@@ -298,7 +328,8 @@ pub trait Store: Send + Sync + 'static {
     /// The read failed.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Marks token `id` revoked; false when there is no such token or it already was.
+    /// Marks token `id` revoked and deletes its sessions and login codes; false when
+    /// there is no such token or it already was.
     ///
     /// # Errors
     /// The write failed.
@@ -317,4 +348,63 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError>;
+
+    /// Stores a new browser session by the SHA-256 hash of its cookie's secret.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn insert_session(&self, id: &str, hash: &str, token_id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// The session whose cookie secret hashes to `hash`, if it exists and its token is
+    /// not revoked.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionLookup>, StoreError>;
+
+    /// Records that session `id` was used at `now_ms`.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn touch_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Deletes session `id`; false when there was none.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Every session, newest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Deletes sessions last used before `idle_before_ms` or created before
+    /// `created_before_ms`, and login codes that expired before `now_ms`; returns how
+    /// many rows went.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn prune_sessions(&self, idle_before_ms: i64, created_before_ms: i64, now_ms: i64)
+    -> Result<u64, StoreError>;
+
+    /// Stores a one-time login code by its hash.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn insert_login_code(
+        &self,
+        hash: &str,
+        token_id: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the login code with `hash` and returns what it was, so that of two nodes
+    /// taking the same code at once, exactly one gets it.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError>;
 }

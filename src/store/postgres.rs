@@ -25,10 +25,10 @@ use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket, Statement};
 
-use super::sql::{Arg, EVENT_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, CommitSignal, Leadership, LogWriter, MinuteCount, Query, Store, StoreError,
-    TokenRecord,
+    Appended, Bounds, Commit, CommitFeed, CommitSignal, Leadership, LogWriter, MinuteCount, Query, SessionLookup,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -86,6 +86,25 @@ const MIGRATIONS: &[&str] = &[
         created_ms BIGINT NOT NULL,
         revoked_ms BIGINT
     );
+    "#,
+    // 2: browser sessions and one-time login codes (DESIGN §9), both by the hash of
+    // their secret. Each belongs to a token and goes when the token is revoked.
+    r#"
+    CREATE TABLE sessions (
+        id           TEXT   PRIMARY KEY,
+        hash         TEXT   NOT NULL UNIQUE,
+        token_id     TEXT   NOT NULL REFERENCES tokens (id),
+        created_ms   BIGINT NOT NULL,
+        last_used_ms BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_by_token ON sessions (token_id);
+    CREATE TABLE login_codes (
+        hash       TEXT   PRIMARY KEY,
+        token_id   TEXT   NOT NULL REFERENCES tokens (id),
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE INDEX login_codes_by_token ON login_codes (token_id);
     "#,
 ];
 
@@ -339,12 +358,114 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let now = chrono::Utc::now().timestamp_millis();
-        let changed = client
-            .execute("UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL", &[&id, &now])
-            .await?;
+        let tx = client.transaction().await?;
+        let changed =
+            tx.execute("UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL", &[&id, &now]).await?;
+        tx.execute("DELETE FROM sessions WHERE token_id = $1", &[&id]).await?;
+        tx.execute("DELETE FROM login_codes WHERE token_id = $1", &[&id]).await?;
+        tx.commit().await?;
         Ok(changed == 1)
+    }
+
+    async fn insert_session(&self, id: &str, hash: &str, token_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (id, hash, token_id, created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $4)",
+                &[&id, &hash, &token_id, &now_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionLookup>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, t.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = $1 AND t.revoked_ms IS NULL"
+                ),
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(|r| Ok(SessionLookup { session: session_from_row(r)?, token_hash: r.try_get(6)? })).transpose()
+    }
+
+    async fn touch_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute("UPDATE sessions SET last_used_ms = GREATEST(last_used_ms, $2) WHERE id = $1", &[&id, &now_ms])
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM sessions WHERE id = $1", &[&id]).await? == 1)
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     ORDER BY s.created_ms DESC, s.id"
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn prune_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let sessions = client
+            .execute(
+                "DELETE FROM sessions WHERE last_used_ms < $1 OR created_ms < $2",
+                &[&idle_before_ms, &created_before_ms],
+            )
+            .await?;
+        let codes = client.execute("DELETE FROM login_codes WHERE expires_ms < $1", &[&now_ms]).await?;
+        Ok(sessions + codes)
+    }
+
+    async fn insert_login_code(
+        &self,
+        hash: &str,
+        token_id: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO login_codes (hash, token_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+                &[&hash, &token_id, &created_ms, &expires_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError> {
+        let client = self.pool.get().await?;
+        // One statement: the DELETE decides which of several nodes taking the same code
+        // gets it; the others delete nothing and find nothing.
+        let rows = client
+            .query(
+                "WITH taken AS (DELETE FROM login_codes WHERE hash = $1 RETURNING token_id, expires_ms)
+                 SELECT taken.expires_ms, t.hash FROM taken
+                 LEFT JOIN tokens t ON t.id = taken.token_id AND t.revoked_ms IS NULL",
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(|r| Ok(TakenLoginCode { expires_ms: r.try_get(0)?, token_hash: r.try_get(1)? })).transpose()
     }
 
     async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
@@ -376,6 +497,17 @@ impl Store for PostgresStore {
         let row = rows.first().ok_or_else(|| StoreError::Worker("COUNT(*) returned no row".into()))?;
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
+}
+
+fn session_from_row(r: &tokio_postgres::Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        token_id: r.try_get(1)?,
+        token_name: r.try_get(2)?,
+        scope: r.try_get(3)?,
+        created_ms: r.try_get(4)?,
+        last_used_ms: r.try_get(5)?,
+    })
 }
 
 fn token_from_row(r: &tokio_postgres::Row) -> Result<TokenRecord, StoreError> {

@@ -14,6 +14,10 @@ pub const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id,
 /// The columns of a token record, in the order both stores read them.
 pub const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
 
+/// The columns of a session record, read from `sessions s JOIN tokens t`, in the
+/// order both stores read them.
+pub const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.created_ms, s.last_used_ms";
+
 /// A bound value of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arg {

@@ -15,9 +15,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::sql::{Arg, EVENT_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, Store, StoreError, TokenRecord,
+    Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, SessionLookup, SessionRecord,
+    Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -71,7 +72,37 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms INTEGER
     );
     "#,
+    // 2: browser sessions and one-time login codes (DESIGN §9), both by the hash of
+    // their secret. Each belongs to a token and goes when the token is revoked.
+    r#"
+    CREATE TABLE sessions (
+        id           TEXT    PRIMARY KEY,
+        hash         TEXT    NOT NULL UNIQUE,
+        token_id     TEXT    NOT NULL REFERENCES tokens (id),
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_token ON sessions (token_id);
+    CREATE TABLE login_codes (
+        hash       TEXT    PRIMARY KEY,
+        token_id   TEXT    NOT NULL REFERENCES tokens (id),
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX login_codes_by_token ON login_codes (token_id);
+    "#,
 ];
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        token_id: r.get(1)?,
+        token_name: r.get(2)?,
+        scope: r.get(3)?,
+        created_ms: r.get(4)?,
+        last_used_ms: r.get(5)?,
+    })
+}
 
 fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
@@ -377,11 +408,130 @@ impl Store for SqliteStore {
     async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| {
-            let changed = conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
                 "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
                 params![id, chrono::Utc::now().timestamp_millis()],
             )?;
+            tx.execute("DELETE FROM sessions WHERE token_id = ?1", [&id])?;
+            tx.execute("DELETE FROM login_codes WHERE token_id = ?1", [&id])?;
+            tx.commit()?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn insert_session(&self, id: &str, hash: &str, token_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (id, hash, token_id) = (id.to_owned(), hash.to_owned(), token_id.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO sessions (id, hash, token_id, created_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![id, hash, token_id, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionLookup>, StoreError> {
+        let hash = hash.to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS}, t.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = ?1 AND t.revoked_ms IS NULL"
+                ))?;
+                let found = stmt
+                    .query_row([hash], |r| Ok(SessionLookup { session: session_from_row(r)?, token_hash: r.get(6)? }))
+                    .optional()?;
+                Ok(found)
+            })
+            .await
+    }
+
+    async fn touch_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE sessions SET last_used_ms = MAX(last_used_ms, ?2) WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| Ok(conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)).await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.readers
+            .run(|conn| {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     ORDER BY s.created_ms DESC, s.id"
+                ))?;
+                let rows = stmt.query_map([], session_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn prune_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE last_used_ms < ?1 OR created_ms < ?2",
+                [idle_before_ms, created_before_ms],
+            )?;
+            let codes = tx.execute("DELETE FROM login_codes WHERE expires_ms < ?1", [now_ms])?;
+            tx.commit()?;
+            Ok((sessions + codes) as u64)
+        })
+        .await
+    }
+
+    async fn insert_login_code(
+        &self,
+        hash: &str,
+        token_id: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (hash, token_id) = (hash.to_owned(), token_id.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO login_codes (hash, token_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, token_id, created_ms, expires_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError> {
+        let hash = hash.to_owned();
+        self.write(move |conn| {
+            // One write transaction: of two takers, the second finds the row gone.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken = tx
+                .query_row("DELETE FROM login_codes WHERE hash = ?1 RETURNING token_id, expires_ms", [&hash], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            let Some((token_id, expires_ms)) = taken else { return Ok(None) };
+            let token_hash = tx
+                .query_row("SELECT hash FROM tokens WHERE id = ?1 AND revoked_ms IS NULL", [&token_id], |r| r.get(0))
+                .optional()?;
+            tx.commit()?;
+            Ok(Some(TakenLoginCode { token_hash, expires_ms }))
         })
         .await
     }
