@@ -14,6 +14,7 @@ use crate::auth::Scope;
 use crate::config::Config;
 use crate::http::limits::{self, Limits};
 use crate::redact::Redactor;
+use crate::sessions::{DEFAULT_IDLE, DEFAULT_MAX_AGE, SessionSettings};
 use crate::swarm::demo::DemoSettings;
 use crate::telemetry::LogFormat;
 
@@ -42,6 +43,10 @@ pub enum Command {
     /// Manage access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a one-time login link for the dashboard (valid once, for
+    /// --login-link-minutes). Without --scope it logs in as the admin token in
+    /// <data-dir>/admin.token; with --scope it issues a new token of that scope.
+    LoginLink(LoginLinkArgs),
     /// Watch the live feed in a terminal; resumes exactly after a dropped connection.
     Tail(TailArgs),
     /// Post one event, or a JSON-lines file of them, to a running server.
@@ -124,6 +129,50 @@ pub struct ServeArgs {
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
+    /// Minutes without use after which a browser session ends.
+    #[arg(long, env = "SWARMFEED_SESSION_IDLE_MINUTES", default_value_t = DEFAULT_IDLE.as_secs_f64() / 60.0)]
+    pub session_idle_minutes: f64,
+    /// Days after which a browser session ends, used or not.
+    #[arg(long, env = "SWARMFEED_SESSION_MAX_DAYS", default_value_t = DEFAULT_MAX_AGE.as_secs_f64() / 86_400.0)]
+    pub session_max_days: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub login_link: LoginLinkMinutes,
+}
+
+/// How long a login link works, for `serve` (the link it prints) and `login-link`.
+#[derive(Debug, Args, serde::Serialize)]
+pub struct LoginLinkMinutes {
+    /// Minutes a printed login link stays valid (it works once).
+    #[arg(long, env = "SWARMFEED_LOGIN_LINK_MINUTES", default_value_t = crate::login_link::DEFAULT_VALID_FOR.as_secs_f64() / 60.0)]
+    pub login_link_minutes: f64,
+}
+
+impl LoginLinkMinutes {
+    /// # Errors
+    /// The number of minutes is not positive.
+    pub fn valid_for(&self) -> Result<Duration, BadFlag> {
+        seconds("--login-link-minutes", self.login_link_minutes * 60.0)
+            .map_err(|_| BadFlag::Minutes { flag: "--login-link-minutes", value: self.login_link_minutes })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoginLinkArgs {
+    /// Issue a new token with this scope (read, write or admin) for the link, instead
+    /// of using the admin token in <data-dir>/admin.token.
+    #[arg(long)]
+    pub scope: Option<Scope>,
+    /// A name for the new token (with --scope), to recognise it in `token list`.
+    #[arg(long, requires = "scope")]
+    pub name: Option<String>,
+    /// The server's base URL, as a browser reaches it.
+    #[arg(long, env = "SWARMFEED_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    #[command(flatten)]
+    pub valid: LoginLinkMinutes,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 #[derive(Debug, Args, serde::Serialize)]
@@ -272,6 +321,10 @@ pub enum BadFlag {
     RedactKey(#[from] regex::Error),
     #[error("{flag} must be a positive number of seconds, not {value}")]
     Seconds { flag: &'static str, value: f64 },
+    #[error("{flag} must be a positive number of minutes, not {value}")]
+    Minutes { flag: &'static str, value: f64 },
+    #[error("{flag} must be a positive number of days, not {value}")]
+    Days { flag: &'static str, value: f64 },
 }
 
 fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadFlag> {
@@ -308,6 +361,13 @@ impl ServeArgs {
             body_timeout: seconds("--body-timeout", self.body_timeout)?,
         };
         config.allowed_origins = self.allowed_origins;
+        config.sessions = SessionSettings {
+            idle: seconds("--session-idle-minutes", self.session_idle_minutes * 60.0)
+                .map_err(|_| BadFlag::Minutes { flag: "--session-idle-minutes", value: self.session_idle_minutes })?,
+            max_age: seconds("--session-max-days", self.session_max_days * 86_400.0)
+                .map_err(|_| BadFlag::Days { flag: "--session-max-days", value: self.session_max_days })?,
+            login_link: self.login_link.valid_for()?,
+        };
         config.retention.days = self.retain_days;
         config.retention.events = self.retain_events;
         if self.demo {
@@ -337,6 +397,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.max_frames_per_sec, 10);
         assert_eq!(config.database, None, "SQLite unless told otherwise");
+        assert_eq!(config.sessions, SessionSettings::default(), "720 idle minutes, 30 days, 15-minute links");
     }
 
     #[test]
@@ -398,6 +459,23 @@ mod tests {
         assert_eq!(mask_password("postgres://sf:hunter2@db:5432/feed"), "postgres://sf:****@db:5432/feed");
         assert_eq!(mask_password("postgres://sf@db/feed"), "postgres://sf@db/feed");
         assert_eq!(mask_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn session_lifetimes_must_be_positive() {
+        for (flag, value) in
+            [("--session-idle-minutes", "0"), ("--session-max-days", "-1"), ("--login-link-minutes", "nan")]
+        {
+            let cli = Cli::try_parse_from(["swarmfeed", "serve", &format!("{flag}={value}")]).unwrap();
+            let Command::Serve(args) = cli.command else { panic!("not serve") };
+            let e = args.into_config().unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+        let cli = Cli::try_parse_from(["swarmfeed", "serve", "--session-idle-minutes", "1.5"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.into_config().unwrap().sessions.idle, Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["swarmfeed", "login-link", "--name", "phone"]).is_err(), "--name needs --scope");
+        assert!(Cli::try_parse_from(["swarmfeed", "login-link", "--scope", "read", "--name", "phone"]).is_ok());
     }
 
     #[test]

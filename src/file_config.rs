@@ -50,6 +50,9 @@ pub struct FileConfig {
     retain_days: Option<u32>,
     retain_events: Option<u64>,
     read_connections: Option<usize>,
+    session_idle_minutes: Option<f64>,
+    session_max_days: Option<f64>,
+    login_link_minutes: Option<f64>,
 }
 
 /// A settings file that cannot be used.
@@ -157,6 +160,9 @@ impl FileConfig {
             header_timeout => args.header_timeout,
             body_timeout => args.body_timeout,
             read_connections => args.read_connections,
+            session_idle_minutes => args.session_idle_minutes,
+            session_max_days => args.session_max_days,
+            login_link_minutes => args.login_link.login_link_minutes,
         }
     }
 }

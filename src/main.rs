@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use swarmfeed::cli::{Cli, Command, EmitArgs, TailArgs, TokenCommand};
+use swarmfeed::cli::{Cli, Command, EmitArgs, LoginLinkArgs, TailArgs, TokenCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
 
@@ -66,6 +66,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Tail(args) => tail(args).await,
         Command::Emit(args) => emit(args).await,
+        Command::LoginLink(args) => login_link(args).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
             let store = open_store(&data).await?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
@@ -105,15 +106,63 @@ async fn open_store(data: &swarmfeed::cli::DataArgs) -> anyhow::Result<std::sync
     })
 }
 
+/// `swarmfeed login-link`: a one-time link, as the admin token of the data dir or as a
+/// new token of `--scope`.
+async fn login_link(args: LoginLinkArgs) -> anyhow::Result<()> {
+    use swarmfeed::login_link;
+    let valid_for = args.valid.valid_for()?;
+    swarmfeed::remote::base_url(&args.url)?;
+    let store = open_store(&args.data).await?;
+    let code = match args.scope {
+        Some(scope) => {
+            let name = args.name.unwrap_or_else(|| format!("login link ({scope})"));
+            let issued = swarmfeed::auth::issue(store.as_ref(), scope, &name).await.context("storing the token")?;
+            eprintln!(
+                "Issued token {} ({}, scope {}) for this link; revoke it to end its sessions.",
+                issued.id, name, scope
+            );
+            login_link::mint(store.as_ref(), &issued.id, valid_for).await.context("storing the login code")?
+        }
+        None => login_link::mint_for_admin_file(store.as_ref(), &args.data.data_dir, valid_for)
+            .await
+            .context("making a login link for the admin token")?
+            .with_context(|| {
+                format!(
+                    "no live admin token in {}; use --scope read|write|admin to issue a new token for the link",
+                    args.data.data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE).display()
+                )
+            })?,
+    };
+    eprintln!("Open this link within {} minutes; it works once:", args.valid.login_link_minutes);
+    println!("{}", login_link::url(&args.url, &code));
+    Ok(())
+}
+
 async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let data_dir = config.data_dir.clone();
     let listening = swarmfeed::shutdown::Signals::listen().context("listening for SIGINT and SIGTERM")?;
     let app = Application::build(config).await.context("starting swarmfeed")?;
-    if let Some(admin) = app.first_admin_token() {
+    if app.first_admin_token().is_some() {
         let path = data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE);
         eprintln!("First start: an admin token was written to {}.", path.display());
-        eprintln!("Log in at http://{}/login?token={}", app.addr(), admin.token);
+    }
+    let base = swarmfeed::login_link::reachable_base(app.addr());
+    if app.state().config.no_auth {
+        eprintln!("Open {base}/swarm/live (no login: --no-auth).");
+    } else {
+        match app.login_link().await {
+            Ok(Some(code)) => {
+                let minutes = app.state().config.sessions.login_link.as_secs() / 60;
+                eprintln!("Log in at {} (works once, for {minutes} minutes)", swarmfeed::login_link::url(&base, &code));
+            }
+            Ok(None) => eprintln!(
+                "Log in at {base}/login with a token; `swarmfeed login-link` prints a one-time link \
+                 (there is no live admin token in {}).",
+                data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE).display()
+            ),
+            Err(e) => eprintln!("Could not make a login link ({e}); log in at {base}/login with a token."),
+        }
     }
     let shutdown = app.shutdown_token();
     let signals = tokio::spawn(listening.cancel_on_signal(shutdown.clone()));

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::{AppState, Shared, router};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::sessions::Sessions;
 use crate::store::{CommitFeed, StoreError};
 use crate::writer::{self, Fanout};
 use crate::{follower, store};
@@ -134,6 +135,7 @@ impl Application {
         });
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
+            sessions: Sessions::new(Arc::clone(&store), config.sessions.clone()),
             config,
             store,
             hub,
@@ -164,6 +166,22 @@ impl Application {
     /// The admin token made on this first start, if this was one.
     pub fn first_admin_token(&self) -> Option<&Issued> {
         self.admin.as_ref()
+    }
+
+    /// A fresh one-time login code for the admin token in `<data-dir>/admin.token`,
+    /// printed at every start so that a restart (or a first start that failed after
+    /// writing the file) always leaves a way in. `None` when that file is missing or its
+    /// token was revoked.
+    ///
+    /// # Errors
+    /// The file cannot be read or the store written.
+    pub async fn login_link(&self) -> Result<Option<String>, crate::login_link::LinkError> {
+        crate::login_link::mint_for_admin_file(
+            self.state.store.as_ref(),
+            &self.state.config.data_dir,
+            self.state.config.sessions.login_link,
+        )
+        .await
     }
 
     /// Cancel it to stop the server.

@@ -294,6 +294,51 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
     }
 }
 
+/// `GET /api/sessions` (admin): every live browser session: its id, its token, when it
+/// was created, last used, and when it will expire unless used again; never a secret.
+#[utoipa::path(get, path = "/api/sessions", tag = "tokens",
+    responses((status = 200, description = "Every live browser session, newest first", body = Object), Refusals))]
+pub async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let settings = state.sessions.settings();
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let sessions: Vec<serde_json::Value> = state
+        .sessions
+        .list()
+        .await?
+        .into_iter()
+        .map(|s| {
+            let expires_ms = s
+                .last_used_ms
+                .saturating_add(millis(settings.idle))
+                .min(s.created_ms.saturating_add(millis(settings.max_age)));
+            serde_json::json!({
+                "id": s.id,
+                "token_id": s.token_id,
+                "token_name": s.token_name,
+                "scope": s.scope,
+                "created_at": format_timestamp(s.created_ms),
+                "last_used_at": format_timestamp(s.last_used_ms),
+                "expires_at": format_timestamp(expires_ms),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
+
+/// `DELETE /api/sessions/{id}` (admin): ends a browser session on every node; its
+/// cookie is worthless from then on and its open streams close.
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Session id, as GET /api/sessions lists it")),
+    responses((status = 200, description = "Ended", body = Object), (status = 404, description = "No session with that id", body = ErrorBody), Refusals))]
+pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.sessions.end_by_id(&id).await? {
+        tracing::info!(session_id = %id, "browser session ended by an admin");
+        Ok(Json(serde_json::json!({ "id": id, "ended": true })).into_response())
+    } else {
+        Err(ApiError::not_found(format!("no session with id {id:?}")))
+    }
+}
+
 /// `GET /metrics`: Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]

@@ -33,30 +33,54 @@ pub async fn require(
 }
 
 /// Who is calling: a bearer token, else the browser's session cookie
-/// ([`session::cookie_token`]).
+/// ([`session::cookie_secret`]), which resolves to its session's token.
 pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     if state.config.no_auth {
         return Ok(Principal::anonymous());
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        let Some(token) = session::cookie_token(headers) else {
+        let Some(secret) = session::cookie_secret(headers) else {
             return Err(ApiError::unauthorized(
                 "credentials required: send Authorization: Bearer <token>, or log in at /login",
             ));
         };
-        return match state.tokens.resolve(token).await? {
-            Some(principal) => Ok(principal),
+        let Some(resolved) = state.sessions.resolve(secret).await? else {
+            return Err(ApiError::unauthorized("the session has ended; log in again"));
+        };
+        return match state.tokens.resolve_hash(&resolved.token_hash).await? {
+            Some(principal) => Ok(principal.in_session(resolved.session_hash)),
             None => Err(ApiError::unauthorized("the session's token is unknown or revoked; log in again")),
         };
     };
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
+        .and_then(bearer)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <token>\""))?;
     match state.tokens.resolve(token).await? {
         Some(principal) => Ok(principal),
         None => Err(ApiError::unauthorized("the token is unknown or revoked")),
+    }
+}
+
+/// The credentials of an `Authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim()).filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_name_is_case_insensitive() {
+        for value in ["Bearer sf_x", "bearer sf_x", "BEARER sf_x", "BeArEr   sf_x "] {
+            assert_eq!(bearer(value), Some("sf_x"), "{value}");
+        }
+        for value in ["Basic sf_x", "Bearer", "Bearer ", "Bearersf_x", "sf_x"] {
+            assert_eq!(bearer(value), None, "{value}");
+        }
     }
 }

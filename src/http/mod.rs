@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Scope, Tokens};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::swarm::coordinator::CoordinatorHandle;
 use crate::transport;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub writer: WriterHandle,
     pub coordinator: CoordinatorHandle,
     pub tokens: Tokens,
+    /// Browser sessions, kept in the store.
+    pub sessions: Sessions,
     /// Per-IP request and handshake rates, per-token ingest rate.
     pub limiters: limits::Limiters,
     /// Open connections per IP and in all.
@@ -97,6 +100,8 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/api/tokens", post(api::post_token).get(api::list_tokens))
         .route("/api/tokens/{id}", delete(api::revoke_token))
+        .route("/api/sessions", get(api::list_sessions))
+        .route("/api/sessions/{id}", delete(api::end_session))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
     // Pages send a browser without a session to /login instead of answering 401.
     let pages = Router::new()

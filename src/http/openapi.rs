@@ -158,6 +158,8 @@ impl Modify for BearerAuth {
         super::api::post_token,
         super::api::list_tokens,
         super::api::revoke_token,
+        super::api::list_sessions,
+        super::api::end_session,
         super::api::metrics,
         super::api::healthz,
         super::api::readyz,

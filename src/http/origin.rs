@@ -20,6 +20,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
+/// `Referrer-Policy` of every response: no referrer leaves for another site.
+pub const REFERRER_POLICY: &str = "same-origin";
+
 /// Whether `origin` (e.g. `http://127.0.0.1:8000`) may act on this server.
 pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
     if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/'))) {
@@ -62,7 +65,11 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` the Fetch standard makes a
+    // browser send `Origin: null` with every form POST, even one from this site's own
+    // login page, and the check above must refuse `null`. `same-origin` still sends no
+    // referrer to any other site, and lets same-site requests name their origin.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static(REFERRER_POLICY));
     response
 }
 

@@ -33,6 +33,17 @@ pub struct Shell<'a> {
 
 /// A whole page around `body`.
 pub fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
+    render(shell, body, None)
+}
+
+/// A page that moves on to the local path `to` by itself (a `refresh` meta tag, which
+/// needs no script): a navigation the page starts, so the browser treats it as
+/// same-site and sends `SameSite=Strict` cookies set just before.
+pub fn page_moving_on(shell: &Shell<'_>, body: &Markup, to: &str) -> Markup {
+    render(shell, body, Some(to))
+}
+
+fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -40,6 +51,9 @@ pub fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="color-scheme" content="dark";
+                @if let Some(to) = moving_on {
+                    meta http-equiv="refresh" content=(format!("0;url={to}"));
+                }
                 meta name="htmx-config" content=(HTMX_CONFIG);
                 title { (shell.title) " · swarmfeed" }
                 link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";

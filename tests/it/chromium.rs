@@ -105,10 +105,25 @@ impl Browser {
         self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
-    /// Logs in through the one-time login URL, as a person would.
+    /// Logs in as a person does: opens the login page, types the token into the form
+    /// and clicks "Log in".
     pub async fn login(&self, base: &str, token: &str) {
-        self.goto(&format!("{base}/login?token={token}")).await;
+        self.goto(&format!("{base}/login")).await;
+        self.type_into("#token", token).await;
+        self.click("form[action='/login'] button[type='submit']").await;
         self.wait_for("the live page after login", "location.pathname === '/swarm/live'").await;
+    }
+
+    /// Logs out with the header's button, and waits for the login page.
+    pub async fn logout(&self) {
+        self.click("form.logout button[type='submit']").await;
+        self.wait_for("the login page after logout", "location.pathname === '/login'").await;
+    }
+
+    /// Types `text` into the element `css` finds.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}"));
+        field.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
     /// Runs `body` (a function body; `return` gives the value) in the page.

@@ -252,6 +252,8 @@ pub struct BinaryServer {
     child: tokio::process::Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The login link the server printed at start, once it has.
+    login_link: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl BinaryServer {
@@ -294,9 +296,26 @@ impl BinaryServer {
         })
         .await
         .expect("server ready in time");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        BinaryServer { child, addr, data_dir: data_dir.to_path_buf() }
+        // Keep draining stderr so the server never blocks on a full pipe, noting the
+        // login link it prints.
+        let (link_tx, login_link) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("Log in at ") {
+                    let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    // The test may have stopped watching; the line is then of no use.
+                    let _ = link_tx.send(Some(url));
+                }
+            }
+        });
+        BinaryServer { child, addr, data_dir: data_dir.to_path_buf(), login_link }
+    }
+
+    /// The one-time login link the server printed at start (`Log in at …`).
+    pub async fn login_link(&self) -> String {
+        let mut link = self.login_link.clone();
+        let found = tokio::time::timeout(WAIT, link.wait_for(Option::is_some)).await;
+        found.expect("a login link is printed in time").expect("stderr is read").clone().unwrap()
     }
 
     pub fn pid(&self) -> u32 {

@@ -71,18 +71,6 @@ async fn the_session_cookie_opens_pages_and_the_api_until_logout() {
     let resp = http.get(app.url("/swarm/tasks/nope")).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
-    // The one-time URL logs in directly; a wrong token gets the form again.
-    let resp = http.get(app.url(&format!("/login?token={}", app.admin))).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert!(resp.headers()[SET_COOKIE].to_str().unwrap().starts_with("swarmfeed_session=sf_"));
-    let resp = http.get(app.url("/login?token=sf_wrong")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(resp.headers().get(SET_COOKIE).is_none());
-    assert!(resp.text().await.unwrap().contains("unknown or revoked"));
-    // A next that leaves the site is ignored.
-    let resp = http.get(app.url(&format!("/login?token={}&next=//evil.example/", app.admin))).send().await.unwrap();
-    assert_eq!(resp.headers()[LOCATION], "/swarm/live");
-
     let resp = http.post(app.url("/logout")).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert!(resp.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));

@@ -248,7 +248,7 @@ async fn responses_carry_the_security_headers() {
     assert!(csp.contains("script-src 'self'") && !csp.contains("script-src 'self' 'unsafe-inline'"));
     assert!(csp.contains("frame-ancestors 'none'"));
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["referrer-policy"], "same-origin");
     let resp = app.http.get(app.url("/api/events")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.headers().contains_key("content-security-policy"), "on refusals too");
