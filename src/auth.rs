@@ -193,7 +193,14 @@ impl Tokens {
         })
     }
 
-    /// A receiver that changes whenever a token is revoked through this server.
+    /// Tells open streams that a browser session ended through this server (logout,
+    /// `DELETE /api/sessions/{id}`), so that streams opened with it re-check now.
+    pub fn session_ended(&self) {
+        self.revocations.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes whenever a token is revoked, or a session ended,
+    /// through this server.
     pub fn revocations(&self) -> watch::Receiver<u64> {
         self.revocations.subscribe()
     }

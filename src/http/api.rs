@@ -332,6 +332,7 @@ pub async fn list_sessions(State(state): State<AppState>) -> Result<Response, Ap
     responses((status = 200, description = "Ended", body = Object), (status = 404, description = "No session with that id", body = ErrorBody), Refusals))]
 pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.sessions.end_by_id(&id).await? {
+        state.tokens.session_ended();
         tracing::info!(session_id = %id, "browser session ended by an admin");
         Ok(Json(serde_json::json!({ "id": id, "ended": true })).into_response())
     } else {

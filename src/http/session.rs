@@ -144,6 +144,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
     if let Some(secret) = cookie_secret(&headers)
         && state.sessions.end(secret).await?
     {
+        state.tokens.session_ended();
         tracing::info!("browser logged out");
     }
     let mut response = Redirect::to("/login").into_response();

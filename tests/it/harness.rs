@@ -170,9 +170,15 @@ pub struct WsClient {
 impl WsClient {
     /// Opens /ws; the error is the HTTP status the upgrade was refused with, if any.
     pub async fn connect(addr: SocketAddr, token: Option<&str>) -> Result<Self, Option<u16>> {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        Self::connect_with(addr, bearer.as_deref().map(|b| ("authorization", b)).as_slice()).await
+    }
+
+    /// Opens `/ws` with extra request headers (a browser's `Cookie` and `Origin`).
+    pub async fn connect_with(addr: SocketAddr, headers: &[(&'static str, &str)]) -> Result<Self, Option<u16>> {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-        if let Some(t) = token {
-            request.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((stream, _)) => Ok(WsClient { stream, pending: Default::default() }),

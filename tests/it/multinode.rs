@@ -315,3 +315,30 @@ async fn the_first_node_on_a_new_database_writes_the_admin_token_into_a_new_dire
     app.stop().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_browser_session_started_on_one_node_works_on_another_until_it_logs_out_there() {
+    use reqwest::header::{COOKIE, ORIGIN};
+    let db = Database::fresh().await;
+    let a = node(&db).await;
+    let b = node(&db).await;
+    let cookie = crate::sessions::form_login(a.addr, &a.admin).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let status = |addr: SocketAddr| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move { http.get(format!("http://{addr}/api/events")).header(COOKIE, cookie).send().await.unwrap().status() }
+    };
+    assert_eq!(status(b.addr).await, StatusCode::OK, "node B knows node A's session");
+    let resp = http
+        .post(format!("http://{}/logout", b.addr))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, format!("http://{}", b.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(status(a.addr).await, StatusCode::UNAUTHORIZED, "logged out on B, the cookie is worthless on A");
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}

@@ -8,7 +8,7 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::Value;
 
 use crate::database::{Database, suite_on_postgres};
-use crate::harness::{BinaryServer, TestApp, spawn_app};
+use crate::harness::{BinaryServer, TestApp, WsClient, spawn_app};
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
@@ -240,4 +240,48 @@ async fn a_session_and_a_fresh_link_survive_a_restart() {
     let resp = no_redirects().get(&second_link).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_stream_opened_with_a_session_closes_when_the_session_ends() {
+    let app = spawn_app().await;
+    let origin = format!("http://{}", app.addr);
+    let open = |cookie: String| {
+        let origin = origin.clone();
+        async move {
+            let mut ws = WsClient::connect_with(app.addr, &[("cookie", &cookie), ("origin", &origin)]).await.unwrap();
+            ws.subscribe(None, serde_json::json!({})).await;
+            ws
+        }
+    };
+    let ended_by_admin = form_login(app.addr, &app.admin).await;
+    let first_id = sessions(&app).await[0]["id"].as_str().unwrap().to_owned();
+    let logged_out = form_login(app.addr, &app.admin).await;
+    let mut by_admin = open(ended_by_admin).await;
+    let mut by_logout = open(logged_out.clone()).await;
+
+    let resp =
+        app.http.delete(app.url(&format!("/api/sessions/{first_id}"))).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_closed_with_policy(by_admin.next_message().await);
+
+    let resp = no_redirects()
+        .post(app.url("/logout"))
+        .header(COOKIE, &logged_out)
+        .header(ORIGIN, &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_closed_with_policy(by_logout.next_message().await);
+    app.stop().await;
+}
+
+fn assert_closed_with_policy(message: Option<tokio_tungstenite::tungstenite::Message>) {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    match message {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Policy),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
 }
