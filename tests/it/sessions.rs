@@ -285,3 +285,28 @@ fn assert_closed_with_policy(message: Option<tokio_tungstenite::tungstenite::Mes
         other => panic!("expected close 1008, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_first_start_that_fails_after_writing_the_admin_token_still_leaves_a_way_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"));
+    match suite_on_postgres() {
+        true => command.env("SWARMFEED_DATABASE", Database::for_data_dir(dir.path()).await.url),
+        false => command.env_remove("SWARMFEED_DATABASE"),
+    };
+    let out = command
+        .args(["serve", "--bind", &taken.local_addr().unwrap().to_string(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "the port is taken");
+    assert!(dir.path().join("admin.token").exists(), "the token was written before the bind failed");
+
+    let server = BinaryServer::start(dir.path(), &[]).await;
+    let resp = no_redirects().get(server.login_link().await).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the second start's link logs in");
+    assert_eq!(status_with(server.addr, "/swarm/live", &cookie_of(&resp)).await, StatusCode::OK);
+    server.terminate().await;
+}
