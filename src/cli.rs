@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Keep only this many newest events (pruned in the background).
     #[arg(long, env = "SWARMFEED_RETAIN_EVENTS")]
     pub retain_events: Option<u64>,
+    /// Days after its commit that a pruned event's id still answers a re-send with its
+    /// original seq (0 forgets pruned ids at once).
+    #[arg(long, env = "SWARMFEED_IDEMPOTENCY_DAYS", default_value_t = crate::retention::DEFAULT_IDEMPOTENCY_DAYS)]
+    pub idempotency_days: u32,
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
@@ -370,6 +374,7 @@ impl ServeArgs {
         };
         config.retention.days = self.retain_days;
         config.retention.events = self.retain_events;
+        config.retention.idempotency_days = self.idempotency_days;
         if self.demo {
             config.demo =
                 Some(DemoSettings { task_interval: seconds("--demo-task-interval", self.demo_task_interval)? });

@@ -53,6 +53,7 @@ pub struct FileConfig {
     session_idle_minutes: Option<f64>,
     session_max_days: Option<f64>,
     login_link_minutes: Option<f64>,
+    idempotency_days: Option<u32>,
 }
 
 /// A settings file that cannot be used.
@@ -163,6 +164,7 @@ impl FileConfig {
             session_idle_minutes => args.session_idle_minutes,
             session_max_days => args.session_max_days,
             login_link_minutes => args.login_link.login_link_minutes,
+            idempotency_days => args.idempotency_days,
         }
     }
 }

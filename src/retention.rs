@@ -4,6 +4,9 @@
 //! Owns the pruning loop. Before it deletes anything it moves the hub's oldest seq, so
 //! a cursor that was reading what is about to go gets an exact `reset` instead of a
 //! silent gap. Deletes run in small chunks between which the writer gets the database.
+//! The ids of pruned events stay in the store's compact index for
+//! `--idempotency-days`, so a producer re-sending one still gets its original seq;
+//! this loop forgets them after that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,9 @@ use crate::store::{Store, StoreError};
 const CHUNK: usize = 5_000;
 /// How often retention looks for work.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default `--idempotency-days`: a pruned event's id is remembered for 7 days after
+/// its commit.
+pub const DEFAULT_IDEMPOTENCY_DAYS: u32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionSettings {
@@ -27,11 +33,19 @@ pub struct RetentionSettings {
     pub events: Option<u64>,
     /// How often to prune. Default [`DEFAULT_INTERVAL`].
     pub interval: Duration,
+    /// How long after its commit a pruned event's id still answers a re-send with the
+    /// original seq (`--idempotency-days`, `SWARMFEED_IDEMPOTENCY_DAYS`; default 7).
+    pub idempotency_days: u32,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        RetentionSettings { days: None, events: None, interval: DEFAULT_INTERVAL }
+        RetentionSettings {
+            days: None,
+            events: None,
+            interval: DEFAULT_INTERVAL,
+            idempotency_days: DEFAULT_IDEMPOTENCY_DAYS,
+        }
     }
 }
 
@@ -65,6 +79,11 @@ pub async fn keep_from(settings: &RetentionSettings, head: u64, store: &dyn Stor
 /// The store failed; what was deleted before stays deleted, and the hub's oldest
 /// already says so.
 pub async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn Store) -> Result<u64, StoreError> {
+    let window_ms = i64::from(settings.idempotency_days) * 86_400_000;
+    let forgotten = store.forget_pruned_ids(chrono::Utc::now().timestamp_millis() - window_ms).await?;
+    if forgotten > 0 {
+        tracing::info!(forgotten, days = settings.idempotency_days, "forgot the ids of long-pruned events");
+    }
     let keep = keep_from(settings, hub.head(), store).await?;
     if keep <= hub.oldest() {
         return Ok(0);
@@ -150,6 +169,13 @@ mod tests {
         assert!(matches!(cursor.next(limit).await.unwrap(), Step::Reset { oldest: 51 }));
         let Step::Events(events) = cursor.next(limit).await.unwrap() else { panic!("events follow") };
         assert_eq!(events.first().unwrap().seq, 51);
+    }
+
+    #[tokio::test]
+    async fn a_pruned_id_answers_its_original_seq_until_the_idempotency_window_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), 2).unwrap());
+        crate::store::conformance::pruned_ids_answer_their_original_seq(store.as_ref()).await;
     }
 
     #[tokio::test]

@@ -59,3 +59,29 @@ pub async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
     let counts = store.minute_counts(0).await.unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 5);
 }
+
+/// On an empty store: an event retention pruned still answers a re-send of its id with
+/// its original seq, stores nothing new, and is forgotten only when its window ends.
+pub async fn pruned_ids_answer_their_original_seq(store: &dyn Store) {
+    use crate::hub::Hub;
+    use crate::retention::{RetentionSettings, prune};
+    let hub = Hub::new(Bounds { oldest: 1, head: 0 }, 4);
+    let mut w = store.writer().await.unwrap();
+    let first = w.append((0..10).map(|i| new_event(&format!("p{i}"), "a.b")).collect()).await.unwrap();
+    hub.publish(&first.stored);
+    let settings = RetentionSettings { events: Some(5), ..RetentionSettings::default() };
+    assert_eq!(prune(&settings, &hub, store).await.unwrap(), 5);
+    assert!(store.get_by_id("p0").await.unwrap().is_none(), "the event itself is gone");
+
+    let again = w.append(vec![new_event("p1", "a.b"), new_event("p7", "a.b"), new_event("new", "a.b")]).await.unwrap();
+    let outcomes: Vec<_> = again.outcomes.iter().map(|o| (o.seq, o.duplicate)).collect();
+    assert_eq!(outcomes, vec![(2, true), (8, true), (11, false)], "pruned and kept ids answer their seq");
+    assert_eq!(again.stored.len(), 1);
+    assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 6, head: 11 });
+
+    // A window of 0 days forgets every pruned id on the next round.
+    let forget = RetentionSettings { idempotency_days: 0, ..settings };
+    prune(&forget, &hub, store).await.unwrap();
+    let later = w.append(vec![new_event("p1", "a.b")]).await.unwrap();
+    assert_eq!((later.outcomes[0].seq, later.outcomes[0].duplicate), (12, false), "forgotten: stored anew");
+}

@@ -343,11 +343,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes up to `limit` of the oldest events with seq below `before`; returns how
     /// many went. Retention calls it in small steps so the writer is never held up for
-    /// long.
+    /// long. Each deleted event's id, seq and commit time stay behind in a compact
+    /// index, so a producer that re-sends the id is still answered with the original
+    /// seq (DESIGN §6), until [`Store::forget_pruned_ids`] lets it go.
     ///
     /// # Errors
     /// The write failed.
     async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError>;
+
+    /// Forgets the ids of pruned events committed before `before_ms`: re-sending one
+    /// of those stores it anew. Returns how many were forgotten.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn forget_pruned_ids(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Stores a new browser session by the SHA-256 hash of its cookie's secret.
     ///

@@ -91,6 +91,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX login_codes_by_token ON login_codes (token_id);
     "#,
+    // 3: the ids of events retention pruned, so that re-sending one still answers its
+    // original seq for --idempotency-days (DESIGN §6).
+    r#"
+    CREATE TABLE pruned_ids (
+        id    TEXT    PRIMARY KEY,
+        seq   INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
+    "#,
 ];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -385,14 +395,26 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |conn| {
             // Rowid order: the oldest go first, so what remains is always a suffix of
-            // the log and `MIN(seq)` is the exact oldest retained.
-            let deleted = conn.execute(
+            // the log and `MIN(seq)` is the exact oldest retained. The ids go into
+            // `pruned_ids` in the same transaction: no moment where an id is in neither.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO pruned_ids (id, seq, ts_ms)
+                 SELECT id, seq, ts_ms FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2",
+                [before, limit],
+            )?;
+            let deleted = tx.execute(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
                 [before, limit],
             )?;
+            tx.commit()?;
             Ok(deleted as u64)
         })
         .await
+    }
+
+    async fn forget_pruned_ids(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| Ok(conn.execute("DELETE FROM pruned_ids WHERE ts_ms < ?1", [before_ms])? as u64)).await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -626,7 +648,12 @@ impl LogWriter for SqliteWriter {
 /// seq stays gapless even if another process writes the same file.
 fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Commit, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let head: i64 = tx.query_row("SELECT head FROM log_head", [], |r| r.get(0))?;
+    // Whether retention left any ids behind: only then is each new id looked up there
+    // too, so a log without retention pays one probe per commit, not one per event.
+    let (head, any_pruned): (i64, bool) =
+        tx.query_row("SELECT head, EXISTS (SELECT 1 FROM pruned_ids) FROM log_head", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let mut next = head + 1;
     let timestamp = format_timestamp(ts_ms);
     let mut result = Commit { outcomes: Vec::with_capacity(events.len()), stored: Vec::with_capacity(events.len()) };
@@ -636,7 +663,12 @@ fn commit(conn: &mut Connection, ts_ms: i64, events: Vec<NewEvent>) -> Result<Co
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
         )?;
         let mut original = tx.prepare_cached("SELECT seq FROM events WHERE id = ?1")?;
+        let mut pruned = tx.prepare_cached("SELECT seq FROM pruned_ids WHERE id = ?1")?;
         for e in events {
+            if any_pruned && let Some(seq) = pruned.query_row([&e.id], |r| r.get::<_, i64>(0)).optional()? {
+                result.outcomes.push(Appended { id: e.id, seq: seq as u64, duplicate: true });
+                continue;
+            }
             let inserted =
                 insert.execute(params![next, e.id, e.event_type, e.source, e.task_id, e.agent_id, ts_ms, e.data])?;
             if inserted == 1 {

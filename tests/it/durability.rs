@@ -172,3 +172,34 @@ async fn the_server_still_stops_on_sigterm_when_its_log_reader_has_gone() {
     let status = tokio::time::timeout(crate::harness::WAIT, child.wait()).await.expect("it stops").unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_resent_id_answers_its_original_seq_after_retention_pruned_the_event() {
+    let app = crate::harness::spawn_with(|c| {
+        c.retention.events = Some(2);
+        c.retention.interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let (status, first) =
+        app.post_events(&json!({"id": "order-17", "event_type": "task.created", "source": "shop"})).await;
+    assert_eq!(status, 201, "{first}");
+    let original = first["events"][0]["seq"].as_u64().unwrap();
+    let (status, _) = app.post_events(&crate::harness::events("a.b", 5)).await;
+    assert_eq!(status, 201);
+    let pruned = tokio::time::timeout(crate::harness::WAIT, async {
+        while app.get("/api/events/order-17").await.0 != 404 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(pruned.is_ok(), "retention pruned the event");
+
+    let (status, again) =
+        app.post_events(&json!({"id": "order-17", "event_type": "task.created", "source": "shop"})).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["events"][0]["seq"].as_u64(), Some(original), "the original seq, not a new one");
+    assert_eq!(again["events"][0]["duplicate"], true);
+    let head = app.get("/api/events?order=desc&limit=1").await.1["events"][0]["seq"].as_u64().unwrap();
+    assert_eq!(head, original + 5, "nothing new was stored");
+    app.stop().await;
+}
