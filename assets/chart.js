@@ -31,7 +31,8 @@
       );
       series.push({ label: labels[t] || t, stroke: COLORS[i % COLORS.length], width: 2, points: { show: false } });
     });
-    if (totals.length > MAX_SERIES) {
+    // The server names the busiest types only and sums the rest in `other`.
+    if (totals.length > MAX_SERIES || summary.other > 0) {
       data.push(
         summary.buckets.map(function (b) {
           var rest = b.total;

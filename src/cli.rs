@@ -16,6 +16,7 @@ use crate::http::limits::{self, Limits};
 use crate::redact::Redactor;
 use crate::sessions::{DEFAULT_IDLE, DEFAULT_MAX_AGE, SessionSettings};
 use crate::swarm::demo::DemoSettings;
+use crate::swarm::projection::ProjectionLimits;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -95,6 +96,23 @@ pub struct ServeArgs {
     /// Seconds of silence after which an agent is logged as left (reason timeout).
     #[arg(long, env = "SWARMFEED_AGENT_TIMEOUT", default_value_t = crate::swarm::coordinator::DEFAULT_AGENT_TIMEOUT.as_secs_f64())]
     pub agent_timeout: f64,
+    /// Unfinished tasks the swarm projection keeps; past it the oldest leaves it (the
+    /// log keeps it).
+    #[arg(long, env = "SWARMFEED_MAX_OPEN_TASKS", default_value_t = ProjectionLimits::default().open_tasks)]
+    pub max_open_tasks: usize,
+    /// Online agents the swarm projection keeps; past it the one heard from longest ago
+    /// leaves it.
+    #[arg(long, env = "SWARMFEED_MAX_ONLINE_AGENTS", default_value_t = ProjectionLimits::default().online_agents)]
+    pub max_online_agents: usize,
+    /// Bids kept per auction; past it the worst bid goes (never the winner).
+    #[arg(long, env = "SWARMFEED_MAX_BIDS_PER_AUCTION", default_value_t = ProjectionLimits::default().bids_per_auction)]
+    pub max_bids_per_auction: usize,
+    /// Finished tasks the swarm projection keeps; the oldest leave first.
+    #[arg(long, env = "SWARMFEED_MAX_FINISHED_TASKS", default_value_t = ProjectionLimits::default().finished_tasks)]
+    pub max_finished_tasks: usize,
+    /// Offline agents the swarm projection keeps; the longest gone leave first.
+    #[arg(long, env = "SWARMFEED_MAX_OFFLINE_AGENTS", default_value_t = ProjectionLimits::default().offline_agents)]
+    pub max_offline_agents: usize,
     /// Concurrent connections per client IP (0 = no limit).
     #[arg(long, env = "SWARMFEED_MAX_CONNS_PER_IP", default_value_t = limits::DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: u32,
@@ -355,6 +373,13 @@ impl ServeArgs {
         config.ingest.redactor = Redactor::new(&self.redact_key)?;
         config.coordinator.bid_window = seconds("--bid-window", self.bid_window)?;
         config.coordinator.agent_timeout = seconds("--agent-timeout", self.agent_timeout)?;
+        config.coordinator.projection = ProjectionLimits {
+            open_tasks: self.max_open_tasks,
+            online_agents: self.max_online_agents,
+            bids_per_auction: self.max_bids_per_auction,
+            finished_tasks: self.max_finished_tasks,
+            offline_agents: self.max_offline_agents,
+        };
         config.limits = Limits {
             max_conns_per_ip: self.max_conns_per_ip,
             max_connections: self.max_connections,

@@ -123,6 +123,9 @@ impl Config {
             ("--writer-queue-events", self.writer.queue_events, crate::ingest::MAX_BATCH),
             ("--read-connections", self.read_connections, 1),
             ("--max-body-bytes", self.max_body_bytes, 1024),
+            ("--max-open-tasks", self.coordinator.projection.open_tasks, 1),
+            ("--max-online-agents", self.coordinator.projection.online_agents, 1),
+            ("--max-bids-per-auction", self.coordinator.projection.bids_per_auction, 1),
         ];
         if self.coordinator.bid_window.is_zero() {
             return Err(ConfigError::TooSmall { name: "--bid-window", min: 1 });

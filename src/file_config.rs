@@ -54,6 +54,11 @@ pub struct FileConfig {
     session_max_days: Option<f64>,
     login_link_minutes: Option<f64>,
     idempotency_days: Option<u32>,
+    max_open_tasks: Option<usize>,
+    max_online_agents: Option<usize>,
+    max_bids_per_auction: Option<usize>,
+    max_finished_tasks: Option<usize>,
+    max_offline_agents: Option<usize>,
 }
 
 /// A settings file that cannot be used.
@@ -165,6 +170,11 @@ impl FileConfig {
             session_max_days => args.session_max_days,
             login_link_minutes => args.login_link.login_link_minutes,
             idempotency_days => args.idempotency_days,
+            max_open_tasks => args.max_open_tasks,
+            max_online_agents => args.max_online_agents,
+            max_bids_per_auction => args.max_bids_per_auction,
+            max_finished_tasks => args.max_finished_tasks,
+            max_offline_agents => args.max_offline_agents,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! writer, the store or the hub; they hold no state of their own. Streaming endpoints
 //! live in `transport`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -27,6 +27,9 @@ pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Longest window `GET /api/summary` covers, minutes (one day).
 const MAX_SUMMARY_MINUTES: u32 = 24 * 60;
+/// Types a summary names; the rest are summed as `other`, so a producer inventing a
+/// new type per event cannot make the summary, or the events page, grow with them.
+pub const MAX_SUMMARY_TYPES: usize = 20;
 /// Bodies above this are parsed on the blocking pool: a 16 MiB batch takes tens of
 /// milliseconds to parse, which would stall every connection sharing the worker.
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
@@ -185,7 +188,10 @@ pub struct Bucket {
     /// Start of the minute, RFC 3339.
     pub minute: String,
     pub total: u64,
+    /// The summary's named types only.
     pub by_type: BTreeMap<String, u64>,
+    /// Events of every other type.
+    pub other: u64,
 }
 
 /// What `GET /api/summary` answers; the events page renders the same.
@@ -195,12 +201,16 @@ pub struct Summary {
     pub from: String,
     pub to: String,
     pub total: u64,
+    /// The [`MAX_SUMMARY_TYPES`] busiest types of the window.
     pub by_type: BTreeMap<String, u64>,
+    /// Events of every other type.
+    pub other: u64,
     pub buckets: Vec<Bucket>,
 }
 
-/// `GET /api/summary?minutes=60`: counts by type, and one bucket per minute (empty
-/// minutes included, so charts need no gap filling).
+/// `GET /api/summary?minutes=60`: counts of the busiest types (at most 20; `other` sums
+/// the rest), and one bucket per minute (empty minutes included, so charts need no gap
+/// filling).
 #[utoipa::path(get, path = "/api/summary", tag = "events", params(SummaryParams),
     responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), Refusals))]
 pub async fn summary(
@@ -227,21 +237,33 @@ pub async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiErr
     let first = this_minute - i64::from(minutes - 1) * 60_000;
     let counts = state.store.minute_counts(first).await?;
     let mut buckets: Vec<Bucket> = (0..i64::from(minutes))
-        .map(|i| Bucket { minute: format_timestamp(first + i * 60_000), total: 0, by_type: BTreeMap::new() })
+        .map(|i| Bucket { minute: format_timestamp(first + i * 60_000), total: 0, by_type: BTreeMap::new(), other: 0 })
         .collect();
+    let mut all_types: HashMap<&str, u64> = HashMap::new();
+    for c in &counts {
+        *all_types.entry(c.event_type.as_str()).or_default() += c.count;
+    }
+    let mut busiest: Vec<(&str, u64)> = all_types.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let named: HashSet<&str> = busiest.iter().take(MAX_SUMMARY_TYPES).map(|(t, _)| *t).collect();
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total = 0;
-    for c in counts {
+    let (mut total, mut other) = (0, 0);
+    for c in &counts {
         let Ok(i) = usize::try_from((c.minute_ms - first) / 60_000) else { continue };
         // Events stamped in a minute after "now" (a clock step back) land in the last bucket.
         let last = buckets.len() - 1;
         let bucket = &mut buckets[i.min(last)];
         bucket.total += c.count;
-        *bucket.by_type.entry(c.event_type.clone()).or_default() += c.count;
-        *by_type.entry(c.event_type).or_default() += c.count;
         total += c.count;
+        if named.contains(c.event_type.as_str()) {
+            *bucket.by_type.entry(c.event_type.clone()).or_default() += c.count;
+            *by_type.entry(c.event_type.clone()).or_default() += c.count;
+        } else {
+            bucket.other += c.count;
+            other += c.count;
+        }
     }
-    Ok(Summary { minutes, from: format_timestamp(first), to: format_timestamp(now), total, by_type, buckets })
+    Ok(Summary { minutes, from: format_timestamp(first), to: format_timestamp(now), total, by_type, other, buckets })
 }
 
 /// `GET /api/event-types`: the known-type table of DESIGN §2.

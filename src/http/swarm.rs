@@ -13,9 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::error::{ApiBody, ApiError};
+use super::error::{ApiBody, ApiError, ApiQuery};
 use super::openapi::{CommandRefusals, Refusals};
-use crate::swarm::coordinator::{Command, CommandError, Rejected};
+use crate::swarm::coordinator::{Command, CommandError, MAX_PAGE, Rejected, SwarmPage};
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
@@ -234,9 +234,39 @@ pub async fn tools(
     run(&state, Command::Tool { task_id, tool_name: b.tool_name, status: b.status, data: b.data }, true).await
 }
 
-/// `GET /api/swarm`: agents, tasks, open auctions and totals, folded from the log.
-#[utoipa::path(get, path = "/api/swarm", tag = "swarm",
-    responses((status = 200, description = "Agents, tasks, open auctions and totals, folded from the log", body = Object), Refusals))]
-pub async fn snapshot(State(state): State<AppState>) -> Result<Response, ApiError> {
-    run(&state, Command::Snapshot, false).await
+/// The paging parameters of `GET /api/swarm`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmParams {
+    /// Tasks in the page, newest first: 1 to 1 000, default 100.
+    tasks_limit: Option<usize>,
+    /// The previous page's `tasks_next`: only tasks created before it.
+    tasks_before: Option<u64>,
+    /// Agents in the page, by id: 1 to 1 000, default 200.
+    agents_limit: Option<usize>,
+    /// The previous page's `agents_next`: only agents whose id sorts after it.
+    agents_after: Option<String>,
+}
+
+/// `GET /api/swarm`: totals, open auctions, and a page each of tasks (newest first) and
+/// agents (by id), folded from the log; `tasks_next` and `agents_next` continue them.
+#[utoipa::path(get, path = "/api/swarm", tag = "swarm", params(SwarmParams),
+    responses((status = 200, description = "Totals, open auctions (at most 100; auctions_more counts the rest), \
+        a page of tasks and a page of agents, with cursors for the next pages", body = Object), Refusals))]
+pub async fn snapshot(State(state): State<AppState>, ApiQuery(q): ApiQuery<SwarmParams>) -> Result<Response, ApiError> {
+    let limit =
+        |given: Option<usize>, default: usize, name: &'static str| match given {
+            None => Ok(default),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request("invalid_query", format!("{name} must be 1 to {MAX_PAGE}, not {n}"))
+                .with_field(name)),
+        };
+    let defaults = SwarmPage::default();
+    let page = SwarmPage {
+        tasks_limit: limit(q.tasks_limit, defaults.tasks_limit, "tasks_limit")?,
+        tasks_before: q.tasks_before,
+        agents_limit: limit(q.agents_limit, defaults.agents_limit, "agents_limit")?,
+        agents_after: q.agents_after,
+    };
+    run(&state, Command::Snapshot(page), false).await
 }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auction::{self, Settlement};
-use super::projection::{AgentStatus, Projection, SWARM_TYPES, TaskStatus};
+use super::projection::{AgentStatus, Projection, ProjectionLimits, SWARM_TYPES, TaskStatus};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::{MAX_NAME_CHARS, format_timestamp};
 use crate::filter::{Filter, FilterSpec};
@@ -65,6 +65,8 @@ pub struct CoordinatorSettings {
     pub agent_timeout: Duration,
     /// The `source` of the coordinator's events; also how it recognises what it manages.
     pub source: String,
+    /// How much of the swarm the projection keeps in memory.
+    pub projection: ProjectionLimits,
 }
 
 impl Default for CoordinatorSettings {
@@ -73,6 +75,7 @@ impl Default for CoordinatorSettings {
             bid_window: DEFAULT_BID_WINDOW,
             agent_timeout: DEFAULT_AGENT_TIMEOUT,
             source: "coordinator".into(),
+            projection: ProjectionLimits::default(),
         }
     }
 }
@@ -122,8 +125,40 @@ pub enum Command {
         status: Option<String>,
         data: Map<String, Value>,
     },
-    /// The projection as `GET /api/swarm` serves it.
-    Snapshot,
+    /// One page of the projection, as `GET /api/swarm` serves it.
+    Snapshot(SwarmPage),
+    /// One agent, as the agent page shows it.
+    Agent {
+        agent_id: String,
+    },
+}
+
+/// Which part of the swarm a snapshot shows: the totals, the open auctions, and a page
+/// each of tasks (newest first) and agents (by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmPage {
+    /// Tasks to show, at most [`MAX_PAGE`].
+    pub tasks_limit: usize,
+    /// Only tasks created before this seq (the previous page's `tasks_next`).
+    pub tasks_before: Option<u64>,
+    /// Agents to show, at most [`MAX_PAGE`].
+    pub agents_limit: usize,
+    /// Only agents whose id sorts after this one (the previous page's `agents_next`).
+    pub agents_after: Option<String>,
+}
+
+/// The most tasks or agents one snapshot page holds.
+pub const MAX_PAGE: usize = 1_000;
+/// Open auctions one snapshot lists; `auctions_more` counts the rest.
+pub const MAX_AUCTIONS: usize = 100;
+/// How long a built snapshot serves page views while the log does not move: the
+/// seconds left in each auction are the only part that changes by itself.
+const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
+
+impl Default for SwarmPage {
+    fn default() -> Self {
+        SwarmPage { tasks_limit: 100, tasks_before: None, agents_limit: 200, agents_after: None }
+    }
 }
 
 /// A command the swarm's rules refuse: an expected outcome, not a failure.
@@ -202,13 +237,14 @@ pub fn spawn(
         store,
         leadership,
         leading: false,
-        projection: Projection::default(),
+        projection: Projection::new(settings.projection.clone()),
         writer,
         rules,
         settings,
         managed_agents: HashSet::new(),
         managed_auctions: HashSet::new(),
         last_heard: HashMap::new(),
+        snapshot_cache: None,
     };
     let task = tokio::spawn(coordinator.run(rx, shutdown));
     (CoordinatorHandle { commands }, task)
@@ -233,6 +269,9 @@ struct Coordinator {
     managed_auctions: HashSet<String>,
     /// When each managed, online agent was last heard from.
     last_heard: HashMap<String, Instant>,
+    /// The last snapshot built: its page, the seq it shows, when it was built. Page
+    /// views ask for the same page over and over; they share one build per seq.
+    snapshot_cache: Option<(SwarmPage, u64, Instant, Value)>,
 }
 
 fn now_ms() -> i64 {
@@ -390,7 +429,7 @@ impl Coordinator {
                 // Retention removed events the fold had not read: start over from what
                 // is left rather than fold a log with a hole in it.
                 tracing::warn!(oldest, "swarm log was pruned under the coordinator; refolding");
-                self.projection = Projection::default();
+                self.projection = self.projection.emptied();
             }
         }
         Ok(())
@@ -437,11 +476,15 @@ impl Coordinator {
     }
 
     async fn handle(&mut self, command: Command) -> Result<Value, CommandError> {
-        if !self.leading && !matches!(command, Command::Snapshot) {
+        if !self.leading && !matches!(command, Command::Snapshot(_) | Command::Agent { .. }) {
             return Err(CommandError::NotLeader);
         }
         match command {
-            Command::Snapshot => Ok(self.snapshot()),
+            Command::Snapshot(page) => Ok(self.cached_snapshot(page)),
+            Command::Agent { agent_id } => {
+                let agent = self.projection.agent(&agent_id).ok_or_else(|| not_found_agent(&agent_id))?;
+                Ok(agent_view(agent))
+            }
             Command::Join { name, agent_id, capabilities } => self.join(name, agent_id, capabilities).await,
             Command::Leave { agent_id } => {
                 let agent = self.online_agent(&agent_id)?;
@@ -709,23 +752,45 @@ impl Coordinator {
         }
     }
 
-    fn snapshot(&self) -> Value {
+    /// [`Coordinator::snapshot`], built at most once per seq and second for a page.
+    fn cached_snapshot(&mut self, page: SwarmPage) -> Value {
+        let seq = self.projection.seq;
+        if let Some((cached_page, cached_seq, built, value)) = &self.snapshot_cache
+            && *cached_page == page
+            && *cached_seq == seq
+            && built.elapsed() < SNAPSHOT_FRESH
+        {
+            return value.clone();
+        }
+        let value = self.snapshot(&page);
+        self.snapshot_cache = Some((page, seq, Instant::now(), value.clone()));
+        value
+    }
+
+    /// A page of the projection. Its work is bounded by the page, not by the swarm:
+    /// tasks come from an index by creation, agents from a map by id.
+    fn snapshot(&self, page: &SwarmPage) -> Value {
         let now = now_ms();
         let p = &self.projection;
-        let agents: Vec<Value> = p
-            .agents()
-            .map(|a| {
-                let mut v = serde_json::to_value(a).unwrap_or_default();
-                v["last_seen"] = json!(format_timestamp(a.last_seen_ms));
-                v["joined_at"] = json!(format_timestamp(a.joined_ms));
-                v
-            })
-            .collect();
-        let mut tasks: Vec<&super::projection::Task> = p.tasks().collect();
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_seq));
+        let agents_limit = page.agents_limit.min(MAX_PAGE);
+        let mut agents: Vec<Value> =
+            p.agents_after(page.agents_after.as_deref()).take(agents_limit + 1).map(agent_view).collect();
+        let agents_next = (agents.len() > agents_limit).then(|| {
+            agents.truncate(agents_limit);
+            agents.last().map(|a| a["agent_id"].clone()).unwrap_or_default()
+        });
+        let tasks_limit = page.tasks_limit.min(MAX_PAGE);
+        let mut tasks: Vec<&super::projection::Task> =
+            p.tasks_newest_first(page.tasks_before).take(tasks_limit + 1).collect();
+        let tasks_next = (tasks.len() > tasks_limit).then(|| {
+            tasks.truncate(tasks_limit);
+            tasks.last().map_or(0, |t| t.created_seq)
+        });
         let tasks: Vec<Value> = tasks.into_iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
+        let open_auctions = p.open_auctions().count();
         let auctions: Vec<Value> = p
             .open_auctions()
+            .take(MAX_AUCTIONS)
             .map(|t| {
                 json!({
                     "task_id": t.task_id,
@@ -737,8 +802,25 @@ impl Coordinator {
                 })
             })
             .collect();
-        json!({ "seq": p.seq, "agents": agents, "tasks": tasks, "auctions": auctions, "totals": p.totals() })
+        json!({
+            "seq": p.seq,
+            "agents": agents,
+            "agents_next": agents_next,
+            "tasks": tasks,
+            "tasks_next": tasks_next,
+            "auctions": auctions,
+            "auctions_more": open_auctions.saturating_sub(MAX_AUCTIONS),
+            "totals": p.totals(),
+        })
     }
+}
+
+/// An agent as the API and the pages show it, with its times in RFC 3339.
+fn agent_view(a: &super::projection::Agent) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or_default();
+    v["last_seen"] = json!(format_timestamp(a.last_seen_ms));
+    v["joined_at"] = json!(format_timestamp(a.joined_ms));
+    v
 }
 
 /// The ids of an auction's settlement events. Derived from the task, so settling the

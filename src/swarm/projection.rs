@@ -13,10 +13,42 @@ use serde_json::{Map, Value};
 
 use crate::event::{Event, parse_timestamp};
 
-/// Finished tasks kept in the projection; older ones leave it (the log keeps them).
-pub const MAX_FINISHED_TASKS: usize = 500;
-/// Offline agents kept in the projection; the longest-gone leave it first.
-pub const MAX_OFFLINE_AGENTS: usize = 500;
+/// How much of the swarm the projection keeps in memory. Past each cap the oldest
+/// leaves the projection (the log keeps it, and the totals still count it), so a
+/// producer that floods `task.created` or `agent.joined` costs a bounded amount of
+/// memory and every snapshot a bounded amount of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionLimits {
+    /// Unfinished tasks (`--max-open-tasks`, `SWARMFEED_MAX_OPEN_TASKS`; default
+    /// 10 000); past it the oldest open task leaves, counted in `tasks_dropped`.
+    pub open_tasks: usize,
+    /// Agents not offline (`--max-online-agents`, `SWARMFEED_MAX_ONLINE_AGENTS`;
+    /// default 10 000); past it the one heard from longest ago leaves, counted in
+    /// `agents_dropped`.
+    pub online_agents: usize,
+    /// Bids kept per auction (`--max-bids-per-auction`,
+    /// `SWARMFEED_MAX_BIDS_PER_AUCTION`; default 1 000); past it the worst bid (the
+    /// highest, the latest on a tie) goes, which never changes who wins.
+    pub bids_per_auction: usize,
+    /// Finished tasks (`--max-finished-tasks`, `SWARMFEED_MAX_FINISHED_TASKS`; default
+    /// 500); the oldest leave first.
+    pub finished_tasks: usize,
+    /// Offline agents (`--max-offline-agents`, `SWARMFEED_MAX_OFFLINE_AGENTS`; default
+    /// 500); the longest gone leave first.
+    pub offline_agents: usize,
+}
+
+impl Default for ProjectionLimits {
+    fn default() -> Self {
+        ProjectionLimits {
+            open_tasks: 10_000,
+            online_agents: 10_000,
+            bids_per_auction: 1_000,
+            finished_tasks: 500,
+            offline_agents: 500,
+        }
+    }
+}
 
 /// The event types the projection reads; everything else passes it by.
 pub const SWARM_TYPES: &[&str] = &["agent.*", "task.*", "bid.*", "auction.*", "tool.*"];
@@ -111,6 +143,9 @@ pub struct Task {
     pub tool_calls: u64,
     /// `auction.closed` was seen: no more bids count.
     pub auction_closed: bool,
+    /// Bids that arrived past `--max-bids-per-auction` and were dropped (the worst
+    /// ones; never the winner).
+    pub bids_dropped: u64,
 }
 
 impl Task {
@@ -137,6 +172,12 @@ pub struct Totals {
     pub tasks_failed: u64,
     pub open_auctions: u64,
     pub sats_paid: u64,
+    /// Unfinished tasks in the projection.
+    pub tasks_open: u64,
+    /// Open tasks that left the projection past `--max-open-tasks`.
+    pub tasks_dropped: u64,
+    /// Online agents that left the projection past `--max-online-agents`.
+    pub agents_dropped: u64,
 }
 
 /// The swarm as the log says it is.
@@ -144,8 +185,14 @@ pub struct Totals {
 pub struct Projection {
     /// The last seq folded.
     pub seq: u64,
+    limits: ProjectionLimits,
     agents: BTreeMap<String, Agent>,
     tasks: BTreeMap<String, Task>,
+    /// Every task's id by the seq of its `task.created`: tasks newest first, a page at
+    /// a time, without sorting them all.
+    by_created: BTreeMap<u64, String>,
+    /// Unfinished task ids by the seq of their `task.created`, to bound them.
+    open: BTreeMap<u64, String>,
     /// Finished task ids, oldest first, to bound `tasks`.
     finished: VecDeque<String>,
     /// Offline agent ids, longest gone first, to bound `agents`.
@@ -155,6 +202,8 @@ pub struct Projection {
     tasks_completed: u64,
     tasks_failed: u64,
     sats_paid: u64,
+    tasks_dropped: u64,
+    agents_dropped: u64,
 }
 
 fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -162,6 +211,29 @@ fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 impl Projection {
+    /// An empty projection that keeps to `limits`.
+    pub fn new(limits: ProjectionLimits) -> Self {
+        Projection { limits, ..Projection::default() }
+    }
+
+    /// The same limits, nothing folded: what a refold starts from.
+    pub fn emptied(&self) -> Self {
+        Projection::new(self.limits.clone())
+    }
+
+    /// Tasks newest first (by their `task.created`), starting below `before` (a seq
+    /// from [`Task::created_seq`]) when given.
+    pub fn tasks_newest_first(&self, before: Option<u64>) -> impl Iterator<Item = &Task> {
+        self.by_created.range(..before.unwrap_or(u64::MAX)).rev().filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Agents by id, starting after `after` when given.
+    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &Agent> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        self.agents.range((start, Bound::Unbounded)).map(|(_, a)| a)
+    }
+
     pub fn agent(&self, agent_id: &str) -> Option<&Agent> {
         self.agents.get(agent_id)
     }
@@ -194,6 +266,9 @@ impl Projection {
             tasks_failed: self.tasks_failed,
             open_auctions: self.open_auctions().count() as u64,
             sats_paid: self.sats_paid,
+            tasks_open: self.open.len() as u64,
+            tasks_dropped: self.tasks_dropped,
+            agents_dropped: self.agents_dropped,
         }
     }
 
@@ -225,6 +300,10 @@ impl Projection {
                     .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                     .unwrap_or_default();
                 self.offline.retain(|o| o != id);
+                let coming_online = self.agents.get(id).is_none_or(|a| a.status == AgentStatus::Offline);
+                if coming_online {
+                    self.make_room_for_an_online_agent();
+                }
                 let agent = self.agents.entry(id.to_owned()).or_insert_with(|| Agent {
                     agent_id: id.to_owned(),
                     name: name.clone(),
@@ -250,7 +329,7 @@ impl Projection {
                 a.status = AgentStatus::Offline;
                 let id = a.agent_id.clone();
                 self.offline.push_back(id);
-                while self.offline.len() > MAX_OFFLINE_AGENTS {
+                while self.offline.len() > self.limits.offline_agents {
                     if let Some(gone) = self.offline.pop_front() {
                         self.agents.remove(&gone);
                     }
@@ -271,6 +350,9 @@ impl Projection {
                     return;
                 }
                 self.tasks_total += 1;
+                self.make_room_for_an_open_task();
+                self.by_created.insert(event.seq, id.to_owned());
+                self.open.insert(event.seq, id.to_owned());
                 self.tasks.insert(
                     id.to_owned(),
                     Task {
@@ -290,6 +372,7 @@ impl Projection {
                         finished_ms: None,
                         tool_calls: 0,
                         auction_closed: false,
+                        bids_dropped: 0,
                     },
                 );
             }
@@ -299,12 +382,23 @@ impl Projection {
                 t.closes_ms = str_field(&data, "closes_at").and_then(parse_timestamp);
             }
             "bid.submitted" => {
+                let max_bids = self.limits.bids_per_auction;
                 let (Some(t), Some(agent)) = (self.open_task(task_id), agent_id) else { return };
                 let Some(sats) = data.get("bid_sats").and_then(Value::as_u64) else { return };
                 if t.auction_closed {
                     return;
                 }
                 t.bids.push(Bid { agent_id: agent.to_owned(), bid_sats: sats, seq: event.seq, at_ms: at });
+                if t.bids.len() > max_bids {
+                    // The worst bid can never win: the auction's outcome is unchanged.
+                    if let Some(worst) =
+                        t.bids.iter().enumerate().max_by_key(|(_, b)| (b.bid_sats, b.seq)).map(|(i, _)| i)
+                    {
+                        t.bids.swap_remove(worst);
+                        t.bids.sort_by_key(|b| b.seq);
+                        t.bids_dropped += 1;
+                    }
+                }
             }
             "auction.closed" => {
                 // Bidding is over; the assignment or failure that follows says how.
@@ -347,6 +441,8 @@ impl Projection {
                     t.reason = Some(str_field(&data, "reason").unwrap_or("unknown").to_owned());
                 }
                 let (tid, winner, bid) = (t.task_id.clone(), t.winner.clone(), t.winning_bid.unwrap_or(0));
+                let created_seq = t.created_seq;
+                self.open.remove(&created_seq);
                 if completed {
                     self.tasks_completed += 1;
                     self.sats_paid += bid;
@@ -364,13 +460,49 @@ impl Projection {
                     a.refresh_status();
                 }
                 self.finished.push_back(tid);
-                while self.finished.len() > MAX_FINISHED_TASKS {
-                    if let Some(old) = self.finished.pop_front() {
-                        self.tasks.remove(&old);
+                while self.finished.len() > self.limits.finished_tasks {
+                    if let Some(old) = self.finished.pop_front()
+                        && let Some(gone) = self.tasks.remove(&old)
+                    {
+                        self.by_created.remove(&gone.created_seq);
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// At the open-task cap, the oldest open task leaves the projection (its winner,
+    /// if any, no longer counts it as current).
+    fn make_room_for_an_open_task(&mut self) {
+        while self.open.len() >= self.limits.open_tasks.max(1) {
+            let Some((seq, id)) = self.open.pop_first() else { return };
+            self.by_created.remove(&seq);
+            self.tasks_dropped += 1;
+            let Some(task) = self.tasks.remove(&id) else { continue };
+            if let Some(a) = task.winner.as_deref().and_then(|w| self.agents.get_mut(w)) {
+                a.current_tasks.remove(&id);
+                a.refresh_status();
+            }
+        }
+    }
+
+    /// At the online-agent cap, the online agent heard from longest ago leaves the
+    /// projection. A scan, but only of a swarm already at its cap.
+    fn make_room_for_an_online_agent(&mut self) {
+        let online = self.agents.len() - self.offline.len();
+        if online < self.limits.online_agents.max(1) {
+            return;
+        }
+        let quietest = self
+            .agents
+            .values()
+            .filter(|a| a.status != AgentStatus::Offline)
+            .min_by_key(|a| (a.last_seen_ms, a.agent_id.clone()))
+            .map(|a| a.agent_id.clone());
+        if let Some(id) = quietest {
+            self.agents.remove(&id);
+            self.agents_dropped += 1;
         }
     }
 
@@ -503,7 +635,8 @@ mod tests {
     fn finished_tasks_are_bounded() {
         use serde_json::json;
         let mut log = Log::new();
-        for i in 0..MAX_FINISHED_TASKS + 10 {
+        let max = ProjectionLimits::default().finished_tasks;
+        for i in 0..max + 10 {
             let id = format!("t{i}");
             log.push("task.created", Some(&id), None, json!({"description": "x"})).push(
                 "task.failed",
@@ -513,7 +646,71 @@ mod tests {
             );
         }
         let p = log.fold();
-        assert_eq!(p.tasks().count(), MAX_FINISHED_TASKS);
-        assert_eq!(p.totals().tasks_failed, (MAX_FINISHED_TASKS + 10) as u64);
+        assert_eq!(p.tasks().count(), max);
+        assert_eq!(p.totals().tasks_failed, (max + 10) as u64);
+        assert_eq!(p.tasks_newest_first(None).count(), max, "the paging index is bounded too");
+    }
+
+    fn fold_with(log: &Log, limits: ProjectionLimits) -> Projection {
+        let mut p = Projection::new(limits);
+        for e in &log.events {
+            p.apply(e);
+        }
+        p
+    }
+
+    #[test]
+    fn open_tasks_are_bounded_and_the_oldest_leave_first() {
+        use serde_json::json;
+        let mut log = Log::new();
+        for i in 0..25 {
+            log.push("task.created", Some(&format!("t{i}")), None, json!({"description": "x"}));
+        }
+        let p = fold_with(&log, ProjectionLimits { open_tasks: 10, ..ProjectionLimits::default() });
+        assert_eq!(p.tasks().count(), 10);
+        assert!(p.task("t14").is_none() && p.task("t15").is_some(), "the newest ten stay");
+        let totals = p.totals();
+        assert_eq!((totals.tasks_total, totals.tasks_open, totals.tasks_dropped), (25, 10, 15));
+        let page: Vec<_> = p.tasks_newest_first(None).take(3).map(|t| t.task_id.as_str()).collect();
+        assert_eq!(page, ["t24", "t23", "t22"]);
+        let next = p.tasks_newest_first(None).nth(2).unwrap().created_seq;
+        assert_eq!(p.tasks_newest_first(Some(next)).next().unwrap().task_id, "t21", "a cursor continues the page");
+    }
+
+    #[test]
+    fn online_agents_are_bounded_and_the_quietest_leaves() {
+        use serde_json::json;
+        let mut log = Log::new();
+        for i in 0..5 {
+            log.push("agent.joined", None, Some(&format!("a{i}")), json!({"name": "n"}));
+        }
+        // a0 speaks again, so a1 is now the quietest.
+        log.push("agent.status_changed", None, Some("a0"), json!({"status": "busy"}));
+        log.push("agent.joined", None, Some("a5"), json!({"name": "n"}));
+        let p = fold_with(&log, ProjectionLimits { online_agents: 5, ..ProjectionLimits::default() });
+        let ids: Vec<_> = p.agents().map(|a| a.agent_id.as_str()).collect();
+        assert_eq!(ids, ["a0", "a2", "a3", "a4", "a5"]);
+        assert_eq!(p.totals().agents_dropped, 1);
+        let after: Vec<_> = p.agents_after(Some("a3")).map(|a| a.agent_id.as_str()).collect();
+        assert_eq!(after, ["a4", "a5"]);
+    }
+
+    #[test]
+    fn bids_past_the_cap_drop_the_worst_and_never_change_the_winner() {
+        use serde_json::json;
+        let mut log = Log::new();
+        log.push("task.created", Some("t"), None, json!({"description": "x"}));
+        log.push("task.bidding", Some("t"), None, json!({}));
+        for (agent, sats) in [("a", 50), ("b", 10), ("c", 90), ("d", 10), ("e", 70), ("f", 5)] {
+            log.push("bid.submitted", Some("t"), Some(agent), json!({"bid_sats": sats}));
+        }
+        let unbounded = log.fold();
+        let p = fold_with(&log, ProjectionLimits { bids_per_auction: 3, ..ProjectionLimits::default() });
+        let t = p.task("t").unwrap();
+        let kept: Vec<_> = t.bids.iter().map(|b| b.agent_id.as_str()).collect();
+        assert_eq!(kept, ["b", "d", "f"], "the three best, in the order they came");
+        assert_eq!(t.bids_dropped, 3);
+        let winner = |p: &Projection| p.task("t").unwrap().best_bid(|_| true).unwrap().agent_id.clone();
+        assert_eq!(winner(&p), winner(&unbounded));
     }
 }

@@ -15,6 +15,7 @@ mod harness;
 mod multinode;
 mod pages;
 mod poll_sse;
+mod projection;
 mod security;
 mod sessions;
 mod swarm;

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::html;
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, html_page, swarm, up_to_head, who};
+use super::{PageError, badge, html_page, swarm_agent, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::format_timestamp;
 use crate::filter::{Filter, FilterQuery};
@@ -32,8 +32,8 @@ pub async fn page_handler(
 ) -> Result<Response, PageError> {
     let filter = Filter::from_query(&FilterQuery { agent_id: Some(agent_id.clone()), ..FilterQuery::default() })?;
     let (since, events) = up_to_head(&state, filter, Order::Desc, HISTORY_ROWS).await?;
-    let swarm = swarm(&state).await?;
-    let agent = swarm.agents.iter().find(|a| a.agent_id == agent_id);
+    let agent = swarm_agent(&state, &agent_id).await?;
+    let agent = agent.as_ref();
     if events.is_empty() && agent.is_none() {
         return Err(ApiError::not_found(format!("no event mentions agent {agent_id:?}")).into());
     }

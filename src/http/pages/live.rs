@@ -204,14 +204,13 @@ fn toggle(selected: &BTreeSet<String>, patterns: &[String], on: bool) -> BTreeSe
 /// `live.js` fires, throttled, when the feed brings a swarm event.
 fn tiles(swarm: &Swarm, rate: f64) -> Markup {
     let t = &swarm.totals;
-    let active_tasks = swarm.tasks.iter().filter(|t| !matches!(t.status.as_str(), "completed" | "failed")).count();
     let tile = |value: String, label: &str| {
         html! { div.tile { span.tile-value { (value) } span.tile-label { (label) } } }
     };
     html! {
         div #stat-tiles .tiles hx-get="/swarm/live/panels" hx-trigger="sf:swarm from:body, every 30s" hx-swap="outerHTML" {
             (tile(format!("{} / {}", t.agents_active, t.agents_total), "agents active / total"))
-            (tile(active_tasks.to_string(), "active tasks"))
+            (tile(t.tasks_open.to_string(), "active tasks"))
             (tile(t.open_auctions.to_string(), "open auctions"))
             (tile(format!("{rate:.1}"), "events / min"))
             (tile(format!("{} / {}", t.tasks_completed, t.tasks_failed), "tasks done / failed"))
@@ -256,8 +255,9 @@ fn auctions(swarm: &Swarm, oob: bool) -> Markup {
                     }
                 }
             }
-            @if swarm.auctions.len() > MAX_AUCTIONS {
-                p.muted { "and " (swarm.auctions.len() - MAX_AUCTIONS) " more" }
+            @let more = (swarm.auctions.len() + swarm.auctions_more).saturating_sub(MAX_AUCTIONS);
+            @if more > 0 {
+                p.muted { "and " (more) " more" }
             }
         }
     }
@@ -293,8 +293,9 @@ fn agents(swarm: &Swarm, oob: bool) -> Markup {
                     }
                 }
             }
-            @if agents.len() > MAX_AGENTS {
-                p.muted { "and " (agents.len() - MAX_AGENTS) " more" }
+            @let more = (swarm.totals.agents_total as usize).saturating_sub(agents.len().min(MAX_AGENTS));
+            @if more > 0 {
+                p.muted { "and " (more) " more" }
             }
         }
     }

@@ -138,6 +138,9 @@ pub async fn page_handler(
                             }
                         }
                     }
+                    @if summary.other > 0 {
+                        p.muted.other-types { (summary.other) " of other types" }
+                    }
                     p.muted { (summary.total) " events in all" }
                 }
             }

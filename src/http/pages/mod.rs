@@ -26,7 +26,7 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::filter::FilterError;
 use crate::store::{Order, Query as StoreQuery, StoreError};
-use crate::swarm::coordinator::Command;
+use crate::swarm::coordinator::{Command, CommandError, Rejected, SwarmPage};
 use crate::swarm::projection::Totals;
 use crate::view::layout::{Nav, Shell, page};
 
@@ -127,6 +127,8 @@ pub struct Swarm {
     pub agents: Vec<AgentView>,
     pub tasks: Vec<TaskView>,
     pub auctions: Vec<AuctionView>,
+    /// Open auctions past the snapshot's list.
+    pub auctions_more: usize,
     pub totals: Totals,
 }
 
@@ -186,9 +188,21 @@ async fn up_to_head(
     Ok((head, events))
 }
 
+/// The first page of the swarm: what the live page shows.
 async fn swarm(state: &AppState) -> Result<Swarm, PageError> {
-    let value = state.coordinator.run(Command::Snapshot).await.map_err(ApiError::from)?;
+    let value = state.coordinator.run(Command::Snapshot(SwarmPage::default())).await.map_err(ApiError::from)?;
     serde_json::from_value(value).map_err(|e| PageError(ApiError::internal(&format!("swarm snapshot: {e}"))))
+}
+
+/// One agent as the projection has it, or `None` when it is not there.
+async fn swarm_agent(state: &AppState, agent_id: &str) -> Result<Option<AgentView>, PageError> {
+    match state.coordinator.run(Command::Agent { agent_id: agent_id.to_owned() }).await {
+        Ok(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| PageError(ApiError::internal(&format!("agent view: {e}")))),
+        Err(CommandError::Rejected(Rejected::NotFound(_))) => Ok(None),
+        Err(e) => Err(PageError(e.into())),
+    }
 }
 
 /// A status badge (`idle`, `busy`, `offline`, `bidding`, `completed`, …).
