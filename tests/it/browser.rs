@@ -492,6 +492,51 @@ async fn before_every_page(browser: &Browser, source: &str) {
     browser.client.issue_cmd(cmd).await.expect("chromedriver runs the DevTools command");
 }
 
+/// What an extension or a proxy's injected script that blocks WebSockets does: the
+/// constructor throws, as Chromium's own throws a `SecurityError` for a URL it refuses.
+const THROWING_WEBSOCKET: &str = r#"
+    window.__blockedSockets = 0;
+    window.WebSocket = function () {
+        window.__blockedSockets++;
+        throw new DOMException("WebSocket blocked", "SecurityError");
+    };"#;
+
+/// The same for server-sent events.
+const THROWING_EVENTSOURCE: &str = r#"
+    window.__blockedStreams = 0;
+    window.EventSource = function () {
+        window.__blockedStreams++;
+        throw new DOMException("EventSource blocked", "SecurityError");
+    };"#;
+
+#[tokio::test]
+async fn when_the_websocket_constructor_throws_the_page_follows_over_sse_then_long_poll() {
+    let app = spawn_app().await;
+    let first = post(&base(&app), &app.admin, json!({"event_type": "task.created", "source": "t"})).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    before_every_page(&browser, THROWING_WEBSOCKET).await;
+    browser.login(&base(&app), &app.admin).await;
+    browser.wait_live(Some("sse")).await;
+    assert_eq!(browser.eval("return window.__blockedSockets > 0").await, true, "the page tried a WebSocket first");
+    let second = post(&base(&app), &app.admin, json!({"event_type": "task.started", "source": "t"})).await;
+    browser.wait_for("the row over SSE", &row(second)).await;
+    assert_eq!(browser.feed_seqs().await, vec![second, first], "each event once, newest first");
+
+    // With event streams blocked the same way too, long-poll; an event posted while
+    // the page is falling back shows once, after the ones rendered with the page.
+    before_every_page(&browser, THROWING_EVENTSOURCE).await;
+    browser.goto(&format!("{}/swarm/live", base(&app))).await;
+    let third = post(&base(&app), &app.admin, json!({"event_type": "task.completed", "source": "t"})).await;
+    browser.wait_live(Some("poll")).await;
+    assert_eq!(browser.eval("return window.__blockedStreams > 0").await, true, "the page tried SSE before polling");
+    browser.wait_for("the row posted during the fallback", &row(third)).await;
+    let fourth = post(&base(&app), &app.admin, json!({"event_type": "task.failed", "source": "t"})).await;
+    browser.wait_for("the row by long-poll", &row(fourth)).await;
+    assert_eq!(browser.feed_seqs().await, vec![fourth, third, second, first], "each event once, in order");
+    browser.close().await;
+    app.stop().await;
+}
+
 /// Records the document's Content-Security-Policy violations in `window.__violations`.
 const CSP_LISTENER: &str = r#"
     window.__violations = [];
