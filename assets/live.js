@@ -5,7 +5,8 @@
 // arrive in #feed-incoming from one of three transports, tried in order:
 //   1. /ws/html through htmx's ws extension (out-of-band swaps),
 //   2. /api/stream?format=html through htmx's sse extension, when a WebSocket
-//      cannot be opened (refused, or a proxy that does not pass upgrades),
+//      cannot be opened (refused, a proxy that does not pass upgrades, or a
+//      constructor that throws: a CSP, a proxy's injected script, an extension),
 //   3. /api/events/poll?format=html (long-poll), when an event stream cannot either.
 // Each (re)connection resumes after `position`, the last seq shown, and rows at or
 // below it are dropped, so a reconnect shows exactly what was missed, once.
@@ -136,6 +137,27 @@
       console.info("swarmfeed: " + this.transport + " unavailable, falling back to " + next);
       this.start(next);
     }
+  };
+
+  // The WebSocket or EventSource constructor threw. It would throw again on every
+  // retry, so go to the next transport at once, after the extension that called it
+  // has finished, and hand that extension a closed stand-in that never fires.
+  // `closedState` is the constructor's CLOSED (3 for WebSocket, 2 for EventSource),
+  // written out because whatever made it throw may have replaced the constructor.
+  Live.prototype.unopenable = function (next, error, closedState) {
+    console.warn("swarmfeed: " + this.transport + " cannot be opened here (" + error + "), falling back to " + next);
+    var self = this;
+    var transport = this.transport;
+    setTimeout(function () {
+      if (self.transport === transport) self.start(next);
+    }, 0);
+    var closed = new EventTarget();
+    closed.readyState = closedState;
+    closed.OPEN = 1;
+    closed.CLOSED = closedState;
+    closed.close = function () {};
+    closed.send = function () {};
+    return closed;
   };
 
   Live.prototype.connected = function () {
@@ -292,12 +314,21 @@
     htmx.createWebSocket = function (url) {
       var u = new URL(url, location.href);
       u.searchParams.set("since", String(self.position));
-      return new WebSocket(u.toString());
+      try {
+        return new WebSocket(u.toString());
+      } catch (e) {
+        return self.unopenable("sse", e, 3);
+      }
     };
     htmx.createEventSource = function (url) {
       var u = new URL(url, location.href);
       u.searchParams.set("since", String(self.position));
-      var source = new EventSource(u.toString(), { withCredentials: true });
+      var source;
+      try {
+        source = new EventSource(u.toString(), { withCredentials: true });
+      } catch (e) {
+        return self.unopenable("poll", e, 2);
+      }
       source.addEventListener("reset", function () {
         location.reload();
       });

@@ -14,9 +14,10 @@ use axum::response::Response;
 use super::AppState;
 use super::error::ApiError;
 
-/// `Content-Security-Policy` of every response: scripts only from this server (no
-/// inline script), nothing may frame the pages, connections only back to this host.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+/// `Content-Security-Policy` of every response: scripts and styles only from this
+/// server (no inline script, no `<style>` or `style=`; setting `element.style` from a
+/// script is allowed), nothing may frame the pages, connections only back to this host.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 

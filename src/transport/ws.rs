@@ -19,9 +19,11 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use futures_util::SinkExt;
+
 use super::{Pace, paced_next, token_still_valid, ws_events_frame};
 use crate::auth::Principal;
-use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
+use crate::config::{FRAME_MAX_BYTES, MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
@@ -37,6 +39,13 @@ pub(crate) const CHANNEL: &str = "events";
 /// after every frame it sends: at 4 KiB that `memset` was 4–5 % of the server's CPU in
 /// fan-out. Client messages are rare and small; a large one takes a few more reads.
 const READ_BUFFER_BYTES: usize = 512;
+/// Bytes of frames tungstenite holds before it writes to the socket without being
+/// asked to flush. Above what one paced step can send as `event` frames (the frame
+/// limit's bytes plus each frame's envelope), so a subscriber that did not opt in to
+/// `batch` gets a step's events in one write, as an opted-in one gets its one frame.
+/// It allocates nothing by itself: the buffer grows to what a step writes, as it does
+/// for a `batch` frame of the same events.
+const WRITE_BUFFER_BYTES: usize = FRAME_MAX_BYTES + FRAME_MAX_BYTES / 2;
 
 /// Keepalive periods of silence (not even a pong) after which a client is idle.
 const IDLE_KEEPALIVES: u32 = 3;
@@ -64,7 +73,7 @@ pub(crate) fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
 }
 
 /// What differs between `/ws` and `/ws/html`: how client messages read and how
@@ -77,8 +86,9 @@ pub(crate) trait Dialect: Send + 'static {
     const TRANSPORT: Transport;
     /// Parses one client text message; the error is the message for an error frame.
     fn parse(&self, text: &str) -> Result<Request, String>;
-    /// A frame for events the cursor yielded, in order.
-    fn events(&self, events: &[Arc<Event>]) -> Message;
+    /// Frames for events the cursor yielded, in order. `batch` is whether the
+    /// subscription asked for several events in one frame.
+    fn events(&self, events: &[Arc<Event>], batch: bool) -> Frames;
     fn reset(&self, oldest: u64) -> Message;
     fn subscribed(&self, bounds: Bounds) -> Message;
     fn unsubscribed(&self) -> Message;
@@ -87,8 +97,22 @@ pub(crate) trait Dialect: Send + 'static {
     fn error(&self, code: &str, message: &str) -> Message;
 }
 
+/// What one paced step sends.
+pub(crate) enum Frames {
+    One(Message),
+    /// A frame per event, for a subscriber that knows only `event` frames: written
+    /// together and flushed once, so the step is still one write and one pacing slot.
+    Each(Vec<Message>),
+}
+
 /// The JSON frames of DESIGN §3.
 struct Json;
+
+/// An `event` or `batch` frame as a text message.
+fn json_frame(bytes: bytes::Bytes) -> Message {
+    // Event JSON is built from `&str`s by serde_json: always UTF-8.
+    Message::Text(Utf8Bytes::try_from(bytes).expect("event frames are UTF-8"))
+}
 
 impl Dialect for Json {
     const SHUTDOWN_CLOSE: u16 = CLOSE_GOING_AWAY;
@@ -98,9 +122,13 @@ impl Dialect for Json {
         parse_request(text)
     }
 
-    fn events(&self, events: &[Arc<Event>]) -> Message {
-        // Event JSON is built from `&str`s by serde_json: always UTF-8.
-        Message::Text(Utf8Bytes::try_from(ws_events_frame(events)).expect("event frames are UTF-8"))
+    fn events(&self, events: &[Arc<Event>], batch: bool) -> Frames {
+        if batch || events.len() == 1 {
+            Frames::One(json_frame(ws_events_frame(events)))
+        } else {
+            // ADR 022's clients know only `event`; each one's frame is already made.
+            Frames::Each(events.iter().map(|e| json_frame(e.frame())).collect())
+        }
     }
 
     fn reset(&self, oldest: u64) -> Message {
@@ -127,7 +155,12 @@ impl Dialect for Json {
 /// A message from the client, parsed.
 #[derive(Debug)]
 pub enum Request {
-    Subscribe { since: Option<u64>, filter: Filter },
+    /// `batch`: the client reads `batch` frames (DESIGN §3: opt-in).
+    Subscribe {
+        since: Option<u64>,
+        filter: Filter,
+        batch: bool,
+    },
     Unsubscribe,
     Ping,
 }
@@ -139,6 +172,8 @@ struct SubscribeBody {
     since: Option<u64>,
     #[serde(default)]
     filter: FilterSpec,
+    #[serde(default)]
+    batch: bool,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +203,7 @@ pub fn parse_request(text: &str) -> Result<Request, String> {
             let b: SubscribeBody = serde_json::from_value(body).map_err(|e| format!("subscribe: {e}"))?;
             channel_ok(&b.channel)?;
             let filter = Filter::from_spec(b.filter).map_err(|e| format!("filter.{e}"))?;
-            Ok(Request::Subscribe { since: b.since, filter })
+            Ok(Request::Subscribe { since: b.since, filter, batch: b.batch })
         }
         "unsubscribe" => {
             let b: UnsubscribeBody = serde_json::from_value(body).map_err(|e| format!("unsubscribe: {e}"))?;
@@ -213,11 +248,13 @@ pub(crate) struct Session<D> {
     socket: WebSocket,
     cursor: Option<Cursor>,
     pace: Pace,
+    /// The subscription reads `batch` frames.
+    batch: bool,
     errors: u32,
     dialect: D,
     /// A subscription made at connect time (from the URL), announced when the session
-    /// starts.
-    initial: Option<(Option<u64>, Filter)>,
+    /// starts: `since`, filter and whether it reads `batch` frames.
+    initial: Option<(Option<u64>, Filter, bool)>,
 }
 
 impl<D: Dialect> Session<D> {
@@ -228,7 +265,7 @@ impl<D: Dialect> Session<D> {
         principal: Principal,
         socket: WebSocket,
         dialect: D,
-        initial: Option<(Option<u64>, Filter)>,
+        initial: Option<(Option<u64>, Filter, bool)>,
     ) -> Self {
         let pace = Pace::new(state.config.max_frames_per_sec);
         let _connection = state.metrics.connection(D::TRANSPORT);
@@ -243,6 +280,7 @@ impl<D: Dialect> Session<D> {
             socket,
             cursor: None,
             pace,
+            batch: false,
             errors: 0,
             dialect,
             initial,
@@ -251,8 +289,8 @@ impl<D: Dialect> Session<D> {
 
     pub(crate) async fn run(mut self) {
         let end = match self.initial.take() {
-            Some((since, filter)) => {
-                let reply = self.subscribe(since, filter);
+            Some((since, filter, batch)) => {
+                let reply = self.subscribe(since, filter, batch);
                 if self.send(reply).await { self.serve().await } else { End::SendFailed }
             }
             None => self.serve().await,
@@ -299,13 +337,13 @@ impl<D: Dialect> Session<D> {
                     }
                 }
                 step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
-                    let frame = match step {
+                    let frames = match step {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
                             self.state.metrics.delivered(&events, lag);
-                            self.dialect.events(&events)
+                            self.dialect.events(&events, self.batch)
                         }
-                        Ok(Step::Reset { oldest }) => self.dialect.reset(oldest),
+                        Ok(Step::Reset { oldest }) => Frames::One(self.dialect.reset(oldest)),
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
                             tracing::error!(error = %e, "websocket cursor failed to read the store");
@@ -315,7 +353,11 @@ impl<D: Dialect> Session<D> {
                             return End::Cursor;
                         }
                     };
-                    if !self.send(frame).await {
+                    let sent = match frames {
+                        Frames::One(frame) => self.send(frame).await,
+                        Frames::Each(frames) => self.send_each(frames).await,
+                    };
+                    if !sent {
                         return End::SendFailed;
                     }
                     self.pace.sent();
@@ -363,7 +405,7 @@ impl<D: Dialect> Session<D> {
                 self.subscribed = None;
                 self.dialect.unsubscribed()
             }
-            Ok(Request::Subscribe { since, filter }) => self.subscribe(since, filter),
+            Ok(Request::Subscribe { since, filter, batch }) => self.subscribe(since, filter, batch),
             Err(message) => {
                 self.errors += 1;
                 if self.errors >= MAX_CLIENT_ERRORS {
@@ -379,11 +421,12 @@ impl<D: Dialect> Session<D> {
     }
 
     /// Replaces the subscription; returns the `subscribed` frame to send.
-    fn subscribe(&mut self, since: Option<u64>, filter: Filter) -> Message {
+    fn subscribe(&mut self, since: Option<u64>, filter: Filter, batch: bool) -> Message {
         let hub = &self.state.hub;
         let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
         let bounds = hub.bounds();
         self.cursor = Some(cursor);
+        self.batch = batch;
         self.subscribed.get_or_insert_with(|| self.state.metrics.subscriber());
         self.dialect.subscribed(bounds)
     }
@@ -398,6 +441,24 @@ impl<D: Dialect> Session<D> {
             // never polls, so never registers, the shutdown future.
             biased;
             r = tokio::time::timeout(stalled, self.socket.send(message)) => matches!(r, Ok(Ok(()))),
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Sends `messages` as one write: each is buffered (see [`WRITE_BUFFER_BYTES`]),
+    /// then all are flushed together; otherwise as [`Session::send`].
+    async fn send_each(&mut self, messages: Vec<Message>) -> bool {
+        let stalled = self.state.config.keepalive * STALLED_KEEPALIVES;
+        let socket = &mut self.socket;
+        let write = async move {
+            for message in messages {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(stalled, write) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
         }
     }
@@ -427,7 +488,11 @@ mod tests {
         assert!(matches!(parse_request(r#"{"action":"ping"}"#), Ok(Request::Ping)));
         assert!(matches!(
             parse_request(r#"{"action":"subscribe","channel":"events","since":5,"filter":{"types":["task.*"]}}"#),
-            Ok(Request::Subscribe { since: Some(5), .. })
+            Ok(Request::Subscribe { since: Some(5), batch: false, .. })
+        ));
+        assert!(matches!(
+            parse_request(r#"{"action":"subscribe","channel":"events","batch":true}"#),
+            Ok(Request::Subscribe { since: None, batch: true, .. })
         ));
         assert!(matches!(parse_request(r#"{"action":"unsubscribe","channel":"events"}"#), Ok(Request::Unsubscribe)));
         for (bad, says) in [
@@ -438,6 +503,7 @@ mod tests {
             (r#"{"action":"subscribe","channel":"events","filter":{"types":["Bad"]}}"#, "filter.types"),
             (r#"{"action":"subscribe","channel":"events","sinse":3}"#, "unknown field"),
             (r#"{"action":"subscribe","channel":"events","since":-1}"#, "subscribe"),
+            (r#"{"action":"subscribe","channel":"events","batch":"yes"}"#, "subscribe"),
         ] {
             let err = parse_request(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert!(err.contains(says), "{bad}: {err}");

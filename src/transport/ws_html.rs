@@ -19,7 +19,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::ws::{CHANNEL, Dialect, Request, Session, limits};
+use super::ws::{CHANNEL, Dialect, Frames, Request, Session, limits};
 use crate::auth::Principal;
 use crate::event::Event;
 use crate::filter::{Filter, FilterQuery, FilterSpec};
@@ -58,7 +58,8 @@ pub async fn upgrade(
         agent_id: p.agent_id,
         source: p.source,
     })?;
-    let initial = Some((p.since, filter));
+    // One fragment carries any number of rows: `batch` makes no difference here.
+    let initial = Some((p.since, filter, true));
     Ok(limits(ws).on_upgrade(move |socket| Session::new(state, principal, socket, Html, initial).run()))
 }
 
@@ -96,10 +97,10 @@ impl Dialect for Html {
         parse_htmx(text)
     }
 
-    fn events(&self, events: &[Arc<Event>]) -> Message {
-        fragment(html! {
+    fn events(&self, events: &[Arc<Event>], _batch: bool) -> Frames {
+        Frames::One(fragment(html! {
             ol #feed-incoming hx-swap-oob="beforeend" { (rows(events, Detail::Compact)) }
-        })
+        }))
     }
 
     fn reset(&self, oldest: u64) -> Message {
@@ -158,6 +159,12 @@ fn parse_htmx(text: &str) -> Result<Request, String> {
         "subscribe" => {}
         other => return Err(format!("unknown action {other:?}; expected subscribe, unsubscribe or ping")),
     }
+    // `/ws`'s opt-in to `batch` frames: every frame here holds any number of rows.
+    if let Some(batch) = map.remove("batch")
+        && !batch.is_boolean()
+    {
+        return Err("batch must be true or false".to_owned());
+    }
     let since = field(&mut map, "since")?
         .map(|s| s.parse::<u64>().map_err(|_| format!("since must be a seq, not {s:?}")))
         .transpose()?;
@@ -190,7 +197,7 @@ fn parse_htmx(text: &str) -> Result<Request, String> {
     if let Some(unknown) = map.keys().next() {
         return Err(format!("unknown field {unknown:?}"));
     }
-    Ok(Request::Subscribe { since, filter })
+    Ok(Request::Subscribe { since, filter, batch: true })
 }
 
 #[cfg(test)]
@@ -201,11 +208,11 @@ mod tests {
     #[test]
     fn htmx_form_messages_and_ws_json_both_subscribe() {
         let htmx = r#"{"since":"12","types":"task.*,bid.submitted","task_id":"","HEADERS":{"HX-Request":"true"}}"#;
-        let Ok(Request::Subscribe { since, filter }) = parse_htmx(htmx) else { panic!("htmx message refused") };
+        let Ok(Request::Subscribe { since, filter, .. }) = parse_htmx(htmx) else { panic!("htmx message refused") };
         assert_eq!(since, Some(12));
         assert_eq!(filter.type_patterns().len(), 2);
         assert_eq!(filter.task_id(), None);
-        let json = r#"{"action":"subscribe","channel":"events","since":3,"filter":{"types":["task.*"]}}"#;
+        let json = r#"{"action":"subscribe","channel":"events","since":3,"filter":{"types":["task.*"]},"batch":true}"#;
         assert!(matches!(parse_htmx(json), Ok(Request::Subscribe { since: Some(3), .. })));
         assert!(matches!(parse_htmx(r#"{"action":"ping"}"#), Ok(Request::Ping)));
         assert!(matches!(parse_htmx(r#"{"action":"unsubscribe"}"#), Ok(Request::Unsubscribe)));
@@ -239,7 +246,7 @@ mod tests {
             data: r#"{"message":"<script>alert(1)</script>"}"#,
         })
         .unwrap();
-        let Message::Text(t) = Html.events(&[Arc::new(e)]) else { panic!("not text") };
+        let Frames::One(Message::Text(t)) = Html.events(&[Arc::new(e)], true) else { panic!("not one text frame") };
         assert!(t.starts_with(r#"<ol id="feed-incoming" hx-swap-oob="beforeend">"#), "{t}");
         assert!(t.contains("&lt;script&gt;") && !t.contains("<script"), "{t}");
         let Message::Text(t) = Html.error("bad_request", "<b>") else { panic!("not text") };

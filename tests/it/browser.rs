@@ -463,3 +463,137 @@ async fn every_page_fits_375_and_1400_pixels_without_horizontal_scrolling() {
     browser.close().await;
     app.stop().await;
 }
+
+/// A Chrome DevTools Protocol command, sent through chromedriver's `goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp {
+    method: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base.join(&format!("session/{}/goog/cdp/execute", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
+        (reqwest::Method::POST, Some(json!({"cmd": self.method, "params": self.params}).to_string()))
+    }
+}
+
+/// Runs `source` in every document the browser opens from now on, before the page's
+/// own scripts: what an extension's content script at `document_start` does.
+async fn before_every_page(browser: &Browser, source: &str) {
+    let cmd = Cdp { method: "Page.addScriptToEvaluateOnNewDocument", params: json!({ "source": source }) };
+    browser.client.issue_cmd(cmd).await.expect("chromedriver runs the DevTools command");
+}
+
+/// What an extension or a proxy's injected script that blocks WebSockets does: the
+/// constructor throws, as Chromium's own throws a `SecurityError` for a URL it refuses.
+const THROWING_WEBSOCKET: &str = r#"
+    window.__blockedSockets = 0;
+    window.WebSocket = function () {
+        window.__blockedSockets++;
+        throw new DOMException("WebSocket blocked", "SecurityError");
+    };"#;
+
+/// The same for server-sent events.
+const THROWING_EVENTSOURCE: &str = r#"
+    window.__blockedStreams = 0;
+    window.EventSource = function () {
+        window.__blockedStreams++;
+        throw new DOMException("EventSource blocked", "SecurityError");
+    };"#;
+
+#[tokio::test]
+async fn when_the_websocket_constructor_throws_the_page_follows_over_sse_then_long_poll() {
+    let app = spawn_app().await;
+    let first = post(&base(&app), &app.admin, json!({"event_type": "task.created", "source": "t"})).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    before_every_page(&browser, THROWING_WEBSOCKET).await;
+    browser.login(&base(&app), &app.admin).await;
+    browser.wait_live(Some("sse")).await;
+    assert_eq!(browser.eval("return window.__blockedSockets > 0").await, true, "the page tried a WebSocket first");
+    let second = post(&base(&app), &app.admin, json!({"event_type": "task.started", "source": "t"})).await;
+    browser.wait_for("the row over SSE", &row(second)).await;
+    assert_eq!(browser.feed_seqs().await, vec![second, first], "each event once, newest first");
+
+    // With event streams blocked the same way too, long-poll; an event posted while
+    // the page is falling back shows once, after the ones rendered with the page.
+    before_every_page(&browser, THROWING_EVENTSOURCE).await;
+    browser.goto(&format!("{}/swarm/live", base(&app))).await;
+    let third = post(&base(&app), &app.admin, json!({"event_type": "task.completed", "source": "t"})).await;
+    browser.wait_live(Some("poll")).await;
+    assert_eq!(browser.eval("return window.__blockedStreams > 0").await, true, "the page tried SSE before polling");
+    browser.wait_for("the row posted during the fallback", &row(third)).await;
+    let fourth = post(&base(&app), &app.admin, json!({"event_type": "task.failed", "source": "t"})).await;
+    browser.wait_for("the row by long-poll", &row(fourth)).await;
+    assert_eq!(browser.feed_seqs().await, vec![fourth, third, second, first], "each event once, in order");
+    browser.close().await;
+    app.stop().await;
+}
+
+/// Records the document's Content-Security-Policy violations in `window.__violations`.
+const CSP_LISTENER: &str = r#"
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", function (e) {
+        window.__violations.push(e.effectiveDirective + " blocked " + (e.blockedURI || "?") + " at " + e.sourceFile + ":" + e.lineNumber);
+    });"#;
+
+/// Asserts that the open page broke the CSP nowhere. A violation is reported in a task
+/// queued after it happens: one made here on purpose (an inline `style` attribute)
+/// comes after every earlier one, and shows that the listener hears them.
+async fn assert_no_violations(browser: &Browser, page: &str) {
+    browser.eval("document.body.insertAdjacentHTML('beforeend', '<i style=\"color: red\"></i>'); return null").await;
+    browser
+        .wait_for(
+            &format!("{page}: the CSP to refuse an inline style attribute"),
+            "window.__violations.some(v => v.startsWith('style-src-attr'))",
+        )
+        .await;
+    let violations = browser.eval("return window.__violations").await;
+    let violations: Vec<&str> = violations.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(violations.len(), 1, "{page} broke the CSP: {violations:#?}");
+}
+
+#[tokio::test]
+async fn every_page_works_under_the_content_security_policy_without_a_violation() {
+    let app = spawn_with(|c: &mut Config| c.max_frames_per_sec = 0).await;
+    let task = seed(&app).await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    before_every_page(&browser, CSP_LISTENER).await;
+    browser.goto(&format!("{}/login", base(&app))).await;
+    browser.wait_for("the login page", "document.readyState === 'complete' && document.querySelector('form')").await;
+    assert_no_violations(&browser, "/login").await;
+
+    browser.login(&base(&app), &app.admin).await;
+    let live = "document.getElementById('conn').dataset.state === 'live'";
+    let pages = [
+        ("/swarm/live".to_owned(), live),
+        ("/swarm/events".to_owned(), "document.querySelector('#chart .uplot')"),
+        (format!("/swarm/tasks/{task}"), live),
+        ("/swarm/agents/forge".to_owned(), live),
+    ];
+    for (path, ready) in &pages {
+        browser.goto(&format!("{}{path}", base(&app))).await;
+        browser.wait_for(&format!("{path} to work"), ready).await;
+        if *ready == live {
+            // A live row swapped in is part of the page working.
+            let seq = post(
+                &base(&app),
+                &app.admin,
+                json!({"event_type": "tool.called", "source": "coordinator", "task_id": task, "agent_id": "forge",
+                       "data": {"tool_name": "grep"}}),
+            )
+            .await;
+            browser.wait_for(&format!("{path}: the live row"), &row(seq)).await;
+        }
+        assert_no_violations(&browser, path).await;
+    }
+    browser.close().await;
+    app.stop().await;
+}

@@ -95,7 +95,11 @@ async fn pages_have_no_inline_script_style_or_event_handler() {
     ];
     let handler = regex::Regex::new(r"(?i)<[^>]*\son[a-z]+\s*=").unwrap();
     for path in &paths {
-        let html = app.http.get(app.url(path)).header(COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+        let resp = app.http.get(app.url(path)).header(COOKIE, &cookie).send().await.unwrap();
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self';") && csp.contains("style-src 'self';"), "{path}: {csp}");
+        let html = resp.text().await.unwrap();
         // A Content-Security-Policy without 'unsafe-inline' must not break any page.
         for (i, _) in html.match_indices("<script") {
             assert!(html[i..].starts_with("<script defer src=\"/assets/"), "{path}: inline script at {i}");

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::harness::{WAIT, events, seqs, spawn_app, spawn_with};
+use crate::harness::{TestApp, WAIT, WsClient, events, seqs, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn a_subscriber_gets_live_events_matching_its_filter() {
@@ -47,51 +47,109 @@ async fn since_replays_exactly_what_came_after_it() {
     app.stop().await;
 }
 
+/// Posts 2 000 events in 40 requests of 50, as fast as the server takes them: far more
+/// than `max_frames_per_sec` wake-ups can carry one at a time, so pacing coalesces.
+fn burst_of_two_thousand(app: &TestApp) -> tokio::task::JoinHandle<()> {
+    let (http, url, token) = (app.http.clone(), app.url("/api/events"), app.admin.clone());
+    tokio::spawn(async move {
+        for chunk in 0..40 {
+            let body = json!(
+                (0..50)
+                    .map(|i| json!({"event_type": "tool.called", "source": "p", "id": format!("e{chunk}-{i}")}))
+                    .collect::<Vec<_>>()
+            );
+            let resp = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 201);
+        }
+    })
+}
+
+/// Subscribes from the start of the log with `message`'s extra fields; returns nothing
+/// until the `subscribed` frame came.
+async fn subscribe_from_start(ws: &mut WsClient, extra: serde_json::Value) {
+    let mut message = json!({"action": "subscribe", "channel": "events", "since": 0});
+    message.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ws.send_json(message).await;
+    let reply = ws.next_json().await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+}
+
+/// Asserts that no one-second window of `times` holds more than `per_sec` (one extra
+/// for delivery jitter), and that there are no more than the elapsed time allows.
+fn assert_paced(times: &[Instant], started: Instant, per_sec: u32, what: &str) {
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        times.len() as f64 <= elapsed * f64::from(per_sec) + 1.0,
+        "{} {what} in {elapsed:.2}s exceed {per_sec}/s",
+        times.len()
+    );
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|a| a.duration_since(*t) < Duration::from_secs(1)).count();
+        assert!(in_window <= per_sec as usize + 1, "{in_window} {what} within one second");
+    }
+}
+
 #[tokio::test]
-async fn two_thousand_fast_events_arrive_once_each_within_the_frame_rate() {
+async fn two_thousand_fast_events_arrive_once_each_within_the_frame_rate_and_in_batches_when_asked() {
     let per_sec = 10;
     let app = spawn_with(|c| c.max_frames_per_sec = per_sec).await;
     let mut ws = app.ws().await;
-    ws.subscribe(Some(0), json!({})).await;
+    subscribe_from_start(&mut ws, json!({"batch": true})).await;
     let started = Instant::now();
-    let producer = {
-        let (http, url, token) = (app.http.clone(), app.url("/api/events"), app.admin.clone());
-        tokio::spawn(async move {
-            for chunk in 0..40 {
-                let body = json!(
-                    (0..50)
-                        .map(|i| json!({"event_type": "tool.called", "source": "p", "id": format!("e{chunk}-{i}")}))
-                        .collect::<Vec<_>>()
-                );
-                let resp = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
-                assert_eq!(resp.status(), 201);
-            }
-        })
-    };
+    let producer = burst_of_two_thousand(&app);
     let mut arrivals = Vec::new();
     let mut all = Vec::new();
+    let mut batches = 0;
     while all.len() < 2000 {
         let frame = ws.next_json().await;
         arrivals.push(Instant::now());
         match frame["type"].as_str().unwrap() {
             "event" => all.push(frame["payload"].clone()),
-            "batch" => all.extend(frame["payload"].as_array().unwrap().iter().cloned()),
+            "batch" => {
+                batches += 1;
+                all.extend(frame["payload"].as_array().unwrap().iter().cloned());
+            }
             other => panic!("unexpected {other}"),
         }
     }
     producer.await.unwrap();
     assert_eq!(seqs(&all), (1..=2000).collect::<Vec<_>>(), "none lost, none repeated, in order");
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(
-        arrivals.len() as f64 <= elapsed * f64::from(per_sec) + 1.0,
-        "{} frames in {elapsed:.2}s exceed {per_sec}/s",
-        arrivals.len()
-    );
-    // No one-second window holds more than the limit (one extra for delivery jitter).
-    for (i, t) in arrivals.iter().enumerate() {
-        let in_window = arrivals[i..].iter().take_while(|a| a.duration_since(*t) < Duration::from_secs(1)).count();
-        assert!(in_window <= per_sec as usize + 1, "{in_window} frames within one second");
+    assert!(batches >= 1, "coalesced events came as batch frames");
+    assert_paced(&arrivals, started, per_sec, "frames");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_ask_for_batches_gets_coalesced_events_as_event_frames() {
+    // A client written to ADR 022's protocol: it knows `event` frames and nothing else.
+    let per_sec = 10;
+    let app = spawn_with(|c| c.max_frames_per_sec = per_sec).await;
+    let mut ws = app.ws().await;
+    subscribe_from_start(&mut ws, json!({})).await;
+    let started = Instant::now();
+    let producer = burst_of_two_thousand(&app);
+    let mut all = Vec::new();
+    // A step's frames are one write and arrive together; a gap this long between two
+    // frames (the pacing interval is 100 ms) starts the next step.
+    let step_gap = Duration::from_millis(40);
+    let mut steps: Vec<Instant> = Vec::new();
+    let mut last = started;
+    while all.len() < 2000 {
+        let frame = ws.next_json().await;
+        let now = Instant::now();
+        if steps.is_empty() || now.duration_since(last) >= step_gap {
+            steps.push(now);
+        }
+        last = now;
+        assert_eq!(frame["type"], "event", "only event frames: {frame}");
+        all.push(frame["payload"].clone());
     }
+    producer.await.unwrap();
+    assert_eq!(seqs(&all), (1..=2000).collect::<Vec<_>>(), "none lost, none repeated, in order");
+    // One event per step would take 200 s at 10 a second.
+    assert!(started.elapsed() < WAIT, "coalesced: all 2000 within {WAIT:?}, not one per step");
+    assert!(steps.len() < 2000 / 10, "{} steps for 2000 events: events were coalesced", steps.len());
+    assert_paced(&steps, started, per_sec, "paced steps");
     app.stop().await;
 }
 

@@ -17,7 +17,8 @@ the environment (``SWARMFEED_URL``, ``SWARMFEED_TOKEN``, ``SWARMFEED_SPOOL_DIR``
 ``SWARMFEED_SPOOL_BYTES``) on first use and closed at exit.
 
 Modules: ``client`` (the queue, the sender thread, the retries), ``spool`` (the
-on-disk spool), ``wire`` (one HTTP request and what its answer means).
+on-disk spool), ``wire`` (one HTTP request and what its answer means), ``follow``
+(:class:`Subscription`: the log live over WebSocket, resumed after a dropped connection).
 """
 
 from __future__ import annotations
@@ -28,8 +29,19 @@ import threading
 from typing import Any, Mapping, Optional
 
 from .client import Client, EventLogEntry
+from .follow import SubscribeError, Subscription
 
-__all__ = ["Client", "EventLogEntry", "log_event", "flush", "close", "configure", "default_client"]
+__all__ = [
+    "Client",
+    "EventLogEntry",
+    "SubscribeError",
+    "Subscription",
+    "log_event",
+    "flush",
+    "close",
+    "configure",
+    "default_client",
+]
 __version__ = "0.1.0"
 
 _default: Optional[Client] = None

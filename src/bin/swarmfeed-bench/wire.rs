@@ -127,11 +127,13 @@ pub struct Subscribed {
     pub head: u64,
 }
 
-/// The `subscribe` action for every event: live, or after `since`.
+/// The `subscribe` action for every event: live, or after `since`. It asks for
+/// `batch` frames, as swarmfeed's own clients do, so the figures are for the frames
+/// those get; the frame readers count the events of either kind.
 pub fn subscribe_request(since: Option<u64>) -> String {
     match since {
-        Some(since) => format!(r#"{{"action":"subscribe","channel":"events","since":{since}}}"#),
-        None => r#"{"action":"subscribe","channel":"events"}"#.to_owned(),
+        Some(since) => format!(r#"{{"action":"subscribe","channel":"events","since":{since},"batch":true}}"#),
+        None => r#"{"action":"subscribe","channel":"events","batch":true}"#.to_owned(),
     }
 }
 
@@ -302,6 +304,7 @@ mod tests {
     fn only_subscribed_answers_a_subscribe() {
         let request: serde_json::Value = serde_json::from_str(&subscribe_request(Some(5))).unwrap();
         assert_eq!(request["since"], 5);
+        assert_eq!(request["batch"], true, "the bench reads batch frames");
         assert!(serde_json::from_str::<serde_json::Value>(&subscribe_request(None)).unwrap().get("since").is_none());
         assert_eq!(subscribed_head(br#"{"type":"subscribed","head":42}"#).unwrap(), 42);
         let refused = subscribed_head(br#"{"type":"error","code":"bad_request"}"#).unwrap_err().to_string();
