@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pace, paced_next, token_still_valid, ws_events_frame};
+use super::{Pace, paced_next, ws_events_frame};
 use crate::auth::Principal;
 use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
@@ -286,7 +286,11 @@ impl<D: Dialect> Session<D> {
         // below, that took p99 at 10 000 subscribers from about 300 to about 225 ms.
         let cancelled = self.shutdown.clone().cancelled_owned();
         tokio::pin!(cancelled);
-        let revoked = revoked(self.state.clone(), self.principal.clone());
+        // Made once, like the two above; `check` is a second handle on the same token
+        // for the look before each frame.
+        let check = self.state.tokens.revocation(&self.principal);
+        let mut watch = check.clone();
+        let revoked = watch.revoked();
         tokio::pin!(revoked);
         loop {
             tokio::select! {
@@ -299,6 +303,10 @@ impl<D: Dialect> Session<D> {
                     }
                 }
                 step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
+                    // The step may have read events while the token was being revoked.
+                    if check.is_revoked() {
+                        return End::Policy("token revoked");
+                    }
                     let frame = match step {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
@@ -323,10 +331,6 @@ impl<D: Dialect> Session<D> {
                 _ = keepalive.tick() => {
                     if self.last_heard.elapsed() > self.state.config.keepalive * IDLE_KEEPALIVES {
                         return End::Idle;
-                    }
-                    // Also catches revocations made by another process.
-                    if !token_still_valid(&self.state.tokens, &self.principal).await {
-                        return End::Policy("token revoked");
                     }
                     if !self.send(Message::Ping(bytes::Bytes::new())).await {
                         return End::SendFailed;
@@ -399,21 +403,6 @@ impl<D: Dialect> Session<D> {
             biased;
             r = tokio::time::timeout(stalled, self.socket.send(message)) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
-        }
-    }
-}
-
-/// Completes when a token is revoked through this server and `principal`'s no longer
-/// holds; revocations made by another process are caught by the keepalive check.
-async fn revoked(state: AppState, principal: Principal) {
-    let mut revocations = state.tokens.revocations();
-    loop {
-        if revocations.changed().await.is_err() {
-            // The sender lives as long as the server; without it nothing is revoked.
-            return std::future::pending().await;
-        }
-        if !token_still_valid(&state.tokens, &principal).await {
-            return;
         }
     }
 }
