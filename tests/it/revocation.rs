@@ -400,3 +400,34 @@ async fn an_event_stream_ends_when_the_cli_revokes_its_token_in_the_shared_datab
 async fn a_waiting_long_poll_answers_401_when_the_cli_revokes_its_token_in_the_shared_database() {
     revocation_ends(Transport::Poll, Revoker::CliOnSharedDatabase, false).await;
 }
+
+#[tokio::test]
+async fn a_stream_on_node_b_opened_with_a_browser_session_ends_when_the_browser_logs_out_on_node_a() {
+    let scene = Scene::new(Revoker::OtherNode).await;
+    let (a, b) = (&scene.nodes[0], scene.viewer_node());
+    let cookie = crate::sessions::form_login(a.addr, &scene.admin).await;
+    let origin = format!("http://{}", b.addr);
+    let mut ws = WsClient::connect_with(b.addr, &[("cookie", &cookie), ("origin", &origin)]).await.unwrap();
+    ws.subscribe(None, json!({})).await;
+    let (stop, producer) = keep_posting(b, &scene.admin);
+    let mut stream = Open::Ws(Box::new(ws.stream));
+    an_event_arrives(&mut stream).await;
+
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(a.url("/logout"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{}", a.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // Node B re-reads on its own only once a minute: only the notification is in time.
+    let how = tokio::time::timeout(ENDS_WITHIN, ending(stream)).await.expect("the stream on B ends");
+    assert!(how.starts_with("close 1008"), "{how}");
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    scene.stop().await;
+}
