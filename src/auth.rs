@@ -11,7 +11,8 @@
 //! (another node or the CLI on PostgreSQL, within milliseconds), and through a re-read
 //! of the token table every [`REVOCATION_SWEEP`] (the CLI on SQLite, a lost
 //! notification). Streams never read the store to learn of it: one read per node per
-//! sweep serves them all.
+//! sweep serves them all. The browser sessions that open streams were made with are
+//! watched the same way, so a stream also ends when its session does.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -201,7 +202,7 @@ impl Revocation {
             || self.session.as_ref().is_some_and(|s| s.ended.load(Ordering::Acquire))
     }
 
-    /// Completes once the token is known revoked. Cancel-safe, so a stream may make
+    /// Completes once the token is known revoked or the session ended. Cancel-safe, so a stream may make
     /// it afresh in each `select!`: a growth of the set that happened while it was
     /// not polled is still seen, because the receiver keeps the last version it saw.
     pub async fn revoked(&mut self) {
@@ -557,5 +558,28 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), watching).await.expect("the stream's watch completes").unwrap();
         assert!(tokens.resolve(&reader.token).await.unwrap().is_none(), "refused though it was cached");
         assert_eq!(tokens.sweep().await.unwrap(), 0, "nothing new the second time");
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_with_a_session_is_ended_by_the_sweep_once_the_session_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), 1).unwrap());
+        let tokens = Tokens::new(Arc::clone(&store));
+        let sessions = crate::sessions::Sessions::new(Arc::clone(&store), Default::default());
+        let reader = tokens.issue(Scope::Read, "dash").await.unwrap();
+        let principal = tokens.resolve(&reader.token).await.unwrap().unwrap();
+        let (ended, kept) = (sessions.start(&principal).await.unwrap(), sessions.start(&principal).await.unwrap());
+        let in_session = |secret: &str| principal.clone().in_session(hash(secret));
+        let (gone, stays) =
+            (tokens.revocation(&in_session(&ended.secret)), tokens.revocation(&in_session(&kept.secret)));
+        let same_session = tokens.revocation(&in_session(&ended.secret));
+        assert_eq!(tokens.sweep_sessions(&sessions).await.unwrap(), 0, "both sessions live");
+        assert!(sessions.end_by_id(&ended.id).await.unwrap());
+        assert_eq!(tokens.sweep_sessions(&sessions).await.unwrap(), 1, "one look for the two streams of one session");
+        assert!(gone.is_revoked() && same_session.is_revoked());
+        assert!(!stays.is_revoked(), "another session of the same token goes on");
+        drop((gone, same_session, stays));
+        assert_eq!(tokens.sweep_sessions(&sessions).await.unwrap(), 0);
+        assert!(tokens.revoked.sessions.lock().unwrap().is_empty(), "sessions without streams are forgotten");
     }
 }
