@@ -431,3 +431,29 @@ async fn a_stream_on_node_b_opened_with_a_browser_session_ends_when_the_browser_
     producer.await.unwrap();
     scene.stop().await;
 }
+
+#[tokio::test]
+async fn a_cli_revocation_ends_two_hundred_streams_of_one_token_and_none_of_another() {
+    let scene = Scene::new(Revoker::Cli).await;
+    let viewer = scene.viewer_node();
+    let (token, id) = scene.read_token().await;
+    let (other, _) = scene.read_token().await;
+    let mut streams = Vec::new();
+    for n in 0..200 {
+        let transport = [Transport::Ws, Transport::WsHtml, Transport::Sse][n % 3];
+        streams.push(open(transport, viewer, &token, &scene.admin).await);
+    }
+    let mut bystander = WsClient::connect(viewer.addr, Some(&other)).await.unwrap();
+    bystander.subscribe(None, json!({})).await;
+
+    scene.revoke(&id).await;
+    let revoked_at = Instant::now();
+    let endings = futures_util::future::join_all(streams.into_iter().map(ending));
+    let endings = tokio::time::timeout(ENDS_WITHIN, endings).await.expect("every stream of the token ends in time");
+    let took = revoked_at.elapsed();
+    eprintln!("{} streams of one token ended {took:?} after a CLI revocation", endings.len());
+    let (status, _) = viewer.post_events(&events("task.created", 1)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(bystander.next_event().await["event_type"], "task.created", "another token's stream goes on");
+    scene.stop().await;
+}
