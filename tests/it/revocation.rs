@@ -457,3 +457,50 @@ async fn a_cli_revocation_ends_two_hundred_streams_of_one_token_and_none_of_anot
     assert_eq!(bystander.next_event().await["event_type"], "task.created", "another token's stream goes on");
     scene.stop().await;
 }
+
+/// The value of the gauge `swarmfeed_connections{transport="…"}` on `app`.
+async fn open_connections(app: &TestApp, transport: &str) -> u64 {
+    let resp = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    let prefix = format!("swarmfeed_connections{{transport=\"{transport}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).expect("the gauge is there")
+}
+
+#[tokio::test]
+async fn a_websocket_stuck_on_a_client_that_reads_nothing_is_let_go_when_its_token_is_revoked() {
+    let app = spawn_with(|c| {
+        c.max_frames_per_sec = 0;
+        c.revocation_sweep = NO_SWEEP;
+    })
+    .await;
+    let body = json!({ "scope": "read" }).to_string();
+    let (_, issued) = app.post_raw("/api/tokens", &body, Some(&app.admin)).await;
+    let (token, id) = (issued["token"].as_str().unwrap(), issued["id"].as_str().unwrap());
+    let mut stuck = WsClient::connect(app.addr, Some(token)).await.unwrap();
+    stuck.subscribe(None, json!({})).await;
+    // 30 MB of events for a client that reads none: far more than the socket buffers
+    // hold, so the server is left waiting in a send (for up to a minute).
+    let blob = "x".repeat(15_000);
+    for _ in 0..2 {
+        let batch: Vec<Value> = (0..1_000)
+            .map(|_| json!({ "event_type": "tool.called", "source": "t", "data": { "blob": blob } }))
+            .collect();
+        let (status, body) = app.post_events(&json!(batch)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert_eq!(open_connections(&app, "ws").await, 1);
+
+    let resp = app.http.delete(app.url(&format!("/api/tokens/{id}"))).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let revoked_at = Instant::now();
+    tokio::time::timeout(ENDS_WITHIN, async {
+        while open_connections(&app, "ws").await > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stuck socket is let go");
+    eprintln!("a stuck websocket was let go {:?} after its token was revoked", revoked_at.elapsed());
+    drop(stuck);
+    app.stop().await;
+}
