@@ -10,6 +10,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
 use super::{Format, Pace, StreamParams, paced_next};
 use crate::auth::{Principal, Revocation};
 use crate::cursor::{Cursor, CursorError, Step};
@@ -17,12 +24,6 @@ use crate::filter::Filter;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiQuery};
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
 /// How long a browser waits before reconnecting, ms.
 const RETRY_MS: u32 = 2_000;
@@ -36,7 +37,7 @@ const REVOKED_MESSAGE: &[u8] = b"event: revoked\ndata: {\"reason\":\"token revok
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream; each event's id is its seq (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
+    responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
