@@ -332,8 +332,8 @@ impl Tokens {
 
     /// Looks again at the sessions this node's streams were opened with, and marks
     /// those that ended (logged out anywhere, ended by an admin, expired, or their
-    /// token revoked); returns how many. One read per distinct session with an open
-    /// stream on this node, never one per stream.
+    /// token revoked); returns how many. One read for all of them, never one per
+    /// stream.
     ///
     /// # Errors
     /// The session table could not be read.
@@ -343,9 +343,15 @@ impl Tokens {
             open.retain(|_, w| w.strong_count() > 0);
             open.iter().filter_map(|(h, w)| Some((h.clone(), w.upgrade()?))).collect()
         };
+        let open: Vec<_> = open.into_iter().filter(|(_, w)| !w.ended.load(Ordering::Acquire)).collect();
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let hashes: Vec<String> = open.iter().map(|(h, _)| h.clone()).collect();
+        let live = sessions.live_among(&hashes).await?;
         let mut ended = 0;
         for (hash, watch) in open {
-            if !watch.ended.load(Ordering::Acquire) && !sessions.is_live(&hash).await? {
+            if !live.contains(&hash) {
                 watch.ended.store(true, Ordering::Release);
                 ended += 1;
             }

@@ -456,4 +456,21 @@ pub trait Store: Send + Sync + 'static {
     async fn revocation_feed(&self) -> Result<Option<RevocationSignal>, StoreError> {
         Ok(None)
     }
+
+    /// The sessions among `hashes` that exist and whose token is not revoked, each
+    /// with its hash: [`Store::session_by_hash`] for many at once, for the periodic
+    /// look at the sessions of a node's open streams. The default asks one by one,
+    /// which costs SQLite little; PostgreSQL answers in one round trip.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn sessions_by_hashes(&self, hashes: &[String]) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut found = Vec::new();
+        for hash in hashes {
+            if let Some(lookup) = self.session_by_hash(hash).await? {
+                found.push((hash.clone(), lookup.session));
+            }
+        }
+        Ok(found)
+    }
 }

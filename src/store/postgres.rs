@@ -515,6 +515,19 @@ impl Store for PostgresStore {
         Ok(Some(RevocationSignal::new(signal, listener)))
     }
 
+    async fn sessions_by_hashes(&self, hashes: &[String]) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, s.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = ANY($1) AND t.revoked_ms IS NULL"
+                ),
+                &[&hashes],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(6)?, session_from_row(r)?))).collect()
+    }
+
     async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
         let rows = self.rows("SELECT MIN(seq) FROM events WHERE ts_ms >= $1", &[&ts_ms]).await?;
         let seq: Option<i64> = match rows.first() {
