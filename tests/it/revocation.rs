@@ -4,10 +4,11 @@
 //! another node of a shared PostgreSQL log. Each test opens one stream of a read
 //! token, revokes the token and measures how long the stream outlives it.
 //!
-//! Where only a notification could end the stream in time (the API, another node,
-//! the CLI on PostgreSQL), the node's periodic re-read of revoked tokens is set to a
-//! minute, so that the re-read cannot be what passes the test; the CLI on SQLite has
-//! nothing but the re-read, at its default period.
+//! Where the revocation must reach the node by itself (the node's own API, a
+//! PostgreSQL notification from another node or the CLI), the node's periodic re-read
+//! of revoked tokens is set to a minute, so that the re-read cannot be what passes the
+//! test; the CLI on SQLite has nothing but the re-read, at its default period. Unless
+//! the suite runs on PostgreSQL, `Revoker::Cli` is the SQLite case.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
