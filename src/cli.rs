@@ -242,7 +242,8 @@ pub enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Revoke a token by id; a running server stops honouring it within 10 s.
+    /// Revoke a token by id; running servers end its streams and refuse it within 2 s
+    /// (at once on PostgreSQL, which notifies every node).
     Revoke {
         /// The token's id, as `token list` shows it.
         id: String,

@@ -61,6 +61,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Interval of SSE keep-alive comments and WebSocket pings.
     pub keepalive: Duration,
+    /// How often the node re-reads which tokens are revoked: the bound on how long a
+    /// token revoked by another process without a notification keeps its streams
+    /// (default [`crate::auth::REVOCATION_SWEEP`], 2 s; no flag).
+    pub revocation_sweep: Duration,
     /// Bid window, agent timeout and the coordinator's source name.
     pub coordinator: CoordinatorSettings,
     /// Run the built-in persona swarm (`--demo`).
@@ -101,6 +105,7 @@ impl Default for Config {
             read_connections: crate::store::sqlite::DEFAULT_READ_CONNECTIONS,
             shutdown_grace: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
+            revocation_sweep: crate::auth::REVOCATION_SWEEP,
             coordinator: CoordinatorSettings::default(),
             demo: None,
             limits: Limits::default(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{BootstrapError, Issued, Tokens, bootstrap_admin};
+use crate::auth::{BootstrapError, Issued, Tokens, bootstrap_admin, follow_revocations};
 use crate::config::{Config, ConfigError};
 use crate::http::{AppState, Shared, router};
 use crate::hub::Hub;
@@ -58,6 +58,9 @@ struct Tasks {
     coordinator_stop: CancellationToken,
     demo: Option<tokio::task::JoinHandle<()>>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// Keeps the revoked-token set current (notifications and the periodic re-read);
+    /// stops with the listener.
+    revocations: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -73,6 +76,7 @@ impl Application {
         // Listening starts before the head is read, so a commit of another node in
         // between is announced, not missed (the follower's timer would catch it too).
         let feed = store.commit_feed().await?;
+        let revocation_feed = store.revocation_feed().await?;
         let bounds = store.bounds().await?;
         let hub = Arc::new(Hub::new(bounds, config.ring_capacity));
         let metrics = Arc::new(Metrics::default());
@@ -146,6 +150,13 @@ impl Application {
             metrics,
             shutdown,
         });
+        let revocations_task = {
+            let state = state.clone();
+            let (every, stop) = (state.config.revocation_sweep, state.shutdown.clone());
+            tokio::spawn(async move {
+                follow_revocations(&state.tokens, &state.sessions, revocation_feed, every, stop).await
+            })
+        };
         let tasks = Tasks {
             writer: writer_task,
             writer_stop,
@@ -154,6 +165,7 @@ impl Application {
             coordinator_stop,
             demo: demo_task,
             retention: retention_task,
+            revocations: revocations_task,
         };
         Ok(Application { listener, addr, state, tasks, admin })
     }
@@ -210,6 +222,9 @@ impl Application {
             && let Err(e) = demo.await
         {
             tracing::error!(error = %e, "demo task failed");
+        }
+        if let Err(e) = tasks.revocations.await {
+            tracing::error!(error = %e, "revocation task failed");
         }
         if let Some(retention) = tasks.retention
             && let Err(e) = retention.await

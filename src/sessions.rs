@@ -152,6 +152,17 @@ impl Sessions {
         Ok(found.is_some_and(|f| !self.expired(&f.session, now_ms())))
     }
 
+    /// Of `hashes` (the sessions of a node's open streams), those still live, read at
+    /// once rather than one [`Sessions::is_live`] each.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    pub async fn live_among(&self, hashes: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let now = now_ms();
+        let found = self.store.sessions_by_hashes(hashes).await?;
+        Ok(found.into_iter().filter(|(_, s)| !self.expired(s, now)).map(|(hash, _)| hash).collect())
+    }
+
     fn expired(&self, s: &SessionRecord, now: i64) -> bool {
         now - s.last_used_ms > millis(self.settings.idle) || now - s.created_ms > millis(self.settings.max_age)
     }

@@ -190,6 +190,34 @@ impl CommitSignal {
     }
 }
 
+/// Wakes a node when another process (another node, or `swarmfeed token revoke`
+/// against the shared store) may have revoked a token or ended a browser session.
+///
+/// A hint, like [`CommitSignal`]: it carries no token id, may coalesce several
+/// revocations into one wake-up, and is lost while its connection is down; whoever
+/// holds it re-reads the revoked tokens (and sessions) when it fires, and on a timer regardless
+/// ([`crate::auth::follow_revocations`]).
+pub struct RevocationSignal {
+    notified: watch::Receiver<u64>,
+    /// The task that listens for revocations; it stops when the signal is dropped.
+    _listener: AbortOnDropHandle<()>,
+}
+
+impl RevocationSignal {
+    pub fn new(notified: watch::Receiver<u64>, listener: tokio::task::JoinHandle<()>) -> Self {
+        RevocationSignal { notified, _listener: AbortOnDropHandle::new(listener) }
+    }
+
+    /// Waits for the next wake-up. Cancel-safe. Never returns if the listener has
+    /// stopped for good.
+    pub async fn changed(&mut self) {
+        if self.notified.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        self.notified.borrow_and_update();
+    }
+}
+
 /// Whether this node is the one that runs the coordinator.
 ///
 /// A single-node store is always the leader. A shared one holds a lock that at most
@@ -416,4 +444,33 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError>;
+
+    /// A wake-up for revocations made by other processes on this same store, when the
+    /// engine can send one (PostgreSQL: NOTIFY from [`Store::revoke_token`] and
+    /// [`Store::delete_session`]). `None`
+    /// (the default, and SQLite's answer) leaves the periodic re-read of revoked
+    /// tokens as the only way this node learns of them.
+    ///
+    /// # Errors
+    /// The listening connection could not be opened.
+    async fn revocation_feed(&self) -> Result<Option<RevocationSignal>, StoreError> {
+        Ok(None)
+    }
+
+    /// The sessions among `hashes` that exist and whose token is not revoked, each
+    /// with its hash: [`Store::session_by_hash`] for many at once, for the periodic
+    /// look at the sessions of a node's open streams. The default asks one by one,
+    /// which costs SQLite little; PostgreSQL answers in one round trip.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn sessions_by_hashes(&self, hashes: &[String]) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut found = Vec::new();
+        for hash in hashes {
+            if let Some(lookup) = self.session_by_hash(hash).await? {
+                found.push((hash.clone(), lookup.session));
+            }
+        }
+        Ok(found)
+    }
 }

@@ -2,9 +2,10 @@
 //! (DESIGN §5, `--database postgres://…`).
 //!
 //! Owns the PostgreSQL schema and its migrations (a `schema_version` table), a small
-//! pool of connections for reads and token writes, and three dedicated connections per
+//! pool of connections for reads and token writes, and four dedicated connections per
 //! node: the writer's ([`PostgresWriter`]), the one that LISTENs for commits of every
-//! node ([`CommitFeed::Shared`]), and the one that holds the coordinator's advisory
+//! node ([`CommitFeed::Shared`]), the one that LISTENs for revoked tokens
+//! ([`RevocationSignal`]), and the one that holds the coordinator's advisory
 //! lock ([`Leadership`]). It does not publish to the hub: the follower does that from
 //! what this store reads back.
 //!
@@ -27,13 +28,16 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket, Statement};
 
 use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, CommitSignal, Leadership, LogWriter, MinuteCount, Query, SessionLookup,
-    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
+    Appended, Bounds, Commit, CommitFeed, CommitSignal, Leadership, LogWriter, MinuteCount, Query, RevocationSignal,
+    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// The channel every writer NOTIFYs after a commit, with the new head as payload.
 pub const NOTIFY_CHANNEL: &str = "swarmfeed_log";
+/// The channel [`Store::revoke_token`] NOTIFYs, with the revoked token's id as payload,
+/// whoever revokes: a node's admin API or `swarmfeed token revoke --database …`.
+pub const REVOKE_CHANNEL: &str = "swarmfeed_revoked";
 /// The advisory lock whose holder is the coordinator leader. Advisory locks are per
 /// database, so nodes of different logs on one server do not contend.
 const LEADER_LOCK_KEY: i64 = 0x5357_4152_4d5f_4c44; // "SWARM_LD"
@@ -274,7 +278,18 @@ impl Store for PostgresStore {
         // start, not a background task.
         let first = self.config.connect(NoTls).await?;
         let (committed, signal) = watch::channel(0);
-        let listener = tokio::spawn(listen(self.config.clone(), first, committed));
+        let on_message = move |payload: Option<&str>| {
+            // `None` (listening again after a gap) needs nothing: the follower's
+            // catch-up timer reads what was missed.
+            if let Some(head) = payload.and_then(|p| p.parse::<u64>().ok()) {
+                committed.send_if_modified(|known| {
+                    let newer = head > *known;
+                    *known = (*known).max(head);
+                    newer
+                });
+            }
+        };
+        let listener = tokio::spawn(listen(self.config.clone(), first, NOTIFY_CHANNEL, on_message));
         Ok(CommitFeed::Shared(CommitSignal::new(signal, listener)))
     }
 
@@ -371,8 +386,15 @@ impl Store for PostgresStore {
         let mut client = self.pool.get().await?;
         let now = chrono::Utc::now().timestamp_millis();
         let tx = client.transaction().await?;
-        let changed =
-            tx.execute("UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL", &[&id, &now]).await?;
+        // The NOTIFY goes out at the commit, and only if the token really changed: every
+        // node LISTENing hears of it.
+        let revoke = format!(
+            "WITH revoked AS (
+                 UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL RETURNING id
+             )
+             SELECT pg_notify('{REVOKE_CHANNEL}', id) FROM revoked"
+        );
+        let changed = tx.query(&revoke, &[&id, &now]).await?.len();
         tx.execute("DELETE FROM sessions WHERE token_id = $1", &[&id]).await?;
         tx.execute("DELETE FROM login_codes WHERE token_id = $1", &[&id]).await?;
         tx.commit().await?;
@@ -413,7 +435,12 @@ impl Store for PostgresStore {
 
     async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
-        Ok(client.execute("DELETE FROM sessions WHERE id = $1", &[&id]).await? == 1)
+        // Other nodes' streams opened with this session end when they hear of it.
+        let sql = format!(
+            "WITH ended AS (DELETE FROM sessions WHERE id = $1 RETURNING id)
+             SELECT pg_notify('{REVOKE_CHANNEL}', 'session') FROM ended"
+        );
+        Ok(client.query(&sql, &[&id]).await?.len() == 1)
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
@@ -476,6 +503,29 @@ impl Store for PostgresStore {
             )
             .await?;
         rows.first().map(|r| Ok(TakenLoginCode { expires_ms: r.try_get(0)?, token_hash: r.try_get(1)? })).transpose()
+    }
+
+    async fn revocation_feed(&self) -> Result<Option<RevocationSignal>, StoreError> {
+        let first = self.config.connect(NoTls).await?;
+        let (notified, signal) = watch::channel(0u64);
+        // Every notification, and every (re)start of listening (notifications sent
+        // while not listening are lost), wakes the holder to re-read revoked tokens.
+        let on_message = move |_: Option<&str>| notified.send_modify(|n| *n = n.wrapping_add(1));
+        let listener = tokio::spawn(listen(self.config.clone(), first, REVOKE_CHANNEL, on_message));
+        Ok(Some(RevocationSignal::new(signal, listener)))
+    }
+
+    async fn sessions_by_hashes(&self, hashes: &[String]) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, s.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = ANY($1) AND t.revoked_ms IS NULL"
+                ),
+                &[&hashes],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(6)?, session_from_row(r)?))).collect()
     }
 
     async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
@@ -545,49 +595,55 @@ fn token_from_row(r: &tokio_postgres::Row) -> Result<TokenRecord, StoreError> {
     })
 }
 
-/// Forwards NOTIFYs of commits to `committed`, reconnecting for as long as it runs
-/// (until its [`CommitSignal`] is dropped). While it is disconnected announcements are
-/// lost; the follower's catch-up timer reads what they would have announced.
-async fn listen(config: tokio_postgres::Config, first: (Client, PgConnection), committed: watch::Sender<u64>) {
+/// Hands every NOTIFY on `channel` to `on_message` (`Some(payload)`), reconnecting for
+/// as long as it runs (until the signal that holds it is dropped). While it is
+/// disconnected notifications are lost, so each time LISTEN takes effect it calls
+/// `on_message(None)`; the holders' timers read what was missed either way.
+async fn listen(
+    config: tokio_postgres::Config,
+    first: (Client, PgConnection),
+    channel: &'static str,
+    mut on_message: impl FnMut(Option<&str>) + Send + 'static,
+) {
     let mut connection = Some(first);
     loop {
         let error = match connection.take() {
-            Some((client, conn)) => listen_on(client, conn, &committed).await,
+            Some((client, conn)) => listen_on(client, conn, channel, &mut on_message).await,
             None => match config.connect(NoTls).await {
-                Ok((client, conn)) => listen_on(client, conn, &committed).await,
+                Ok((client, conn)) => listen_on(client, conn, channel, &mut on_message).await,
                 Err(e) => e.into(),
             },
         };
-        tracing::warn!(error = %error, "stopped listening for commits; reconnecting (the catch-up timer covers the gap)");
+        tracing::warn!(error = %error, channel, "stopped listening; reconnecting (a timer covers the gap)");
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }
 
 /// LISTENs on one connection until it fails, and returns why.
-async fn listen_on(client: Client, mut connection: PgConnection, committed: &watch::Sender<u64>) -> StoreError {
+async fn listen_on(
+    client: Client,
+    mut connection: PgConnection,
+    channel: &'static str,
+    on_message: &mut (impl FnMut(Option<&str>) + Send),
+) -> StoreError {
     // Notifications arrive as messages of the connection itself, so this task drives
     // the connection's I/O rather than handing it to a task of its own.
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let sql = format!("LISTEN {NOTIFY_CHANNEL}");
+    let sql = format!("LISTEN {channel}");
     let listen = client.batch_execute(&sql);
     tokio::pin!(listen);
     let mut listening = false;
     loop {
         tokio::select! {
             done = &mut listen, if !listening => match done {
-                Ok(()) => listening = true,
+                Ok(()) => {
+                    listening = true;
+                    on_message(None);
+                }
                 Err(e) => return e.into(),
             },
             message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if let Ok(head) = n.payload().parse::<u64>() {
-                        committed.send_if_modified(|known| {
-                            let newer = head > *known;
-                            *known = (*known).max(head);
-                            newer
-                        });
-                    }
-                }
+                Some(Ok(AsyncMessage::Notification(n))) => on_message(Some(n.payload())),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return e.into(),
                 None => return StoreError::Worker("the LISTEN connection closed".into()),

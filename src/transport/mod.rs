@@ -4,6 +4,11 @@
 //! drives a cursor, paces what it yields and encodes it for its wire. None of them
 //! keeps events of its own between frames. `/ws/html`, and SSE and long-poll with
 //! `format=html`, encode events as the dashboard's HTML rows.
+//!
+//! Every transport ends when its token is revoked ([`crate::auth::Revocation`]):
+//! the watch is a branch of each one's `select!`, ahead of the cursor, and is made
+//! once per stream, so no stream of events can put it off; and nothing is sent once
+//! the token is known revoked, even events a step had already read.
 
 pub mod poll;
 pub mod sse;
@@ -17,7 +22,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::auth::{Principal, Tokens};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::{Event, write_payload_array};
 use crate::filter::FilterQuery;
@@ -57,18 +61,6 @@ pub async fn paced_next(pace: &Pace, cursor: Option<&mut Cursor>, limit: ReadLim
     let Some(cursor) = cursor else { return std::future::pending().await };
     pace.ready().await;
     cursor.next(limit).await
-}
-
-/// Whether a stream's token may go on; a storage error keeps the stream open rather
-/// than drop every viewer over a passing fault (the next check decides).
-pub async fn token_still_valid(tokens: &Tokens, principal: &Principal) -> bool {
-    match tokens.still_valid(principal).await {
-        Ok(valid) => valid,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not re-check a stream's token");
-            true
-        }
-    }
 }
 
 /// A WebSocket frame for `events`: the shared `event` frame when there is one,

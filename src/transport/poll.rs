@@ -5,14 +5,20 @@
 //! seconds. With `format=html` the answer is `{"html","next","head"}`, the events as
 //! the dashboard's rows. `next` is where to continue: it can be past the last event returned when
 //! the cursor skipped events that do not match.
+//!
+//! A poll waits on its token's revocation too: revoked while it waits, or before it
+//! answers, it answers 401 `{"error":{"code":"token_revoked",…}}` and returns no
+//! event, whatever its cursor had read.
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Format, StreamParams};
+use crate::auth::Principal;
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
@@ -23,6 +29,8 @@ use crate::metrics::Transport;
 pub const MAX_WAIT_SECS: u64 = 60;
 const DEFAULT_WAIT_SECS: u64 = 25;
 
+/// Waits for events after `after`. A token revoked while the poll waits gets 401 with
+/// code `token_revoked` and no events.
 #[utoipa::path(get, path = "/api/events/poll", tag = "streams",
     params(
         ("after" = Option<u64>, Query, description = "Return events after this seq (default: the head)"),
@@ -32,6 +40,7 @@ const DEFAULT_WAIT_SECS: u64 = 25;
     responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), crate::http::openapi::Refusals))]
 pub async fn poll(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(params): ApiQuery<StreamParams>,
 ) -> Result<Response, ApiError> {
     if params.since.is_some() {
@@ -47,10 +56,17 @@ pub async fn poll(
     let filter = Filter::from_query(&params.filter_query())?;
     let _connection = state.metrics.connection(Transport::Poll);
     let mut cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, params.after);
+    let mut revocation = state.tokens.revocation(&principal);
     let step = tokio::select! {
+        biased;
         () = state.shutdown.cancelled() => None,
+        () = revocation.revoked() => return Err(revoked()),
         r = tokio::time::timeout(Duration::from_secs(wait), cursor.next(state.config.frame_limit)) => r.ok(),
     };
+    // The cursor may have read events while the token was being revoked.
+    if revocation.is_revoked() {
+        return Err(revoked());
+    }
     let head = state.hub.head();
     let body = match step {
         Some(Ok(Step::Events(events))) if params.format == Format::Html => {
@@ -74,4 +90,13 @@ pub async fn poll(
         Some(Err(CursorError::Store(e))) => return Err(e.into()),
     };
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The answer to a poll whose token was revoked while it waited.
+fn revoked() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+        "the token was revoked while this poll waited; no events were returned",
+    )
 }

@@ -3,9 +3,12 @@
 //! Each event is one SSE message whose `id` is its seq, so a browser's automatic
 //! reconnect sends `Last-Event-ID` and resumes exactly. Everything a cursor step
 //! yields goes out as one chunk (one write, however many messages), paced like
-//! WebSocket frames.
+//! WebSocket frames. When the token is revoked the stream sends `event: revoked` and
+//! ends.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::Extension;
 use axum::body::Body;
@@ -13,10 +16,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::sync::watch;
 
-use super::{Format, Pace, StreamParams, paced_next, token_still_valid};
-use crate::auth::Principal;
+use super::{Format, Pace, StreamParams, paced_next};
+use crate::auth::{Principal, Revocation};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
 use crate::http::AppState;
@@ -25,6 +27,9 @@ use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 
 /// How long a browser waits before reconnecting, ms.
 const RETRY_MS: u32 = 2_000;
+/// The last message of a stream whose token was revoked. A browser's `EventSource`
+/// reconnects after any end and then meets a 401; this says why first.
+const REVOKED_MESSAGE: &[u8] = b"event: revoked\ndata: {\"reason\":\"token revoked\"}\n\n";
 
 /// Opens the stream after the route's auth check has passed.
 #[utoipa::path(get, path = "/api/stream", tag = "streams",
@@ -32,7 +37,7 @@ const RETRY_MS: u32 = 2_000;
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream; each event's id is its seq (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
+    responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -61,16 +66,19 @@ pub async fn stream(
     );
     let pace = Pace::new(state.config.max_frames_per_sec);
     let format = params.format;
+    let revocation = state.tokens.revocation(&principal);
+    let mut watch = revocation.clone();
     let stream = futures_util::stream::unfold(
         Some(Feed {
             _guards: (state.metrics.connection(Transport::Sse), state.metrics.subscriber()),
-            revocations: state.tokens.revocations(),
+            revoked: Box::pin(async move { watch.revoked().await }),
+            revocation,
             state,
-            principal,
             cursor,
             pace,
             format,
             opening: Some(opening),
+            ended: false,
         }),
         |feed| async move {
             let mut feed = feed?;
@@ -94,18 +102,26 @@ struct Feed {
     state: AppState,
     /// Count the stream in the gauges while it lives.
     _guards: (ConnectionGuard, SubscriberGuard),
-    /// Whose token opened the stream; it ends when the token is revoked.
-    principal: Principal,
-    revocations: watch::Receiver<u64>,
+    /// Completes when the token that opened the stream is revoked. Made once per
+    /// stream, not per chunk: a chunk's timers are made afresh, this is not, so a
+    /// steady flow of events cannot put it off.
+    revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The same token, for the look before each chunk of events.
+    revocation: Revocation,
     cursor: Cursor,
     pace: Pace,
     format: Format,
     opening: Option<String>,
+    /// The last message went out; the next call ends the stream.
+    ended: bool,
 }
 
 impl Feed {
     /// The next bytes to send, or `None` to end the stream.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         if let Some(opening) = self.opening.take() {
             return Some(Bytes::from(opening));
         }
@@ -113,22 +129,16 @@ impl Feed {
         let step = tokio::select! {
             biased;
             () = self.state.shutdown.cancelled() => return None,
-            Ok(()) = self.revocations.changed() => {
-                return if token_still_valid(&self.state.tokens, &self.principal).await {
-                    Some(Bytes::new())
-                } else {
-                    None
-                };
-            }
+            () = &mut self.revoked => return Some(self.end_revoked()),
             () = tokio::time::sleep(self.state.config.keepalive) => {
-                // Also catches revocations made by another process.
-                if !token_still_valid(&self.state.tokens, &self.principal).await {
-                    return None;
-                }
                 return Some(Bytes::from_static(b": keepalive\n\n"));
             }
             step = paced_next(&self.pace, Some(&mut self.cursor), limit) => step,
         };
+        // The step may have read events while the token was being revoked.
+        if self.revocation.is_revoked() {
+            return Some(self.end_revoked());
+        }
         let chunk = match step {
             Ok(Step::Events(events)) => {
                 self.state.metrics.delivered(&events, self.cursor.lag());
@@ -157,6 +167,13 @@ impl Feed {
         };
         self.pace.sent();
         Some(chunk)
+    }
+
+    /// The last chunk of a stream whose token was revoked. `revoked` has completed (or
+    /// is about to be dropped unpolled): it is never polled again.
+    fn end_revoked(&mut self) -> Bytes {
+        self.ended = true;
+        Bytes::from_static(REVOKED_MESSAGE)
     }
 }
 

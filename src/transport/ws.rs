@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use futures_util::SinkExt;
 
-use super::{Pace, paced_next, token_still_valid, ws_events_frame};
-use crate::auth::Principal;
+use super::{Pace, paced_next, ws_events_frame};
+use crate::auth::{Principal, Revocation};
 use crate::config::{FRAME_MAX_BYTES, MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::Event;
@@ -234,8 +234,9 @@ enum End {
 /// One connection: its socket, its subscription (a cursor, or none) and its pacing.
 pub(crate) struct Session<D> {
     state: AppState,
-    /// Whose token opened the socket; the session ends when it is revoked.
-    principal: Principal,
+    /// The token (and browser session) that opened the socket; the session ends when
+    /// it is revoked.
+    revocation: Revocation,
     /// Counts this socket in the connection gauge while it lives.
     _connection: ConnectionGuard,
     /// The server's shutdown token's child: cancelled with it, but waited on through
@@ -271,8 +272,8 @@ impl<D: Dialect> Session<D> {
         let _connection = state.metrics.connection(D::TRANSPORT);
         let shutdown = state.shutdown.child_token();
         Session {
+            revocation: state.tokens.revocation(&principal),
             state,
-            principal,
             _connection,
             shutdown,
             subscribed: None,
@@ -324,7 +325,10 @@ impl<D: Dialect> Session<D> {
         // below, that took p99 at 10 000 subscribers from about 300 to about 225 ms.
         let cancelled = self.shutdown.clone().cancelled_owned();
         tokio::pin!(cancelled);
-        let revoked = revoked(self.state.clone(), self.principal.clone());
+        // Made once, like the two above, on a handle of its own: `self.revocation`
+        // stays free for the look before each frame.
+        let mut watch = self.revocation.clone();
+        let revoked = watch.revoked();
         tokio::pin!(revoked);
         loop {
             tokio::select! {
@@ -337,6 +341,10 @@ impl<D: Dialect> Session<D> {
                     }
                 }
                 step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
+                    // The step may have read events while the token was being revoked.
+                    if self.revocation.is_revoked() {
+                        return End::Policy("token revoked");
+                    }
                     let frames = match step {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
@@ -365,10 +373,6 @@ impl<D: Dialect> Session<D> {
                 _ = keepalive.tick() => {
                     if self.last_heard.elapsed() > self.state.config.keepalive * IDLE_KEEPALIVES {
                         return End::Idle;
-                    }
-                    // Also catches revocations made by another process.
-                    if !token_still_valid(&self.state.tokens, &self.principal).await {
-                        return End::Policy("token revoked");
                     }
                     if !self.send(Message::Ping(bytes::Bytes::new())).await {
                         return End::SendFailed;
@@ -442,6 +446,9 @@ impl<D: Dialect> Session<D> {
             biased;
             r = tokio::time::timeout(stalled, self.socket.send(message)) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
+            // A client that reads nothing does not keep a revoked token's socket for
+            // the stalled timeout. Made only if the send has to wait.
+            () = async { self.revocation.clone().revoked().await } => false,
         }
     }
 
@@ -456,25 +463,13 @@ impl<D: Dialect> Session<D> {
             }
             socket.flush().await
         };
+        let revocation = &self.revocation;
         tokio::select! {
             biased;
             r = tokio::time::timeout(stalled, write) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
-        }
-    }
-}
-
-/// Completes when a token is revoked through this server and `principal`'s no longer
-/// holds; revocations made by another process are caught by the keepalive check.
-async fn revoked(state: AppState, principal: Principal) {
-    let mut revocations = state.tokens.revocations();
-    loop {
-        if revocations.changed().await.is_err() {
-            // The sender lives as long as the server; without it nothing is revoked.
-            return std::future::pending().await;
-        }
-        if !token_still_valid(&state.tokens, &principal).await {
-            return;
+            // As in `send`: made only if the write has to wait.
+            () = async { revocation.clone().revoked().await } => false,
         }
     }
 }

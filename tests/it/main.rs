@@ -16,6 +16,7 @@ mod multinode;
 mod pages;
 mod poll_sse;
 mod projection;
+mod revocation;
 mod security;
 mod sessions;
 mod swarm;
