@@ -46,7 +46,10 @@ pub struct FileConfig {
     ingest_rate_per_token: Option<u32>,
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
+    write_timeout: Option<f64>,
+    max_inflight_body_bytes: Option<usize>,
     allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
     retain_days: Option<u32>,
     retain_events: Option<u64>,
     read_connections: Option<usize>,
@@ -121,6 +124,11 @@ impl FileConfig {
         {
             args.allowed_origins = value;
         }
+        if let Some(value) = self.allowed_hosts
+            && !set_by_user(matches, "allowed_hosts")
+        {
+            args.allowed_hosts = value;
+        }
         if let Some(value) = self.database
             && !set_by_user(matches, "database")
         {
@@ -156,6 +164,8 @@ impl FileConfig {
             ingest_rate_per_token => args.ingest_rate_per_token,
             header_timeout => args.header_timeout,
             body_timeout => args.body_timeout,
+            write_timeout => args.write_timeout,
+            max_inflight_body_bytes => args.max_inflight_body_bytes,
             read_connections => args.read_connections,
         }
     }
