@@ -517,8 +517,21 @@ async fn unread_large_responses_are_cut_after_the_write_timeout_and_free_their_m
         assert_eq!(app.post_events(&Value::Array(batch)).await.0, StatusCode::CREATED);
     }
     let full = app.http.get(app.url("/api/events?limit=1000")).bearer_auth(&app.admin).send().await.unwrap();
-    let full_len = full.bytes().await.unwrap().len();
+    let full = full.bytes().await.unwrap();
+    let full_len = full.len();
     assert!(full_len > 16_000_000, "{full_len}");
+    // Sent in chunks, the page is still the one page: every event once, in order.
+    let page: Value = serde_json::from_slice(&full).unwrap();
+    let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+    assert_eq!(page["next"], 1000);
+    let (_, desc) = app.get("/api/events?limit=450&order=desc&before=901").await;
+    let seqs: Vec<u64> = desc["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (451..=900).rev().collect::<Vec<_>>());
+    assert_eq!(desc["next"], 451);
+    let (_, tail) = app.get("/api/events?limit=1000&after=850").await;
+    assert_eq!(tail["events"].as_array().unwrap().len(), 150);
+    assert_eq!(tail["next"], Value::Null, "a short page has no next");
     let baseline = open_connections(&app).await;
     let before = rss_kib();
     // 20 clients ask for the whole page and read none of it.
@@ -552,6 +565,8 @@ async fn unread_large_responses_are_cut_after_the_write_timeout_and_free_their_m
     drop(unread);
     let after = rss_kib();
     report_rss("unread response flood", before, during, after);
+    // Whole pages held until read would be 20 × 16 MB and more.
+    assert!(during < before + 160 * 1024, "20 unread pages pin little: {before} → {during} KiB");
     honest_client_is_served(&app).await;
     app.stop().await;
 }
