@@ -53,7 +53,7 @@ struct Accepted<'a> {
         Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Writer queue full; see Retry-After", body = ErrorBody)))]
+        (status = 503, description = "Writer queue full, or the server holds as many request bodies as --max-inflight-body-bytes allows; see Retry-After", body = ErrorBody)))]
 pub async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
