@@ -198,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn the_file_sets_allowed_hosts_the_body_budget_and_the_write_timeout() {
+        let args = serve_args(
+            &["swarmfeed", "serve", "--write-timeout", "5"],
+            "allowed_hosts = [\"Feed.Example.com\"]\nmax_inflight_body_bytes = 33554432\nwrite_timeout = 9",
+        );
+        assert_eq!(args.write_timeout, 5.0, "flag wins");
+        let config = args.into_config().unwrap();
+        assert_eq!(config.allowed_hosts, ["feed.example.com"]);
+        assert_eq!(config.limits.max_inflight_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let err = toml::from_str::<FileConfig>("max_frame_per_sec = 1").unwrap_err().to_string();
         assert!(err.contains("max_frame_per_sec"), "{err}");
