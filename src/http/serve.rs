@@ -10,7 +10,7 @@
 //! carries up to hundreds of concurrent streams, and every cap here counts sockets.
 //! Serving HTTP/1.1 alone keeps "one connection, at most one request in flight" true,
 //! so `--max-conns-per-ip` and `--max-connections` bound requests, not only sockets.
-//! A client that opens with the HTTP/2 preface gets an HTTP/1.1 error and is closed.
+//! A connection that opens with the HTTP/2 preface is closed at once.
 //!
 //! Timeouts run from the first byte: hyper's HTTP/1 header timeout starts when the
 //! connection starts waiting for a request head, before any byte has arrived, and

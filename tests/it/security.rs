@@ -445,7 +445,8 @@ async fn a_prior_knowledge_http2_client_cannot_open_streams_past_the_per_ip_limi
     .await
     .expect("the HTTP/2 attempt ends within the wait");
     assert_eq!(answered, 0, "no stream is served over cleartext HTTP/2");
-    // The raw preface gets an HTTP/1.1 refusal, not an HTTP/2 SETTINGS frame.
+    // The raw preface is refused: the socket closes (an HTTP/1.1 error would do too),
+    // never answered with an HTTP/2 SETTINGS frame.
     let mut raw = connect_from("127.0.0.5", app.addr).await.unwrap();
     // The server may refuse before the SETTINGS frame is written.
     let _ = raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
