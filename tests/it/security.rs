@@ -654,3 +654,32 @@ async fn with_auth_the_origin_check_needs_a_host_of_this_server_and_the_same_sch
     assert_eq!(resp.unwrap().status(), StatusCode::OK);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_whose_client_reads_nothing_is_closed_after_the_write_timeout() {
+    let app = spawn_with(|c| {
+        c.limits.write_timeout = Duration::from_secs(1);
+        c.max_frames_per_sec = 0;
+    })
+    .await;
+    // 16 MB of events, more than the socket buffers of both ends hold.
+    for _ in 0..4 {
+        let batch: Vec<Value> = (0..250)
+            .map(|_| json!({"event_type": "a.b", "source": "s", "data": {"pad": "x".repeat(16_000)}}))
+            .collect();
+        assert_eq!(app.post_events(&Value::Array(batch)).await.0, StatusCode::CREATED);
+    }
+    let baseline = open_connections(&app).await;
+    let mut ws = app.ws().await;
+    // Replay from the start, then read nothing more.
+    ws.subscribe(Some(0), json!({})).await;
+    let closed = tokio::time::timeout(WAIT, async {
+        while open_connections(&app).await > baseline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server let the socket go after the write timeout");
+    honest_client_is_served(&app).await;
+    app.stop().await;
+}
