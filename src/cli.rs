@@ -134,10 +134,23 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = 30.0)]
     pub body_timeout: f64,
+    /// Seconds a response or stream may go without the client reading any of it before
+    /// the connection is closed.
+    #[arg(long, env = "SWARMFEED_WRITE_TIMEOUT", default_value_t = limits::DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
+    pub write_timeout: f64,
+    /// Bytes all request bodies being received may hold together; over it, 503 with
+    /// Retry-After (0 = no budget). At least --max-body-bytes.
+    #[arg(long, env = "SWARMFEED_MAX_INFLIGHT_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    pub max_inflight_body_bytes: usize,
     /// An origin (scheme://host[:port]) besides this server's own whose pages may use
     /// it; repeat for several.
     #[arg(long = "allowed-origin", env = "SWARMFEED_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// A host name, besides IP addresses and localhost, that requests may name in
+    /// `Host` (e.g. feed.example.com, the name users open); repeat for several.
+    /// Guards against DNS rebinding.
+    #[arg(long = "allowed-host", env = "SWARMFEED_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Keep only events newer than this many days (pruned in the background).
     #[arg(long, env = "SWARMFEED_RETAIN_DAYS")]
     pub retain_days: Option<u32>,
@@ -389,6 +402,8 @@ impl ServeArgs {
             ingest_rate_per_token: self.ingest_rate_per_token,
             header_timeout: seconds("--header-timeout", self.header_timeout)?,
             body_timeout: seconds("--body-timeout", self.body_timeout)?,
+            write_timeout: seconds("--write-timeout", self.write_timeout)?,
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
         };
         config.allowed_origins = self.allowed_origins;
         config.sessions = SessionSettings {
@@ -398,6 +413,10 @@ impl ServeArgs {
                 .map_err(|_| BadFlag::Days { flag: "--session-max-days", value: self.session_max_days })?,
             login_link: self.login_link.valid_for()?,
         };
+        // Names compare case-insensitively and without the root dot; `Config::validate`
+        // refuses what is not a name.
+        config.allowed_hosts =
+            self.allowed_hosts.iter().map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase()).collect();
         config.retention.days = self.retain_days;
         config.retention.events = self.retain_events;
         config.retention.idempotency_days = self.idempotency_days;
@@ -507,6 +526,29 @@ mod tests {
         assert_eq!(args.into_config().unwrap().sessions.idle, Duration::from_secs(90));
         assert!(Cli::try_parse_from(["swarmfeed", "login-link", "--name", "phone"]).is_err(), "--name needs --scope");
         assert!(Cli::try_parse_from(["swarmfeed", "login-link", "--scope", "read", "--name", "phone"]).is_ok());
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_or_come_comma_separated_and_are_lower_cased() {
+        let cli = Cli::try_parse_from([
+            "swarmfeed",
+            "serve",
+            "--allowed-host",
+            "Feed.Example.com.",
+            "--allowed-host",
+            "a.example,b.example",
+            "--write-timeout",
+            "2.5",
+            "--max-inflight-body-bytes",
+            "33554432",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.allowed_hosts, ["feed.example.com", "a.example", "b.example"]);
+        assert_eq!(config.limits.write_timeout, Duration::from_millis(2500));
+        assert_eq!(config.limits.max_inflight_body_bytes, 32 * 1024 * 1024);
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct Config {
     /// Origins besides this server's own host whose pages may open streams and send
     /// state-changing requests (`--allowed-origin`, repeatable).
     pub allowed_origins: Vec<String>,
+    /// Names besides IP literals and `localhost` that `Host` may carry (`--allowed-host`,
+    /// repeatable, `SWARMFEED_ALLOWED_HOSTS`): lower-case, without port. Checked on
+    /// every request without auth, and wherever `Origin` is compared against `Host`.
+    pub allowed_hosts: Vec<String>,
     /// How much of the log to keep (`--retain-days`, `--retain-events`); all by default.
     pub retention: RetentionSettings,
     /// How long browser sessions and login links live.
@@ -87,6 +91,12 @@ pub enum ConfigError {
     NoAuthOffLoopback(SocketAddr),
     #[error("{name} must be at least {min}")]
     TooSmall { name: &'static str, min: usize },
+    #[error(
+        "--max-inflight-body-bytes ({budget}) must be at least --max-body-bytes ({body}), or no ingest body could be received"
+    )]
+    BodyBudgetBelowBody { budget: usize, body: usize },
+    #[error("--allowed-host {0:?} is not a host name; give a name like feed.example.com, without scheme, port or path")]
+    AllowedHost(String),
 }
 
 impl Default for Config {
@@ -110,6 +120,7 @@ impl Default for Config {
             demo: None,
             limits: Limits::default(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             retention: RetentionSettings::default(),
             sessions: SessionSettings::default(),
         }
@@ -149,8 +160,27 @@ impl Config {
                 return Err(ConfigError::TooSmall { name, min });
             }
         }
+        let budget = self.limits.max_inflight_body_bytes;
+        if budget != 0 && budget < self.max_body_bytes {
+            return Err(ConfigError::BodyBudgetBelowBody { budget, body: self.max_body_bytes });
+        }
+        if let Some(bad) = self.allowed_hosts.iter().find(|h| !is_host_name(h)) {
+            return Err(ConfigError::AllowedHost(bad.clone()));
+        }
         Ok(())
     }
+}
+
+/// A DNS name as `--allowed-host` takes it: lower-case labels of letters, digits,
+/// `-` and `_`, separated by dots. IP literals need no listing (every one is accepted).
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -172,5 +202,24 @@ mod tests {
         let mut c = Config::default();
         c.writer.queue_events = 10;
         assert!(matches!(c.validate(), Err(ConfigError::TooSmall { name: "--writer-queue-events", .. })));
+    }
+
+    #[test]
+    fn a_body_budget_smaller_than_one_ingest_body_is_refused() {
+        let mut c = Config::default();
+        c.limits.max_inflight_body_bytes = c.max_body_bytes - 1;
+        assert!(matches!(c.validate(), Err(ConfigError::BodyBudgetBelowBody { .. })));
+        c.limits.max_inflight_body_bytes = 0;
+        assert!(c.validate().is_ok(), "0 switches the budget off");
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_bare_names() {
+        for bad in ["https://feed.example", "feed.example:8000", "feed.example/x", "", "a..b"] {
+            let c = Config { allowed_hosts: vec![bad.to_owned()], ..Config::default() };
+            assert!(matches!(c.validate(), Err(ConfigError::AllowedHost(_))), "{bad}");
+        }
+        let c = Config { allowed_hosts: vec!["feed.example.com".to_owned()], ..Config::default() };
+        assert!(c.validate().is_ok());
     }
 }

@@ -46,7 +46,10 @@ pub struct FileConfig {
     ingest_rate_per_token: Option<u32>,
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
+    write_timeout: Option<f64>,
+    max_inflight_body_bytes: Option<usize>,
     allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
     retain_days: Option<u32>,
     retain_events: Option<u64>,
     read_connections: Option<usize>,
@@ -130,6 +133,11 @@ impl FileConfig {
         {
             args.allowed_origins = value;
         }
+        if let Some(value) = self.allowed_hosts
+            && !set_by_user(matches, "allowed_hosts")
+        {
+            args.allowed_hosts = value;
+        }
         if let Some(value) = self.database
             && !set_by_user(matches, "database")
         {
@@ -165,6 +173,8 @@ impl FileConfig {
             ingest_rate_per_token => args.ingest_rate_per_token,
             header_timeout => args.header_timeout,
             body_timeout => args.body_timeout,
+            write_timeout => args.write_timeout,
+            max_inflight_body_bytes => args.max_inflight_body_bytes,
             read_connections => args.read_connections,
             session_idle_minutes => args.session_idle_minutes,
             session_max_days => args.session_max_days,
@@ -203,6 +213,18 @@ mod tests {
         assert_eq!(args.max_frames_per_sec, 3, "flag wins");
         assert_eq!(args.ring_capacity, 99, "file fills a default");
         assert_eq!(args.bind.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_file_sets_allowed_hosts_the_body_budget_and_the_write_timeout() {
+        let args = serve_args(
+            &["swarmfeed", "serve", "--write-timeout", "5"],
+            "allowed_hosts = [\"Feed.Example.com\"]\nmax_inflight_body_bytes = 33554432\nwrite_timeout = 9",
+        );
+        assert_eq!(args.write_timeout, 5.0, "flag wins");
+        let config = args.into_config().unwrap();
+        assert_eq!(config.allowed_hosts, ["feed.example.com"]);
+        assert_eq!(config.limits.max_inflight_body_bytes, 32 * 1024 * 1024);
     }
 
     #[test]

@@ -215,9 +215,8 @@ impl Application {
         let grace = state.config.shutdown_grace;
         let conns = Arc::clone(&state.conns);
         let metrics = Arc::clone(&state.metrics);
-        let header_timeout = state.config.limits.header_timeout;
-        let served =
-            crate::http::serve::serve(listener, router(state), conns, metrics, header_timeout, shutdown, grace).await;
+        let limits = state.config.limits.clone();
+        let served = crate::http::serve::serve(listener, router(state), conns, metrics, &limits, shutdown, grace).await;
         if let Some(demo) = tasks.demo
             && let Err(e) = demo.await
         {

@@ -19,7 +19,7 @@ use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refu
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
 use crate::filter::{Filter, FilterQuery};
-use crate::store::{Order, Query};
+use crate::store::{Order, Query, Store, StoreError};
 
 /// Most events one `GET /api/events` page returns (DESIGN §4).
 pub const MAX_PAGE: usize = 1000;
@@ -56,7 +56,7 @@ struct Accepted<'a> {
         Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Writer queue full; see Retry-After", body = ErrorBody)))]
+        (status = 503, description = "Writer queue full, or the server holds as many request bodies as --max-inflight-body-bytes allows; see Retry-After", body = ErrorBody)))]
 pub async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -131,21 +131,99 @@ pub async fn list_events(
             .with_field("limit"));
     }
     let order = p.order.unwrap_or_default();
-    let events = state
-        .store
-        .query(Query {
-            filter,
-            after: p.after,
-            before: p.before,
-            from_ms: time_param("from", p.from.as_deref())?,
-            to_ms: time_param("to", p.to.as_deref())?,
-            order,
-            limit,
-        })
-        .await?;
-    // `next` is the seq to pass as `after` (asc) or `before` (desc) for the next page.
-    let next = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
-    Ok(json_bytes(StatusCode::OK, page(&events, next)))
+    let query = Query {
+        filter,
+        after: p.after,
+        before: p.before,
+        from_ms: time_param("from", p.from.as_deref())?,
+        to_ms: time_param("to", p.to.as_deref())?,
+        order,
+        limit,
+    };
+    // The first chunk is read before answering, so a store error is still a clean 500.
+    let first = state.store.query(Query { limit: limit.min(PAGE_CHUNK_EVENTS), ..query.clone() }).await?;
+    if first.len() == limit || first.len() < PAGE_CHUNK_EVENTS {
+        // The whole page: `next` is the seq to pass as `after` (asc) or `before` (desc)
+        // for the next page.
+        let next = (first.len() == limit).then(|| first.last().map(|e| e.seq)).flatten();
+        return Ok(json_bytes(StatusCode::OK, page(&first, next)));
+    }
+    let chunks = PageChunks { store: Arc::clone(&state.store), query, sent: 0, ready: Some(first), done: false };
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(chunks, PageChunks::next));
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Events read from the store per chunk of a `GET /api/events` page. A full page
+/// (1 000 events of up to 16 KiB) is 16 MB, and was held twice over (the events and
+/// their encoding) until the client had read it all. Read and written 100 events at a
+/// time, a client that stops reading pins one chunk (at most 1.6 MB) until the write
+/// timeout ends its connection.
+const PAGE_CHUNK_EVENTS: usize = 100;
+
+/// A page of `GET /api/events` larger than one chunk, read from the store as the client
+/// takes it. The result is the one query would give: each chunk continues the seq
+/// window past the last event sent, in the page's order.
+struct PageChunks {
+    store: Arc<dyn Store>,
+    /// The page's query: `limit` is what is left of the page, and the seq window is
+    /// narrowed past every event sent.
+    query: Query,
+    sent: usize,
+    /// A chunk already read (the first).
+    ready: Option<Vec<Arc<Event>>>,
+    done: bool,
+}
+
+impl PageChunks {
+    /// The next piece of the body, `{"events":[` first and `],"next":…}` last.
+    async fn next(mut self) -> Option<(Result<bytes::Bytes, StoreError>, Self)> {
+        if self.done {
+            return None;
+        }
+        let asked = self.query.limit.min(PAGE_CHUNK_EVENTS);
+        let events = match self.ready.take() {
+            Some(events) => events,
+            None => match self.store.query(Query { limit: asked, ..self.query.clone() }).await {
+                Ok(events) => events,
+                Err(e) => {
+                    // The status line is gone; ending the body short is all that is left.
+                    tracing::error!(error = %e, sent = self.sent, "reading the rest of a page failed");
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
+            },
+        };
+        let mut out = Vec::with_capacity(32 + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
+        if self.sent == 0 {
+            out.extend_from_slice(br#"{"events":["#);
+        }
+        for e in &events {
+            if self.sent > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&e.payload());
+            self.sent += 1;
+        }
+        self.query.limit -= events.len();
+        if let Some(last) = events.last() {
+            match self.query.order {
+                Order::Asc => self.query.after = Some(last.seq),
+                Order::Desc => self.query.before = Some(last.seq),
+            }
+        }
+        if events.len() < asked || self.query.limit == 0 {
+            let next = if self.query.limit == 0 {
+                events.last().map_or("null".to_owned(), |e| e.seq.to_string())
+            } else {
+                "null".to_owned()
+            };
+            out.extend_from_slice(br#"],"next":"#);
+            out.extend_from_slice(next.as_bytes());
+            out.push(b'}');
+            self.done = true;
+        }
+        Some((Ok(out.into()), self))
+    }
 }
 
 /// `{"events":[…],"next":…}` from shared event bytes.

@@ -1,21 +1,29 @@
 //! Abuse limits (DESIGN §6): connections per client IP, stream handshakes per IP,
-//! requests per IP, and ingested events per token.
+//! requests per IP, ingested events per token, and request bodies (a cap per route
+//! and one budget for the bytes of every body being received).
 //!
-//! Owns the counters and token buckets; every one is bounded in the number of keys it
-//! tracks. Over a limit the caller gets 429 with `Retry-After`, and the refusal is
-//! logged once per key and limit until that key is back under it. A limit of 0
-//! switches that limit off (a load test from one loopback address needs that).
+//! Owns the counters, token buckets and the body budget; every one is bounded in the
+//! number of keys it tracks. Over a rate or connection limit the caller gets 429 with
+//! `Retry-After`, and the refusal is logged once per key and limit until that key is
+//! back under it; over the body budget, 503 with `Retry-After`. A limit of 0 switches
+//! that limit off (a load test from one loopback address needs that).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 
 use super::AppState;
 use super::error::ApiError;
@@ -31,6 +39,23 @@ pub const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
 pub const DEFAULT_REQUESTS_PER_IP_PER_SEC: u32 = 1_000;
 /// Default ingested events per token per second (`--ingest-rate-per-token`).
 pub const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
+/// Default budget for the bytes of all request bodies being received at once
+/// (`--max-inflight-body-bytes`): eight full 16 MiB ingest batches. The bench's
+/// producers post batches of a few hundred KiB, far below it.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// Default seconds a response may make no progress towards a client that does not
+/// read it (`--write-timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cap on the body of `/login` and `/logout`: a form with a token or a login code and
+/// a local path to return to fits in well under 1 KiB.
+pub const FORM_MAX_BODY_BYTES: usize = 4 * 1024;
+/// Cap on every other body that is not ingest: coordinator commands, admin requests
+/// (tokens, sessions), and whatever route is added without a class of its own, so a
+/// new route is small by default.
+pub const COMMAND_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Seconds a client is asked to wait when the body budget is spent: bodies in flight
+/// finish or time out within the body timeout, most within a second.
+const BODY_BUDGET_RETRY_SECS: u64 = 1;
 /// Most keys (IPs or tokens) one limiter tracks; beyond it, idle keys are swept, and
 /// if none is idle, new keys are refused rather than tracked without bound.
 const MAX_TRACKED_KEYS: usize = 100_000;
@@ -47,6 +72,11 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// A client must send a request's body within this.
     pub body_timeout: Duration,
+    /// A response (or a stream's frame) that makes no progress towards the client for
+    /// this long ends the connection, so a client that never reads cannot hold it.
+    pub write_timeout: Duration,
+    /// Bytes all request bodies being received may hold together; 0 = no budget.
+    pub max_inflight_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +89,8 @@ impl Default for Limits {
             ingest_rate_per_token: DEFAULT_INGEST_RATE_PER_TOKEN,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
         }
     }
 }
@@ -226,6 +258,8 @@ pub struct Limiters {
     pub requests: RateLimiter<IpAddr>,
     pub handshakes: RateLimiter<IpAddr>,
     pub ingest: RateLimiter<String>,
+    /// The bytes of request bodies being received, against `--max-inflight-body-bytes`.
+    pub bodies: Arc<BodyBudget>,
 }
 
 impl Limiters {
@@ -234,6 +268,7 @@ impl Limiters {
             requests: RateLimiter::new("requests-per-ip-per-sec", limits.requests_per_ip_per_sec),
             handshakes: RateLimiter::new("handshakes-per-ip-per-sec", limits.handshakes_per_ip_per_sec),
             ingest: RateLimiter::new("ingest-rate-per-token", limits.ingest_rate_per_token),
+            bodies: Arc::new(BodyBudget::new(limits.max_inflight_body_bytes)),
         }
     }
 
@@ -268,9 +303,220 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
     Ok(next.run(request).await)
 }
 
+/// The bytes held by request bodies being received, under one cap, so that many slow
+/// bodies cannot add up to more memory than the operator granted (DESIGN §6).
+///
+/// A body with a `Content-Length` reserves all of it before a byte is read (its
+/// sender learns at once, not after uploading, that there is no room); a chunked body
+/// is charged as its chunks arrive. Either is given back when the body is dropped: when
+/// the handler has collected it, or the request ended early.
+pub struct BodyBudget {
+    /// 0 = no cap (only counted).
+    max: usize,
+    held: AtomicUsize,
+}
+
+/// Bytes of the budget held by one body; returned when dropped.
+pub struct Charge {
+    budget: Arc<BodyBudget>,
+    held: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max: usize) -> Self {
+        BodyBudget { max, held: AtomicUsize::new(0) }
+    }
+
+    /// Bytes held now by all bodies.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn try_add(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| self.max == 0 || *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Reserves `n` bytes, or `None` when they do not fit.
+    pub fn reserve(self: &Arc<Self>, n: usize) -> Option<Charge> {
+        self.try_add(n).then(|| Charge { budget: Arc::clone(self), held: n })
+    }
+}
+
+impl Charge {
+    /// Adds `n` bytes to this charge; `false` (and nothing added) when they do not fit.
+    fn grow(&mut self, n: usize) -> bool {
+        let fits = self.budget.try_add(n);
+        if fits {
+            self.held += n;
+        }
+        fits
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+/// Most bytes a request body to `path` may have. Only ingest gets the large,
+/// configurable cap; forms get a few KiB; everything else, commands and admin
+/// requests and any route added later, 64 KiB. A new ingest route (OTLP, say) must be
+/// named here to get the large cap.
+pub fn body_limit(method: &Method, path: &str, ingest_max: usize) -> usize {
+    match path {
+        "/api/events" if method == Method::POST => ingest_max,
+        "/login" | "/logout" => FORM_MAX_BODY_BYTES,
+        _ => COMMAND_MAX_BODY_BYTES,
+    }
+}
+
+/// Why [`Metered`] cut a body short; read back by [`bodies`] to answer the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BodyRefused {
+    #[error("request body is larger than this route's limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the server holds as many request bodies as it may; retry later")]
+    OverBudget,
+}
+
+impl From<BodyRefused> for ApiError {
+    fn from(refused: BodyRefused) -> Self {
+        match refused {
+            BodyRefused::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", refused.to_string())
+            }
+            BodyRefused::OverBudget => {
+                ApiError::unavailable("server_busy", refused.to_string(), BODY_BUDGET_RETRY_SECS)
+            }
+        }
+    }
+}
+
+/// A request body under its route's cap and the body budget.
+struct Metered {
+    inner: Body,
+    limit: usize,
+    received: usize,
+    /// Whether `charge` already covers the declared length (else each chunk is charged).
+    reserved: bool,
+    charge: Charge,
+    /// Set once, when the body is cut; the middleware turns it into the answer, whatever
+    /// the handler's extractor made of the error.
+    refused: Arc<OnceLock<BodyRefused>>,
+}
+
+impl HttpBody for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            this.received = this.received.saturating_add(data.len());
+            let refused = if this.received > this.limit {
+                Some(BodyRefused::TooLarge(this.limit))
+            } else if !this.reserved && !this.charge.grow(data.len()) {
+                Some(BodyRefused::OverBudget)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                // The first refusal is the one that counts; a later poll cannot set another.
+                let _ = this.refused.set(refused);
+                return Poll::Ready(Some(Err(axum::Error::new(refused))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware: each request body under its route's cap ([`body_limit`]) and the body
+/// budget. A declared length over the cap is refused before a byte of the body is
+/// read; so is one the budget has no room for.
+pub async fn bodies(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if request.body().is_end_stream() {
+        // No body (every GET, every upgrade): nothing to cap or to hold.
+        return Ok(next.run(request).await);
+    }
+    let limit = body_limit(request.method(), request.uri().path(), state.config.max_body_bytes);
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared
+        && length > limit as u64
+    {
+        return Err(BodyRefused::TooLarge(limit).into());
+    }
+    // `declared <= limit` here, so it fits in a usize.
+    let reserve = declared.map_or(0, |length| length as usize);
+    let Some(charge) = state.limiters.bodies.reserve(reserve) else {
+        tracing::debug!(reserve, held = state.limiters.bodies.held(), "body budget spent; refusing a body");
+        return Err(BodyRefused::OverBudget.into());
+    };
+    let refused = Arc::new(OnceLock::new());
+    let request = request.map(|inner| {
+        Body::new(Metered {
+            inner,
+            limit,
+            received: 0,
+            reserved: declared.is_some(),
+            charge,
+            refused: Arc::clone(&refused),
+        })
+    });
+    let response = next.run(request).await;
+    match refused.get() {
+        Some(refused) => Err((*refused).into()),
+        None => Ok(response),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_budget_reserves_grows_and_gives_back_on_drop() {
+        let budget = Arc::new(BodyBudget::new(100));
+        let a = budget.reserve(60).unwrap();
+        assert!(budget.reserve(41).is_none(), "over the cap");
+        let mut b = budget.reserve(40).unwrap();
+        assert!(!b.grow(1), "a chunk that does not fit is not charged");
+        assert_eq!(budget.held(), 100);
+        drop(a);
+        assert!(b.grow(60));
+        drop(b);
+        assert_eq!(budget.held(), 0, "everything given back");
+        let unlimited = Arc::new(BodyBudget::new(0));
+        assert!(unlimited.reserve(usize::MAX / 2).is_some());
+    }
+
+    #[test]
+    fn only_ingest_gets_the_large_body_cap() {
+        assert_eq!(body_limit(&Method::POST, "/api/events", 1 << 24), 1 << 24);
+        assert_eq!(body_limit(&Method::POST, "/login", 1 << 24), FORM_MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/logout", 1 << 24), FORM_MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/swarm/tasks", 1 << 24), COMMAND_MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/api/tokens", 1 << 24), COMMAND_MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::PUT, "/api/events", 1 << 24), COMMAND_MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/api/sessions", 1 << 24), COMMAND_MAX_BODY_BYTES, "new routes are small");
+    }
 
     #[test]
     fn a_bucket_allows_its_rate_then_refuses_with_a_retry_time() {

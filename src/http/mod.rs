@@ -126,9 +126,13 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .merge(open)
         .fallback(api::not_found)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // `limits::bodies` caps each body by route and charges the in-flight budget; it
+        // runs after the Host, Origin and rate checks, so a refused request holds nothing.
+        .layer(DefaultBodyLimit::disable())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.config.limits.body_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::bodies))
         .layer(middleware::from_fn_with_state(state.clone(), origin::check))
+        .layer(middleware::from_fn_with_state(state.clone(), origin::host_check))
         .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
         .layer(middleware::from_fn_with_state(state.clone(), api::count_rejections))
         .layer(middleware::from_fn(origin::security_headers))

@@ -113,7 +113,7 @@ pub enum Refusals {
     BadRequest(ErrorBody),
     #[response(status = 401, description = "Missing or bad credentials")]
     Unauthorized(ErrorBody),
-    #[response(status = 403, description = "Scope too small, or a foreign Origin")]
+    #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
     Forbidden(ErrorBody),
 }
 
@@ -125,8 +125,10 @@ pub enum CommandRefusals {
     BadRequest(ErrorBody),
     #[response(status = 401, description = "Missing or bad credentials")]
     Unauthorized(ErrorBody),
-    #[response(status = 403, description = "Scope too small, or a foreign Origin")]
+    #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
     Forbidden(ErrorBody),
+    #[response(status = 413, description = "Body over 64 KiB, the cap of every command")]
+    TooLarge(ErrorBody),
     #[response(status = 404, description = "Unknown task or agent")]
     NotFound(ErrorBody),
     #[response(status = 409, description = "A step out of order, such as a bid after the close")]

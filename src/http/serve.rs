@@ -1,9 +1,21 @@
 //! The accept loop: connections are admitted under the per-IP and total caps, served
-//! by hyper with a header-read timeout (slowloris), and drained on shutdown.
+//! by hyper as HTTP/1.1 with a header-read timeout and a write timeout, and drained on
+//! shutdown.
 //!
 //! Owns the listener and the connection slots. Each connection's slot travels with its
 //! socket into a WebSocket after an upgrade, so a long-lived stream counts against its
 //! IP for as long as it lives, not only while its handshake does.
+//!
+//! Cleartext HTTP/2 is not served, on purpose (docs/SECURITY.md): one h2 connection
+//! carries up to hundreds of concurrent streams, and every cap here counts sockets.
+//! Serving HTTP/1.1 alone keeps "one connection, at most one request in flight" true,
+//! so `--max-conns-per-ip` and `--max-connections` bound requests, not only sockets.
+//! A connection that opens with the HTTP/2 preface is closed at once.
+//!
+//! Timeouts run from the first byte: hyper's HTTP/1 header timeout starts when the
+//! connection starts waiting for a request head, before any byte has arrived, and
+//! again while a kept-alive connection waits for its next request. So a socket that
+//! sends nothing is closed after `--header-timeout`, like a slow one.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,22 +26,54 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::limits::{ConnCounter, ConnSlot, OverLimit};
+use super::limits::{ConnCounter, ConnSlot, Limits, OverLimit};
 use crate::metrics::Metrics;
 
-/// A socket together with its place under the connection caps.
+/// Most bytes hyper buffers to read one request head (and writes ahead per
+/// connection). hyper's default is about 400 KiB; a head with a session cookie and a
+/// bearer token needs under 8 KiB. At 64 KiB, `--max-connections` (20 000) heads in
+/// the making hold at most 1.3 GB, rather than 8 GB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// A socket together with its place under the connection caps, written under the
+/// write timeout.
 struct Tracked {
     stream: TcpStream,
     _slot: ConnSlot,
+    write_timeout: Duration,
+    /// Running while a write is blocked on a client that does not read; reset by any
+    /// progress. A stream that keeps being read is never cut, however long it lives.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Tracked {
+    /// Passes a write's outcome through, and fails it once the socket has accepted
+    /// nothing for the write timeout.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled = None;
+            return outcome;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -40,15 +84,18 @@ impl AsyncRead for Tracked {
 
 impl AsyncWrite for Tracked {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let outcome = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.timed(cx, outcome)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let outcome = Pin::new(&mut self.stream).poll_flush(cx);
+        self.timed(cx, outcome)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let outcome = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.timed(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -56,7 +103,8 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let outcome = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.timed(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -86,7 +134,8 @@ async fn refuse(mut stream: TcpStream, over: OverLimit) {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and waits up to
-/// `grace` for open connections to finish.
+/// `grace` for open connections to finish. `limits` gives the header and write
+/// timeouts.
 ///
 /// # Errors
 /// Never at present; accept errors (such as running out of file descriptors) are
@@ -96,13 +145,14 @@ pub async fn serve(
     app: Router,
     conns: Arc<ConnCounter>,
     metrics: Arc<Metrics>,
-    header_timeout: Duration,
+    limits: &Limits,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let connections = TaskTracker::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+    let write_timeout = limits.write_timeout;
     loop {
         let (stream, addr) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -131,17 +181,28 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
             request
         });
-        let io = TokioIo::new(Tracked { stream, _slot: slot });
-        let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let io = TokioIo::new(Tracked { stream, _slot: slot, write_timeout, stalled: None });
+        let connection = builder.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    // Finish the request in flight, if any, then close; an idle
+                    // connection closes at once.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, %addr, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period; closing them");
     }
     Ok(())

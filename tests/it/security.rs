@@ -254,3 +254,432 @@ async fn responses_carry_the_security_headers() {
     assert!(resp.headers().contains_key("content-security-policy"), "on refusals too");
     app.stop().await;
 }
+
+/// The resident memory of this process, KiB: the in-process server and the test's own
+/// clients (nextest runs each test in a process of its own).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Prints the memory figures of a flood test, for docs/SECURITY.md.
+fn report_rss(test: &str, before: u64, during: u64, after: u64) {
+    eprintln!("{test}: RSS before {before} KiB, during {during} KiB, after {after} KiB");
+}
+
+/// Reads a response head from a raw socket: everything up to the blank line, or what
+/// came before the server closed; panics after [`WAIT`].
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("an answer within the wait");
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A request head announcing a body of `length` bytes to `path`.
+fn post_head(path: &str, token: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_flood_of_large_login_bodies_is_refused_before_the_bodies_are_sent() {
+    let app = spawn_app().await;
+    let before = rss_kib();
+    // 45 connections each announce a 15 MiB login form and start sending it.
+    let mut flood = Vec::new();
+    for _ in 0..45 {
+        let mut s = connect_from("127.0.0.2", app.addr).await.unwrap();
+        s.write_all(post_head("/login", "", 15 * 1024 * 1024).as_bytes()).await.unwrap();
+        // The server may answer and close before this part arrives.
+        let _ = s.write_all(&[b'a'; 1024]).await;
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 413"), "refused at once, not after 15 MiB: {head}");
+        flood.push(s);
+    }
+    let during = rss_kib();
+    honest_client_is_served(&app).await;
+    drop(flood);
+    report_rss("login body flood", before, during, rss_kib());
+    assert!(during < before + 50 * 1024, "45 announced 15 MiB bodies hold no memory: {before} → {during} KiB");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_ingest_takes_large_bodies_and_commands_are_capped_at_64_kib() {
+    let app = spawn_app().await;
+    let big_task = json!({"description": "x".repeat(100 * 1024)}).to_string();
+    let (status, err) = app.post_raw("/swarm/tasks", &big_task, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["error"]["code"], "payload_too_large");
+    assert!(err["error"]["message"].as_str().unwrap().contains("65536"), "{err}");
+    // Without a Content-Length (chunked), the cap is enforced as the body arrives.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..100).map(|_| Ok(vec![b' '; 1024])).collect();
+    let resp = app
+        .http
+        .post(app.url("/api/tokens"))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "payload_too_large");
+    let (_, tokens) = app.get("/api/tokens").await;
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 1, "no token was made: only the admin's");
+    // A 1.2 MB batch is still ingest's to take.
+    let batch: Vec<Value> = (0..100)
+        .map(|n| json!({"event_type": "a.b", "source": "s", "data": {"n": n, "pad": "x".repeat(12_000)}}))
+        .collect();
+    let (status, _) = app.post_events(&Value::Array(batch)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(app.all_events().await.len(), 100, "only the batch was stored");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slow_bodies_beyond_the_in_flight_budget_get_503_and_give_it_back_when_dropped() {
+    const BODY: usize = 256 * 1024;
+    let app = spawn_with(|c| {
+        c.max_body_bytes = BODY;
+        c.limits.max_inflight_body_bytes = 4 * BODY;
+    })
+    .await;
+    let before = rss_kib();
+    // Four slow ingest bodies reserve the whole budget and stall after 1 KiB.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from("127.0.0.3", app.addr).await.unwrap();
+        s.write_all(post_head("/api/events", &app.admin, BODY).as_bytes()).await.unwrap();
+        s.write_all(&[b' '; 1024]).await.unwrap();
+        slow.push(s);
+    }
+    // One event, padded with JSON whitespace to the full body cap.
+    let one = events("a.b", 1).to_string();
+    let full_body = format!("{one}{}", " ".repeat(BODY - one.len()));
+    let post = |client: reqwest::Client, body: reqwest::Body| {
+        client.post(app.url("/api/events")).bearer_auth(&app.admin).body(body).send()
+    };
+    // The slow bodies reach the budget in their own time; from then on, every body
+    // that does not fit is refused. Bounded: 100 tries.
+    let mut refused = None;
+    for _ in 0..100 {
+        let resp = post(client_from("127.0.0.4"), full_body.clone().into()).await.unwrap();
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::CREATED, "served while the budget has room");
+    }
+    let refused = refused.expect("the budget is spent by the slow bodies");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "server_busy");
+    // A chunked body is charged as it arrives, and refused the same way.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(b"[".to_vec()), Ok(vec![b' '; 8 * 1024])];
+    let resp =
+        post(client_from("127.0.0.4"), reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let during = rss_kib();
+    honest_client_is_served(&app).await;
+    // A slow body that goes away gives its share back.
+    drop(slow.pop());
+    let mut accepted = false;
+    for _ in 0..100 {
+        let resp = post(client_from("127.0.0.4"), events("a.b", 1).to_string().into()).await.unwrap();
+        if resp.status() == StatusCode::CREATED {
+            accepted = true;
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(accepted, "the budget was given back");
+    drop(slow);
+    report_rss("slow body flood", before, during, rss_kib());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_prior_knowledge_http2_client_cannot_open_streams_past_the_per_ip_limit() {
+    let app = spawn_with(|c| c.limits = Limits { max_conns_per_ip: 50, ..Limits::unlimited() }).await;
+    let before = rss_kib();
+    let tcp = connect_from("127.0.0.5", app.addr).await.unwrap();
+    let answered = tokio::time::timeout(WAIT, async {
+        let Ok((client, connection)) = h2::client::handshake(tcp).await else { return 0 };
+        let driver = tokio::spawn(connection);
+        let mut responses = Vec::new();
+        for _ in 0..190 {
+            let Ok(mut ready) = client.clone().ready().await else { break };
+            let request = http::Request::get(format!("http://{}/api/events/poll?after=1000000&wait=1", app.addr))
+                .header("authorization", format!("Bearer {}", app.admin))
+                .body(())
+                .unwrap();
+            match ready.send_request(request, true) {
+                Ok((response, _)) => responses.push(response),
+                Err(_) => break,
+            }
+        }
+        let mut answered = 0;
+        for response in responses {
+            if response.await.is_ok_and(|r| r.status() == http::StatusCode::OK) {
+                answered += 1;
+            }
+        }
+        driver.abort();
+        answered
+    })
+    .await
+    .expect("the HTTP/2 attempt ends within the wait");
+    assert_eq!(answered, 0, "no stream is served over cleartext HTTP/2");
+    // The raw preface is refused: the socket closes (an HTTP/1.1 error would do too),
+    // never answered with an HTTP/2 SETTINGS frame.
+    let mut raw = connect_from("127.0.0.5", app.addr).await.unwrap();
+    // The server may refuse before the SETTINGS frame is written.
+    let _ = raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut reply)).await.expect("the server closes it");
+    assert!(reply.is_empty() || reply.starts_with(b"HTTP/1.1 "), "{:?}", String::from_utf8_lossy(&reply));
+    // The address is not locked out, and the limit still counts what it serves.
+    let resp = client_from("127.0.0.5").get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    honest_client_is_served(&app).await;
+    report_rss("HTTP/2 stream flood", before, rss_kib(), rss_kib());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn silent_sockets_are_closed_after_the_header_timeout_and_do_not_lock_anyone_out() {
+    let app = spawn_with(|c| {
+        c.limits = Limits {
+            max_conns_per_ip: 50,
+            max_connections: 50,
+            header_timeout: Duration::from_millis(500),
+            ..Limits::unlimited()
+        }
+    })
+    .await;
+    let before = rss_kib();
+    // 50 sockets that never send a byte fill the per-IP and the total cap.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(connect_from("127.0.0.6", app.addr).await.unwrap());
+    }
+    let during = rss_kib();
+    let started = Instant::now();
+    for s in &mut silent {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a silent socket is closed by the server");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after the header timeout: {:?}", started.elapsed());
+    // The caps count them no longer: the same IP and everyone else are served.
+    let resp = client_from("127.0.0.6").get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    honest_client_is_served(&app).await;
+    report_rss("silent socket flood", before, during, rss_kib());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_that_goes_silent_is_closed_after_the_header_timeout() {
+    let app = spawn_with(|c| c.limits.header_timeout = Duration::from_millis(500)).await;
+    let mut s = connect_from("127.0.0.6", app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await.expect("closed").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unread_large_responses_are_cut_after_the_write_timeout_and_free_their_memory() {
+    let app = spawn_with(|c| c.limits.write_timeout = Duration::from_secs(1)).await;
+    // 1000 events of 16 KiB: one page of all of them is 16 MB.
+    for _ in 0..4 {
+        let batch: Vec<Value> = (0..250)
+            .map(|_| json!({"event_type": "a.b", "source": "s", "data": {"pad": "x".repeat(16_000)}}))
+            .collect();
+        assert_eq!(app.post_events(&Value::Array(batch)).await.0, StatusCode::CREATED);
+    }
+    let full = app.http.get(app.url("/api/events?limit=1000")).bearer_auth(&app.admin).send().await.unwrap();
+    let full = full.bytes().await.unwrap();
+    let full_len = full.len();
+    assert!(full_len > 16_000_000, "{full_len}");
+    // Sent in chunks, the page is still the one page: every event once, in order.
+    let page: Value = serde_json::from_slice(&full).unwrap();
+    let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+    assert_eq!(page["next"], 1000);
+    let (_, desc) = app.get("/api/events?limit=450&order=desc&before=901").await;
+    let seqs: Vec<u64> = desc["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (451..=900).rev().collect::<Vec<_>>());
+    assert_eq!(desc["next"], 451);
+    let (_, tail) = app.get("/api/events?limit=1000&after=850").await;
+    assert_eq!(tail["events"].as_array().unwrap().len(), 150);
+    assert_eq!(tail["next"], Value::Null, "a short page has no next");
+    let baseline = open_connections(&app).await;
+    let before = rss_kib();
+    // 20 clients ask for the whole page and read none of it.
+    let mut unread = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect_from("127.0.0.7", app.addr).await.unwrap();
+        let request = format!(
+            "GET /api/events?limit=1000 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\r\n",
+            app.admin
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        unread.push(s);
+    }
+    // The attack is not reading. The server builds the 20 pages in its own time, and
+    // must then drop each one the write timeout after the client stopped taking it.
+    let mut during = rss_kib();
+    let cut = tokio::time::timeout(WAIT, async {
+        while open_connections(&app).await > baseline {
+            during = during.max(rss_kib());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "every unread response is dropped after the write timeout");
+    honest_client_is_served(&app).await;
+    for s in &mut unread {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut got)).await.expect("the server ended the response");
+        assert!(got.len() < full_len, "cut short: {} of {full_len} bytes", got.len());
+    }
+    drop(unread);
+    let after = rss_kib();
+    report_rss("unread response flood", before, during, after);
+    // Whole pages held until read would be 20 × 16 MB and more.
+    assert!(during < before + 160 * 1024, "20 unread pages pin little: {before} → {during} KiB");
+    honest_client_is_served(&app).await;
+    app.stop().await;
+}
+
+/// The server's `swarmfeed_open_connections` gauge, the asking one included.
+async fn open_connections(app: &TestApp) -> u64 {
+    let resp = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("swarmfeed_open_connections "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("swarmfeed_open_connections in /metrics") as u64
+}
+
+/// A request as a page on `attacker.example` makes it once its name resolves to this
+/// server: foreign `Host`, matching `Origin`.
+fn rebound(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("host", "attacker.example").header("origin", "http://attacker.example")
+}
+
+#[tokio::test]
+async fn dns_rebinding_against_a_no_auth_server_gets_nowhere() {
+    let app = spawn_with(|c| {
+        c.no_auth = true;
+        c.allowed_hosts = vec!["feed.example".into()];
+    })
+    .await;
+    let token = rebound(app.http.post(app.url("/api/tokens"))).json(&json!({"scope": "admin"})).send().await.unwrap();
+    assert_eq!(token.status(), StatusCode::FORBIDDEN);
+    let body = token.json::<Value>().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden_host");
+    assert!(body["error"]["message"].as_str().unwrap().contains("--allowed-host"), "{body}");
+    let post = rebound(app.http.post(app.url("/api/events"))).json(&events("a.b", 1)).send().await.unwrap();
+    assert_eq!(post.status(), StatusCode::FORBIDDEN);
+    let read = app.http.get(app.url("/api/events")).header("host", "attacker.example").send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::FORBIDDEN, "without auth, reads are refused too");
+    let mut upgrade = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+    upgrade.headers_mut().insert("host", "attacker.example".parse().unwrap());
+    upgrade.headers_mut().insert("origin", "http://attacker.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(upgrade).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("a rebound page opened /ws: {:?}", other.map(|_| ())),
+    }
+    assert!(app.all_events().await.is_empty(), "nothing was stored");
+    // This server's own names keep working, port and all.
+    let port = app.addr.port();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("feed.example:{port}")] {
+        let resp = app
+            .http
+            .post(app.url("/api/events"))
+            .header("host", &host)
+            .header("origin", format!("http://{host}"))
+            .json(&events("a.b", 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{host}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_auth_the_origin_check_needs_a_host_of_this_server_and_the_same_scheme() {
+    let app = spawn_app().await;
+    let upgrade = |host: &str, origin: &str| {
+        let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {}", app.admin).parse().unwrap());
+        request.headers_mut().insert("host", host.parse().unwrap());
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    match upgrade("attacker.example", "http://attacker.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("a rebound page opened /ws: {:?}", other.map(|_| ())),
+    }
+    let own = app.addr.to_string();
+    match upgrade(&own, &format!("https://{own}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("an https origin passed for an http server: {:?}", other.map(|_| ())),
+    }
+    assert!(upgrade(&own, &format!("http://{own}")).await.is_ok(), "the server's own page may");
+    // A program (no Origin) is judged by its token alone, whatever name it used.
+    let resp = app.http.get(app.url("/api/events")).bearer_auth(&app.admin).header("host", "feed.example").send().await;
+    assert_eq!(resp.unwrap().status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_whose_client_reads_nothing_is_closed_after_the_write_timeout() {
+    let app = spawn_with(|c| {
+        c.limits.write_timeout = Duration::from_secs(1);
+        c.max_frames_per_sec = 0;
+    })
+    .await;
+    // 16 MB of events, more than the socket buffers of both ends hold.
+    for _ in 0..4 {
+        let batch: Vec<Value> = (0..250)
+            .map(|_| json!({"event_type": "a.b", "source": "s", "data": {"pad": "x".repeat(16_000)}}))
+            .collect();
+        assert_eq!(app.post_events(&Value::Array(batch)).await.0, StatusCode::CREATED);
+    }
+    let baseline = open_connections(&app).await;
+    let mut ws = app.ws().await;
+    // Replay from the start, then read nothing more.
+    ws.subscribe(Some(0), json!({})).await;
+    let closed = tokio::time::timeout(WAIT, async {
+        while open_connections(&app).await > baseline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server let the socket go after the write timeout");
+    honest_client_is_served(&app).await;
+    app.stop().await;
+}
