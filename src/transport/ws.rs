@@ -14,12 +14,11 @@ use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use futures_util::SinkExt;
 
 use super::{Pace, paced_next, token_still_valid, ws_events_frame};
 use crate::auth::Principal;
