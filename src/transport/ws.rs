@@ -14,12 +14,11 @@ use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use futures_util::SinkExt;
 
 use super::{Pace, paced_next, ws_events_frame};
 use crate::auth::{Principal, Revocation};
@@ -59,7 +58,7 @@ const CLOSE_INTERNAL: u16 = 1011;
 
 /// Upgrades after the route's auth check has passed.
 #[utoipa::path(get, path = "/ws", tag = "streams",
-    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch, reset (docs/PROTOCOL.md)"), crate::http::openapi::Refusals))]
+    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch (when the subscription says \"batch\":true), reset (docs/PROTOCOL.md)"), crate::http::openapi::Refusals))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -503,5 +502,37 @@ mod tests {
             let err = parse_request(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn several_events_are_one_batch_frame_only_for_a_subscription_that_asked() {
+        let e = |seq| {
+            Arc::new(
+                Event::encode(crate::event::EventParts {
+                    seq,
+                    id: "i",
+                    event_type: "a.b",
+                    source: "s",
+                    task_id: None,
+                    agent_id: None,
+                    ts_ms: 0,
+                    data: "{}",
+                })
+                .unwrap(),
+            )
+        };
+        let json = |m: &Message| -> Value {
+            let Message::Text(t) = m else { panic!("not text: {m:?}") };
+            serde_json::from_str(t).unwrap()
+        };
+        let events = [e(1), e(2), e(3)];
+        let Frames::One(batch) = Json.events(&events, true) else { panic!("one frame when asked") };
+        assert_eq!(json(&batch)["type"], "batch");
+        let Frames::Each(each) = Json.events(&events, false) else { panic!("a frame per event otherwise") };
+        let each: Vec<Value> = each.iter().map(json).collect();
+        assert!(each.iter().all(|f| f["type"] == "event"), "{each:?}");
+        assert_eq!(each.iter().map(|f| f["payload"]["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+        let Frames::One(single) = Json.events(&events[..1], false) else { panic!("one event is one frame") };
+        assert_eq!(json(&single)["type"], "event");
     }
 }

@@ -227,6 +227,7 @@ mod tests {
             (r#"{"channel":"other"}"#, "unknown channel"),
             (r#"{"action":"dance"}"#, "unknown action"),
             (r#"{"sinse":"3"}"#, "unknown field"),
+            (r#"{"batch":"yes"}"#, "batch must be true or false"),
         ] {
             let Err(err) = parse_htmx(bad) else { panic!("{bad} parsed") };
             assert!(err.contains(says), "{bad}: {err}");
