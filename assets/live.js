@@ -166,6 +166,13 @@
     this.setState("live");
   };
 
+  // The session ended (logout elsewhere, revoked, expired): back to the login form,
+  // which returns here afterwards.
+  Live.prototype.loggedOut = function () {
+    if (this.loggingOut) return; // the logout form's own answer is on its way
+    location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  };
+
   Live.prototype.poll = function (generation) {
     var self = this;
     var wait = 0; // the first answer comes at once, so the indicator turns live
@@ -182,7 +189,7 @@
       })
         .then(function (r) {
           if (r.status === 401) {
-            location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+            self.loggedOut();
             throw new Error("logged out");
           }
           if (!r.ok) throw new Error("HTTP " + r.status);
@@ -350,6 +357,8 @@
       // The extension retries only after abnormal closes and restarts; anything else
       // (a proxy's normal close) is retried here.
       var code = e.detail && e.detail.event ? e.detail.event.code : 1006;
+      // 1008 from the server: this session's token was revoked or the session ended.
+      if (code === 1008) return self.loggedOut();
       if ([1006, 1011, 1012, 1013].indexOf(code) < 0 && self.opened) {
         setTimeout(function () {
           if (self.transport === "ws") self.start("ws");
@@ -369,6 +378,9 @@
     });
     body.addEventListener("htmx:sseMessage", function (e) {
       if (mine(e)) self.drain();
+    });
+    document.addEventListener("submit", function (e) {
+      if (e.target.matches && e.target.matches("form.logout")) self.loggingOut = true;
     });
     this.pauseButton.addEventListener("click", function () {
       if (self.paused) self.resume();

@@ -70,3 +70,20 @@ async fn a_login_form_on_another_site_is_refused() {
     serving.abort();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_open_dashboard_goes_back_to_the_login_form_when_its_session_is_ended() {
+    let app = spawn_app().await;
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    browser.login(&format!("http://{}", app.addr), &app.admin).await;
+    browser.wait_live(Some("ws")).await;
+    let (_, sessions) = app.get("/api/sessions").await;
+    let id = sessions["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let resp = app.http.delete(app.url(&format!("/api/sessions/{id}"))).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    browser.wait_for_path("/login").await;
+    let next = browser.eval("return new URLSearchParams(location.search).get('next')").await;
+    assert_eq!(next, "/swarm/live", "it comes back here after logging in again");
+    browser.close().await;
+    app.stop().await;
+}

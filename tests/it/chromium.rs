@@ -117,7 +117,24 @@ impl Browser {
     /// Logs out with the header's button, and waits for the login page.
     pub async fn logout(&self) {
         self.click("form.logout button[type='submit']").await;
-        self.wait_for("the login page after logout", "location.pathname === '/login'").await;
+        self.wait_for_path("/login").await;
+    }
+
+    /// Waits until the page the browser shows is at `path`, across navigations the
+    /// page starts by itself (which end any script waiting inside the old page).
+    pub async fn wait_for_path(&self, path: &str) {
+        let arrived = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Ok(url) = self.client.current_url().await
+                    && url.path() == path
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(arrived.is_ok(), "the browser never reached {path}");
     }
 
     /// Types `text` into the element `css` finds.
