@@ -21,7 +21,7 @@
 //!   is gapless is argued beside the transaction).
 //! - `notify.rs`: LISTEN for other nodes' commits and for revocations.
 //! - `leader.rs`: the coordinator's advisory lock, held through [`Leadership`].
-//! - `test_support.rs`: databases made and dropped for tests.
+//! - `test_support.rs`: databases made and dropped for tests (feature `test-support`).
 //!
 //! [`CommitFeed::Shared`]: super::CommitFeed::Shared
 //! [`RevocationSignal`]: super::RevocationSignal
@@ -32,6 +32,7 @@ mod leader;
 mod notify;
 mod reads;
 mod schema;
+#[cfg(any(test, feature = "test-support"))]
 mod test_support;
 mod writer;
 
@@ -44,6 +45,7 @@ use tokio_postgres::{Client, NoTls, Socket};
 
 use super::StoreError;
 
+#[cfg(any(test, feature = "test-support"))]
 pub use self::test_support::{create_database, drop_database, url_with_database};
 pub use self::writer::PostgresWriter;
 

@@ -1,5 +1,8 @@
 //! Databases made and dropped for tests: each test of the integration suite, the
-//! unit tests here and the commit-rate example get a database of their own.
+//! unit tests here and the commit-rate example get a database of their own. Built only
+//! for tests and with the `test-support` feature, which the crate's own
+//! dev-dependency on itself turns on, so the product carries no code that creates or
+//! drops databases.
 
 use super::{StoreError, connect, parse_url};
 
