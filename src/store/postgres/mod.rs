@@ -1,0 +1,148 @@
+//! The shared store: one PostgreSQL database behind several swarmfeed nodes
+//! (DESIGN §5, `--database postgres://…`).
+//!
+//! Owns the PostgreSQL schema and its migrations (a `schema_version` table), a small
+//! pool of connections for reads and token writes, and four dedicated connections per
+//! node: the writer's ([`PostgresWriter`]), the one that LISTENs for commits of every
+//! node ([`CommitFeed::Shared`]), the one that LISTENs for revoked tokens
+//! ([`RevocationSignal`]), and the one that holds the coordinator's advisory
+//! lock ([`Leadership`]). It does not publish to the hub: the follower does that from
+//! what this store reads back.
+//!
+//! Behaviour matches the SQLite store: the same columns and indexes (text in the
+//! bytewise `"C"` collation so that type-prefix ranges and orderings agree), the same
+//! query text (`store::sql`), the same answers for duplicates and bounds.
+//!
+//! One file per concern:
+//! - `mod.rs`: [`PostgresStore`], its URL, its read pool and dedicated connections.
+//! - `schema.rs`: the tables, their migrations, and the lock that makes nodes take turns.
+//! - `reads.rs`: the [`Store`] impl: queries, tokens, sessions, login codes, retention.
+//! - `writer.rs`: [`PostgresWriter`], group commit under the `log_head` lock (why seq
+//!   is gapless is argued beside the transaction).
+//! - `notify.rs`: LISTEN for other nodes' commits and for revocations.
+//! - `leader.rs`: the coordinator's advisory lock, held through [`Leadership`].
+//! - `test_support.rs`: databases made and dropped for tests (feature `test-support`).
+//!
+//! [`CommitFeed::Shared`]: super::CommitFeed::Shared
+//! [`RevocationSignal`]: super::RevocationSignal
+//! [`Leadership`]: super::Leadership
+//! [`Store`]: super::Store
+
+mod leader;
+mod notify;
+mod reads;
+mod schema;
+#[cfg(any(test, feature = "test-support"))]
+mod test_support;
+mod writer;
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, NoTls, Socket};
+
+use super::StoreError;
+
+#[cfg(any(test, feature = "test-support"))]
+pub use self::test_support::{create_database, drop_database, url_with_database};
+pub use self::writer::PostgresWriter;
+
+/// How long a read waits for a pooled connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+/// Pause before a lost LISTEN or lock connection is opened again.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// A PostgreSQL error with the server's message, which `tokio_postgres::Error`'s own
+/// `Display` leaves out ("db error").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let text = e.to_string();
+    match std::error::Error::source(e).map(ToString::to_string) {
+        Some(source) if !text.contains(&source) => format!("{text}: {source}"),
+        _ => text,
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    /// Where the dedicated connections (writer, LISTEN, lock) connect.
+    config: tokio_postgres::Config,
+    /// Connections for reads and token writes; `--read-connections` of them at most.
+    pool: Pool,
+    writer_taken: AtomicBool,
+}
+
+/// Parses `--database`, refusing anything but a `postgres://` URL.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::BadUrl("it does not start with postgres://".into()));
+    }
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        // The URL may carry a password: name the problem, never echo the URL.
+        StoreError::BadUrl(describe(&e))
+    })?;
+    if config.get_application_name().is_none() {
+        config.application_name("swarmfeed");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(config)
+}
+
+type PgConnection = tokio_postgres::Connection<Socket, NoTlsStream>;
+
+/// Opens a dedicated connection and runs its I/O on a task of its own, which ends
+/// when the returned client is dropped or the server goes away; the returned handle
+/// completes then, which is how the lock keeper notices a lost session.
+async fn connect(config: &tokio_postgres::Config) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let running = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %describe(&e), "postgres connection ended");
+        }
+    });
+    Ok((client, running))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, migrating its schema, with a pool of up to
+    /// `read_connections` connections for reads.
+    ///
+    /// # Errors
+    /// The URL is not a `postgres://` URL, the server cannot be reached, or the
+    /// schema is newer than this build.
+    pub async fn connect(url: &str, read_connections: usize) -> Result<Self, StoreError> {
+        let config = parse_url(url)?;
+        schema::migrate(&config).await?;
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(read_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(PostgresStore { config, pool, writer_taken: AtomicBool::new(false) })
+    }
+}

@@ -1,0 +1,372 @@
+//! Reads, and the small writes that are not the log's: the [`Store`] impl's queries,
+//! tokens, sessions, login codes and retention, each on a pooled connection. The
+//! methods that open a dedicated connection (the writer, the LISTEN feeds, the leader
+//! lock) live with their concern and are only forwarded from here.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::PostgresStore;
+use super::notify::REVOKE_CHANNEL;
+use crate::event::{Event, EventParts};
+use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use crate::store::{
+    Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup, SessionRecord,
+    Store, StoreError, TakenLoginCode, TokenRecord,
+};
+
+impl PostgresStore {
+    /// Runs one read statement on a pooled connection, with its plan cached per
+    /// connection.
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+}
+
+fn event_from_row(row: &Row) -> Result<Arc<Event>, StoreError> {
+    let seq: i64 = row.try_get(0)?;
+    Ok(Arc::new(Event::encode(EventParts {
+        seq: seq as u64,
+        id: row.try_get(1)?,
+        event_type: row.try_get(2)?,
+        source: row.try_get(3)?,
+        task_id: row.try_get(4)?,
+        agent_id: row.try_get(5)?,
+        ts_ms: row.try_get(6)?,
+        data: row.try_get(7)?,
+    })?))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn writer(&self) -> Result<Box<dyn LogWriter>, StoreError> {
+        self.open_writer().await
+    }
+
+    async fn commit_feed(&self) -> Result<CommitFeed, StoreError> {
+        self.open_commit_feed().await
+    }
+
+    async fn leadership(&self) -> Result<Leadership, StoreError> {
+        self.open_leadership().await
+    }
+
+    #[tracing::instrument(skip_all, fields(limit = q.limit))]
+    async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
+        let (sql, args) = query_sql(&q, '$');
+        let args: Vec<Box<dyn ToSql + Sync + Send>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync + Send> {
+                match a {
+                    Arg::Text(t) => Box::new(t),
+                    Arg::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        self.rows(&sql, &params).await?.iter().map(event_from_row).collect()
+    }
+
+    async fn get_by_seq(&self, seq: u64) -> Result<Option<Arc<Event>>, StoreError> {
+        let Ok(seq) = i64::try_from(seq) else { return Ok(None) };
+        let rows = self.rows(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = $1"), &[&seq]).await?;
+        rows.first().map(event_from_row).transpose()
+    }
+
+    async fn get_by_id(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        let rows = self.rows(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"), &[&id]).await?;
+        rows.first().map(event_from_row).transpose()
+    }
+
+    async fn bounds(&self) -> Result<Bounds, StoreError> {
+        // One statement, one snapshot: the head and the oldest agree.
+        let rows = self.rows("SELECT head, (SELECT MIN(seq) FROM events) FROM log_head", &[]).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Worker("log_head has no row".into()))?;
+        let head: i64 = row.try_get(0)?;
+        let oldest: Option<i64> = row.try_get(1)?;
+        Ok(Bounds { head: head as u64, oldest: oldest.map_or(head as u64 + 1, |o| o as u64) })
+    }
+
+    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
+                 WHERE ts_ms >= $1 GROUP BY minute, event_type ORDER BY minute, event_type",
+                &[&since_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MinuteCount {
+                    minute_ms: r.try_get(0)?,
+                    event_type: r.try_get(1)?,
+                    count: r.try_get::<_, i64>(2)? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO tokens (id, name, scope, hash, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[&record.id, &record.name, &record.scope, &hash, &record.created_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let rows = self.rows(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"), &[&hash]).await?;
+        rows.first().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = self.rows(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_ms, id"), &[]).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let tx = client.transaction().await?;
+        // The NOTIFY goes out at the commit, and only if the token really changed: every
+        // node LISTENing hears of it.
+        let revoke = format!(
+            "WITH revoked AS (
+                 UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL RETURNING id
+             )
+             SELECT pg_notify('{REVOKE_CHANNEL}', id) FROM revoked"
+        );
+        let changed = tx.query(&revoke, &[&id, &now]).await?.len();
+        tx.execute("DELETE FROM sessions WHERE token_id = $1", &[&id]).await?;
+        tx.execute("DELETE FROM login_codes WHERE token_id = $1", &[&id]).await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn insert_session(&self, id: &str, hash: &str, token_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (id, hash, token_id, created_ms, last_used_ms) VALUES ($1, $2, $3, $4, $4)",
+                &[&id, &hash, &token_id, &now_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionLookup>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, t.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = $1 AND t.revoked_ms IS NULL"
+                ),
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(|r| Ok(SessionLookup { session: session_from_row(r)?, token_hash: r.try_get(6)? })).transpose()
+    }
+
+    async fn touch_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute("UPDATE sessions SET last_used_ms = GREATEST(last_used_ms, $2) WHERE id = $1", &[&id, &now_ms])
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        // Other nodes' streams opened with this session end when they hear of it.
+        let sql = format!(
+            "WITH ended AS (DELETE FROM sessions WHERE id = $1 RETURNING id)
+             SELECT pg_notify('{REVOKE_CHANNEL}', 'session') FROM ended"
+        );
+        Ok(client.query(&sql, &[&id]).await?.len() == 1)
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     ORDER BY s.created_ms DESC, s.id"
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn prune_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let sessions = client
+            .execute(
+                "DELETE FROM sessions WHERE last_used_ms < $1 OR created_ms < $2",
+                &[&idle_before_ms, &created_before_ms],
+            )
+            .await?;
+        let codes = client.execute("DELETE FROM login_codes WHERE expires_ms < $1", &[&now_ms]).await?;
+        Ok(sessions + codes)
+    }
+
+    async fn insert_login_code(
+        &self,
+        hash: &str,
+        token_id: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO login_codes (hash, token_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4)",
+                &[&hash, &token_id, &created_ms, &expires_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError> {
+        let client = self.pool.get().await?;
+        // One statement: the DELETE decides which of several nodes taking the same code
+        // gets it; the others delete nothing and find nothing.
+        let rows = client
+            .query(
+                "WITH taken AS (DELETE FROM login_codes WHERE hash = $1 RETURNING token_id, expires_ms)
+                 SELECT taken.expires_ms, t.hash FROM taken
+                 LEFT JOIN tokens t ON t.id = taken.token_id AND t.revoked_ms IS NULL",
+                &[&hash],
+            )
+            .await?;
+        rows.first().map(|r| Ok(TakenLoginCode { expires_ms: r.try_get(0)?, token_hash: r.try_get(1)? })).transpose()
+    }
+
+    async fn revocation_feed(&self) -> Result<Option<RevocationSignal>, StoreError> {
+        self.open_revocation_feed().await
+    }
+
+    async fn sessions_by_hashes(&self, hashes: &[String]) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {SESSION_COLUMNS}, s.hash FROM sessions s JOIN tokens t ON t.id = s.token_id
+                     WHERE s.hash = ANY($1) AND t.revoked_ms IS NULL"
+                ),
+                &[&hashes],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(6)?, session_from_row(r)?))).collect()
+    }
+
+    async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
+        let rows = self.rows("SELECT MIN(seq) FROM events WHERE ts_ms >= $1", &[&ts_ms]).await?;
+        let seq: Option<i64> = match rows.first() {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        Ok(seq.map(|s| s as u64))
+    }
+
+    async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.pool.get().await?;
+        // Oldest first, so what remains is always a suffix of the log; nodes pruning
+        // at once delete disjoint or already-deleted rows, which is harmless. The ids
+        // move to `pruned_ids` in the same statement, under the log's lock that every
+        // writer takes first: a writer looking for an id finds it in one table or the
+        // other, never in neither.
+        let tx = client.transaction().await?;
+        tx.execute("SELECT 1 FROM log_head WHERE one = 1 FOR UPDATE", &[]).await?;
+        let deleted = tx
+            .execute(
+                "WITH gone AS (
+                     DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)
+                     RETURNING id, seq, ts_ms)
+                 INSERT INTO pruned_ids (id, seq, ts_ms) SELECT id, seq, ts_ms FROM gone
+                 ON CONFLICT (id) DO NOTHING",
+                &[&before, &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn forget_pruned_ids(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM pruned_ids WHERE ts_ms < $1", &[&before_ms]).await?)
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let rows = self.rows("SELECT COUNT(*) FROM tokens", &[]).await?;
+        let row = rows.first().ok_or_else(|| StoreError::Worker("COUNT(*) returned no row".into()))?;
+        Ok(row.try_get::<_, i64>(0)? as u64)
+    }
+}
+
+fn session_from_row(r: &tokio_postgres::Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        token_id: r.try_get(1)?,
+        token_name: r.try_get(2)?,
+        scope: r.try_get(3)?,
+        created_ms: r.try_get(4)?,
+        last_used_ms: r.try_get(5)?,
+    })
+}
+
+fn token_from_row(r: &tokio_postgres::Row) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        scope: r.try_get(2)?,
+        created_ms: r.try_get(3)?,
+        revoked: r.try_get::<_, Option<i64>>(4)?.is_some(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::PostgresStore;
+    use super::super::test_support::Scratch;
+    use crate::store::Store;
+    use crate::store::conformance::{self, new_event};
+
+    #[tokio::test]
+    async fn queries_apply_filters_windows_and_order() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::queries_apply_filters_windows_and_order(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn events_read_back_are_byte_for_byte_the_ones_committed() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 1).await.unwrap();
+        let mut w = store.writer().await.unwrap();
+        let mut e = new_event("ü-1", "tool.called");
+        e.task_id = Some("t".into());
+        e.data = r#"{"name":"Zoë","nested":{"n":[1,2.5,null]},"s":"a\"b"}"#.into();
+        let c = w.append(vec![e]).await.unwrap();
+        let read = store.get_by_seq(1).await.unwrap().unwrap();
+        assert_eq!(read.payload(), c.stored[0].payload());
+        drop(store);
+        db.drop().await;
+    }
+}
