@@ -3,7 +3,6 @@
 
 mod api;
 mod auth;
-mod bench;
 mod browser;
 mod browser_login;
 mod chromium;
