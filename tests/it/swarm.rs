@@ -452,3 +452,37 @@ async fn the_coordinator_answers_at_once_after_a_restart_on_a_log_of_other_event
     assert_eq!(answer.unwrap().status(), StatusCode::CREATED);
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn a_body_of_the_wrong_shape_names_the_field_not_the_value() {
+    let app = swarm_app(60_000).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("x").await;
+    let bids = format!("/swarm/tasks/{t}/bids");
+    let cases = [
+        ("/swarm/agents", r#"{"name":42}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ada","agent_id":7}"#, "agent_id"),
+        ("/swarm/agents", r#"{"name":"Ada","capabilities":["a",3]}"#, "capabilities[1]"),
+        ("/swarm/agents", r#"{"name":"Ada","colour":"red"}"#, "colour"),
+        ("/swarm/agents", r#"{"agent_id":"ada"}"#, "name"),
+        ("/swarm/tasks", r#"{"description":true}"#, "description"),
+        ("/swarm/agents/echo/status", r#"{"status":["idle"]}"#, "status"),
+        (&*bids, r#"{"agent_id":5,"bid_sats":5}"#, "agent_id"),
+        (&*format!("/swarm/tasks/{t}/fail"), r#"{"reason":null}"#, "reason"),
+        (&*format!("/swarm/tasks/{t}/start"), r#"{"agent_id":1}"#, "agent_id"),
+        (&*format!("/swarm/tasks/{t}/tools"), r#"{"tool_name":"grep","status":9}"#, "status"),
+    ];
+    let before = app.all_events().await.len();
+    for (path, body, field) in cases {
+        let (status, err) = app.post_raw(path, body, Some(&app.admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_body", "{path} {body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{path} {body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().starts_with(field), "{path} {body}: {err}");
+    }
+    let (status, err) = app.post_raw("/swarm/tasks", r#"{"description":"x"} trailing"#, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"].get("field"), None, "a syntax error blames no field: {err}");
+    assert_eq!(app.all_events().await.len(), before, "refused commands log nothing");
+    app.stop().await;
+}
