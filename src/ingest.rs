@@ -5,11 +5,17 @@
 //! the call to redaction. A batch is all or nothing: the first invalid event rejects
 //! it, naming its index and field. It does not commit anything (`writer`).
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TYPE_CHARS, NewEvent, is_valid_event_type};
+use crate::event::{MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TYPE_CHARS, NewEvent, is_identifier_char, is_valid_event_type};
 use crate::redact::Redactor;
 
+/// Ids that begin with this belong to events the server writes (the coordinator's
+/// settlements, DESIGN §6); producers may not take them.
+pub const SERVER_ID_PREFIX: &str = "sf:";
 /// Most events one request may carry (DESIGN §4).
 pub const MAX_BATCH: usize = 1000;
 /// Default cap on one event's serialised `data`, bytes (DESIGN §2).
@@ -53,43 +59,96 @@ impl Invalid {
     }
 }
 
+/// How `data` arrived: as the producer's own JSON text (kept as sent, so numbers
+/// beyond 64 bits stay exact), or as a value the server built.
+enum DataIn<'a> {
+    Raw(&'a RawValue),
+    Value(Value),
+}
+
 impl IngestRules {
     /// Parses a request body: one event object or an array of them.
+    ///
+    /// Each event's `data` is kept as the producer's JSON text (only whitespace is
+    /// dropped) unless redaction changes it: `serde_json::Value` holds numbers as 64-bit
+    /// integers or floats, and going through it would turn
+    /// 123456789012345678901234567890 into 1.2345678901234568e29. serde_json's
+    /// `arbitrary_precision` would change every `Value` in the program instead.
     ///
     /// # Errors
     /// [`Invalid`] naming the first problem; the whole batch is refused.
     pub fn parse_body(&self, body: &[u8]) -> Result<Vec<NewEvent>, Invalid> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))?;
-        let objects = match value {
-            Value::Array(items) => {
-                if items.is_empty() {
-                    return Err(Invalid::Empty);
-                }
-                if items.len() > self.max_batch {
-                    return Err(Invalid::TooMany { count: items.len(), max: self.max_batch });
-                }
-                items
-            }
-            Value::Object(_) => vec![value],
+        let value: &RawValue = serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))?;
+        let items: Vec<&RawValue> = match value.get().as_bytes().first() {
+            Some(b'[') => serde_json::from_str(value.get()).map_err(|e| Invalid::Json(e.to_string()))?,
+            Some(b'{') => vec![value],
             _ => return Err(Invalid::Shape),
         };
-        objects
+        if items.is_empty() {
+            return Err(Invalid::Empty);
+        }
+        if items.len() > self.max_batch {
+            return Err(Invalid::TooMany { count: items.len(), max: self.max_batch });
+        }
+        items
             .into_iter()
             .enumerate()
-            .map(|(index, item)| match item {
-                Value::Object(map) => self.event(index, map),
-                _ => Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() }),
+            .map(|(index, item)| {
+                if !item.get().starts_with('{') {
+                    return Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() });
+                }
+                let fields: BTreeMap<String, &RawValue> =
+                    serde_json::from_str(item.get()).map_err(|e| Invalid::Json(e.to_string()))?;
+                let mut map = Map::new();
+                let mut data = None;
+                for (key, raw) in fields {
+                    if key == "data" {
+                        data = Some(raw);
+                    } else {
+                        let value = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
+                        map.insert(key, value);
+                    }
+                }
+                self.build(index, map, data.map(DataIn::Raw), Origin::Producer)
             })
             .collect()
     }
 
-    /// Validates and redacts one event given as fields (the coordinator's path).
+    /// Validates and redacts one producer's event given as fields (`swarmfeed emit`
+    /// checks its events with this before sending them).
+    ///
+    /// # Errors
+    /// [`Invalid::Event`] naming the field; ids in the server's namespace
+    /// ([`SERVER_ID_PREFIX`]) are refused.
+    pub fn event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
+        let data = map.remove("data").map(DataIn::Value);
+        self.build(index, map, data, Origin::Producer)
+    }
+
+    /// Validates and redacts an event the server itself writes (the coordinator's):
+    /// the same rules as a producer's, and ids in the server's namespace allowed.
     ///
     /// # Errors
     /// [`Invalid::Event`] naming the field.
-    pub fn event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
-        for key in map.keys() {
-            match key.as_str() {
+    pub fn server_event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
+        let data = map.remove("data").map(DataIn::Value);
+        self.build(index, map, data, Origin::Server)
+    }
+
+    fn build(
+        &self,
+        index: usize,
+        mut map: Map<String, Value>,
+        data: Option<DataIn<'_>>,
+        origin: Origin,
+    ) -> Result<NewEvent, Invalid> {
+        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        if data.is_some() {
+            keys.push("data");
+        }
+        keys.sort_unstable();
+        for key in keys {
+            match key {
                 "id" | "event_type" | "source" | "task_id" | "agent_id" | "data" => {}
                 "seq" | "timestamp" => return Err(Invalid::at(index, key, "is set by the server; leave it out")),
                 other => {
@@ -115,36 +174,96 @@ impl IngestRules {
         let source = string(index, "source", map.remove("source"), MAX_NAME_CHARS)?
             .ok_or_else(|| Invalid::at(index, "source", "is required"))?;
         let id = match string(index, "id", map.remove("id"), MAX_ID_CHARS)? {
+            Some(id) if origin == Origin::Producer && id.starts_with(SERVER_ID_PREFIX) => {
+                return Err(Invalid::at(
+                    index,
+                    "id",
+                    format!("{id:?} begins with {SERVER_ID_PREFIX:?}, which is kept for events the server writes"),
+                ));
+            }
+            // Redacting a token inside an id would make two different ids one, and
+            // the second event a "duplicate" that is never stored: refuse it instead.
+            Some(id) if self.redactor.redact_text(&id).is_some() => {
+                return Err(Invalid::at(index, "id", "must not contain a bearer token"));
+            }
             Some(id) => id,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?;
-        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?;
-        let data = match map.remove("data") {
-            None | Some(Value::Null) => "{}".to_owned(),
-            Some(mut data @ Value::Object(_)) => {
-                let before = serde_json::to_string(&data).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
-                if before.len() > self.max_data_bytes {
-                    return Err(Invalid::at(
-                        index,
-                        "data",
-                        format!("is {} bytes serialised; at most {} are allowed", before.len(), self.max_data_bytes),
-                    ));
-                }
-                if self.redactor.redact(&mut data) {
-                    serde_json::to_string(&data).map_err(|e| Invalid::at(index, "data", e.to_string()))?
-                } else {
-                    before
-                }
+        let redact = |s: String| self.redactor.redact_text(&s).unwrap_or(s);
+        let source = redact(source);
+        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?.map(redact);
+        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?.map(redact);
+        let data = match data {
+            None => "{}".to_owned(),
+            Some(DataIn::Raw(raw)) => {
+                let value: Value = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
+                self.data(index, value, Some(raw))?
             }
-            Some(_) => return Err(Invalid::at(index, "data", "must be a JSON object")),
+            Some(DataIn::Value(value)) => self.data(index, value, None)?,
         };
         Ok(NewEvent { id, event_type, source, task_id, agent_id, data })
     }
+
+    /// The stored text of `data`: the producer's own text without whitespace when
+    /// there is one and redaction changes nothing, else `value` serialised.
+    fn data(&self, index: usize, mut value: Value, raw: Option<&RawValue>) -> Result<String, Invalid> {
+        match value {
+            Value::Null => return Ok("{}".to_owned()),
+            Value::Object(_) => {}
+            _ => return Err(Invalid::at(index, "data", "must be a JSON object")),
+        }
+        let before = match raw {
+            Some(raw) => compact(raw.get()),
+            None => serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?,
+        };
+        if before.len() > self.max_data_bytes {
+            return Err(Invalid::at(
+                index,
+                "data",
+                format!("is {} bytes serialised; at most {} are allowed", before.len(), self.max_data_bytes),
+            ));
+        }
+        if self.redactor.redact(&mut value) {
+            serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))
+        } else {
+            Ok(before)
+        }
+    }
+}
+
+/// Who wrote an event: only the server may use ids in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Producer,
+    Server,
+}
+
+/// Valid JSON text without the whitespace between tokens. Whitespace inside strings
+/// is kept: a byte is in a string from an unescaped `"` to the next one.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An optional string field: absent or null is `None`; otherwise it must be a
-/// non-empty string of at most `max` characters without control characters.
+/// non-empty string of at most `max` characters without control or format
+/// characters (see [`is_identifier_char`]).
 fn string(index: usize, field: &str, value: Option<Value>, max: usize) -> Result<Option<String>, Invalid> {
     match value {
         None | Some(Value::Null) => Ok(None),
@@ -153,8 +272,12 @@ fn string(index: usize, field: &str, value: Option<Value>, max: usize) -> Result
                 Err(Invalid::at(index, field, "must not be empty; leave it out instead"))
             } else if s.chars().count() > max {
                 Err(Invalid::at(index, field, format!("is longer than {max} characters")))
-            } else if s.chars().any(char::is_control) {
-                Err(Invalid::at(index, field, "must not contain control characters"))
+            } else if let Some(c) = s.chars().find(|c| !is_identifier_char(*c)) {
+                Err(Invalid::at(
+                    index,
+                    field,
+                    format!("must not contain control or invisible formatting characters (found U+{:04X})", c as u32),
+                ))
             } else {
                 Ok(Some(s))
             }
@@ -245,6 +368,51 @@ mod tests {
         let deep =
             format!(r#"{{"event_type":"a.b","source":"s","data":{}{}}}"#, "{\"a\":".repeat(10_000), "}".repeat(10_000));
         assert!(matches!(parse(&deep).unwrap_err(), Invalid::Json(_)));
+    }
+
+    #[test]
+    fn ids_in_the_servers_namespace_are_refused_to_producers_only() {
+        let body = r#"{"event_type":"task.assigned","source":"s","id":"sf:settle.t1.outcome"}"#;
+        assert_eq!(field_of(parse(body).unwrap_err()), (0, Some("id".into())));
+        let mut map = Map::new();
+        map.insert("event_type".into(), "task.assigned".into());
+        map.insert("source".into(), "s".into());
+        map.insert("id".into(), "sf:settle.t1.outcome".into());
+        assert_eq!(field_of(IngestRules::default().event(0, map.clone()).unwrap_err()).1.as_deref(), Some("id"));
+        assert_eq!(IngestRules::default().server_event(0, map).unwrap().id, "sf:settle.t1.outcome");
+        assert!(parse(r#"{"event_type":"a.b","source":"s","id":"settle.t1.outcome"}"#).is_ok());
+    }
+
+    #[test]
+    fn format_and_bidi_characters_are_refused_in_identifiers_by_name() {
+        for c in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{FEFF}', '\u{00AD}'] {
+            for field in ["id", "source", "task_id", "agent_id"] {
+                let body = serde_json::json!({"event_type": "a.b", "source": "s", field: format!("ab{c}cd")});
+                let err = parse(&body.to_string()).unwrap_err();
+                assert_eq!(field_of(err.clone()).1.as_deref(), Some(field), "U+{:04X} in {field}", c as u32);
+                assert!(err.to_string().contains(&format!("U+{:04X}", c as u32)), "{err}");
+            }
+        }
+        assert!(parse(r#"{"event_type":"a.b","source":"Søren 🤖 Ω"}"#).is_ok(), "other letters and symbols pass");
+    }
+
+    #[test]
+    fn bearer_tokens_are_redacted_in_every_string_field() {
+        let body = r#"{"event_type":"a.b","source":"x Bearer abc.def","task_id":"t bearer q1","agent_id":"Bearer zz"}"#;
+        let e = &parse(body).unwrap()[0];
+        assert_eq!(e.source, "x Bearer [REDACTED]");
+        assert_eq!(e.task_id.as_deref(), Some("t Bearer [REDACTED]"));
+        assert_eq!(e.agent_id.as_deref(), Some("Bearer [REDACTED]"));
+        let err = parse(r#"{"event_type":"a.b","source":"s","id":"Bearer abc"}"#).unwrap_err();
+        assert_eq!(field_of(err).1.as_deref(), Some("id"), "an id is refused, never merged with another");
+    }
+
+    #[test]
+    fn data_keeps_the_producers_numbers_exactly_and_loses_only_whitespace() {
+        let body = "{\"event_type\":\"a.b\",\"source\":\"s\",\"data\": { \"n\" : 123456789012345678901234567890,\n \
+                    \"f\": 1.50, \"s\": \" a \\\" b \"  } }";
+        let e = &parse(body).unwrap()[0];
+        assert_eq!(e.data, r#"{"n":123456789012345678901234567890,"f":1.50,"s":" a \" b "}"#);
     }
 
     #[test]

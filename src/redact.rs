@@ -2,7 +2,7 @@
 //! broadcast (DESIGN §6).
 //!
 //! Owns the key pattern and the bearer-token pattern; it does not decide which fields
-//! of an event are redacted (`ingest` passes it `data`).
+//! of an event are redacted (`ingest` passes it `data` and the string fields).
 
 use regex::Regex;
 use serde_json::Value;
@@ -43,6 +43,15 @@ impl Redactor {
         self.keys.is_match(key)
     }
 
+    /// `text` with its bearer tokens redacted, or `None` when it holds none. Ingest
+    /// applies it to the event's string fields (`source`, `task_id`, `agent_id`) as
+    /// well as to every string in `data`.
+    pub fn redact_text(&self, text: &str) -> Option<String> {
+        self.bearer
+            .is_match(text)
+            .then(|| self.bearer.replace_all(text, format!("Bearer {REDACTED}").as_str()).into_owned())
+    }
+
     /// Redacts `value` in place; returns whether anything changed.
     ///
     /// Recursion is bounded by the JSON parser's nesting limit (128), so input cannot
@@ -64,14 +73,13 @@ impl Redactor {
                 changed
             }
             Value::Array(items) => items.iter_mut().fold(false, |c, v| self.redact(v) | c),
-            Value::String(s) => {
-                if self.bearer.is_match(s) {
-                    *s = self.bearer.replace_all(s, format!("Bearer {REDACTED}").as_str()).into_owned();
+            Value::String(s) => match self.redact_text(s) {
+                Some(redacted) => {
+                    *s = redacted;
                     true
-                } else {
-                    false
                 }
-            }
+                None => false,
+            },
             Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::database::{Database, suite_on_postgres};
 use crate::harness::{BinaryServer, TestApp, WsClient, all_events, spawn_with};
 
 async fn swarm_app(bid_window_ms: u64) -> TestApp {
@@ -465,6 +466,8 @@ async fn a_body_of_the_wrong_shape_names_the_field_not_the_value() {
         ("/swarm/agents", r#"{"name":"Ada","capabilities":["a",3]}"#, "capabilities[1]"),
         ("/swarm/agents", r#"{"name":"Ada","colour":"red"}"#, "colour"),
         ("/swarm/agents", r#"{"agent_id":"ada"}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ev\u202eil"}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ada","capabilities":["co\u200bde"]}"#, "capabilities"),
         ("/swarm/tasks", r#"{"description":true}"#, "description"),
         ("/swarm/agents/echo/status", r#"{"status":["idle"]}"#, "status"),
         (&*bids, r#"{"agent_id":5,"bid_sats":5}"#, "agent_id"),
@@ -485,4 +488,87 @@ async fn a_body_of_the_wrong_shape_names_the_field_not_the_value() {
     assert_eq!(err["error"].get("field"), None, "a syntax error blames no field: {err}");
     assert_eq!(app.all_events().await.len(), before, "refused commands log nothing");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_producer_cannot_squat_a_settlement_id_and_leave_the_task_bidding() {
+    let app = swarm_app(1_000).await;
+    let mut ws = app.ws().await;
+    ws.subscribe(Some(0), json!({})).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("contested").await;
+    let squat = |id: String| json!({"id": id, "event_type": "task.assigned", "source": "mallory", "task_id": t});
+    let (status, err) = app.post_events(&squat(format!("sf:settle.{t}.outcome"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["field"], "id", "{err}");
+    // The id the coordinator used before the namespace is an ordinary id now.
+    let (status, body) = app.post_events(&squat(format!("settle.{t}.outcome"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 7})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let assigned = loop {
+        let e = await_event(&mut ws, "task.assigned", Some(&t)).await;
+        if e["source"] == "coordinator" {
+            break e;
+        }
+    };
+    assert_eq!(assigned["agent_id"], "echo");
+    assert_eq!(assigned["id"], format!("sf:settle.{t}.outcome"));
+    assert_eq!(task(&app.swarm().await, &t)["status"], "assigned");
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!((ready["status"].clone(), ready["problems"].clone()), (json!("ready"), json!([])), "{ready}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
+    use swarmfeed::event::{NewEvent, format_timestamp};
+    // The namespace keeps producers out, so the id is planted in the store itself, as
+    // a log written before the namespace existed (or a damaged one) would hold it.
+    let dir = tempfile::tempdir().unwrap();
+    let database = if suite_on_postgres() { Some(Database::for_data_dir(dir.path()).await) } else { None };
+    let url = database.as_ref().map(|d| d.url.clone());
+    {
+        let store = swarmfeed::store::open(dir.path(), url.as_deref(), 1).await.unwrap();
+        let mut writer = store.writer().await.unwrap();
+        let closed_a_second_ago = format_timestamp(chrono::Utc::now().timestamp_millis() - 1_000);
+        let event = |id: &str, event_type: &str, source: &str, data: Value| NewEvent {
+            id: id.into(),
+            event_type: event_type.into(),
+            source: source.into(),
+            task_id: Some("held-1".into()),
+            agent_id: None,
+            data: data.to_string(),
+        };
+        writer
+            .append(vec![
+                event("e1", "task.created", "coordinator", json!({"description": "held"})),
+                event("e2", "task.bidding", "coordinator", json!({"closes_at": closed_a_second_ago})),
+                event("sf:settle.held-1.outcome", "system.info", "intruder", json!({"message": "mine now"})),
+            ])
+            .await
+            .unwrap();
+    }
+    let app = spawn_with(|c| {
+        c.data_dir = dir.path().to_path_buf();
+        c.database = url.clone();
+        c.max_frames_per_sec = 0;
+    })
+    .await;
+    let mut ws = app.ws().await;
+    ws.subscribe(Some(0), json!({"task_id": "held-1"})).await;
+    await_event(&mut ws, "auction.closed", Some("held-1")).await;
+    // A command is handled only after the settlement (and its check) has finished.
+    assert_eq!(task(&app.swarm().await, "held-1")["status"], "bidding", "never settled");
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let problem = ready["problems"][0].as_str().unwrap_or_default();
+    assert!(problem.contains("held-1") && problem.contains("sf:settle.held-1.outcome"), "{ready}");
+    let (_, anonymous) = app.get_as("/readyz", None).await;
+    assert_eq!(anonymous, json!({"status": "degraded"}));
+    app.stop().await;
+    if let Some(db) = database {
+        db.drop().await;
+    }
 }
