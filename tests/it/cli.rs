@@ -394,3 +394,20 @@ async fn logs_into_a_pipe_carry_no_colour_codes() {
     assert!(seen.len() > 1, "{seen:?}");
     assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "no ESC byte in {seen:?}");
 }
+
+#[tokio::test]
+async fn emit_refuses_an_id_in_the_servers_namespace_and_names_the_flag() {
+    let app = spawn_app().await;
+    let out = emit(app.addr, &app.admin, &["task.assigned", "--source", "cli", "--id", "sf:settle.t1.outcome"]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--id") && stderr.contains("sf:"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, "{\"event_type\":\"a.b\",\"source\":\"s\",\"id\":\"sf:x\"}\n").unwrap();
+    let out = emit(app.addr, &app.admin, &["--file", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("line 1: id"), "{}", text(&out.stderr));
+    assert!(app.all_events().await.is_empty());
+    app.stop().await;
+}
