@@ -338,6 +338,7 @@ impl Coordinator {
             return;
         }
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
+        self.report_stuck_auctions();
         if self.leadership.is_held() {
             self.take_lead(&shutdown).await;
         }
@@ -744,6 +745,26 @@ impl Coordinator {
                 }
             }
             self.managed_auctions.remove(&task_id);
+        }
+    }
+
+    /// Auctions of this coordinator whose `auction.closed` is in the log but whose
+    /// outcome is not: settlements are committed whole, so only a settlement id held
+    /// by another event leaves one so. Reported by every node once it has rebuilt the
+    /// swarm from the log (a fact of the log, whichever node leads), so that the
+    /// problem outlives the restart of the node that first met it.
+    fn report_stuck_auctions(&self) {
+        for t in self.managed_auctions.iter().filter_map(|id| self.projection.task(id)) {
+            if t.auction_closed && t.status == TaskStatus::Bidding {
+                let problem = format!(
+                    "task {:?} was not settled: its auction closed without an outcome (an event holds the \
+                     settlement id {:?}); the task stays bidding until an operator fails or cancels it",
+                    t.task_id,
+                    settlement_ids(&t.task_id).1
+                );
+                tracing::error!(task_id = %t.task_id, "{problem}");
+                self.problems.report(problem);
+            }
         }
     }
 

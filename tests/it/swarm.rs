@@ -35,6 +35,12 @@ impl TestApp {
         body["task_id"].as_str().unwrap().to_owned()
     }
 
+    async fn swarm_as(&self, token: &str) -> Value {
+        let (status, body) = self.get_as("/api/swarm", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     async fn swarm(&self) -> Value {
         let (status, body) = self.get("/api/swarm").await;
         assert_eq!(status, StatusCode::OK);
@@ -567,6 +573,19 @@ async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
     assert!(problem.contains("held-1") && problem.contains("sf:settle.held-1.outcome"), "{ready}");
     let (_, anonymous) = app.get_as("/readyz", None).await;
     assert_eq!(anonymous, json!({"status": "degraded"}));
+    let admin = app.admin.clone();
+    app.stop().await;
+
+    // After a restart the stuck auction is found again in the log.
+    let app = spawn_with(|c| {
+        c.data_dir = dir.path().to_path_buf();
+        c.database = url.clone();
+    })
+    .await;
+    assert_eq!(task(&app.swarm_as(&admin).await, "held-1")["status"], "bidding");
+    let (_, ready) = app.get_as("/readyz", Some(&admin)).await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(ready["problems"][0].as_str().unwrap_or_default().contains("held-1"), "{ready}");
     app.stop().await;
     if let Some(db) = database {
         db.drop().await;
