@@ -503,13 +503,13 @@ async fn a_producer_cannot_squat_a_settlement_id_and_leave_the_task_bidding() {
     ws.subscribe(Some(0), json!({})).await;
     app.join("Echo", "echo").await;
     let t = app.post_task("contested").await;
+    // The attack of issue 21: the settlement's id taken before the auction closes,
+    // under the id the coordinator used before the namespace (an ordinary id now) and
+    // under the one it uses today (refused).
     let squat = |id: String| json!({"id": id, "event_type": "task.assigned", "source": "mallory", "task_id": t});
-    let (status, err) = app.post_events(&squat(format!("sf:settle.{t}.outcome"))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
-    assert_eq!(err["error"]["field"], "id", "{err}");
-    // The id the coordinator used before the namespace is an ordinary id now.
     let (status, body) = app.post_events(&squat(format!("settle.{t}.outcome"))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (namespaced, refusal) = app.post_events(&squat(format!("sf:settle.{t}.outcome"))).await;
     let (status, body) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 7})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let assigned = loop {
@@ -520,6 +520,8 @@ async fn a_producer_cannot_squat_a_settlement_id_and_leave_the_task_bidding() {
     };
     assert_eq!(assigned["agent_id"], "echo");
     assert_eq!(assigned["id"], format!("sf:settle.{t}.outcome"));
+    assert_eq!(namespaced, StatusCode::BAD_REQUEST, "{refusal}");
+    assert_eq!(refusal["error"]["field"], "id", "{refusal}");
     assert_eq!(task(&app.swarm().await, &t)["status"], "assigned");
     let (_, ready) = app.get("/readyz").await;
     assert_eq!((ready["status"].clone(), ready["problems"].clone()), (json!("ready"), json!([])), "{ready}");
