@@ -416,6 +416,43 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_around_events_and_bad_utf8_inside_them_are_handled() {
+        let spaced =
+            parse(" \n[ {\"event_type\":\"a.b\",\"source\":\"s\"} ,\t{\"event_type\":\"a.c\",\"source\":\"s\"} ]\n");
+        assert_eq!(spaced.unwrap().len(), 2);
+        assert_eq!(parse(" {\"event_type\":\"a.b\",\"source\":\"s\"} ").unwrap().len(), 1);
+        let bad =
+            IngestRules::default().parse_body(b"{\"event_type\":\"a.b\",\"source\":\"s\",\"data\":{\"k\":\"\xff\"}}");
+        assert!(matches!(bad.unwrap_err(), Invalid::Json(_)));
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compacting_any_pretty_json_gives_its_compact_encoding(value in any_json()) {
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
+        }
+    }
+
+    #[test]
     fn secrets_are_redacted_before_commit() {
         let e = parse(r#"{"event_type":"a.b","source":"s","data":{"api_key":"k","x":{"token":"t"}}}"#).unwrap();
         assert_eq!(e[0].data, r#"{"api_key":"[REDACTED]","x":{"token":"[REDACTED]"}}"#);
