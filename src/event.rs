@@ -24,6 +24,10 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// another in every view and terminal.
 pub fn is_identifier_char(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // No ASCII character is a format character: the table lookup is for the rest.
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
     !c.is_control() && c.general_category() != GeneralCategory::Format
 }
 

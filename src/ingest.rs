@@ -5,8 +5,7 @@
 //! the call to redaction. A batch is all or nothing: the first invalid event rejects
 //! it, naming its index and field. It does not commit anything (`writer`).
 
-use std::collections::BTreeMap;
-
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -78,11 +77,10 @@ impl IngestRules {
     /// # Errors
     /// [`Invalid`] naming the first problem; the whole batch is refused.
     pub fn parse_body(&self, body: &[u8]) -> Result<Vec<NewEvent>, Invalid> {
-        let value: &RawValue = serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))?;
-        let items: Vec<&RawValue> = match value.get().as_bytes().first() {
-            Some(b'[') => serde_json::from_str(value.get()).map_err(|e| Invalid::Json(e.to_string()))?,
-            Some(b'{') => vec![value],
-            _ => return Err(Invalid::Shape),
+        let items = match serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))? {
+            Body::One(event) => vec![Item::Event(event)],
+            Body::Many(items) => items,
+            Body::Other => return Err(Invalid::Shape),
         };
         if items.is_empty() {
             return Err(Invalid::Empty);
@@ -93,23 +91,11 @@ impl IngestRules {
         items
             .into_iter()
             .enumerate()
-            .map(|(index, item)| {
-                if !item.get().starts_with('{') {
-                    return Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() });
+            .map(|(index, item)| match item {
+                Item::Event(Incoming { fields, data }) => {
+                    self.build(index, fields, data.map(DataIn::Raw), Origin::Producer)
                 }
-                let fields: BTreeMap<String, &RawValue> =
-                    serde_json::from_str(item.get()).map_err(|e| Invalid::Json(e.to_string()))?;
-                let mut map = Map::new();
-                let mut data = None;
-                for (key, raw) in fields {
-                    if key == "data" {
-                        data = Some(raw);
-                    } else {
-                        let value = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
-                        map.insert(key, value);
-                    }
-                }
-                self.build(index, map, data.map(DataIn::Raw), Origin::Producer)
+                Item::NotAnObject => Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() }),
             })
             .collect()
     }
@@ -231,6 +217,120 @@ impl IngestRules {
     }
 }
 
+/// A request body as parsed in one pass: an event object, an array of items, or
+/// something else (refused as [`Invalid::Shape`]).
+enum Body<'a> {
+    One(Incoming<'a>),
+    Many(Vec<Item<'a>>),
+    Other,
+}
+
+/// One element of a batch.
+enum Item<'a> {
+    Event(Incoming<'a>),
+    NotAnObject,
+}
+
+/// An event object as sent: its fields as values, and `data` as the producer's text.
+struct Incoming<'a> {
+    fields: Map<String, Value>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Body<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Body<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object or an array of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body<'de>, A::Error> {
+                incoming(map).map(Body::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Body::Many(items))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Item<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
+                incoming(map).map(Item::Event)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Item::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// The fields of one event object; a repeated key keeps its last value, as
+/// `serde_json::Map` does.
+fn incoming<'de, A: MapAccess<'de>>(mut map: A) -> Result<Incoming<'de>, A::Error> {
+    let mut fields = Map::new();
+    let mut data = None;
+    while let Some(key) = map.next_key::<String>()? {
+        if key == "data" {
+            data = Some(map.next_value::<&'de RawValue>()?);
+        } else {
+            fields.insert(key, map.next_value::<Value>()?);
+        }
+    }
+    Ok(Incoming { fields, data })
+}
+
 /// Who wrote an event: only the server may use ids in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -239,26 +339,33 @@ enum Origin {
 }
 
 /// Valid JSON text without the whitespace between tokens. Whitespace inside strings
-/// is kept: a byte is in a string from an unescaped `"` to the next one.
+/// is kept: a byte is in a string from an unescaped `"` to the next one. Works on
+/// bytes: every byte it looks for is ASCII, which never occurs inside a multi-byte
+/// UTF-8 sequence.
 fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
+    let bytes = json.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        return json.to_owned();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
+    for &b in bytes {
         if in_string {
-            out.push(c);
+            out.push(b);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            in_string = c == '"';
-            out.push(c);
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
         }
     }
-    out
+    // Only whole ASCII bytes were left out of valid UTF-8, so it is still valid.
+    String::from_utf8(out).expect("UTF-8 less ASCII whitespace is UTF-8")
 }
 
 /// An optional string field: absent or null is `None`; otherwise it must be a
