@@ -68,11 +68,12 @@ enum DataIn<'a> {
 impl IngestRules {
     /// Parses a request body: one event object or an array of them.
     ///
-    /// Each event's `data` is kept as the producer's JSON text (only whitespace is
-    /// dropped) unless redaction changes it: `serde_json::Value` holds numbers as 64-bit
-    /// integers or floats, and going through it would turn
-    /// 123456789012345678901234567890 into 1.2345678901234568e29. serde_json's
-    /// `arbitrary_precision` would change every `Value` in the program instead.
+    /// Each event's `data` is kept as the producer's JSON text, less whitespace and
+    /// with secrets redacted on the text itself ([`Redactor::redact_raw`]):
+    /// `serde_json::Value` holds numbers as 64-bit integers or floats, and going
+    /// through it would turn 123456789012345678901234567890 into
+    /// 1.2345678901234568e29. serde_json's `arbitrary_precision` would change every
+    /// `Value` in the program instead.
     ///
     /// # Errors
     /// [`Invalid`] naming the first problem; the whole batch is refused.
@@ -181,39 +182,52 @@ impl IngestRules {
         let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?.map(redact);
         let data = match data {
             None => "{}".to_owned(),
-            Some(DataIn::Raw(raw)) => {
-                let value: Value = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
-                self.data(index, value, Some(raw))?
-            }
-            Some(DataIn::Value(value)) => self.data(index, value, None)?,
+            Some(DataIn::Raw(raw)) => self.raw_data(index, raw)?,
+            Some(DataIn::Value(value)) => self.data(index, value)?,
         };
         Ok(NewEvent { id, event_type, source, task_id, agent_id, data })
     }
 
-    /// The stored text of `data`: the producer's own text without whitespace when
-    /// there is one and redaction changes nothing, else `value` serialised.
-    fn data(&self, index: usize, mut value: Value, raw: Option<&RawValue>) -> Result<String, Invalid> {
+    /// The stored text of the producer's `data`: its own text without whitespace,
+    /// redacted where needed, every number as written.
+    fn raw_data(&self, index: usize, raw: &RawValue) -> Result<String, Invalid> {
+        match raw.get().as_bytes().first() {
+            Some(b'{') => {}
+            Some(b'n') => return Ok("{}".to_owned()),
+            _ => return Err(Invalid::at(index, "data", "must be a JSON object")),
+        }
+        let before = compact(raw.get());
+        self.check_size(index, &before)?;
+        let redacted = self.redactor.redact_raw(raw).map_err(|e| Invalid::Json(format!("data: {e}")))?;
+        Ok(redacted.unwrap_or(before))
+    }
+
+    /// The stored text of `data` given as a value (the server's own events, and
+    /// `emit`'s check).
+    fn data(&self, index: usize, mut value: Value) -> Result<String, Invalid> {
         match value {
             Value::Null => return Ok("{}".to_owned()),
             Value::Object(_) => {}
             _ => return Err(Invalid::at(index, "data", "must be a JSON object")),
         }
-        let before = match raw {
-            Some(raw) => compact(raw.get()),
-            None => serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?,
-        };
-        if before.len() > self.max_data_bytes {
-            return Err(Invalid::at(
-                index,
-                "data",
-                format!("is {} bytes serialised; at most {} are allowed", before.len(), self.max_data_bytes),
-            ));
-        }
+        let before = serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
+        self.check_size(index, &before)?;
         if self.redactor.redact(&mut value) {
             serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))
         } else {
             Ok(before)
         }
+    }
+
+    fn check_size(&self, index: usize, data: &str) -> Result<(), Invalid> {
+        if data.len() > self.max_data_bytes {
+            return Err(Invalid::at(
+                index,
+                "data",
+                format!("is {} bytes serialised; at most {} are allowed", data.len(), self.max_data_bytes),
+            ));
+        }
+        Ok(())
     }
 }
 
