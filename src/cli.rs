@@ -56,8 +56,9 @@ pub enum Command {
 
 #[derive(Debug, Args, serde::Serialize)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SWARMFEED_BIND", default_value = "127.0.0.1:8000")]
+    /// Address to listen on: an IP address or a host name, with a port
+    /// (`localhost:8000`).
+    #[arg(long, env = "SWARMFEED_BIND", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     pub bind: SocketAddr,
     #[command(flatten)]
     #[serde(flatten)]
@@ -265,7 +266,25 @@ pub enum TokenCommand {
     },
 }
 
-/// Where a client command finds the server and its credentials.
+/// `--bind`: an address, or a host name with a port resolved once at start. Of a
+/// name's addresses an IPv4 one is preferred, as `localhost` users expect 127.0.0.1.
+fn parse_bind(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(value)
+        .map_err(|e| format!("expected an address or a host name with a port, like localhost:8000 ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{value} resolves to no address"))
+}
+
+/// Where a client command finds the server and its credentials. Clients never open
+/// the store, so only the data directory (for `admin.token`) is asked for.
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// The server's base URL.
@@ -274,8 +293,9 @@ pub struct RemoteArgs {
     /// Bearer token; without it, `<data-dir>/admin.token` is used if it exists.
     #[arg(long, env = "SWARMFEED_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    #[command(flatten)]
-    pub data: DataArgs,
+    /// The server's data directory, to read its `admin.token` when no token is given.
+    #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 impl RemoteArgs {
@@ -288,7 +308,7 @@ impl RemoteArgs {
         if let Some(t) = &self.token {
             return Ok(Some(t.trim().to_owned()));
         }
-        let path = self.data.data_dir.join(crate::auth::ADMIN_TOKEN_FILE);
+        let path = self.data_dir.join(crate::auth::ADMIN_TOKEN_FILE);
         match std::fs::read_to_string(&path) {
             Ok(t) => Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -496,7 +516,7 @@ mod tests {
         let remote = |token: Option<&str>| RemoteArgs {
             url: String::new(),
             token: token.map(str::to_owned),
-            data: DataArgs { data_dir: dir.path().to_path_buf(), database: None },
+            data_dir: dir.path().to_path_buf(),
         };
         assert_eq!(remote(None).resolve_token().unwrap(), None, "no file, no flag: no token");
         std::fs::write(dir.path().join(crate::auth::ADMIN_TOKEN_FILE), "from-file\n").unwrap();
@@ -549,6 +569,21 @@ mod tests {
         assert_eq!(config.limits.write_timeout, Duration::from_millis(2500));
         assert_eq!(config.limits.max_inflight_body_bytes, 32 * 1024 * 1024);
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bind_takes_a_host_name_or_an_address() {
+        assert_eq!(parse_bind("localhost:8000").unwrap().to_string(), "127.0.0.1:8000");
+        assert_eq!(parse_bind("[::1]:9").unwrap().to_string(), "[::1]:9");
+        assert!(parse_bind("localhost").is_err(), "a port is needed");
+    }
+
+    #[test]
+    fn clients_are_not_offered_a_database() {
+        for client in ["tail", "emit"] {
+            let cli = Cli::try_parse_from(["swarmfeed", client, "--database", "postgres://x/y"]);
+            assert!(cli.is_err(), "{client} --database is refused");
+        }
     }
 
     #[test]

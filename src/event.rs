@@ -16,6 +16,21 @@ pub const MAX_TYPE_CHARS: usize = 64;
 /// Longest `source`, `task_id` or `agent_id`, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
 
+/// Whether `c` may appear in an identifier (`id`, `event_type`, `source`, `task_id`,
+/// `agent_id`, and the coordinator's ids and names). Control characters and format
+/// characters (Unicode category Cf: bidi overrides such as U+202E, zero-width spaces
+/// such as U+200B, isolates such as U+2066) are refused: they are invisible, so two
+/// ids that look alike could differ, and a bidi override makes a name display as
+/// another in every view and terminal.
+pub fn is_identifier_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // No ASCII character is a format character: the table lookup is for the rest.
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
+    !c.is_control() && c.general_category() != GeneralCategory::Format
+}
+
 /// One row of the known-type table of DESIGN §2.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct KnownType {

@@ -5,11 +5,16 @@
 //! the call to redaction. A batch is all or nothing: the first invalid event rejects
 //! it, naming its index and field. It does not commit anything (`writer`).
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TYPE_CHARS, NewEvent, is_valid_event_type};
+use crate::event::{MAX_ID_CHARS, MAX_NAME_CHARS, MAX_TYPE_CHARS, NewEvent, is_identifier_char, is_valid_event_type};
 use crate::redact::Redactor;
 
+/// Ids that begin with this belong to events the server writes (the coordinator's
+/// settlements, DESIGN §6); producers may not take them.
+pub const SERVER_ID_PREFIX: &str = "sf:";
 /// Most events one request may carry (DESIGN §4).
 pub const MAX_BATCH: usize = 1000;
 /// Default cap on one event's serialised `data`, bytes (DESIGN §2).
@@ -53,43 +58,84 @@ impl Invalid {
     }
 }
 
+/// How `data` arrived: as the producer's own JSON text (kept as sent, so numbers
+/// beyond 64 bits stay exact), or as a value the server built.
+enum DataIn<'a> {
+    Raw(&'a RawValue),
+    Value(Value),
+}
+
 impl IngestRules {
     /// Parses a request body: one event object or an array of them.
+    ///
+    /// Each event's `data` is kept as the producer's JSON text, less whitespace and
+    /// with secrets redacted on the text itself ([`Redactor::redact_raw`]):
+    /// `serde_json::Value` holds numbers as 64-bit integers or floats, and going
+    /// through it would turn 123456789012345678901234567890 into
+    /// 1.2345678901234568e29. serde_json's `arbitrary_precision` would change every
+    /// `Value` in the program instead.
     ///
     /// # Errors
     /// [`Invalid`] naming the first problem; the whole batch is refused.
     pub fn parse_body(&self, body: &[u8]) -> Result<Vec<NewEvent>, Invalid> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))?;
-        let objects = match value {
-            Value::Array(items) => {
-                if items.is_empty() {
-                    return Err(Invalid::Empty);
-                }
-                if items.len() > self.max_batch {
-                    return Err(Invalid::TooMany { count: items.len(), max: self.max_batch });
-                }
-                items
-            }
-            Value::Object(_) => vec![value],
-            _ => return Err(Invalid::Shape),
+        let items = match serde_json::from_slice(body).map_err(|e| Invalid::Json(e.to_string()))? {
+            Body::One(event) => vec![Item::Event(event)],
+            Body::Many(items) => items,
+            Body::Other => return Err(Invalid::Shape),
         };
-        objects
+        if items.is_empty() {
+            return Err(Invalid::Empty);
+        }
+        if items.len() > self.max_batch {
+            return Err(Invalid::TooMany { count: items.len(), max: self.max_batch });
+        }
+        items
             .into_iter()
             .enumerate()
             .map(|(index, item)| match item {
-                Value::Object(map) => self.event(index, map),
-                _ => Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() }),
+                Item::Event(Incoming { fields, data }) => {
+                    self.build(index, fields, data.map(DataIn::Raw), Origin::Producer)
+                }
+                Item::NotAnObject => Err(Invalid::Event { index, field: None, message: "is not a JSON object".into() }),
             })
             .collect()
     }
 
-    /// Validates and redacts one event given as fields (the coordinator's path).
+    /// Validates and redacts one producer's event given as fields (`swarmfeed emit`
+    /// checks its events with this before sending them).
+    ///
+    /// # Errors
+    /// [`Invalid::Event`] naming the field; ids in the server's namespace
+    /// ([`SERVER_ID_PREFIX`]) are refused.
+    pub fn event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
+        let data = map.remove("data").map(DataIn::Value);
+        self.build(index, map, data, Origin::Producer)
+    }
+
+    /// Validates and redacts an event the server itself writes (the coordinator's):
+    /// the same rules as a producer's, and ids in the server's namespace allowed.
     ///
     /// # Errors
     /// [`Invalid::Event`] naming the field.
-    pub fn event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
-        for key in map.keys() {
-            match key.as_str() {
+    pub fn server_event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
+        let data = map.remove("data").map(DataIn::Value);
+        self.build(index, map, data, Origin::Server)
+    }
+
+    fn build(
+        &self,
+        index: usize,
+        mut map: Map<String, Value>,
+        data: Option<DataIn<'_>>,
+        origin: Origin,
+    ) -> Result<NewEvent, Invalid> {
+        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        if data.is_some() {
+            keys.push("data");
+        }
+        keys.sort_unstable();
+        for key in keys {
+            match key {
                 "id" | "event_type" | "source" | "task_id" | "agent_id" | "data" => {}
                 "seq" | "timestamp" => return Err(Invalid::at(index, key, "is set by the server; leave it out")),
                 other => {
@@ -115,36 +161,230 @@ impl IngestRules {
         let source = string(index, "source", map.remove("source"), MAX_NAME_CHARS)?
             .ok_or_else(|| Invalid::at(index, "source", "is required"))?;
         let id = match string(index, "id", map.remove("id"), MAX_ID_CHARS)? {
+            Some(id) if origin == Origin::Producer && id.starts_with(SERVER_ID_PREFIX) => {
+                return Err(Invalid::at(
+                    index,
+                    "id",
+                    format!("{id:?} begins with {SERVER_ID_PREFIX:?}, which is kept for events the server writes"),
+                ));
+            }
+            // Redacting a token inside an id would make two different ids one, and
+            // the second event a "duplicate" that is never stored: refuse it instead.
+            Some(id) if self.redactor.redact_text(&id).is_some() => {
+                return Err(Invalid::at(index, "id", "must not contain a bearer token"));
+            }
             Some(id) => id,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?;
-        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?;
-        let data = match map.remove("data") {
-            None | Some(Value::Null) => "{}".to_owned(),
-            Some(mut data @ Value::Object(_)) => {
-                let before = serde_json::to_string(&data).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
-                if before.len() > self.max_data_bytes {
-                    return Err(Invalid::at(
-                        index,
-                        "data",
-                        format!("is {} bytes serialised; at most {} are allowed", before.len(), self.max_data_bytes),
-                    ));
-                }
-                if self.redactor.redact(&mut data) {
-                    serde_json::to_string(&data).map_err(|e| Invalid::at(index, "data", e.to_string()))?
-                } else {
-                    before
-                }
-            }
-            Some(_) => return Err(Invalid::at(index, "data", "must be a JSON object")),
+        let redact = |s: String| self.redactor.redact_text(&s).unwrap_or(s);
+        let source = redact(source);
+        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?.map(redact);
+        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?.map(redact);
+        let data = match data {
+            None => "{}".to_owned(),
+            Some(DataIn::Raw(raw)) => self.raw_data(index, raw)?,
+            Some(DataIn::Value(value)) => self.data(index, value)?,
         };
         Ok(NewEvent { id, event_type, source, task_id, agent_id, data })
     }
+
+    /// The stored text of the producer's `data`: its own text without whitespace,
+    /// redacted where needed, every number as written.
+    fn raw_data(&self, index: usize, raw: &RawValue) -> Result<String, Invalid> {
+        match raw.get().as_bytes().first() {
+            Some(b'{') => {}
+            Some(b'n') => return Ok("{}".to_owned()),
+            _ => return Err(Invalid::at(index, "data", "must be a JSON object")),
+        }
+        let before = compact(raw.get());
+        self.check_size(index, &before)?;
+        let redacted = self.redactor.redact_raw(raw).map_err(|e| Invalid::Json(format!("data: {e}")))?;
+        Ok(redacted.unwrap_or(before))
+    }
+
+    /// The stored text of `data` given as a value (the server's own events, and
+    /// `emit`'s check).
+    fn data(&self, index: usize, mut value: Value) -> Result<String, Invalid> {
+        match value {
+            Value::Null => return Ok("{}".to_owned()),
+            Value::Object(_) => {}
+            _ => return Err(Invalid::at(index, "data", "must be a JSON object")),
+        }
+        let before = serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
+        self.check_size(index, &before)?;
+        if self.redactor.redact(&mut value) {
+            serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))
+        } else {
+            Ok(before)
+        }
+    }
+
+    fn check_size(&self, index: usize, data: &str) -> Result<(), Invalid> {
+        if data.len() > self.max_data_bytes {
+            return Err(Invalid::at(
+                index,
+                "data",
+                format!("is {} bytes serialised; at most {} are allowed", data.len(), self.max_data_bytes),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A request body as parsed in one pass: an event object, an array of items, or
+/// something else (refused as [`Invalid::Shape`]).
+enum Body<'a> {
+    One(Incoming<'a>),
+    Many(Vec<Item<'a>>),
+    Other,
+}
+
+/// One element of a batch.
+enum Item<'a> {
+    Event(Incoming<'a>),
+    NotAnObject,
+}
+
+/// An event object as sent: its fields as values, and `data` as the producer's text.
+struct Incoming<'a> {
+    fields: Map<String, Value>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Body<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Body<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object or an array of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body<'de>, A::Error> {
+                incoming(map).map(Body::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Body::Many(items))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Body<'de>, E> {
+                Ok(Body::Other)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Item<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
+                incoming(map).map(Item::Event)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Item::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+                Ok(Item::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// The fields of one event object; a repeated key keeps its last value, as
+/// `serde_json::Map` does.
+fn incoming<'de, A: MapAccess<'de>>(mut map: A) -> Result<Incoming<'de>, A::Error> {
+    let mut fields = Map::new();
+    let mut data = None;
+    while let Some(key) = map.next_key::<String>()? {
+        if key == "data" {
+            data = Some(map.next_value::<&'de RawValue>()?);
+        } else {
+            fields.insert(key, map.next_value::<Value>()?);
+        }
+    }
+    Ok(Incoming { fields, data })
+}
+
+/// Who wrote an event: only the server may use ids in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Producer,
+    Server,
+}
+
+/// Valid JSON text without the whitespace between tokens. Whitespace inside strings
+/// is kept: a byte is in a string from an unescaped `"` to the next one. Works on
+/// bytes: every byte it looks for is ASCII, which never occurs inside a multi-byte
+/// UTF-8 sequence.
+fn compact(json: &str) -> String {
+    let bytes = json.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        return json.to_owned();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    // Only whole ASCII bytes were left out of valid UTF-8, so it is still valid.
+    String::from_utf8(out).expect("UTF-8 less ASCII whitespace is UTF-8")
 }
 
 /// An optional string field: absent or null is `None`; otherwise it must be a
-/// non-empty string of at most `max` characters without control characters.
+/// non-empty string of at most `max` characters without control or format
+/// characters (see [`is_identifier_char`]).
 fn string(index: usize, field: &str, value: Option<Value>, max: usize) -> Result<Option<String>, Invalid> {
     match value {
         None | Some(Value::Null) => Ok(None),
@@ -153,8 +393,12 @@ fn string(index: usize, field: &str, value: Option<Value>, max: usize) -> Result
                 Err(Invalid::at(index, field, "must not be empty; leave it out instead"))
             } else if s.chars().count() > max {
                 Err(Invalid::at(index, field, format!("is longer than {max} characters")))
-            } else if s.chars().any(char::is_control) {
-                Err(Invalid::at(index, field, "must not contain control characters"))
+            } else if let Some(c) = s.chars().find(|c| !is_identifier_char(*c)) {
+                Err(Invalid::at(
+                    index,
+                    field,
+                    format!("must not contain control or invisible formatting characters (found U+{:04X})", c as u32),
+                ))
             } else {
                 Ok(Some(s))
             }
@@ -245,6 +489,88 @@ mod tests {
         let deep =
             format!(r#"{{"event_type":"a.b","source":"s","data":{}{}}}"#, "{\"a\":".repeat(10_000), "}".repeat(10_000));
         assert!(matches!(parse(&deep).unwrap_err(), Invalid::Json(_)));
+    }
+
+    #[test]
+    fn ids_in_the_servers_namespace_are_refused_to_producers_only() {
+        let body = r#"{"event_type":"task.assigned","source":"s","id":"sf:settle.t1.outcome"}"#;
+        assert_eq!(field_of(parse(body).unwrap_err()), (0, Some("id".into())));
+        let mut map = Map::new();
+        map.insert("event_type".into(), "task.assigned".into());
+        map.insert("source".into(), "s".into());
+        map.insert("id".into(), "sf:settle.t1.outcome".into());
+        assert_eq!(field_of(IngestRules::default().event(0, map.clone()).unwrap_err()).1.as_deref(), Some("id"));
+        assert_eq!(IngestRules::default().server_event(0, map).unwrap().id, "sf:settle.t1.outcome");
+        assert!(parse(r#"{"event_type":"a.b","source":"s","id":"settle.t1.outcome"}"#).is_ok());
+    }
+
+    #[test]
+    fn format_and_bidi_characters_are_refused_in_identifiers_by_name() {
+        for c in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{FEFF}', '\u{00AD}'] {
+            for field in ["id", "source", "task_id", "agent_id"] {
+                let body = serde_json::json!({"event_type": "a.b", "source": "s", field: format!("ab{c}cd")});
+                let err = parse(&body.to_string()).unwrap_err();
+                assert_eq!(field_of(err.clone()).1.as_deref(), Some(field), "U+{:04X} in {field}", c as u32);
+                assert!(err.to_string().contains(&format!("U+{:04X}", c as u32)), "{err}");
+            }
+        }
+        assert!(parse(r#"{"event_type":"a.b","source":"Søren 🤖 Ω"}"#).is_ok(), "other letters and symbols pass");
+    }
+
+    #[test]
+    fn bearer_tokens_are_redacted_in_every_string_field() {
+        let body = r#"{"event_type":"a.b","source":"x Bearer abc.def","task_id":"t bearer q1","agent_id":"Bearer zz"}"#;
+        let e = &parse(body).unwrap()[0];
+        assert_eq!(e.source, "x Bearer [REDACTED]");
+        assert_eq!(e.task_id.as_deref(), Some("t Bearer [REDACTED]"));
+        assert_eq!(e.agent_id.as_deref(), Some("Bearer [REDACTED]"));
+        let err = parse(r#"{"event_type":"a.b","source":"s","id":"Bearer abc"}"#).unwrap_err();
+        assert_eq!(field_of(err).1.as_deref(), Some("id"), "an id is refused, never merged with another");
+    }
+
+    #[test]
+    fn data_keeps_the_producers_numbers_exactly_and_loses_only_whitespace() {
+        let body = "{\"event_type\":\"a.b\",\"source\":\"s\",\"data\": { \"n\" : 123456789012345678901234567890,\n \
+                    \"f\": 1.50, \"s\": \" a \\\" b \"  } }";
+        let e = &parse(body).unwrap()[0];
+        assert_eq!(e.data, r#"{"n":123456789012345678901234567890,"f":1.50,"s":" a \" b "}"#);
+    }
+
+    #[test]
+    fn whitespace_around_events_and_bad_utf8_inside_them_are_handled() {
+        let spaced =
+            parse(" \n[ {\"event_type\":\"a.b\",\"source\":\"s\"} ,\t{\"event_type\":\"a.c\",\"source\":\"s\"} ]\n");
+        assert_eq!(spaced.unwrap().len(), 2);
+        assert_eq!(parse(" {\"event_type\":\"a.b\",\"source\":\"s\"} ").unwrap().len(), 1);
+        let bad =
+            IngestRules::default().parse_body(b"{\"event_type\":\"a.b\",\"source\":\"s\",\"data\":{\"k\":\"\xff\"}}");
+        assert!(matches!(bad.unwrap_err(), Invalid::Json(_)));
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compacting_any_pretty_json_gives_its_compact_encoding(value in any_json()) {
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
+        }
     }
 
     #[test]

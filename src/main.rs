@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| better_suggestion(e).exit());
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -32,10 +32,49 @@ async fn main() -> ExitCode {
     match async { run(layered?).await }.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes joined by `: `, each said once. Many errors put their cause in
+/// their own message (so a log line that shows only the top one is complete) and also
+/// return it as `source()`; printing the chain as it is would say the cause twice
+/// ("cannot listen on …: Address already in use: Address already in use").
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
+/// clap suggests the flag spelt most like an unknown one, which for `--data` is
+/// `--database` (a PostgreSQL URL); whoever types `--data` means `--data-dir`.
+fn better_suggestion(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let meant_data_dir = e.kind() == ErrorKind::UnknownArgument
+        && matches!(e.get(ContextKind::InvalidArg), Some(ContextValue::String(arg))
+            if arg == "--data" || arg.starts_with("--data="));
+    if meant_data_dir {
+        e.insert(ContextKind::SuggestedArg, ContextValue::String("--data-dir".to_owned()));
+        // clap also shows how to use the flag it suggested.
+        if let Some(ContextValue::StyledStr(usage)) = e.get(ContextKind::Usage) {
+            let usage = usage.to_string().replace("--database <DATABASE>", "--data-dir <DATA_DIR>");
+            e.insert(ContextKind::Usage, ContextValue::StyledStr(usage.into()));
+        }
+    }
+    e
 }
 
 /// Fills the settings file's values into `serve` and `config` where no flag or

@@ -475,14 +475,32 @@ pub async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: the store answers and the server is not shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
-    responses((status = 200, description = "The store answers", body = Object), (status = 503, description = "Shutting down", body = ErrorBody)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+///
+/// Anyone may ask whether the node is ready; only a caller with a valid token (any
+/// scope) is told the log's head and oldest seq and the coordinator's problems, which
+/// say how busy the log is and what went wrong. A node with problems answers 200 with
+/// `"status":"degraded"`: it still serves reads and ingest, and taking it out of a load
+/// balancer would not settle anything; the problems need an operator.
+#[utoipa::path(get, path = "/readyz", tag = "ops", security((), ("bearer" = [])),
+    responses((status = 200, description = "The store answers: `status` is `ready`, or `degraded` when the coordinator has problems. With a valid token also `head`, `oldest` and `problems`", body = Object), (status = 503, description = "Shutting down, or the store does not answer", body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));
     }
-    let bounds = state.store.bounds().await?;
-    Ok(Json(serde_json::json!({ "status": "ready", "head": bounds.head, "oldest": bounds.oldest })).into_response())
+    let bounds = state.store.bounds().await.map_err(|e| {
+        tracing::error!(error = %e, "readiness check: the store does not answer");
+        ApiError::unavailable("store_unavailable", "the store does not answer", 5)
+    })?;
+    let problems = state.coordinator.problems();
+    let status = if problems.is_empty() { "ready" } else { "degraded" };
+    // An unknown or missing token is not an error here: the caller is told less.
+    let trusted = super::auth::authenticate(&state, &headers).await.is_ok();
+    let body = if trusted {
+        serde_json::json!({ "status": status, "head": bounds.head, "oldest": bounds.oldest, "problems": problems })
+    } else {
+        serde_json::json!({ "status": status })
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Any path without a route.

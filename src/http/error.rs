@@ -153,6 +153,44 @@ impl From<FilterError> for ApiError {
     }
 }
 
+/// Parses a JSON request body into `T`, or answers 400 naming the field that was
+/// wrong. serde's own message names the offending *value* ("invalid type: integer
+/// `42`"), not where it was; the path (`name`, `capabilities[2]`) comes from
+/// `serde_path_to_error`. A missing field is reported at its parent, so its name is
+/// taken from the message instead.
+///
+/// # Errors
+/// 400 `invalid_body` with `field` set whenever a field is to blame.
+pub fn json_body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        body_error(e.inner(), (path != ".").then_some(path))
+    })?;
+    // Trailing bytes after the value are as wrong as a syntax error in it.
+    de.end().map_err(|e| body_error(&e, None))?;
+    Ok(value)
+}
+
+fn body_error(inner: &serde_json::Error, path: Option<String>) -> ApiError {
+    if !inner.is_data() {
+        return ApiError::bad_request("invalid_body", format!("body is not valid JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    // An unknown field is already the last segment of the path; a missing one is not.
+    let child = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let field = match (path, child) {
+        (Some(parent), Some(child)) => Some(format!("{parent}.{child}")),
+        (None, Some(child)) => Some(child.to_owned()),
+        (Some(path), None) => Some(path),
+        (None, None) => None,
+    };
+    match field {
+        Some(field) => ApiError::bad_request("invalid_body", format!("{field}: {message}")).with_field(field),
+        None => ApiError::bad_request("invalid_body", message),
+    }
+}
+
 /// `Query<T>` whose rejection is an [`ApiError`] naming the bad parameter.
 pub struct ApiQuery<T>(pub T);
 

@@ -37,15 +37,21 @@ pub struct EventOut {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventIn {
-    /// Idempotency key (≤ 128 characters); re-sending it stores nothing new.
+    /// Idempotency key (≤ 128 characters); re-sending it stores nothing new. Ids
+    /// beginning with `sf:` are the server's own and refused (400, field `id`), as is
+    /// an id holding a bearer token.
     id: Option<String>,
     /// `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`, ≤ 64 characters.
     event_type: String,
-    /// 1 to 128 characters.
+    /// 1 to 128 characters, without control or format (Unicode Cf, e.g. U+202E)
+    /// characters, as for every identifier; bearer tokens in it are redacted.
     source: String,
+    /// ≤ 128 characters, no control or format characters; bearer tokens redacted.
     task_id: Option<String>,
+    /// ≤ 128 characters, no control or format characters; bearer tokens redacted.
     agent_id: Option<String>,
-    /// A JSON object, ≤ 16 KiB serialised.
+    /// A JSON object, ≤ 16 KiB serialised; stored and served as sent (less
+    /// whitespace), so numbers beyond 64 bits keep every digit.
     #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::error::{ApiBody, ApiError, ApiQuery};
+use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::openapi::{CommandRefusals, Refusals};
 use crate::swarm::coordinator::{Command, CommandError, MAX_PAGE, Rejected, SwarmPage};
 
@@ -39,16 +39,7 @@ impl From<CommandError> for ApiError {
 /// Parses a JSON body, or the empty body as `{}`, into `T`.
 fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let raw = if raw.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { raw };
-    serde_json::from_slice(raw).map_err(|e| {
-        let message = e.to_string();
-        // serde names the offending field in its message ("missing field `name`").
-        let field = message.split('`').nth(1).map(str::to_owned);
-        let err = ApiError::bad_request("invalid_body", message);
-        match field {
-            Some(f) => err.with_field(f),
-            None => err,
-        }
-    })
+    json_body(raw)
 }
 
 async fn run(state: &AppState, command: Command, created: bool) -> Result<Response, ApiError> {

@@ -47,6 +47,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database file exists but cannot be used (not a database, unreadable): the
+    /// path tells the operator which file to look at.
+    #[error("{path} cannot be opened as a swarmfeed database: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("storage worker stopped: {0}")]
     Worker(String),
 }

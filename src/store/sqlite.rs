@@ -142,10 +142,16 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = open_rw(&path)?;
-        migrate(&mut conn)?;
+        // SQLite's own messages ("file is not a database") do not say which file.
+        let named = |e: StoreError| match e {
+            StoreError::Sqlite(source) => StoreError::File { path: path.display().to_string(), source },
+            other => other,
+        };
+        let mut conn = open_rw(&path).map_err(named)?;
+        migrate(&mut conn).map_err(named)?;
         drop(conn);
-        let readers = (0..read_connections.max(1)).map(|_| open_ro(&path)).collect::<Result<Vec<_>, _>>()?;
+        let readers =
+            (0..read_connections.max(1)).map(|_| open_ro(&path)).collect::<Result<Vec<_>, _>>().map_err(named)?;
         Ok(SqliteStore {
             path,
             readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), idle: Mutex::new(readers) }),

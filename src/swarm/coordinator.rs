@@ -20,9 +20,13 @@
 //! the log up to the store's head, and settles what is due. Settlement events carry ids
 //! derived from the task, so even two nodes that both believe they lead (a lock lost
 //! while a commit was in flight) store one settlement: the second is a duplicate.
+//! Those ids are in the server's own namespace (`sf:`, refused to producers at
+//! ingest), so no producer can take one first and leave the task bidding forever; a
+//! settlement whose id is nevertheless held by another event is logged as an error and
+//! listed in [`CoordinatorHandle::problems`] (shown by `/readyz`).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -36,8 +40,8 @@ use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::{MAX_NAME_CHARS, format_timestamp};
 use crate::filter::{Filter, FilterSpec};
 use crate::hub::{Hub, ReadLimit};
-use crate::ingest::IngestRules;
-use crate::store::{Leadership, Store};
+use crate::ingest::{IngestRules, SERVER_ID_PREFIX};
+use crate::store::{Appended, Leadership, Store};
 use crate::writer::{AppendError, WriterHandle};
 
 /// Default bidding window (`--bid-window`).
@@ -54,6 +58,8 @@ const MAX_CAPABILITIES: usize = 32;
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
 /// How soon a node that gained leadership but could not read the log tries again.
 const TAKEOVER_RETRY: Duration = Duration::from_secs(1);
+/// Problems kept for `/readyz`; older ones are dropped (the log has them all).
+const MAX_PROBLEMS: usize = 20;
 /// What one fold step reads.
 const FOLD_LIMIT: ReadLimit = ReadLimit { max_events: 5_000, max_bytes: 8 * 1024 * 1024 };
 
@@ -194,6 +200,28 @@ type Reply = oneshot::Sender<Result<Value, CommandError>>;
 #[derive(Clone)]
 pub struct CoordinatorHandle {
     commands: mpsc::Sender<(Command, Reply)>,
+    problems: Arc<Problems>,
+}
+
+/// Faults the coordinator found that only an operator can resolve (a settlement id
+/// held by another event), newest last, at most [`MAX_PROBLEMS`].
+#[derive(Debug, Default)]
+struct Problems(Mutex<VecDeque<String>>);
+
+impl Problems {
+    fn report(&self, problem: String) {
+        // A std Mutex, held only to push or copy, never across an await; a panic
+        // elsewhere cannot leave the list half-written, so poison is ignored.
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if list.len() == MAX_PROBLEMS {
+            list.pop_front();
+        }
+        list.push_back(problem);
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
 }
 
 impl CoordinatorHandle {
@@ -209,6 +237,12 @@ impl CoordinatorHandle {
             mpsc::error::TrySendError::Closed(_) => CommandError::Stopped,
         })?;
         answer.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// What the coordinator could not do and an operator must look at, oldest first;
+    /// empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.list()
     }
 }
 
@@ -231,7 +265,9 @@ pub fn spawn(
     })
     // A constant list of valid patterns.
     .expect("swarm types are valid patterns");
+    let problems = Arc::new(Problems::default());
     let coordinator = Coordinator {
+        problems: Arc::clone(&problems),
         cursor: Cursor::new(hub.clone(), Arc::clone(&store), filter, Some(0)),
         hub,
         store,
@@ -247,10 +283,12 @@ pub fn spawn(
         snapshot_cache: None,
     };
     let task = tokio::spawn(coordinator.run(rx, shutdown));
-    (CoordinatorHandle { commands }, task)
+    (CoordinatorHandle { commands, problems }, task)
 }
 
 struct Coordinator {
+    /// Shared with every handle, for `/readyz`.
+    problems: Arc<Problems>,
     cursor: Cursor,
     hub: Arc<Hub>,
     /// Read for the log's head when taking over, which may be ahead of this node's hub.
@@ -298,6 +336,19 @@ fn check_id(field: &'static str, id: &str) -> Result<(), Rejected> {
     }
 }
 
+/// A name shown as it is (an agent's name, a capability, a tool): text, without the
+/// control and invisible formatting characters refused in identifiers.
+fn check_name(field: &'static str, text: &str, max: usize) -> Result<(), Rejected> {
+    check_text(field, text, max)?;
+    match text.chars().find(|c| !crate::event::is_identifier_char(*c)) {
+        Some(c) => Err(Rejected::Invalid {
+            field,
+            message: format!("must not contain control or invisible formatting characters (found U+{:04X})", c as u32),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Rejected> {
     if text.trim().is_empty() {
         Err(Rejected::Invalid { field, message: "must not be empty".into() })
@@ -326,6 +377,7 @@ impl Coordinator {
             return;
         }
         tracing::info!(events = head, elapsed_ms = started.elapsed().as_millis() as u64, "swarm projection rebuilt");
+        self.report_stuck_auctions();
         if self.leadership.is_held() {
             self.take_lead(&shutdown).await;
         }
@@ -447,18 +499,22 @@ impl Coordinator {
 
     /// Commits events (each a JSON object as a producer would post it) and folds them.
     async fn emit(&mut self, events: Vec<Value>) -> Result<Vec<u64>, CommandError> {
+        Ok(self.append(events).await?.iter().map(|o| o.seq).collect())
+    }
+
+    /// [`Self::emit`], answering what the writer did with each event.
+    async fn append(&mut self, events: Vec<Value>) -> Result<Vec<Appended>, CommandError> {
         let mut new = Vec::with_capacity(events.len());
         for (i, mut e) in events.into_iter().enumerate() {
             e["source"] = json!(self.settings.source);
             let Value::Object(map) = e else { unreachable!("emit takes objects") };
-            new.push(self.rules.event(i, map).map_err(|e| CommandError::Ingest(e.to_string()))?);
+            new.push(self.rules.server_event(i, map).map_err(|e| CommandError::Ingest(e.to_string()))?);
         }
         let outcomes = self.writer.append(new).await?;
-        let seqs: Vec<u64> = outcomes.iter().map(|o| o.seq).collect();
-        if let Some(&last) = seqs.iter().max() {
+        if let Some(last) = outcomes.iter().map(|o| o.seq).max() {
             self.fold_until(last).await.map_err(|e| CommandError::Ingest(e.to_string()))?;
         }
-        Ok(seqs)
+        Ok(outcomes)
     }
 
     fn heard(&mut self, agent_id: &str) {
@@ -571,7 +627,7 @@ impl Coordinator {
                 Ok(json!({ "task_id": task_id, "status": "failed" }))
             }
             Command::Tool { task_id, tool_name, status, mut data } => {
-                check_text("tool_name", &tool_name, MAX_NAME_CHARS)?;
+                check_name("tool_name", &tool_name, MAX_NAME_CHARS)?;
                 let event_type = match status.as_deref() {
                     None | Some("called") => "tool.called",
                     Some("completed") => "tool.completed",
@@ -601,14 +657,14 @@ impl Coordinator {
         agent_id: Option<String>,
         capabilities: Vec<String>,
     ) -> Result<Value, CommandError> {
-        check_text("name", &name, 64)?;
+        check_name("name", &name, 64)?;
         if capabilities.len() > MAX_CAPABILITIES {
             return Err(
                 Rejected::Invalid { field: "capabilities", message: format!("at most {MAX_CAPABILITIES}") }.into()
             );
         }
         for c in &capabilities {
-            check_text("capabilities", c, 64)?;
+            check_name("capabilities", c, 64)?;
         }
         let agent_id = match agent_id {
             Some(id) => {
@@ -722,13 +778,71 @@ impl Coordinator {
                                        "data": {"reason": "no bids received"}}));
                 }
             }
-            if let Err(e) = self.emit(events).await {
-                // The auction stays open in the projection, so the next deadline check
-                // retries it; nothing was half-written (one transaction).
-                tracing::error!(error = %e, task_id, "could not settle auction; will retry");
-                return;
+            match self.append(events).await {
+                Ok(appended) => self.check_settlement(&task_id, &appended).await,
+                Err(e) => {
+                    // The auction stays open in the projection, so the next deadline
+                    // check retries it; nothing was half-written (one transaction).
+                    tracing::error!(error = %e, task_id, "could not settle auction; will retry");
+                    return;
+                }
             }
             self.managed_auctions.remove(&task_id);
+        }
+    }
+
+    /// Auctions of this coordinator whose `auction.closed` is in the log but whose
+    /// outcome is not: settlements are committed whole, so only a settlement id held
+    /// by another event leaves one so. Reported by every node once it has rebuilt the
+    /// swarm from the log (a fact of the log, whichever node leads), so that the
+    /// problem outlives the restart of the node that first met it.
+    fn report_stuck_auctions(&self) {
+        for t in self.managed_auctions.iter().filter_map(|id| self.projection.task(id)) {
+            if t.auction_closed && t.status == TaskStatus::Bidding {
+                let problem = format!(
+                    "task {:?} was not settled: its auction closed without an outcome (an event holds the \
+                     settlement id {:?}); the task stays bidding until an operator fails or cancels it",
+                    t.task_id,
+                    settlement_ids(&t.task_id).1
+                );
+                tracing::error!(task_id = %t.task_id, "{problem}");
+                self.problems.report(problem);
+            }
+        }
+    }
+
+    /// A settlement event that came back a duplicate is expected only when this
+    /// auction's settlement is already in the log (another node that believed it led
+    /// wrote it). Any other event under that id means the task was never settled: an
+    /// error an operator must see, since retrying would meet the same id.
+    async fn check_settlement(&mut self, task_id: &str, appended: &[Appended]) {
+        for a in appended.iter().filter(|a| a.duplicate) {
+            let holder = match self.store.get_by_seq(a.seq).await {
+                Ok(holder) => holder,
+                Err(e) => {
+                    tracing::error!(error = %e, task_id, seq = a.seq, "could not read the event holding a settlement id");
+                    continue;
+                }
+            };
+            let ours = holder.as_ref().is_some_and(|e| {
+                e.source.as_ref() == self.settings.source
+                    && e.task_id.as_deref() == Some(task_id)
+                    && matches!(&*e.event_type, "auction.closed" | "task.assigned" | "task.failed")
+            });
+            if ours {
+                continue;
+            }
+            let held_by = holder.map_or_else(
+                || "an event no longer in the log".to_owned(),
+                |e| format!("event {} ({} from {:?})", e.seq, e.event_type, e.source.as_ref()),
+            );
+            let problem = format!(
+                "task {task_id:?} was not settled: its settlement id {:?} is held by {held_by}; the task stays \
+                 bidding until an operator fails or cancels it",
+                a.id
+            );
+            tracing::error!(task_id, id = %a.id, seq = a.seq, "{problem}");
+            self.problems.report(problem);
         }
     }
 
@@ -830,7 +944,7 @@ fn agent_view(a: &super::projection::Agent) -> Value {
 fn settlement_ids(task_id: &str) -> (String, String) {
     use sha2::Digest;
     let key = if task_id.len() <= 96 { task_id.to_owned() } else { hex::encode(sha2::Sha256::digest(task_id)) };
-    (format!("settle.{key}.closed"), format!("settle.{key}.outcome"))
+    (format!("{SERVER_ID_PREFIX}settle.{key}.closed"), format!("{SERVER_ID_PREFIX}settle.{key}.outcome"))
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -852,5 +966,9 @@ mod tests {
         let (closed, outcome) = settlement_ids(&long);
         assert!(closed.len() <= crate::event::MAX_ID_CHARS && outcome.len() <= crate::event::MAX_ID_CHARS);
         assert_ne!(closed, outcome);
+        assert!(
+            closed.starts_with(SERVER_ID_PREFIX) && outcome.starts_with(SERVER_ID_PREFIX),
+            "ids producers cannot take"
+        );
     }
 }

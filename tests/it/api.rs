@@ -186,8 +186,9 @@ async fn the_known_type_table_is_served() {
 async fn health_and_readiness_answer() {
     let app = spawn_app().await;
     assert_eq!(app.get_as("/healthz", None).await.0, StatusCode::OK);
-    let (status, ready) = app.get_as("/readyz", None).await;
+    let (status, ready) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "ready");
     assert_eq!(ready["head"], 0);
     let (status, err) = app.get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -252,5 +253,98 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_details_are_shown_only_to_a_caller_with_a_token() {
+    let app = spawn_app().await;
+    app.post_events(&events("task.created", 3)).await;
+    for token in [None, Some("sf_not_a_token")] {
+        let (status, ready) = app.get_as("/readyz", token).await;
+        assert_eq!(status, StatusCode::OK, "{token:?}");
+        assert_eq!(ready, json!({"status": "ready"}), "{token:?}: only ready or not");
+    }
+    let read = app.token("read").await;
+    let (status, ready) = app.get_as("/readyz", Some(&read)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready, json!({"status": "ready", "head": 3, "oldest": 1, "problems": []}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ids_in_the_servers_namespace_are_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let batch = json!([{"event_type": "a.b", "source": "s", "id": "mine"},
+                       {"event_type": "task.assigned", "source": "s", "id": "sf:settle.t1.outcome"}]);
+    let (status, err) = app.post_events(&batch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!((err["error"]["index"].clone(), err["error"]["field"].clone()), (json!(1), json!("id")), "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("sf:"), "{err}");
+    assert!(app.all_events().await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn integers_beyond_64_bits_in_data_round_trip_exactly_through_post_get_and_the_stream() {
+    let app = spawn_app().await;
+    let big = "123456789012345678901234567890";
+    let mut ws = app.ws().await;
+    ws.subscribe(Some(0), json!({})).await;
+    let body =
+        format!(r#"{{"event_type":"a.b","source":"s","id":"big","data":{{"n":{big},"neg":-{big},"x":[{big}]}}}}"#);
+    let (status, answer) = app.post_raw("/api/events", &body, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let data = format!(r#""data":{{"n":{big},"neg":-{big},"x":[{big}]}}"#);
+    let one = app.http.get(app.url("/api/events/big")).bearer_auth(&app.admin).send().await.unwrap();
+    let one = one.text().await.unwrap();
+    assert!(one.contains(&data), "GET by id: {one}");
+    let page = app.http.get(app.url("/api/events")).bearer_auth(&app.admin).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&data), "GET list: {page}");
+    let frame = match ws.next_message().await {
+        Some(tokio_tungstenite::tungstenite::Message::Text(t)) => t.to_string(),
+        other => panic!("expected an event frame, got {other:?}"),
+    };
+    assert!(frame.contains(&data), "WebSocket: {frame}");
+    // Redaction works on the text too, so a secret beside the number costs it nothing.
+    let body = format!(r#"{{"event_type":"a.b","source":"s","id":"big2","data":{{"n":{big},"password":"hunter2"}}}}"#);
+    let (status, answer) = app.post_raw("/api/events", &body, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let one = app.http.get(app.url("/api/events/big2")).bearer_auth(&app.admin).send().await.unwrap();
+    let one = one.text().await.unwrap();
+    assert!(one.contains(&format!(r#""data":{{"n":{big},"password":"[REDACTED]"}}"#)), "{one}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_redacted_in_every_string_field_and_refused_in_ids() {
+    let app = spawn_app().await;
+    let e = json!({"event_type": "a.b", "source": "proxy Bearer sk-live-1",
+                   "task_id": "t-bearer abc.def", "agent_id": "BEARER xyz="});
+    let (status, body) = app.post_events(&e).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stored = &app.all_events().await[0];
+    assert_eq!(stored["source"], "proxy Bearer [REDACTED]");
+    assert_eq!(stored["task_id"], "t-Bearer [REDACTED]");
+    assert_eq!(stored["agent_id"], "Bearer [REDACTED]");
+    let (status, err) = app.post_events(&json!({"event_type": "a.b", "source": "s", "id": "Bearer sk-2"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["field"], "id");
+    assert_eq!(app.all_events().await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invisible_format_and_bidi_characters_are_refused_in_identifiers_by_field() {
+    let app = spawn_app().await;
+    for (field, c) in [("agent_id", '\u{202E}'), ("source", '\u{200B}'), ("task_id", '\u{2066}'), ("id", '\u{202E}')] {
+        let mut e = json!({"event_type": "a.b", "source": "s"});
+        e[field] = json!(format!("evil{c}gpj.exe"));
+        let (status, err) = app.post_events(&e).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {err}");
+        assert_eq!(err["error"]["field"], field, "{err}");
+    }
+    assert!(app.all_events().await.is_empty());
     app.stop().await;
 }

@@ -280,3 +280,134 @@ async fn tail_resumes_exactly_after_the_server_is_killed_and_restarted() {
     tail.interrupt().await;
     server.terminate().await;
 }
+
+/// The binary with nothing from the caller's environment that could change what it
+/// opens or where it listens; SQLite in a data directory unless told otherwise.
+fn bare_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_swarmfeed"));
+    for var in ["SWARMFEED_URL", "SWARMFEED_TOKEN", "SWARMFEED_DATABASE", "SWARMFEED_DATA_DIR", "NO_COLOR"] {
+        command.env_remove(var);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_startup_error_says_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare_binary();
+    command.args(["serve", "--bind", &addr, "--data-dir"]).arg(dir.path());
+    let out = run(command).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
+    assert!(error.contains(&addr), "{error}");
+    assert_eq!(error.matches("Address already in use").count(), 1, "{error}");
+}
+
+#[tokio::test]
+async fn a_corrupt_database_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swarmfeed.db");
+    std::fs::write(&file, vec![0x5a_u8; 8192]).unwrap();
+    let mut command = bare_binary();
+    command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let out = run(command).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
+    assert!(error.contains(&file.display().to_string()), "the file is named: {error}");
+    assert!(error.contains("not a database"), "{error}");
+    assert_eq!(std::fs::read(&file).unwrap(), vec![0x5a_u8; 8192], "the file is left as it was");
+}
+
+#[tokio::test]
+async fn a_flag_spelt_data_is_pointed_to_data_dir() {
+    for args in [&["serve", "--data", "./d"][..], &["token", "list", "--data", "./d"], &["serve", "--data=./d"]] {
+        let mut command = bare_binary();
+        command.args(args);
+        let out = run(command).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("'--data-dir'"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("--database"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_host_name_is_accepted_as_the_bind_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start_at(dir.path(), "localhost:0", &[]).await;
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let health = reqwest::get(format!("http://{}/healthz", server.addr)).await.unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    server.terminate().await;
+    let mut command = bare_binary();
+    command.args(["serve", "--bind", "no-such-host.invalid:80", "--data-dir"]).arg(dir.path());
+    let out = run(command).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--bind"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn client_commands_ask_for_the_data_dir_but_not_a_database() {
+    for client in ["tail", "emit"] {
+        let mut command = bare_binary();
+        command.args([client, "--help"]);
+        let help = text(&run(command).await.stdout);
+        assert!(help.contains("--data-dir"), "{client}: {help}");
+        assert!(!help.contains("--database"), "{client}: {help}");
+    }
+    let mut command = bare_binary();
+    command.args(["serve", "--help"]);
+    assert!(text(&run(command).await.stdout).contains("--database"), "the server still takes one");
+}
+
+#[tokio::test]
+async fn logs_into_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bare_binary()
+        .args(["--log", "debug", "serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let seen = tokio::time::timeout(WAIT, async {
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let ready = line.contains("swarmfeed ready");
+            seen.push(line);
+            if ready {
+                return seen;
+            }
+        }
+        panic!("the server exited before it was ready: {seen:?}");
+    })
+    .await
+    .expect("ready in time");
+    child.kill().await.unwrap();
+    assert!(seen.len() > 1, "{seen:?}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "no ESC byte in {seen:?}");
+}
+
+#[tokio::test]
+async fn emit_refuses_an_id_in_the_servers_namespace_and_names_the_flag() {
+    let app = spawn_app().await;
+    let out = emit(app.addr, &app.admin, &["task.assigned", "--source", "cli", "--id", "sf:settle.t1.outcome"]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--id") && stderr.contains("sf:"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, "{\"event_type\":\"a.b\",\"source\":\"s\",\"id\":\"sf:x\"}\n").unwrap();
+    let out = emit(app.addr, &app.admin, &["--file", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("line 1: id"), "{}", text(&out.stderr));
+    assert!(app.all_events().await.is_empty());
+    app.stop().await;
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::database::{Database, suite_on_postgres};
 use crate::harness::{BinaryServer, TestApp, WsClient, all_events, spawn_with};
 
 async fn swarm_app(bid_window_ms: u64) -> TestApp {
@@ -32,6 +33,12 @@ impl TestApp {
         let (status, body) = self.call("/swarm/tasks", json!({"description": description})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["task_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn swarm_as(&self, token: &str) -> Value {
+        let (status, body) = self.get_as("/api/swarm", Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
     }
 
     async fn swarm(&self) -> Value {
@@ -451,4 +458,138 @@ async fn the_coordinator_answers_at_once_after_a_restart_on_a_log_of_other_event
     let answer = tokio::time::timeout(Duration::from_secs(5), join(server.addr, "forge")).await.expect("answered");
     assert_eq!(answer.unwrap().status(), StatusCode::CREATED);
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_body_of_the_wrong_shape_names_the_field_not_the_value() {
+    let app = swarm_app(60_000).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("x").await;
+    let bids = format!("/swarm/tasks/{t}/bids");
+    let cases = [
+        ("/swarm/agents", r#"{"name":42}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ada","agent_id":7}"#, "agent_id"),
+        ("/swarm/agents", r#"{"name":"Ada","capabilities":["a",3]}"#, "capabilities[1]"),
+        ("/swarm/agents", r#"{"name":"Ada","colour":"red"}"#, "colour"),
+        ("/swarm/agents", r#"{"agent_id":"ada"}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ev\u202eil"}"#, "name"),
+        ("/swarm/agents", r#"{"name":"Ada","capabilities":["co\u200bde"]}"#, "capabilities"),
+        ("/swarm/tasks", r#"{"description":true}"#, "description"),
+        ("/swarm/agents/echo/status", r#"{"status":["idle"]}"#, "status"),
+        (&*bids, r#"{"agent_id":5,"bid_sats":5}"#, "agent_id"),
+        (&*format!("/swarm/tasks/{t}/fail"), r#"{"reason":null}"#, "reason"),
+        (&*format!("/swarm/tasks/{t}/start"), r#"{"agent_id":1}"#, "agent_id"),
+        (&*format!("/swarm/tasks/{t}/tools"), r#"{"tool_name":"grep","status":9}"#, "status"),
+    ];
+    let before = app.all_events().await.len();
+    for (path, body, field) in cases {
+        let (status, err) = app.post_raw(path, body, Some(&app.admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_body", "{path} {body}: {err}");
+        assert_eq!(err["error"]["field"], field, "{path} {body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().starts_with(field), "{path} {body}: {err}");
+    }
+    let (status, err) = app.post_raw("/swarm/tasks", r#"{"description":"x"} trailing"#, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"].get("field"), None, "a syntax error blames no field: {err}");
+    assert_eq!(app.all_events().await.len(), before, "refused commands log nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_producer_cannot_squat_a_settlement_id_and_leave_the_task_bidding() {
+    let app = swarm_app(1_000).await;
+    let mut ws = app.ws().await;
+    ws.subscribe(Some(0), json!({})).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("contested").await;
+    // The attack of issue 21: the settlement's id taken before the auction closes,
+    // under the id the coordinator used before the namespace (an ordinary id now) and
+    // under the one it uses today (refused).
+    let squat = |id: String| json!({"id": id, "event_type": "task.assigned", "source": "mallory", "task_id": t});
+    let (status, body) = app.post_events(&squat(format!("settle.{t}.outcome"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (namespaced, refusal) = app.post_events(&squat(format!("sf:settle.{t}.outcome"))).await;
+    let (status, body) = app.call(&format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 7})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let assigned = loop {
+        let e = await_event(&mut ws, "task.assigned", Some(&t)).await;
+        if e["source"] == "coordinator" {
+            break e;
+        }
+    };
+    assert_eq!(assigned["agent_id"], "echo");
+    assert_eq!(assigned["id"], format!("sf:settle.{t}.outcome"));
+    assert_eq!(namespaced, StatusCode::BAD_REQUEST, "{refusal}");
+    assert_eq!(refusal["error"]["field"], "id", "{refusal}");
+    assert_eq!(task(&app.swarm().await, &t)["status"], "assigned");
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!((ready["status"].clone(), ready["problems"].clone()), (json!("ready"), json!([])), "{ready}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
+    use swarmfeed::event::{NewEvent, format_timestamp};
+    // The namespace keeps producers out, so the id is planted in the store itself, as
+    // a log written before the namespace existed (or a damaged one) would hold it.
+    let dir = tempfile::tempdir().unwrap();
+    let database = if suite_on_postgres() { Some(Database::for_data_dir(dir.path()).await) } else { None };
+    let url = database.as_ref().map(|d| d.url.clone());
+    {
+        let store = swarmfeed::store::open(dir.path(), url.as_deref(), 1).await.unwrap();
+        let mut writer = store.writer().await.unwrap();
+        let closed_a_second_ago = format_timestamp(chrono::Utc::now().timestamp_millis() - 1_000);
+        let event = |id: &str, event_type: &str, source: &str, data: Value| NewEvent {
+            id: id.into(),
+            event_type: event_type.into(),
+            source: source.into(),
+            task_id: Some("held-1".into()),
+            agent_id: None,
+            data: data.to_string(),
+        };
+        writer
+            .append(vec![
+                event("e1", "task.created", "coordinator", json!({"description": "held"})),
+                event("e2", "task.bidding", "coordinator", json!({"closes_at": closed_a_second_ago})),
+                event("sf:settle.held-1.outcome", "system.info", "intruder", json!({"message": "mine now"})),
+            ])
+            .await
+            .unwrap();
+    }
+    let app = spawn_with(|c| {
+        c.data_dir = dir.path().to_path_buf();
+        c.database = url.clone();
+        c.max_frames_per_sec = 0;
+    })
+    .await;
+    let mut ws = app.ws().await;
+    ws.subscribe(Some(0), json!({"task_id": "held-1"})).await;
+    await_event(&mut ws, "auction.closed", Some("held-1")).await;
+    // A command is handled only after the settlement (and its check) has finished.
+    assert_eq!(task(&app.swarm().await, "held-1")["status"], "bidding", "never settled");
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let problem = ready["problems"][0].as_str().unwrap_or_default();
+    assert!(problem.contains("held-1") && problem.contains("sf:settle.held-1.outcome"), "{ready}");
+    let (_, anonymous) = app.get_as("/readyz", None).await;
+    assert_eq!(anonymous, json!({"status": "degraded"}));
+    let admin = app.admin.clone();
+    app.stop().await;
+
+    // After a restart the stuck auction is found again in the log.
+    let app = spawn_with(|c| {
+        c.data_dir = dir.path().to_path_buf();
+        c.database = url.clone();
+    })
+    .await;
+    assert_eq!(task(&app.swarm_as(&admin).await, "held-1")["status"], "bidding");
+    let (_, ready) = app.get_as("/readyz", Some(&admin)).await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(ready["problems"][0].as_str().unwrap_or_default().contains("held-1"), "{ready}");
+    app.stop().await;
+    if let Some(db) = database {
+        db.drop().await;
+    }
 }
