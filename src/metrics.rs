@@ -6,15 +6,15 @@
 //! `/metrics` handler reads those from their owners and hands them over as a
 //! [`Snapshot`].
 //!
-//! Every label value comes from a closed set fixed when [`Metrics`] is made (the
-//! transports, the known event types plus "other", the API's error codes, which are
-//! `&'static str` in the code), so no input can grow the number of series. Series with
-//! a label are made up front and held in [`Fixed`], indexed by the label's position:
-//! recording an ingested or delivered event is an index and one relaxed atomic add (no
-//! lock, no hashing, no allocation), as it was before the library. Histograms are ours
-//! for the same reason: the library's takes a write lock per observation, and every
-//! cursor task would contend for it on each frame; ours is two atomic adds, encoded
-//! through the library's histogram encoder.
+//! Every label value comes from a closed set: the transports and the event types (the
+//! known ones plus "other") are typed and their series made up front, in `Fixed`;
+//! refusal reasons are the API's error codes, `&'static str` literals in the code. No
+//! input can grow the number of series. Recording an ingested or delivered event is an
+//! index by the label's position and one relaxed atomic add (no lock, no hashing, no
+//! allocation), as it was before the library. Histograms are ours for the same reason:
+//! the library's takes a lock per observation, which every cursor task would contend
+//! for on each frame; ours is two atomic adds, written out by the library's histogram
+//! encoder.
 
 use std::fmt;
 use std::sync::Arc;
