@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the three hot paths: ingest (parse, validate, redact, encode),
-//! the writer's group commit into SQLite, and a cursor's filter-and-encode step.
+//! the writer's group commit into SQLite, and a cursor's filter-and-encode step; plus
+//! the metrics each of them records (one count per event, one frame's latency and lag).
 //!
 //! `cargo bench --bench hot_paths`; results and their reading are in
 //! docs/BENCHMARKS.md.
@@ -11,6 +12,7 @@ use swarmfeed::event::{Event, EventParts, NewEvent, format_timestamp};
 use swarmfeed::filter::{Filter, FilterQuery};
 use swarmfeed::hub::{Hub, ReadLimit};
 use swarmfeed::ingest::IngestRules;
+use swarmfeed::metrics::Metrics;
 use swarmfeed::store::sqlite::SqliteStore;
 use swarmfeed::store::{Bounds, Store};
 use swarmfeed::transport::ws_events_frame;
@@ -129,5 +131,48 @@ fn cursor_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, group_commit, cursor_step);
+/// What recording costs where it happens: the writer counts each committed event, a
+/// cursor counts each delivered event and observes one frame's latency and lag.
+fn metrics(c: &mut Criterion) {
+    let metrics = Metrics::default();
+    let events: Vec<Arc<Event>> = (1..=1000u64)
+        .map(|seq| {
+            Arc::new(
+                Event::encode(EventParts {
+                    seq,
+                    id: &format!("e{seq}"),
+                    event_type: if seq % 4 == 0 { "task.completed" } else { "custom.thing" },
+                    source: "bench",
+                    task_id: None,
+                    agent_id: None,
+                    ts_ms: TS_MS,
+                    data: "{}",
+                })
+                .expect("valid"),
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("metrics");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("ingested_1000", |b| b.iter(|| metrics.ingested(&events)));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("delivered_frame_of_1", |b| b.iter(|| metrics.delivered(&events[..1], 3)));
+    // An empty frame records only the lag: one histogram observation, beside the
+    // library's own histogram (which takes a lock per observation) doing the same.
+    g.bench_function("lag_observation", |b| b.iter(|| metrics.delivered(&[], 3)));
+    let library = prometheus_client::metrics::histogram::Histogram::new([
+        0.0,
+        1.0,
+        10.0,
+        100.0,
+        1_000.0,
+        10_000.0,
+        100_000.0,
+        1_000_000.0,
+    ]);
+    g.bench_function("library_histogram_observation", |b| b.iter(|| library.observe(3.0)));
+    g.finish();
+}
+
+criterion_group!(benches, ingest, group_commit, cursor_step, metrics);
 criterion_main!(benches);

@@ -1,19 +1,42 @@
-//! Metrics in the Prometheus text format, served at `/metrics`.
+//! Metrics, served at `/metrics` in the Prometheus text format (0.0.4).
 //!
-//! Owns the counters, gauges and histograms. Every one is a fixed set of atomics:
-//! labels come from closed sets (the transports, the known event types plus "other",
-//! the API's error codes), so no input can grow the number of series, and recording is
-//! a relaxed atomic add on the hot path (no lock, no allocation, no hashing).
+//! Owns the counters, gauges and histograms and their registry; the Prometheus
+//! project's `prometheus-client` writes the exposition. It does not own the values read
+//! at scrape time (head, oldest, writer queue, open connections, in-flight bodies): the
+//! `/metrics` handler reads those from their owners and hands them over as a
+//! [`Snapshot`].
+//!
+//! Every label value comes from a closed set: the transports and the event types (the
+//! known ones plus "other") are typed and their series made up front, in `Fixed`;
+//! refusal reasons are the API's error codes, `&'static str` literals in the code. No
+//! input can grow the number of series. Recording an ingested or delivered event is an
+//! index by the label's position and one relaxed atomic add (no lock, no hashing, no
+//! allocation), as it was before the library. Histograms are ours for the same reason:
+//! the library's takes a lock per observation, which every cursor task would contend
+//! for on each frame; ours is two atomic adds, written out by the library's histogram
+//! encoder.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 
 use crate::event::{Event, KNOWN_TYPES};
 
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
 /// A streaming transport, for the connection gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Ws,
     WsHtml,
@@ -22,6 +45,7 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// In the order the series are exposed; `ALL[t as usize] == t`.
     const ALL: [Transport; 4] = [Transport::Ws, Transport::WsHtml, Transport::Sse, Transport::Poll];
 
     fn label(self) -> &'static str {
@@ -34,98 +58,183 @@ impl Transport {
     }
 }
 
+// By hand rather than derived: the derive writes the variant's name (`WsHtml`), and the
+// exposed values are the lower-case names the transports go by.
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.label())
+    }
+}
+
+/// An event's type as a label: its row in [`KNOWN_TYPES`], or past the end for every
+/// other type, so a producer's invented types share one series, "other".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EventType(usize);
+
+impl EventType {
+    /// Known types in table order, then "other".
+    fn all() -> impl Iterator<Item = EventType> {
+        (0..=KNOWN_TYPES.len()).map(EventType)
+    }
+
+    fn of(event: &Event) -> EventType {
+        EventType(event.known_index().unwrap_or(KNOWN_TYPES.len()))
+    }
+}
+
+impl EncodeLabelValue for EventType {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, KNOWN_TYPES.get(self.0).map_or("other", |k| k.event_type))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabels {
+    transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: EventType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectedLabels {
+    /// One of the API's error codes (`ApiError::code`), all literals in the code.
+    reason: &'static str,
+}
+
+/// A labelled family whose series are all made up front, in a fixed order: recording
+/// indexes a slice instead of hashing a label set under a lock (what
+/// [`Family`] does), and every series is exposed from the start, at zero.
+#[derive(Debug, Clone)]
+struct Fixed<L, M> {
+    series: Arc<[(L, M)]>,
+}
+
+impl<L, M: Default> Fixed<L, M> {
+    fn new(labels: impl Iterator<Item = L>) -> Self {
+        Fixed { series: labels.map(|l| (l, M::default())).collect() }
+    }
+
+    fn get(&self, i: usize) -> &M {
+        &self.series[i].1
+    }
+}
+
+impl<L: EncodeLabelSet + fmt::Debug, M: EncodeMetric + TypedMetric + fmt::Debug> EncodeMetric for Fixed<L, M> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (labels, metric) in self.series.iter() {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+}
+
 /// Latency buckets, seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Cursor lag buckets, events behind the head.
 const LAG_BUCKETS: &[f64] = &[0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
 
-/// A histogram with fixed upper bounds.
-struct Histogram {
+/// A histogram with fixed upper bounds, recorded with atomics only.
+#[derive(Debug, Clone)]
+struct Histogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+struct HistogramInner {
     bounds: &'static [f64],
-    /// One count per bound, plus one for +Inf; not cumulative (summed when rendered).
-    counts: Vec<AtomicU64>,
-    /// Sum of observations, in millionths of the unit.
+    /// One count per bound, plus one for +Inf; not cumulative (the encoder sums them).
+    counts: Box<[AtomicU64]>,
+    /// Sum of observations, in millionths of the unit: an integer, so one atomic add.
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
+        Histogram(Arc::new(HistogramInner {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_micros: AtomicU64::new(0),
-        }
+        }))
     }
 
     fn observe(&self, value: f64) {
-        let i = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        let h = &*self.0;
+        let i = h.bounds.iter().position(|b| value <= *b).unwrap_or(h.bounds.len());
+        h.counts[i].fetch_add(1, Ordering::Relaxed);
+        h.sum_micros.fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
+}
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let h = &*self.0;
+        // Each count is read once, so the buckets, +Inf and the count agree even while
+        // observations land; the sum may be a little ahead of them, as in any client.
+        let mut buckets: Vec<(f64, u64)> = h.bounds.iter().map(|b| (*b, 0)).collect();
+        buckets.push((f64::INFINITY, 0));
+        for (bucket, count) in buckets.iter_mut().zip(h.counts.iter()) {
+            bucket.1 = count.load(Ordering::Relaxed);
         }
-        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
-/// Counters per event type: one per known type, one for all others.
-struct ByType {
-    counts: Vec<AtomicU64>,
-}
-
-impl ByType {
-    fn new() -> Self {
-        ByType { counts: (0..=KNOWN_TYPES.len()).map(|_| AtomicU64::new(0)).collect() }
-    }
-
-    fn add(&self, event: &Event, n: u64) {
-        self.counts[event.known_index().unwrap_or(KNOWN_TYPES.len())].fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (i, count) in self.counts.iter().enumerate() {
-            let label = KNOWN_TYPES.get(i).map_or("other", |k| k.event_type);
-            let _ = writeln!(out, "{name}{{type=\"{label}\"}} {}", count.load(Ordering::Relaxed));
-        }
-    }
-}
+/// A gauge of a value owned elsewhere, set from a [`Snapshot`] when scraped.
+type ScrapeGauge = Gauge<u64, AtomicU64>;
 
 /// Process-wide metrics; one instance, shared by handle.
 pub struct Metrics {
-    connections: [AtomicI64; 4],
-    subscribers: AtomicI64,
-    ingested: ByType,
-    delivered: ByType,
+    /// Holds a handle to every metric below (they share their atomics), in the order
+    /// they are exposed.
+    registry: Registry,
+    connections: Fixed<TransportLabels, Gauge>,
+    subscribers: Gauge,
+    ingested: Fixed<TypeLabels, Counter>,
+    delivered: Fixed<TypeLabels, Counter>,
     ingest_latency: Histogram,
     fanout_latency: Histogram,
     cursor_lag: Histogram,
-    /// Refusals by error code; codes are the API's fixed vocabulary. Locked only to
-    /// bump a count, never across an await.
-    rejected: Mutex<Vec<(&'static str, u64)>>,
+    /// Refusals by error code. A `Family`: codes are many and each is counted once it
+    /// happens; a refusal is off the hot paths, so its lookup under a lock costs nothing
+    /// that matters.
+    rejected: Family<RejectedLabels, Counter>,
+    open_connections: ScrapeGauge,
+    writer_queue_events: ScrapeGauge,
+    inflight_body_bytes: ScrapeGauge,
+    head_seq: ScrapeGauge,
+    oldest_seq: ScrapeGauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            connections: Default::default(),
-            subscribers: AtomicI64::new(0),
-            ingested: ByType::new(),
-            delivered: ByType::new(),
+        let metrics = Metrics {
+            registry: Registry::default(),
+            connections: Fixed::new(Transport::ALL.into_iter().map(|transport| TransportLabels { transport })),
+            subscribers: Gauge::default(),
+            ingested: Fixed::new(EventType::all().map(|r#type| TypeLabels { r#type })),
+            delivered: Fixed::new(EventType::all().map(|r#type| TypeLabels { r#type })),
             ingest_latency: Histogram::new(LATENCY_BUCKETS),
             fanout_latency: Histogram::new(LATENCY_BUCKETS),
             cursor_lag: Histogram::new(LAG_BUCKETS),
-            rejected: Mutex::new(Vec::new()),
-        }
+            rejected: Family::default(),
+            open_connections: ScrapeGauge::default(),
+            writer_queue_events: ScrapeGauge::default(),
+            inflight_body_bytes: ScrapeGauge::default(),
+            head_seq: ScrapeGauge::default(),
+            oldest_seq: ScrapeGauge::default(),
+        };
+        metrics.registered()
     }
 }
 
@@ -137,7 +246,7 @@ pub struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.metrics.connections[self.transport as usize].fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections.get(self.transport as usize).dec();
     }
 }
 
@@ -146,7 +255,7 @@ pub struct SubscriberGuard(Arc<Metrics>);
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.0.subscribers.dec();
     }
 }
 
@@ -157,23 +266,61 @@ pub struct Snapshot {
     pub oldest: u64,
     pub writer_queue_events: usize,
     pub open_connections: u32,
+    /// Bytes of request bodies being received, against `--max-inflight-body-bytes`.
+    pub inflight_body_bytes: usize,
 }
 
 impl Metrics {
+    /// Registers a handle to each metric. Help texts go without their final full stop:
+    /// the registry adds it. Counters go without `_total`: the encoder adds it.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("swarmfeed_connections", "Open streaming connections by transport", self.connections.clone());
+        r.register("swarmfeed_subscribers", "Live subscriptions (WebSocket and SSE)", self.subscribers.clone());
+        r.register("swarmfeed_open_connections", "Open TCP connections", self.open_connections.clone());
+        r.register("swarmfeed_writer_queue_events", "Events waiting for the writer", self.writer_queue_events.clone());
+        r.register(
+            "swarmfeed_inflight_body_bytes",
+            "Bytes of request bodies being received, against the in-flight budget",
+            self.inflight_body_bytes.clone(),
+        );
+        r.register("swarmfeed_head_seq", "Seq of the last committed event", self.head_seq.clone());
+        r.register("swarmfeed_oldest_seq", "Oldest retained seq", self.oldest_seq.clone());
+        r.register("swarmfeed_events_ingested", "Events committed, by type", self.ingested.clone());
+        r.register("swarmfeed_events_delivered", "Events sent to viewers, by type", self.delivered.clone());
+        r.register(
+            "swarmfeed_ingest_latency_seconds",
+            "From an ingest request's arrival to its commit",
+            self.ingest_latency.clone(),
+        );
+        r.register(
+            "swarmfeed_fanout_latency_seconds",
+            "From an event's commit to a frame carrying it being sent",
+            self.fanout_latency.clone(),
+        );
+        r.register(
+            "swarmfeed_cursor_lag_events",
+            "How far behind the head a viewer's cursor was when a frame went",
+            self.cursor_lag.clone(),
+        );
+        r.register("swarmfeed_rejected", "Requests and connections refused, by reason", self.rejected.clone());
+        self
+    }
+
     pub fn connection(self: &Arc<Self>, transport: Transport) -> ConnectionGuard {
-        self.connections[transport as usize].fetch_add(1, Ordering::Relaxed);
+        self.connections.get(transport as usize).inc();
         ConnectionGuard { metrics: Arc::clone(self), transport }
     }
 
     pub fn subscriber(self: &Arc<Self>) -> SubscriberGuard {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        self.subscribers.inc();
         SubscriberGuard(Arc::clone(self))
     }
 
     /// Events just committed.
     pub fn ingested(&self, events: &[Arc<Event>]) {
         for e in events {
-            self.ingested.add(e, 1);
+            self.ingested.get(EventType::of(e).0).inc();
         }
     }
 
@@ -181,7 +328,7 @@ impl Metrics {
     /// head; its latency is taken from the newest event's commit time.
     pub fn delivered(&self, events: &[Arc<Event>], lag: u64) {
         for e in events {
-            self.delivered.add(e, 1);
+            self.delivered.get(EventType::of(e).0).inc();
         }
         if let Some(newest) = events.last() {
             let ms = chrono::Utc::now().timestamp_millis() - newest.ts_ms;
@@ -197,62 +344,21 @@ impl Metrics {
 
     /// A request or connection was refused with `code`.
     pub fn rejected(&self, code: &'static str) {
-        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        match rejected.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, n)) => *n += 1,
-            None => rejected.push((code, 1)),
-        }
+        self.rejected.get_or_create(&RejectedLabels { reason: code }).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with `now`'s values for the gauges owned
+    /// elsewhere.
     pub fn render(&self, now: Snapshot) -> String {
+        // Two scrapes at once may each expose the other's snapshot: both are as fresh.
+        self.open_connections.set(u64::from(now.open_connections));
+        self.writer_queue_events.set(now.writer_queue_events as u64);
+        self.inflight_body_bytes.set(now.inflight_body_bytes as u64);
+        self.head_seq.set(now.head);
+        self.oldest_seq.set(now.oldest);
         let mut out = String::with_capacity(8 * 1024);
-        let _ = writeln!(out, "# HELP swarmfeed_connections Open streaming connections by transport.");
-        let _ = writeln!(out, "# TYPE swarmfeed_connections gauge");
-        for t in Transport::ALL {
-            let _ = writeln!(
-                out,
-                "swarmfeed_connections{{transport=\"{}\"}} {}",
-                t.label(),
-                self.connections[t as usize].load(Ordering::Relaxed)
-            );
-        }
-        let gauges: [(&str, &str, f64); 5] = [
-            (
-                "swarmfeed_subscribers",
-                "Live subscriptions (WebSocket and SSE).",
-                self.subscribers.load(Ordering::Relaxed) as f64,
-            ),
-            ("swarmfeed_open_connections", "Open TCP connections.", f64::from(now.open_connections)),
-            ("swarmfeed_writer_queue_events", "Events waiting for the writer.", now.writer_queue_events as f64),
-            ("swarmfeed_head_seq", "Seq of the last committed event.", now.head as f64),
-            ("swarmfeed_oldest_seq", "Oldest retained seq.", now.oldest as f64),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
-        self.ingested.render(&mut out, "swarmfeed_events_ingested_total", "Events committed, by type.");
-        self.delivered.render(&mut out, "swarmfeed_events_delivered_total", "Events sent to viewers, by type.");
-        self.ingest_latency.render(
-            &mut out,
-            "swarmfeed_ingest_latency_seconds",
-            "From an ingest request's arrival to its commit.",
-        );
-        self.fanout_latency.render(
-            &mut out,
-            "swarmfeed_fanout_latency_seconds",
-            "From an event's commit to a frame carrying it being sent.",
-        );
-        self.cursor_lag.render(
-            &mut out,
-            "swarmfeed_cursor_lag_events",
-            "How far behind the head a viewer's cursor was when a frame went.",
-        );
-        let _ = writeln!(out, "# HELP swarmfeed_rejected_total Requests and connections refused, by reason.");
-        let _ = writeln!(out, "# TYPE swarmfeed_rejected_total counter");
-        for (code, n) in self.rejected.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "swarmfeed_rejected_total{{reason=\"{code}\"}} {n}");
-        }
+        // Writing into a String cannot fail, and no metric here returns an error.
+        prometheus_text::encode(&mut out, &self.registry).expect("metrics encode into a String");
         out
     }
 }
@@ -290,15 +396,123 @@ mod tests {
         m.ingest_latency(Duration::from_millis(3));
         m.rejected("rate_limited");
         m.rejected("rate_limited");
-        let text = m.render(Snapshot { head: 9, ..Snapshot::default() });
-        assert!(text.contains("swarmfeed_connections{transport=\"ws\"} 1"));
-        assert!(text.contains("swarmfeed_connections{transport=\"sse\"} 0"));
-        assert!(text.contains("swarmfeed_events_ingested_total{type=\"task.created\"} 1"));
-        assert!(text.contains("swarmfeed_events_ingested_total{type=\"other\"} 2"), "unknown types share one series");
-        assert!(text.contains("swarmfeed_ingest_latency_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(text.contains("swarmfeed_ingest_latency_seconds_count 1"));
-        assert!(text.contains("swarmfeed_cursor_lag_events_bucket{le=\"10\"} 1"));
-        assert!(text.contains("swarmfeed_rejected_total{reason=\"rate_limited\"} 2"));
-        assert!(text.contains("swarmfeed_head_seq 9"));
+        let text = m.render(Snapshot { head: 9, inflight_body_bytes: 512, ..Snapshot::default() });
+        for line in [
+            "swarmfeed_connections{transport=\"ws\"} 1",
+            "swarmfeed_connections{transport=\"ws_html\"} 0",
+            "swarmfeed_connections{transport=\"sse\"} 0",
+            "swarmfeed_events_ingested_total{type=\"task.created\"} 1",
+            "swarmfeed_events_ingested_total{type=\"other\"} 2",
+            "swarmfeed_events_delivered_total{type=\"task.created\"} 1",
+            "swarmfeed_ingest_latency_seconds_bucket{le=\"0.0025\"} 0",
+            "swarmfeed_ingest_latency_seconds_bucket{le=\"0.005\"} 1",
+            "swarmfeed_ingest_latency_seconds_bucket{le=\"+Inf\"} 1",
+            "swarmfeed_ingest_latency_seconds_count 1",
+            "swarmfeed_ingest_latency_seconds_sum 0.003",
+            "swarmfeed_cursor_lag_events_bucket{le=\"1\"} 0",
+            "swarmfeed_cursor_lag_events_bucket{le=\"10\"} 1",
+            "swarmfeed_rejected_total{reason=\"rate_limited\"} 2",
+            "swarmfeed_head_seq 9",
+            "swarmfeed_inflight_body_bytes 512",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let others = text.lines().filter(|l| l.starts_with("swarmfeed_events_ingested_total{")).count();
+        assert_eq!(others, KNOWN_TYPES.len() + 1, "unknown types share one series");
+    }
+
+    #[test]
+    fn every_family_keeps_its_name_type_and_help() {
+        let m = Arc::new(Metrics::default());
+        m.rejected("unauthorized");
+        let text = m.render(Snapshot::default());
+        let declared: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
+        assert_eq!(
+            declared,
+            [
+                "# HELP swarmfeed_connections Open streaming connections by transport.",
+                "# TYPE swarmfeed_connections gauge",
+                "# HELP swarmfeed_subscribers Live subscriptions (WebSocket and SSE).",
+                "# TYPE swarmfeed_subscribers gauge",
+                "# HELP swarmfeed_open_connections Open TCP connections.",
+                "# TYPE swarmfeed_open_connections gauge",
+                "# HELP swarmfeed_writer_queue_events Events waiting for the writer.",
+                "# TYPE swarmfeed_writer_queue_events gauge",
+                "# HELP swarmfeed_inflight_body_bytes Bytes of request bodies being received, against the in-flight budget.",
+                "# TYPE swarmfeed_inflight_body_bytes gauge",
+                "# HELP swarmfeed_head_seq Seq of the last committed event.",
+                "# TYPE swarmfeed_head_seq gauge",
+                "# HELP swarmfeed_oldest_seq Oldest retained seq.",
+                "# TYPE swarmfeed_oldest_seq gauge",
+                "# HELP swarmfeed_events_ingested_total Events committed, by type.",
+                "# TYPE swarmfeed_events_ingested_total counter",
+                "# HELP swarmfeed_events_delivered_total Events sent to viewers, by type.",
+                "# TYPE swarmfeed_events_delivered_total counter",
+                "# HELP swarmfeed_ingest_latency_seconds From an ingest request's arrival to its commit.",
+                "# TYPE swarmfeed_ingest_latency_seconds histogram",
+                "# HELP swarmfeed_fanout_latency_seconds From an event's commit to a frame carrying it being sent.",
+                "# TYPE swarmfeed_fanout_latency_seconds histogram",
+                "# HELP swarmfeed_cursor_lag_events How far behind the head a viewer's cursor was when a frame went.",
+                "# TYPE swarmfeed_cursor_lag_events histogram",
+                "# HELP swarmfeed_rejected_total Requests and connections refused, by reason.",
+                "# TYPE swarmfeed_rejected_total counter",
+            ]
+        );
+    }
+
+    #[test]
+    fn histograms_keep_their_buckets() {
+        let text = Metrics::default().render(Snapshot::default());
+        let bounds = |name: &str| -> Vec<String> {
+            let prefix = format!("{name}_bucket{{le=\"");
+            text.lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|rest| rest.split('"').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let latency = [
+            "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10",
+            "+Inf",
+        ];
+        assert_eq!(bounds("swarmfeed_ingest_latency_seconds"), latency);
+        assert_eq!(bounds("swarmfeed_fanout_latency_seconds"), latency);
+        // 1e6 is written the way Prometheus's own Go client writes it.
+        let lag = ["0", "1", "10", "100", "1000", "10000", "100000", "1e+06", "+Inf"];
+        assert_eq!(bounds("swarmfeed_cursor_lag_events"), lag);
+    }
+
+    #[test]
+    fn an_observation_lands_in_the_first_bucket_that_holds_it_and_past_the_last_in_inf() {
+        let m = Metrics::default();
+        m.delivered(&[], 0);
+        m.delivered(&[], 10);
+        m.delivered(&[], 2_000_000);
+        let text = m.render(Snapshot::default());
+        for line in [
+            "swarmfeed_cursor_lag_events_bucket{le=\"0\"} 1",
+            "swarmfeed_cursor_lag_events_bucket{le=\"1\"} 1",
+            "swarmfeed_cursor_lag_events_bucket{le=\"10\"} 2",
+            "swarmfeed_cursor_lag_events_bucket{le=\"1e+06\"} 2",
+            "swarmfeed_cursor_lag_events_bucket{le=\"+Inf\"} 3",
+            "swarmfeed_cursor_lag_events_count 3",
+            "swarmfeed_cursor_lag_events_sum 2000010.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn guards_give_their_count_back_when_dropped() {
+        let m = Arc::new(Metrics::default());
+        let a = m.subscriber();
+        let b = m.subscriber();
+        let poll = m.connection(Transport::Poll);
+        let text = m.render(Snapshot::default());
+        assert!(text.lines().any(|l| l == "swarmfeed_subscribers 2"), "{text}");
+        assert!(text.lines().any(|l| l == "swarmfeed_connections{transport=\"poll\"} 1"), "{text}");
+        drop((a, b, poll));
+        let text = m.render(Snapshot::default());
+        assert!(text.lines().any(|l| l == "swarmfeed_subscribers 0"), "{text}");
+        assert!(text.lines().any(|l| l == "swarmfeed_connections{transport=\"poll\"} 0"), "{text}");
     }
 }

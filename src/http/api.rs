@@ -450,8 +450,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         oldest: bounds.oldest,
         writer_queue_events: state.writer.queued_events(&state.config.writer),
         open_connections: state.conns.open(),
+        inflight_body_bytes: state.limiters.bodies.held(),
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(now)).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render(now)).into_response()
 }
 
 /// Middleware: counts every refusal by its error code.

@@ -2,8 +2,9 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
-use crate::harness::{events, seqs, spawn_app, spawn_with};
+use crate::harness::{TestApp, events, seqs, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn a_batch_is_committed_with_gapless_seqs_and_read_back_in_order() {
@@ -221,9 +222,17 @@ async fn metrics_expose_connections_ingest_delivery_and_refusals() {
     assert_eq!(app.get_as("/api/events", None).await.0, StatusCode::UNAUTHORIZED);
     let resp = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8",
+        "the Prometheus text format"
+    );
     let text = resp.text().await.unwrap();
     for line in [
+        "# TYPE swarmfeed_events_ingested_total counter",
+        "# TYPE swarmfeed_ingest_latency_seconds histogram",
         "swarmfeed_connections{transport=\"ws\"} 1",
+        "swarmfeed_connections{transport=\"sse\"} 0",
         "swarmfeed_subscribers 1",
         "swarmfeed_events_ingested_total{type=\"task.created\"} 3",
         "swarmfeed_events_delivered_total{type=\"task.created\"} 3",
@@ -235,6 +244,49 @@ async fn metrics_expose_connections_ingest_delivery_and_refusals() {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
     assert_eq!(app.get_as("/metrics", None).await.0, StatusCode::UNAUTHORIZED, "metrics need a token");
+    app.stop().await;
+}
+
+/// The value of the unlabelled gauge `name` in the server's `/metrics`.
+async fn gauge(app: &TestApp, name: &str) -> u64 {
+    let resp = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+/// Scrapes until the gauge `name` reads `want`; bounded: 200 scrapes.
+async fn gauge_reaches(app: &TestApp, name: &str, want: u64) -> u64 {
+    let mut seen = gauge(app, name).await;
+    for _ in 0..200 {
+        if seen == want {
+            break;
+        }
+        tokio::task::yield_now().await;
+        seen = gauge(app, name).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn metrics_show_the_bytes_a_slow_body_holds_until_its_client_goes_away() {
+    const BODY: u64 = 64 * 1024;
+    let app = spawn_app().await;
+    assert_eq!(gauge(&app, "swarmfeed_inflight_body_bytes").await, 0, "nothing held at rest");
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {BODY}\r\n\r\n[",
+        app.admin
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // A declared length is charged in full when the head is read, whatever has arrived.
+    assert_eq!(gauge_reaches(&app, "swarmfeed_inflight_body_bytes", BODY).await, BODY);
+    drop(slow);
+    assert_eq!(gauge_reaches(&app, "swarmfeed_inflight_body_bytes", 0).await, 0, "given back when the client goes");
     app.stop().await;
 }
 
