@@ -157,10 +157,12 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::EventParts;
 
+    /// An event of `event_type` with seq `seq` and id `e{seq}`, for tests of what
+    /// carries events (the hub, cursors, transports).
     pub(crate) fn event(seq: u64, event_type: &str) -> Arc<Event> {
         Arc::new(
             Event::encode(EventParts {

@@ -139,21 +139,7 @@ mod tests {
 
     #[test]
     fn one_event_is_its_own_frame_and_several_are_a_batch() {
-        let e = |seq| {
-            Arc::new(
-                Event::encode(crate::event::EventParts {
-                    seq,
-                    id: "i",
-                    event_type: "a.b",
-                    source: "s",
-                    task_id: None,
-                    agent_id: None,
-                    ts_ms: 0,
-                    data: "{}",
-                })
-                .unwrap(),
-            )
-        };
+        let e = |seq| crate::hub::tests::event(seq, "a.b");
         let single: serde_json::Value = serde_json::from_slice(&ws_events_frame(&[e(1)])).unwrap();
         assert_eq!(single["type"], "event");
         let batch: serde_json::Value = serde_json::from_slice(&ws_events_frame(&[e(1), e(2)])).unwrap();

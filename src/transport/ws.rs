@@ -506,21 +506,7 @@ mod tests {
 
     #[test]
     fn several_events_are_one_batch_frame_only_for_a_subscription_that_asked() {
-        let e = |seq| {
-            Arc::new(
-                Event::encode(crate::event::EventParts {
-                    seq,
-                    id: "i",
-                    event_type: "a.b",
-                    source: "s",
-                    task_id: None,
-                    agent_id: None,
-                    ts_ms: 0,
-                    data: "{}",
-                })
-                .unwrap(),
-            )
-        };
+        let e = |seq| crate::hub::tests::event(seq, "a.b");
         let json = |m: &Message| -> Value {
             let Message::Text(t) = m else { panic!("not text: {m:?}") };
             serde_json::from_str(t).unwrap()
