@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiBody, ApiError, ApiQuery};
+use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
@@ -364,9 +364,7 @@ pub struct NewToken {
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken,
     responses((status = 201, description = "The token; its secret is shown only here", body = Object), Refusals))]
 pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
-    let req: NewToken = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("expected {{\"scope\":\"read|write|admin\",\"name\":…}}: {e}"))
-    })?;
+    let req: NewToken = json_body(&body)?;
     let name = req.name.unwrap_or_else(|| format!("{} token", req.scope));
     if name.is_empty() || name.chars().count() > crate::event::MAX_NAME_CHARS {
         return Err(ApiError::bad_request("invalid_body", "name must be 1 to 128 characters").with_field("name"));

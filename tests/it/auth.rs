@@ -42,8 +42,16 @@ async fn scopes_are_enforced() {
     assert!(WsClient::connect(app.addr, Some(&read)).await.is_ok());
     let (status, _) = app.post_raw("/api/tokens", &json!({"scope": "admin"}).to_string(), Some(&write)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "only admin issues tokens");
-    let (status, err) = app.post_raw("/api/tokens", &json!({"scope": "root"}).to_string(), Some(&app.admin)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    for (body, field) in [
+        (json!({"scope": "root"}), "scope"),
+        (json!({"name": "dash"}), "scope"),
+        (json!({"scope": "read", "name": 7}), "name"),
+        (json!({"scope": "read", "owner": "me"}), "owner"),
+    ] {
+        let (status, err) = app.post_raw("/api/tokens", &body.to_string(), Some(&app.admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["field"], field, "{body} → {err}");
+    }
     app.stop().await;
 }
 
