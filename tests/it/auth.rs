@@ -76,3 +76,27 @@ async fn no_auth_is_refused_off_loopback() {
     let err = swarmfeed::server::Application::build(config).await.err().expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = spawn_app().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = app
+            .http
+            .get(app.url("/api/events"))
+            .header("authorization", format!("{scheme} {}", app.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    let resp = app
+        .http
+        .get(app.url("/api/events"))
+        .header("authorization", format!("Basic {}", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "another scheme is refused");
+    app.stop().await;
+}
