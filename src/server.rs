@@ -4,6 +4,9 @@
 //! real one) so tests and `main` share one path. [`Application::run`] serves until the
 //! shutdown token fires, then stops in order: stop accepting and close every stream,
 //! wait for in-flight requests, and only then let the writer commit its queue and stop.
+//! It also supervises the long-running tasks: one that ends before shutdown stops the
+//! server the same way, and `run` returns [`RunError::TaskEnded`] naming it (crash-only:
+//! a supervisor restarts the process).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,16 +54,84 @@ pub struct Application {
 /// request can reach it, then the writer once nothing can produce, then the follower
 /// (of a shared log) once the writer's last commits are published.
 struct Tasks {
-    writer: tokio::task::JoinHandle<()>,
+    writer: Supervised,
     writer_stop: CancellationToken,
-    follower: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
-    coordinator: tokio::task::JoinHandle<()>,
+    follower: Option<(Supervised, CancellationToken)>,
+    coordinator: Supervised,
     coordinator_stop: CancellationToken,
-    demo: Option<tokio::task::JoinHandle<()>>,
-    retention: Option<tokio::task::JoinHandle<()>>,
+    demo: Option<Supervised>,
+    retention: Option<Supervised>,
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
-    revocations: tokio::task::JoinHandle<()>,
+    revocations: Supervised,
+}
+
+/// A long-running task by name. Each runs until its stop signal: one that ends
+/// before it has failed, and the server stops rather than serve without it.
+struct Supervised {
+    name: &'static str,
+    /// `None` once the task has been seen to end.
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Supervised {
+    fn new(name: &'static str, handle: tokio::task::JoinHandle<()>) -> Self {
+        Supervised { name, handle: Some(handle) }
+    }
+
+    /// Completes when the task ends, with why; never, once it has been seen to end.
+    /// Cancel-safe.
+    async fn ended(&mut self) -> (&'static str, String) {
+        let Some(handle) = self.handle.as_mut() else { return std::future::pending().await };
+        let result = handle.await;
+        self.handle = None;
+        let why = match result {
+            Ok(()) => "it returned; its log says why".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        (self.name, why)
+    }
+
+    /// Waits for the task to finish after its stop signal.
+    async fn join(self) {
+        if let Some(handle) = self.handle
+            && let Err(e) = handle.await
+        {
+            tracing::error!(task = self.name, error = %e, "task failed");
+        }
+    }
+}
+
+/// Completes when `task` (if there is one) ends; never when there is none.
+async fn ended_if_any(task: Option<&mut Supervised>) -> (&'static str, String) {
+    match task {
+        Some(task) => task.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Tasks {
+    /// Completes when any long-running task ends, naming it and why. Cancel-safe.
+    async fn first_to_end(&mut self) -> (&'static str, String) {
+        tokio::select! {
+            ended = self.writer.ended() => ended,
+            ended = self.coordinator.ended() => ended,
+            ended = self.revocations.ended() => ended,
+            ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
+            ended = ended_if_any(self.retention.as_mut()) => ended,
+            ended = ended_if_any(self.demo.as_mut()) => ended,
+        }
+    }
+}
+
+/// Why [`Application::run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Serve(#[from] std::io::Error),
+    /// Crash-only: a supervisor restarts the process, which rebuilds every task.
+    #[error("the {task} task ended before shutdown ({why}); swarmfeed stopped")]
+    TaskEnded { task: &'static str, why: String },
 }
 
 impl Application {
@@ -149,6 +220,7 @@ impl Application {
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
             shutdown,
+            ended_early: std::sync::OnceLock::new(),
         });
         let revocations_task = {
             let state = state.clone();
@@ -158,14 +230,14 @@ impl Application {
             })
         };
         let tasks = Tasks {
-            writer: writer_task,
+            writer: Supervised::new("writer", writer_task),
             writer_stop,
-            follower,
-            coordinator: coordinator_task,
+            follower: follower.map(|(task, stop)| (Supervised::new("follower", task), stop)),
+            coordinator: Supervised::new("coordinator", coordinator_task),
             coordinator_stop,
-            demo: demo_task,
-            retention: retention_task,
-            revocations: revocations_task,
+            demo: demo_task.map(|task| Supervised::new("demo", task)),
+            retention: retention_task.map(|task| Supervised::new("retention", task)),
+            revocations: Supervised::new("revocations", revocations_task),
         };
         Ok(Application { listener, addr, state, tasks, admin })
     }
@@ -205,46 +277,58 @@ impl Application {
         &self.state
     }
 
-    /// Serves until the shutdown token is cancelled, then stops in order.
+    /// Serves until the shutdown token is cancelled, or a long-running task ends,
+    /// then stops in order.
     ///
     /// # Errors
-    /// The listener failed.
-    pub async fn run(self) -> std::io::Result<()> {
-        let Application { listener, state, tasks, .. } = self;
+    /// The listener failed, or a long-running task ended before shutdown.
+    pub async fn run(self) -> Result<(), RunError> {
+        let Application { listener, state, mut tasks, .. } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace;
         let conns = Arc::clone(&state.conns);
         let metrics = Arc::clone(&state.metrics);
         let limits = state.config.limits.clone();
-        let served = crate::http::serve::serve(listener, router(state), conns, metrics, &limits, shutdown, grace).await;
-        if let Some(demo) = tasks.demo
-            && let Err(e) = demo.await
-        {
-            tracing::error!(error = %e, "demo task failed");
+        let health = state.clone();
+        let serving =
+            crate::http::serve::serve(listener, router(state), conns, metrics, &limits, shutdown.clone(), grace);
+        tokio::pin!(serving);
+        let mut ended_early = None;
+        let served = tokio::select! {
+            served = &mut serving => served,
+            (task, why) = tasks.first_to_end() => {
+                // Tasks that stop with the listener (revocations, retention, the demo)
+                // end as soon as shutdown is signalled, before serving has wound down:
+                // that is their stop, not a failure.
+                if !shutdown.is_cancelled() {
+                    tracing::error!(task, why, "a long-running task ended before shutdown; stopping so that a supervisor restarts swarmfeed");
+                    // Set once: only the first task to end is the cause.
+                    let _ = health.ended_early.set(format!("the {task} task ended: {why}"));
+                    ended_early = Some((task, why));
+                    shutdown.cancel();
+                }
+                serving.await
+            }
+        };
+        if let Some(demo) = tasks.demo {
+            demo.join().await;
         }
-        if let Err(e) = tasks.revocations.await {
-            tracing::error!(error = %e, "revocation task failed");
-        }
-        if let Some(retention) = tasks.retention
-            && let Err(e) = retention.await
-        {
-            tracing::error!(error = %e, "retention task failed");
+        tasks.revocations.join().await;
+        if let Some(retention) = tasks.retention {
+            retention.join().await;
         }
         tasks.coordinator_stop.cancel();
-        if let Err(e) = tasks.coordinator.await {
-            tracing::error!(error = %e, "coordinator task failed");
-        }
+        tasks.coordinator.join().await;
         tasks.writer_stop.cancel();
-        if let Err(e) = tasks.writer.await {
-            tracing::error!(error = %e, "writer task failed");
-        }
+        tasks.writer.join().await;
         if let Some((follower, stop)) = tasks.follower {
             stop.cancel();
-            if let Err(e) = follower.await {
-                tracing::error!(error = %e, "follower task failed");
-            }
+            follower.join().await;
         }
         tracing::info!("swarmfeed stopped");
-        served
+        match ended_early {
+            Some((task, why)) => Err(RunError::TaskEnded { task, why }),
+            None => Ok(served?),
+        }
     }
 }

@@ -25,7 +25,7 @@ const STOP: Duration = Duration::from_secs(10);
 struct Server {
     url: String,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), swarmfeed::server::RunError>>,
     /// Held so that the data directory outlives the server.
     _dir: tempfile::TempDir,
 }

@@ -481,8 +481,11 @@ pub async fn healthz() -> Response {
 /// `"status":"degraded"`: it still serves reads and ingest, and taking it out of a load
 /// balancer would not settle anything; the problems need an operator.
 #[utoipa::path(get, path = "/readyz", tag = "ops", security((), ("bearer" = [])),
-    responses((status = 200, description = "The store answers: `status` is `ready`, or `degraded` when the coordinator has problems. With a valid token also `head`, `oldest` and `problems`", body = Object), (status = 503, description = "Shutting down, or the store does not answer", body = ErrorBody)))]
+    responses((status = 200, description = "The store answers: `status` is `ready`, or `degraded` when the coordinator has problems. With a valid token also `head`, `oldest` and `problems`", body = Object), (status = 503, description = "Shutting down, a long-running task ended (`task_ended`, naming it), or the store does not answer", body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    if let Some(why) = state.ended_early.get() {
+        return Err(ApiError::unavailable("task_ended", format!("{why}; the server is stopping"), 5));
+    }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable("shutting_down", "the server is shutting down", 5));
     }

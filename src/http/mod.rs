@@ -54,6 +54,9 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
+    /// Set when a long-running task (writer, coordinator, …) ended before shutdown:
+    /// which, and why. The node is failing and about to exit; `/readyz` says so.
+    pub ended_early: std::sync::OnceLock<String>,
 }
 
 impl AppState {

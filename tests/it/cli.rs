@@ -411,3 +411,29 @@ async fn emit_refuses_an_id_in_the_servers_namespace_and_names_the_flag() {
     assert!(app.all_events().await.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_coordinator_that_cannot_rebuild_stops_the_server_with_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = bare_binary();
+    command.args(["token", "create", "--scope", "admin", "--data-dir"]).arg(dir.path());
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A swarm event whose stored data is damaged: the coordinator cannot fold it.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("swarmfeed.db")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (seq, id, event_type, source, task_id, agent_id, ts_ms, data)
+             VALUES (1, 'e1', 'task.created', 's', 't1', NULL, 0, '{damaged');
+             UPDATE log_head SET head = 1;",
+        )
+        .unwrap();
+    }
+    let mut command = bare_binary();
+    command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let out = run(command).await;
+    assert!(!out.status.success(), "the process exits non-zero, for a supervisor to restart it");
+    let stderr = text(&out.stderr);
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
+    assert!(error.contains("the coordinator task ended before shutdown"), "{error}");
+}

@@ -31,7 +31,7 @@ pub struct TestApp {
     pub admin: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), swarmfeed::server::RunError>>>,
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database the harness made for this server, dropped on `stop`.
     database: Option<Database>,
