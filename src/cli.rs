@@ -268,7 +268,7 @@ pub enum TokenCommand {
 
 /// `--bind`: an address, or a host name with a port resolved once at start. Of a
 /// name's addresses an IPv4 one is preferred, as `localhost` users expect 127.0.0.1.
-fn parse_bind(value: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_bind(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }

@@ -21,6 +21,8 @@ pub const DEFAULT_FILE: &str = "swarmfeed.toml";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// An address or a host name with a port, as `--bind`.
+    #[serde(default, deserialize_with = "bind_address")]
     bind: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     /// A PostgreSQL URL, as `--database`.
@@ -62,6 +64,12 @@ pub struct FileConfig {
     max_bids_per_auction: Option<usize>,
     max_finished_tasks: Option<usize>,
     max_offline_agents: Option<usize>,
+}
+
+/// `bind` read as `--bind` reads it, host names included.
+fn bind_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::cli::parse_bind(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// A settings file that cannot be used.
@@ -213,6 +221,9 @@ mod tests {
         assert_eq!(args.max_frames_per_sec, 3, "flag wins");
         assert_eq!(args.ring_capacity, 99, "file fills a default");
         assert_eq!(args.bind.to_string(), "127.0.0.1:9000");
+        let named = serve_args(&["swarmfeed", "serve"], "bind = \"localhost:9001\"");
+        assert_eq!(named.bind.to_string(), "127.0.0.1:9001", "a host name, as --bind takes");
+        assert!(toml::from_str::<FileConfig>("bind = \"localhost\"").is_err(), "a port is needed");
     }
 
     #[test]
