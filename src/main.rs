@@ -177,6 +177,15 @@ async fn login_link(args: LoginLinkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A line for the person who started the server, on stderr. A server outlives its
+/// terminal or log collector: once stderr is gone the line is dropped, where
+/// `eprintln!` would panic.
+fn tell(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    // Nobody is left to tell when stderr is closed.
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let data_dir = config.data_dir.clone();
@@ -184,23 +193,24 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(config).await.context("starting swarmfeed")?;
     if app.first_admin_token().is_some() {
         let path = data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE);
-        eprintln!("First start: an admin token was written to {}.", path.display());
+        tell(format_args!("First start: an admin token was written to {}.", path.display()));
     }
     let base = swarmfeed::login_link::reachable_base(app.addr());
     if app.state().config.no_auth {
-        eprintln!("Open {base}/swarm/live (no login: --no-auth).");
+        tell(format_args!("Open {base}/swarm/live (no login: --no-auth)."));
     } else {
         match app.login_link().await {
             Ok(Some(code)) => {
                 let minutes = app.state().config.sessions.login_link.as_secs() / 60;
-                eprintln!("Log in at {} (works once, for {minutes} minutes)", swarmfeed::login_link::url(&base, &code));
+                let url = swarmfeed::login_link::url(&base, &code);
+                tell(format_args!("Log in at {url} (works once, for {minutes} minutes)"));
             }
-            Ok(None) => eprintln!(
+            Ok(None) => tell(format_args!(
                 "Log in at {base}/login with a token; `swarmfeed login-link` prints a one-time link \
                  (there is no live admin token in {}).",
                 data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE).display()
-            ),
-            Err(e) => eprintln!("Could not make a login link ({e}); log in at {base}/login with a token."),
+            )),
+            Err(e) => tell(format_args!("Could not make a login link ({e}); log in at {base}/login with a token.")),
         }
     }
     let shutdown = app.shutdown_token();
