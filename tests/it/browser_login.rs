@@ -30,14 +30,14 @@ async fn a_person_logs_in_with_the_form_stays_in_across_a_restart_and_logs_out_f
     // The open page reconnects by itself; a reload finds the session still there.
     browser.wait_live(None).await;
     browser.goto(&format!("{base}/swarm/events")).await;
-    browser.wait_for("the events page, not the login form", "location.pathname === '/swarm/events'").await;
+    browser.wait_for_path("/swarm/events").await;
 
     browser.logout().await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let resp = http.get(format!("{base}/api/events")).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the old cookie is worthless after logout");
     browser.goto(&format!("{base}/swarm/live")).await;
-    browser.wait_for("the login form again", "location.pathname === '/login'").await;
+    browser.wait_for_path("/login").await;
     browser.close().await;
     server.terminate().await;
 }
@@ -60,7 +60,7 @@ async fn a_login_form_on_another_site_is_refused() {
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     browser.goto(&format!("http://{foreign_addr}/")).await;
     browser.click("button[type='submit']").await;
-    browser.wait_for("swarmfeed's answer", "location.pathname === '/login'").await;
+    browser.wait_for_path("/login").await;
     let body = browser.eval("return document.body.innerText").await;
     assert!(body.as_str().unwrap().contains("forbidden_origin"), "{body}");
     assert!(browser.client.get_named_cookie("swarmfeed_session").await.is_err(), "no session was started");
