@@ -188,8 +188,7 @@ impl LoginLinkMinutes {
     /// # Errors
     /// The number of minutes is not positive.
     pub fn valid_for(&self) -> Result<Duration, BadFlag> {
-        seconds("--login-link-minutes", self.login_link_minutes * 60.0)
-            .map_err(|_| BadFlag::Minutes { flag: "--login-link-minutes", value: self.login_link_minutes })
+        minutes("--login-link-minutes", self.login_link_minutes)
     }
 }
 
@@ -387,6 +386,14 @@ fn seconds(flag: &'static str, value: f64) -> Result<Duration, BadFlag> {
     Duration::try_from_secs_f64(value).ok().filter(|d| !d.is_zero()).ok_or(BadFlag::Seconds { flag, value })
 }
 
+fn minutes(flag: &'static str, value: f64) -> Result<Duration, BadFlag> {
+    seconds(flag, value * 60.0).map_err(|_| BadFlag::Minutes { flag, value })
+}
+
+fn days(flag: &'static str, value: f64) -> Result<Duration, BadFlag> {
+    seconds(flag, value * 86_400.0).map_err(|_| BadFlag::Days { flag, value })
+}
+
 impl ServeArgs {
     /// # Errors
     /// `--redact-key` does not compile, or a duration is not a positive number.
@@ -427,10 +434,8 @@ impl ServeArgs {
         };
         config.allowed_origins = self.allowed_origins;
         config.sessions = SessionSettings {
-            idle: seconds("--session-idle-minutes", self.session_idle_minutes * 60.0)
-                .map_err(|_| BadFlag::Minutes { flag: "--session-idle-minutes", value: self.session_idle_minutes })?,
-            max_age: seconds("--session-max-days", self.session_max_days * 86_400.0)
-                .map_err(|_| BadFlag::Days { flag: "--session-max-days", value: self.session_max_days })?,
+            idle: minutes("--session-idle-minutes", self.session_idle_minutes)?,
+            max_age: days("--session-max-days", self.session_max_days)?,
             login_link: self.login_link.valid_for()?,
         };
         // Names compare case-insensitively and without the root dot; `Config::validate`
