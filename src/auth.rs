@@ -121,6 +121,19 @@ pub(crate) fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Longest secret (a session's, a login code's) that is looked up; real ones are 68
+/// characters.
+const MAX_SECRET_CHARS: usize = 128;
+
+/// Whether `value` can be a secret this server made with `prefix`: the prefix, then
+/// hex, within [`MAX_SECRET_CHARS`]. Anything else is never looked up, and a value that
+/// passes can go back into a header or a log line unescaped.
+pub(crate) fn is_secret_shaped(value: &str, prefix: &str) -> bool {
+    value.starts_with(prefix)
+        && value.len() <= MAX_SECRET_CHARS
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// `bytes` random bytes from the OS-seeded CSPRNG, hex-encoded.
 pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

@@ -20,8 +20,6 @@ pub const DEFAULT_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 const CODE_PREFIX: &str = "sfl_";
 /// Random bytes in a code: 256 bits.
 const CODE_BYTES: usize = 32;
-/// Longest code looked up.
-const MAX_CODE_CHARS: usize = 128;
 
 /// What opening a link found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +87,7 @@ pub async fn mint_for_admin_file(
 /// # Errors
 /// The store could not be written.
 pub async fn redeem(store: &dyn Store, code: &str) -> Result<Redeemed, StoreError> {
-    let shaped = code.starts_with(CODE_PREFIX)
-        && code.len() <= MAX_CODE_CHARS
-        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !shaped {
+    if !auth::is_secret_shaped(code, CODE_PREFIX) {
         return Ok(Redeemed::Unknown);
     }
     let Some(taken) = store.take_login_code(&auth::hash(code)).await? else { return Ok(Redeemed::Unknown) };

@@ -18,8 +18,6 @@ use crate::store::{SessionRecord, Store, StoreError};
 const SECRET_PREFIX: &str = "sfs_";
 /// Random bytes in a session secret: 256 bits, far beyond guessing.
 const SECRET_BYTES: usize = 32;
-/// Longest cookie value looked up; real ones are 68 characters.
-const MAX_SECRET_CHARS: usize = 128;
 /// Last use is written back at most this often per session: the idle timeout is
 /// counted in hours, and a write per page view or API call would cost more than it
 /// tells.
@@ -88,9 +86,7 @@ fn millis(d: Duration) -> i64 {
 /// Whether `v` can be a session secret: only what [`Sessions::start`] makes, so a
 /// cookie value can go back into a header or a log line unescaped.
 pub fn is_secret_shaped(v: &str) -> bool {
-    v.starts_with(SECRET_PREFIX)
-        && v.len() <= MAX_SECRET_CHARS
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    auth::is_secret_shaped(v, SECRET_PREFIX)
 }
 
 impl Sessions {
@@ -163,8 +159,15 @@ impl Sessions {
         Ok(found.into_iter().filter(|(_, s)| !self.expired(s, now)).map(|(hash, _)| hash).collect())
     }
 
+    /// When `s` expires unless it is used again: the idle timeout after its last use,
+    /// or its maximum age, whichever comes first (ms since the epoch).
+    pub fn expires_ms(&self, s: &SessionRecord) -> i64 {
+        let idle_ends = s.last_used_ms.saturating_add(millis(self.settings.idle));
+        idle_ends.min(s.created_ms.saturating_add(millis(self.settings.max_age)))
+    }
+
     fn expired(&self, s: &SessionRecord, now: i64) -> bool {
-        now - s.last_used_ms > millis(self.settings.idle) || now - s.created_ms > millis(self.settings.max_age)
+        now > self.expires_ms(s)
     }
 
     /// Ends the session whose cookie holds `secret` (logout); false when there was

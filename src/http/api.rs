@@ -397,18 +397,13 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
 #[utoipa::path(get, path = "/api/sessions", tag = "tokens",
     responses((status = 200, description = "Every live browser session, newest first", body = Object), Refusals))]
 pub async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let settings = state.sessions.settings();
-    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let sessions: Vec<serde_json::Value> = state
         .sessions
         .list()
         .await?
         .into_iter()
         .map(|s| {
-            let expires_ms = s
-                .last_used_ms
-                .saturating_add(millis(settings.idle))
-                .min(s.created_ms.saturating_add(millis(settings.max_age)));
+            let expires_ms = state.sessions.expires_ms(&s);
             serde_json::json!({
                 "id": s.id,
                 "token_id": s.token_id,
