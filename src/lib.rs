@@ -35,15 +35,14 @@
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`config`], [`cli`], [`file_config`], [`telemetry`], [`shutdown`], [`server`]:
 //!   running it.
-//! - [`tail`], [`emit`]: the command-line clients (watch the feed, post events), with
-//!   [`remote`] (the server's URL) and [`backoff`] (delays between attempts).
+//! - [`client`]: the command-line clients (`tail` watches the feed, `emit` posts
+//!   events), which reach the server over HTTP like any other program.
 
 pub mod auth;
-pub mod backoff;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cursor;
-pub mod emit;
 pub mod event;
 pub mod file_config;
 pub mod filter;
@@ -54,14 +53,12 @@ pub mod ingest;
 pub mod login_link;
 pub mod metrics;
 pub mod redact;
-pub mod remote;
 pub mod retention;
 pub mod server;
 pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod swarm;
-pub mod tail;
 pub mod telemetry;
 pub mod transport;
 pub mod view;

@@ -150,7 +150,7 @@ async fn open_store(data: &swarmfeed::cli::DataArgs) -> anyhow::Result<std::sync
 async fn login_link(args: LoginLinkArgs) -> anyhow::Result<()> {
     use swarmfeed::login_link;
     let valid_for = args.valid.valid_for()?;
-    swarmfeed::remote::base_url(&args.url)?;
+    swarmfeed::client::remote::base_url(&args.url)?;
     let store = open_store(&args.data).await?;
     let code = match args.scope {
         Some(scope) => {
@@ -223,7 +223,7 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    use swarmfeed::tail::{Output, Tail, TailFilter, TailOptions, use_color};
+    use swarmfeed::client::tail::{Output, Tail, TailFilter, TailOptions, use_color};
     let token = args.remote.resolve_token().context("reading the admin token")?;
     let output = if args.json {
         Output::Json
@@ -245,7 +245,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
 }
 
 async fn emit(args: EmitArgs) -> anyhow::Result<()> {
-    use swarmfeed::emit::{BATCH_EVENTS, Emitter, EventFlags, check_file, post_file, single_event};
+    use swarmfeed::client::emit::{BATCH_EVENTS, Emitter, EventFlags, check_file, post_file, single_event};
     let token = args.remote.resolve_token().context("reading the admin token")?;
     let emitter = Emitter::new(&args.remote.url, token).context("starting emit")?;
     let Some(path) = args.file else {

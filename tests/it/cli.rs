@@ -200,7 +200,7 @@ async fn emit_file_twice_stores_the_events_once() {
     assert_eq!(order, (0..2345).collect::<Vec<_>>(), "in file order");
     assert_eq!(stored[7]["id"], "own-id", "a line's own id is kept");
     let digest: [u8; 32] = Sha256::digest(content.as_bytes()).into();
-    assert_eq!(stored[0]["id"].as_str().unwrap(), swarmfeed::emit::line_id(&digest, 1));
+    assert_eq!(stored[0]["id"].as_str().unwrap(), swarmfeed::client::emit::line_id(&digest, 1));
 }
 
 #[tokio::test]

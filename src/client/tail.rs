@@ -22,10 +22,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use super::backoff::Backoff;
+use super::remote::{BadUrl, base_url, endpoint};
 use crate::event::{UNKNOWN_ICON, known_type, render_display};
 use crate::filter::{Filter, FilterError, FilterSpec};
-use crate::remote::{BadUrl, base_url, endpoint};
 
 /// Longest a connection may take to open, upgrade and confirm the subscription.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use crate::backoff::Backoff;
+use super::backoff::Backoff;
+use super::remote::{BadUrl, base_url, endpoint};
 use crate::ingest::{IngestRules, Invalid, MAX_BATCH};
-use crate::remote::{BadUrl, base_url, endpoint};
 
 /// Attempts per request, the first included, before giving up on a busy or
 /// unreachable server.
