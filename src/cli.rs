@@ -36,7 +36,8 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "SWARMFEED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Settings file (TOML); without it, ./swarmfeed.toml is read if present.
+    /// Settings file (TOML) for `serve` and `config`; without it, ./swarmfeed.toml is
+    /// read if present.
     #[arg(long, global = true, env = "SWARMFEED_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -58,6 +59,17 @@ pub enum Command {
     Tail(TailArgs),
     /// Post one event, or a JSON-lines file of them, to a running server.
     Emit(EmitArgs),
+}
+
+/// The subcommands that read `swarmfeed.toml`: `serve`, and `config`, which prints
+/// what `serve` would run with. Both take [`ServeArgs`], whose flags are the file's keys.
+pub const READ_THE_SETTINGS_FILE: [&str; 2] = ["serve", "config"];
+
+impl Command {
+    /// Whether this is one of [`READ_THE_SETTINGS_FILE`].
+    pub fn reads_settings_file(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Config(_))
+    }
 }
 
 #[derive(Debug, Args, serde::Serialize)]
@@ -594,6 +606,23 @@ mod tests {
         for client in ["tail", "emit"] {
             let cli = Cli::try_parse_from(["swarmfeed", client, "--database", "postgres://x/y"]);
             assert!(cli.is_err(), "{client} --database is refused");
+        }
+    }
+
+    #[test]
+    fn the_commands_that_read_the_settings_file_are_named_alike_in_both_places() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            // The least each subcommand takes; help and token have subcommands of their own.
+            let argv: Vec<&str> = match name {
+                "emit" => vec!["swarmfeed", name, "--file", "f"],
+                "token" => vec!["swarmfeed", name, "list"],
+                _ => vec!["swarmfeed", name],
+            };
+            let parsed = Cli::try_parse_from(argv).unwrap().command;
+            assert_eq!(parsed.reads_settings_file(), READ_THE_SETTINGS_FILE.contains(&name), "{name}");
         }
     }
 

@@ -18,14 +18,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, Command, CommandFactory};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, READ_THE_SETTINGS_FILE};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "swarmfeed.toml";
-
-/// The subcommands whose flags the file sets: `config` prints what `serve` would run
-/// with, so both take the same defaults.
-const SUBCOMMANDS: [&str; 2] = ["serve", "config"];
 
 /// The file's own key: several redaction patterns, a key matching any of them being
 /// redacted. It becomes `redact_key`, so the two cannot both be given.
@@ -103,10 +99,10 @@ impl SettingsFile {
     /// the flag's parser.
     pub fn command(&self) -> Result<Command, FileError> {
         let mut cli = Cli::command();
-        // `Cli` declares both subcommands; a missing one would be a bug found by any run.
-        let serve = cli.find_subcommand(SUBCOMMANDS[0]).expect("Cli has a serve subcommand");
+        // `Cli` declares `serve`; were it missing, every run would say so.
+        let serve = cli.find_subcommand("serve").expect("Cli has a serve subcommand");
         let defaults = self.defaults(serve)?;
-        for name in SUBCOMMANDS {
+        for name in READ_THE_SETTINGS_FILE {
             cli = cli.mut_subcommand(name, |sub| {
                 defaults.iter().fold(sub, |sub, (id, values)| sub.mut_arg(id, |arg| arg.default_values(values)))
             });

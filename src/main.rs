@@ -45,7 +45,7 @@ fn parse(command: clap::Command) -> Cli {
 /// of their flags, so that clap puts flags and environment variables above the file.
 /// The first parse is what found the file (`--config`, `SWARMFEED_CONFIG`).
 fn with_settings_file(command: Command, file: Option<&std::path::Path>) -> anyhow::Result<Command> {
-    if !matches!(command, Command::Serve(_) | Command::Config(_)) {
+    if !command.reads_settings_file() {
         return Ok(command);
     }
     let Some(settings) = file_config::load(file)? else { return Ok(command) };
