@@ -1,8 +1,10 @@
 //! The command line: `swarmfeed serve`, `token`, `tail` and `emit`.
 //!
-//! Every flag also reads an environment variable `SWARMFEED_…`. This module only
-//! parses; `config` checks the result, `tail` and `emit` do the client work and `main`
-//! runs it.
+//! Each setting is declared here once: its flag, its environment variable
+//! `SWARMFEED_…`, its default and its help, in one field. `serve`'s flags are also the
+//! keys of `swarmfeed.toml`, whose values `file_config` gives clap as their defaults.
+//! This module only parses; `config` checks the result, `client` does the client work
+//! and `main` runs it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +21,10 @@ use crate::swarm::demo::DemoSettings;
 use crate::swarm::projection::ProjectionLimits;
 use crate::telemetry::LogFormat;
 
+/// Where the client commands and `login-link` find the server without `--url`: the
+/// address `serve` listens on by default.
+const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+
 #[derive(Debug, Parser)]
 #[command(name = "swarmfeed", version, about = "A durable, live activity feed for swarms of agents")]
 pub struct Cli {
@@ -30,7 +36,8 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "SWARMFEED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Settings file (TOML); without it, ./swarmfeed.toml is read if present.
+    /// Settings file (TOML) for `serve` and `config`; without it, ./swarmfeed.toml is
+    /// read if present.
     #[arg(long, global = true, env = "SWARMFEED_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -54,11 +61,22 @@ pub enum Command {
     Emit(EmitArgs),
 }
 
+/// The subcommands that read `swarmfeed.toml`: `serve`, and `config`, which prints
+/// what `serve` would run with. Both take [`ServeArgs`], whose flags are the file's keys.
+pub const READ_THE_SETTINGS_FILE: [&str; 2] = ["serve", "config"];
+
+impl Command {
+    /// Whether this is one of [`READ_THE_SETTINGS_FILE`].
+    pub fn reads_settings_file(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Config(_))
+    }
+}
+
 #[derive(Debug, Args, serde::Serialize)]
 pub struct ServeArgs {
     /// Address to listen on: an IP address or a host name, with a port
     /// (`localhost:8000`).
-    #[arg(long, env = "SWARMFEED_BIND", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
+    #[arg(long, env = "SWARMFEED_BIND", default_value_t = crate::config::DEFAULT_BIND, value_parser = parse_bind)]
     pub bind: SocketAddr,
     #[command(flatten)]
     #[serde(flatten)]
@@ -130,10 +148,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWARMFEED_INGEST_RATE_PER_TOKEN", default_value_t = limits::DEFAULT_INGEST_RATE_PER_TOKEN)]
     pub ingest_rate_per_token: u32,
     /// Seconds a client has to send a request's headers.
-    #[arg(long, env = "SWARMFEED_HEADER_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "SWARMFEED_HEADER_TIMEOUT", default_value_t = limits::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
     pub header_timeout: f64,
     /// Seconds a client has to send a request's body.
-    #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = limits::DEFAULT_BODY_TIMEOUT.as_secs_f64())]
     pub body_timeout: f64,
     /// Seconds a response or stream may go without the client reading any of it before
     /// the connection is closed.
@@ -202,7 +220,7 @@ pub struct LoginLinkArgs {
     #[arg(long, requires = "scope")]
     pub name: Option<String>,
     /// The server's base URL, as a browser reaches it.
-    #[arg(long, env = "SWARMFEED_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "SWARMFEED_URL", default_value = DEFAULT_URL)]
     pub url: String,
     #[command(flatten)]
     pub valid: LoginLinkMinutes,
@@ -213,7 +231,7 @@ pub struct LoginLinkArgs {
 #[derive(Debug, Args, serde::Serialize)]
 pub struct DataArgs {
     /// Directory for the database and admin.token.
-    #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Keep the log in this PostgreSQL database (postgres://user@host/db) instead of
     /// SQLite in the data directory; every node given the same URL shares one log.
@@ -267,7 +285,7 @@ pub enum TokenCommand {
 
 /// `--bind`: an address, or a host name with a port resolved once at start. Of a
 /// name's addresses an IPv4 one is preferred, as `localhost` users expect 127.0.0.1.
-pub(crate) fn parse_bind(value: &str) -> Result<SocketAddr, String> {
+fn parse_bind(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
@@ -287,13 +305,13 @@ pub(crate) fn parse_bind(value: &str) -> Result<SocketAddr, String> {
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// The server's base URL.
-    #[arg(long, env = "SWARMFEED_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "SWARMFEED_URL", default_value = DEFAULT_URL)]
     pub url: String,
     /// Bearer token; without it, `<data-dir>/admin.token` is used if it exists.
     #[arg(long, env = "SWARMFEED_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The server's data directory, to read its `admin.token` when no token is given.
-    #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 
@@ -588,6 +606,23 @@ mod tests {
         for client in ["tail", "emit"] {
             let cli = Cli::try_parse_from(["swarmfeed", client, "--database", "postgres://x/y"]);
             assert!(cli.is_err(), "{client} --database is refused");
+        }
+    }
+
+    #[test]
+    fn the_commands_that_read_the_settings_file_are_named_alike_in_both_places() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            // The least each subcommand takes; help and token have subcommands of their own.
+            let argv: Vec<&str> = match name {
+                "emit" => vec!["swarmfeed", name, "--file", "f"],
+                "token" => vec!["swarmfeed", name, "list"],
+                _ => vec!["swarmfeed", name],
+            };
+            let parsed = Cli::try_parse_from(argv).unwrap().command;
+            assert_eq!(parsed.reads_settings_file(), READ_THE_SETTINGS_FILE.contains(&name), "{name}");
         }
     }
 

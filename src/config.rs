@@ -1,10 +1,11 @@
 //! The server's settings, validated once at start.
 //!
 //! Owns every limit and default of the running server and the rule that ties them
-//! together (`--no-auth` only on loopback). Parsing flags and environment variables is
-//! `cli`'s job; this module only holds and checks the result.
+//! together (`--no-auth` only on loopback). Declaring and parsing the settings (flags,
+//! environment variables, the settings file) is `cli`'s job; this module only holds
+//! and checks the result.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ use crate::writer::WriterSettings;
 /// paced to 10 frames/s can still be sent 10 MB/s. In a burst that 1 000 subscribers
 /// could not keep up with, the server held 1.2 GB, from 1.3–2.2 GB before.
 pub const FRAME_MAX_BYTES: usize = 1024 * 1024;
+/// Default address to listen on (`--bind`): loopback, so that a first start is not
+/// reachable from the network.
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
+/// Default directory of the database and `admin.token` (`--data-dir`).
+pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default WebSocket event frames per second per subscription (the ADR's limit).
 pub const DEFAULT_MAX_FRAMES_PER_SEC: u32 = 10;
 /// Default cap on a request body, bytes: room for a full batch of 1 000 events.
@@ -102,8 +108,8 @@ pub enum ConfigError {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            data_dir: PathBuf::from("./data"),
+            bind: DEFAULT_BIND,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database: None,
             no_auth: false,
             max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,

@@ -33,8 +33,10 @@
 //! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
 //! - [`login_link`]: one-time login codes, and the address a printed link points at.
 //! - [`metrics`]: counters and histograms for `/metrics`.
-//! - [`config`], [`cli`], [`file_config`], [`telemetry`], [`shutdown`], [`server`]:
-//!   running it.
+//! - [`cli`]: every setting declared once (flag, variable, default, help);
+//!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
+//!   and checks the result.
+//! - [`telemetry`], [`shutdown`], [`server`]: running it.
 //! - [`client`]: the command-line clients (`tail` watches the feed, `emit` posts
 //!   events), which reach the server over HTTP like any other program.
 

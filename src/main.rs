@@ -18,17 +18,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| better_suggestion(e).exit());
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let cli = parse(Cli::command());
     // The client commands speak to their user on stderr themselves; routine `info`
     // logs (such as the Ctrl-C notice) would only interleave with that.
     let client = matches!(cli.command, Command::Tail(_) | Command::Emit(_));
     let log = if client && cli.log == "info" { "warn" } else { cli.log.as_str() };
     swarmfeed::telemetry::init(log, cli.log_format);
-    let layered = layer_file(cli.command, cli.config.as_deref(), &matches);
+    let layered = with_settings_file(cli.command, cli.config.as_deref());
     match async { run(layered?).await }.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,6 +32,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line parsed by `command`; a usage error, `--help` or `--version`
+/// prints and exits.
+fn parse(command: clap::Command) -> Cli {
+    let matches = command.try_get_matches().unwrap_or_else(|e| better_suggestion(e).exit());
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `serve` and `config` parsed again with the settings file's values as the defaults
+/// of their flags, so that clap puts flags and environment variables above the file.
+/// The first parse is what found the file (`--config`, `SWARMFEED_CONFIG`).
+fn with_settings_file(command: Command, file: Option<&std::path::Path>) -> anyhow::Result<Command> {
+    if !command.reads_settings_file() {
+        return Ok(command);
+    }
+    let Some(settings) = file_config::load(file)? else { return Ok(command) };
+    tracing::info!(path = %settings.path().display(), "reading settings file");
+    Ok(parse(settings.command()?).command)
 }
 
 /// `e` and its causes joined by `: `, each said once. Many errors put their cause in
@@ -75,23 +90,6 @@ fn better_suggestion(mut e: clap::Error) -> clap::Error {
         }
     }
     e
-}
-
-/// Fills the settings file's values into `serve` and `config` where no flag or
-/// environment variable set them.
-fn layer_file(command: Command, file: Option<&std::path::Path>, matches: &clap::ArgMatches) -> anyhow::Result<Command> {
-    let (name, mut args) = match command {
-        Command::Serve(args) => ("serve", args),
-        Command::Config(args) => ("config", args),
-        other => return Ok(other),
-    };
-    if let Some((path, settings)) = file_config::load(file)? {
-        tracing::info!(path = %path.display(), "reading settings file");
-        // The subcommand matched, so its matches exist.
-        let sub = matches.subcommand_matches(name).expect("subcommand matches");
-        settings.apply(&mut args, sub);
-    }
-    Ok(if name == "serve" { Command::Serve(args) } else { Command::Config(args) })
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

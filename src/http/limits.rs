@@ -43,6 +43,10 @@ pub const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
 /// (`--max-inflight-body-bytes`): eight full 16 MiB ingest batches. The bench's
 /// producers post batches of a few hundred KiB, far below it.
 pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// Default time a client has to send a request's headers (`--header-timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has to send a request's body (`--body-timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default seconds a response may make no progress towards a client that does not
 /// read it (`--write-timeout`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,8 +91,8 @@ impl Default for Limits {
             handshakes_per_ip_per_sec: DEFAULT_HANDSHAKES_PER_IP_PER_SEC,
             requests_per_ip_per_sec: DEFAULT_REQUESTS_PER_IP_PER_SEC,
             ingest_rate_per_token: DEFAULT_INGEST_RATE_PER_TOKEN,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
         }
