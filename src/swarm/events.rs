@@ -263,25 +263,30 @@ impl SwarmEvent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::EventParts;
-
-    /// The event as the log would hold it after ingest took `object`.
-    fn stored(seq: u64, object: &Map<String, Value>) -> Event {
+impl SwarmEvent {
+    /// The event as the log holds it once committed at `seq`, time `ts_ms`, after
+    /// ingest took [`SwarmEvent::to_json`].
+    pub(crate) fn committed(&self, seq: u64, ts_ms: i64) -> Event {
+        let object = self.to_json();
         let data = object.get("data").map_or_else(|| "{}".to_owned(), Value::to_string);
-        Event::encode(EventParts {
+        Event::encode(crate::event::EventParts {
             seq,
-            id: "e",
-            event_type: object["event_type"].as_str().unwrap(),
+            id: &format!("e{seq}"),
+            event_type: self.event_type(),
             source: "coordinator",
             task_id: object.get("task_id").and_then(Value::as_str),
             agent_id: object.get("agent_id").and_then(Value::as_str),
-            ts_ms: 1_000,
+            ts_ms,
             data: &data,
         })
-        .unwrap()
+        .expect("a swarm event's fields are valid event fields")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventParts;
 
     fn every_variant() -> Vec<SwarmEvent> {
         let mut tool_data = Map::new();
@@ -326,7 +331,7 @@ mod tests {
     #[test]
     fn every_event_reads_back_as_it_was_written() {
         for (i, e) in every_variant().into_iter().enumerate() {
-            let back = SwarmEvent::decode(&stored(i as u64 + 1, &e.to_json()));
+            let back = SwarmEvent::decode(&e.committed(i as u64 + 1, 1_000));
             assert_eq!(back.as_ref(), Some(&e), "{}", e.event_type());
         }
     }

@@ -12,3 +12,5 @@ pub mod coordinator;
 pub mod demo;
 pub mod events;
 pub mod projection;
+pub mod rules;
+pub mod snapshot;

@@ -67,6 +67,17 @@ pub enum AgentStatus {
     Offline,
 }
 
+impl AgentStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Idle => "idle",
+            AgentStatus::Busy => "busy",
+            AgentStatus::Offline => "offline",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Agent {
     pub agent_id: String,
@@ -109,6 +120,18 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Created => "created",
+            TaskStatus::Bidding => "bidding",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Started => "started",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(self, TaskStatus::Completed | TaskStatus::Failed)
     }
@@ -162,8 +185,7 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub events: u64,
     pub agents_total: u64,
