@@ -8,6 +8,12 @@
 //! with 409, never half-applied. Every event goes through the same ingest rules and
 //! writer as a producer's, and the state changes only by folding committed events.
 //!
+//! Each command is decide → append → fold: [`rules::decide`] says, without I/O, which
+//! [`SwarmEvent`]s the command yields or why it is refused; this task appends them
+//! through the writer and folds them back from the log before it answers. What is
+//! left here is I/O: the channel, the writer, the cursor, leadership and timers, and
+//! what `decide` must not make itself (new ids, the time, the bidding window).
+//!
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that
 //! posts events can share the log without being second-guessed.
@@ -431,14 +437,14 @@ impl Coordinator {
     /// and folds them, answering what the writer did with each.
     async fn act(&mut self, command: rules::Command) -> Result<Vec<Appended>, CommandError> {
         let events = decide(&self.projection, command, now_ms())?;
-        self.append(events, None).await
+        self.append(&events, None).await
     }
 
     /// Commits events and folds them. A settlement's two events take the ids
     /// [`settlement_ids`] derives from its task.
     async fn append(
         &mut self,
-        events: Vec<SwarmEvent>,
+        events: &[SwarmEvent],
         ids: Option<(String, String)>,
     ) -> Result<Vec<Appended>, CommandError> {
         if events.is_empty() {
@@ -513,7 +519,7 @@ impl Coordinator {
                     Some(SwarmEvent::AgentStatusChanged { status: Some(status), .. }) => *status,
                     _ => AgentStatus::Idle,
                 };
-                self.append(events, None).await?;
+                self.append(&events, None).await?;
                 Ok(Answer::Agent { agent_id, status })
             }
             Command::Heartbeat { agent_id } => {
@@ -537,7 +543,7 @@ impl Coordinator {
                     SwarmEvent::TaskBidding { closes_ms, .. } => *closes_ms,
                     _ => None,
                 });
-                self.append(events, None).await?;
+                self.append(&events, None).await?;
                 Ok(Answer::Posted { task_id, closes_at: closes_ms.map(format_timestamp).unwrap_or_default() })
             }
             Command::Bid { task_id, agent_id, bid_sats } => {
@@ -547,7 +553,7 @@ impl Coordinator {
                     now_ms(),
                 )?;
                 self.heard(&agent_id);
-                let appended = self.append(events, None).await?;
+                let appended = self.append(&events, None).await?;
                 let seq = appended.first().map_or(0, |a| a.seq);
                 Ok(Answer::Bid { task_id, agent_id, bid_sats, seq })
             }
@@ -565,10 +571,8 @@ impl Coordinator {
             }
             Command::Tool { task_id, tool_name, status, data } => {
                 let command = rules::Command::Tool { task_id: task_id.clone(), tool_name, status, data };
-                let event_type = decide(&self.projection, command.clone(), now_ms())?
-                    .first()
-                    .map_or("tool.called", SwarmEvent::event_type);
-                let appended = self.task_step(command, &task_id).await?;
+                let (events, appended) = self.task_step(command, &task_id).await?;
+                let event_type = events.first().map_or("tool.called", SwarmEvent::event_type);
                 let seq = appended.first().map_or(0, |a| a.seq);
                 Ok(Answer::Tool { task_id, event_type, seq })
             }
@@ -576,12 +580,18 @@ impl Coordinator {
     }
 
     /// A step of an assigned task: its winner is heard from, then the step is logged.
-    async fn task_step(&mut self, command: rules::Command, task_id: &str) -> Result<Vec<Appended>, CommandError> {
+    /// Answers the events logged and what the writer did with each.
+    async fn task_step(
+        &mut self,
+        command: rules::Command,
+        task_id: &str,
+    ) -> Result<(Vec<SwarmEvent>, Vec<Appended>), CommandError> {
         let events = decide(&self.projection, command, now_ms())?;
         if let Some(winner) = self.winner(task_id) {
             self.heard(&winner);
         }
-        self.append(events, None).await
+        let appended = self.append(&events, None).await?;
+        Ok((events, appended))
     }
 
     /// An id for an agent that did not ask for one: its name's letters and digits and a
@@ -626,7 +636,7 @@ impl Coordinator {
             let Ok(events) = decide(&self.projection, rules::Command::Settle { task_id: task_id.clone() }, now) else {
                 continue;
             };
-            match self.append(events, Some(settlement_ids(&task_id))).await {
+            match self.append(&events, Some(settlement_ids(&task_id))).await {
                 Ok(appended) => self.check_settlement(&task_id, &appended).await,
                 Err(e) => {
                     // The auction stays open in the projection, so the next deadline
@@ -705,7 +715,7 @@ impl Coordinator {
                 self.last_heard.remove(&agent_id);
                 continue;
             };
-            match self.append(events, None).await {
+            match self.append(&events, None).await {
                 Ok(_) => {
                     tracing::info!(agent_id, "agent timed out");
                     self.last_heard.remove(&agent_id);
