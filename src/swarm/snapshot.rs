@@ -149,3 +149,58 @@ pub fn snapshot(p: &Projection, page: &SwarmPage, now_ms: i64) -> SwarmSnapshot 
         totals: p.totals(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::events::SwarmEvent;
+
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        value.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    /// Clients read these names; a rename here is a change to the API.
+    #[test]
+    fn a_snapshot_keeps_the_field_names_clients_read() {
+        let mut p = Projection::default();
+        let events = [
+            SwarmEvent::AgentJoined { agent_id: "a".into(), name: "A".into(), capabilities: vec![] },
+            SwarmEvent::AgentJoined { agent_id: "b".into(), name: "B".into(), capabilities: vec![] },
+            SwarmEvent::TaskCreated { task_id: "t".into(), description: "d".into() },
+            SwarmEvent::TaskBidding { task_id: "t".into(), closes_ms: Some(9_000), window_secs: Some(5.0) },
+            SwarmEvent::BidSubmitted { task_id: "t".into(), agent_id: "a".into(), bid_sats: 3, agent_name: "A".into() },
+        ];
+        for (i, e) in events.iter().enumerate() {
+            p.apply(&e.committed(i as u64 + 1, 4_000));
+        }
+        let page = SwarmPage { agents_limit: 1, ..SwarmPage::default() };
+        let s = serde_json::to_value(snapshot(&p, &page, 6_500)).unwrap();
+        assert_eq!(
+            keys(&s),
+            ["agents", "agents_next", "auctions", "auctions_more", "seq", "tasks", "tasks_next", "totals"]
+        );
+        assert_eq!(s["agents_next"], "a", "one agent a page: the next page starts after a");
+        assert_eq!(
+            keys(&s["agents"][0]),
+            [
+                "agent_id",
+                "capabilities",
+                "current_tasks",
+                "joined_at",
+                "joined_ms",
+                "last_seen",
+                "last_seen_ms",
+                "name",
+                "sats_earned",
+                "status",
+                "tasks_completed",
+                "tasks_failed"
+            ]
+        );
+        let auction = &s["auctions"][0];
+        assert_eq!(keys(auction), ["bids", "closes_at", "description", "lowest_bid", "seconds_left", "task_id"]);
+        assert_eq!((auction["lowest_bid"].as_u64(), auction["seconds_left"].as_f64()), (Some(3), Some(2.5)));
+        assert_eq!(keys(&auction["bids"][0]), ["agent_id", "at_ms", "bid_sats", "seq"]);
+        assert_eq!(s["tasks"][0]["status"], "bidding");
+    }
+}
