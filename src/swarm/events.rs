@@ -7,9 +7,9 @@
 //! external producer wrote: a field the fold can do without defaults (a missing name
 //! is the agent's id, a missing reason is `"unknown"`), and an event the fold cannot
 //! use at all (no task id, a bid without a whole number of sats) decodes to `None`
-//! and changes nothing but the counts. Swarm types that carry nothing the fold needs
-//! (`tool.completed` aside, `agent.heartbeat`, `auction.opened`, …) decode to `None`
-//! too. Decoding never fails and never panics.
+//! and changes nothing but the counts. Swarm-namespaced types the swarm does not read
+//! (`agent.heartbeat`, `auction.opened`, …) decode to `None` too. Decoding never fails
+//! and never panics.
 
 use serde_json::{Map, Value, json};
 
