@@ -27,8 +27,9 @@
 //! - [`view`]: server-rendered, auto-escaped HTML: the page shell and the event row.
 //! - [`http`]: router, auth middleware and browser sessions, the JSON API and its
 //!   errors, the dashboard's pages and embedded assets.
-//! - [`swarm`]: the projection of the log into agents and tasks, the coordinator
-//!   that runs auctions, and the demo swarm.
+//! - [`swarm`]: the swarm's events as a typed enum, their fold into agents and tasks,
+//!   the coordinator's pure rules and the task that runs auctions by them, the views
+//!   the API and the pages share, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
 //! - [`login_link`]: one-time login codes, and the address a printed link points at.

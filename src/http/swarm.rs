@@ -8,14 +8,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::openapi::{CommandRefusals, Refusals};
-use crate::swarm::coordinator::{Command, CommandError, MAX_PAGE, Rejected, SwarmPage};
+use crate::swarm::coordinator::{Command, CommandError};
+use crate::swarm::rules::Rejected;
+use crate::swarm::snapshot::{MAX_PAGE, SwarmPage};
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
@@ -45,7 +47,13 @@ fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
 async fn run(state: &AppState, command: Command, created: bool) -> Result<Response, ApiError> {
     let answer = state.coordinator.run(command).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(answer)).into_response())
+    Ok((status, sorted_json(&answer)?).into_response())
+}
+
+/// `value` as a JSON body with every object's keys in order, as the API has always
+/// written them (a struct serialises its fields in declaration order).
+fn sorted_json(value: &impl Serialize) -> Result<Json<Value>, ApiError> {
+    serde_json::to_value(value).map(Json).map_err(|e| ApiError::internal(&format!("swarm answer: {e}")))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -259,5 +267,5 @@ pub async fn snapshot(State(state): State<AppState>, ApiQuery(q): ApiQuery<Swarm
         agents_limit: limit(q.agents_limit, defaults.agents_limit, "agents_limit")?,
         agents_after: q.agents_after,
     };
-    run(&state, Command::Snapshot(page), false).await
+    Ok(sorted_json(&state.coordinator.snapshot(page).await?)?.into_response())
 }

@@ -8,6 +8,12 @@
 //! with 409, never half-applied. Every event goes through the same ingest rules and
 //! writer as a producer's, and the state changes only by folding committed events.
 //!
+//! Each command is decide → append → fold: [`rules::decide`] says, without I/O, which
+//! [`SwarmEvent`]s the command yields or why it is refused; this task appends them
+//! through the writer and folds them back from the log before it answers. What is
+//! left here is I/O: the channel, the writer, the cursor, leadership and timers, and
+//! what `decide` must not make itself (new ids, the time, the bidding window).
+//!
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that
 //! posts events can share the log without being second-guessed.
@@ -29,15 +35,18 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auction::{self, Settlement};
+use super::events::SwarmEvent;
 use super::projection::{AgentStatus, Projection, ProjectionLimits, SWARM_TYPES, TaskStatus};
+use super::rules::{self, Rejected, decide};
+use super::snapshot::{AgentView, SwarmPage, SwarmSnapshot, snapshot};
 use crate::cursor::{Cursor, CursorError, Step};
-use crate::event::{MAX_NAME_CHARS, format_timestamp};
+use crate::event::format_timestamp;
 use crate::filter::{Filter, FilterSpec};
 use crate::hub::{Hub, ReadLimit};
 use crate::ingest::{IngestRules, SERVER_ID_PREFIX};
@@ -48,12 +57,8 @@ use crate::writer::{AppendError, WriterHandle};
 pub const DEFAULT_BID_WINDOW: Duration = Duration::from_secs(15);
 /// Default silence after which an agent is timed out (`--agent-timeout`).
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(90);
-/// Commands that may wait for the coordinator; beyond it callers get 503.
+/// Requests that may wait for the coordinator; beyond it callers get 503.
 const COMMAND_QUEUE: usize = 1024;
-/// Longest task description, characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 2000;
-/// Most capabilities an agent may declare.
-const MAX_CAPABILITIES: usize = 32;
 /// How often agent liveness is checked.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
 /// How soon a node that gained leadership but could not read the log tries again.
@@ -62,6 +67,9 @@ const TAKEOVER_RETRY: Duration = Duration::from_secs(1);
 const MAX_PROBLEMS: usize = 20;
 /// What one fold step reads.
 const FOLD_LIMIT: ReadLimit = ReadLimit { max_events: 5_000, max_bytes: 8 * 1024 * 1024 };
+/// How long a built snapshot serves page views while the log does not move: the
+/// seconds left in each auction are the only part that changes by itself.
+const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
@@ -86,96 +94,39 @@ impl Default for CoordinatorSettings {
     }
 }
 
-/// A command for the coordinator. Field checks beyond types happen in the coordinator,
-/// so every caller (HTTP, the demo) gets the same answers.
+/// A command for the coordinator, as a client sends it. Checks beyond types happen
+/// in [`rules::decide`], so every caller (HTTP, the demo) gets the same answers; the
+/// coordinator only adds what `decide` must not make itself (new ids, the window).
 #[derive(Debug, Clone)]
 pub enum Command {
-    Join {
-        name: String,
-        agent_id: Option<String>,
-        capabilities: Vec<String>,
-    },
-    Leave {
-        agent_id: String,
-    },
-    Status {
-        agent_id: String,
-        status: String,
-    },
-    Heartbeat {
-        agent_id: String,
-    },
-    PostTask {
-        description: String,
-    },
-    Bid {
-        task_id: String,
-        agent_id: String,
-        bid_sats: u64,
-    },
-    Start {
-        task_id: String,
-        agent_id: Option<String>,
-    },
-    Complete {
-        task_id: String,
-        result: Option<Value>,
-    },
-    Fail {
-        task_id: String,
-        reason: String,
-    },
-    Tool {
-        task_id: String,
-        tool_name: String,
-        status: Option<String>,
-        data: Map<String, Value>,
-    },
-    /// One page of the projection, as `GET /api/swarm` serves it.
-    Snapshot(SwarmPage),
-    /// One agent, as the agent page shows it.
-    Agent {
-        agent_id: String,
-    },
+    Join { name: String, agent_id: Option<String>, capabilities: Vec<String> },
+    Leave { agent_id: String },
+    Status { agent_id: String, status: String },
+    Heartbeat { agent_id: String },
+    PostTask { description: String },
+    Bid { task_id: String, agent_id: String, bid_sats: u64 },
+    Start { task_id: String, agent_id: Option<String> },
+    Complete { task_id: String, result: Option<Value> },
+    Fail { task_id: String, reason: String },
+    Tool { task_id: String, tool_name: String, status: Option<String>, data: Map<String, Value> },
 }
 
-/// Which part of the swarm a snapshot shows: the totals, the open auctions, and a page
-/// each of tasks (newest first) and agents (by id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwarmPage {
-    /// Tasks to show, at most [`MAX_PAGE`].
-    pub tasks_limit: usize,
-    /// Only tasks created before this seq (the previous page's `tasks_next`).
-    pub tasks_before: Option<u64>,
-    /// Agents to show, at most [`MAX_PAGE`].
-    pub agents_limit: usize,
-    /// Only agents whose id sorts after this one (the previous page's `agents_next`).
-    pub agents_after: Option<String>,
-}
-
-/// The most tasks or agents one snapshot page holds.
-pub const MAX_PAGE: usize = 1_000;
-/// Open auctions one snapshot lists; `auctions_more` counts the rest.
-pub const MAX_AUCTIONS: usize = 100;
-/// How long a built snapshot serves page views while the log does not move: the
-/// seconds left in each auction are the only part that changes by itself.
-const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
-
-impl Default for SwarmPage {
-    fn default() -> Self {
-        SwarmPage { tasks_limit: 100, tasks_before: None, agents_limit: 200, agents_after: None }
-    }
-}
-
-/// A command the swarm's rules refuse: an expected outcome, not a failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+/// What a command did, as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// Join.
+    Joined { agent_id: String },
+    /// Leave (`offline`), status (what was reported), heartbeat (the agent's status).
+    Agent { agent_id: String, status: AgentStatus },
+    /// A task posted and its auction open.
+    Posted { task_id: String, closes_at: String },
+    /// A bid counted.
+    Bid { task_id: String, agent_id: String, bid_sats: u64, seq: u64 },
+    /// A task started, completed or failed.
+    Task { task_id: String, status: TaskStatus },
+    /// A tool call logged.
+    Tool { task_id: String, event_type: &'static str, seq: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,12 +145,20 @@ pub enum CommandError {
     NotLeader,
 }
 
-type Reply = oneshot::Sender<Result<Value, CommandError>>;
+type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// What the coordinator task is asked: a command (leader only), or a read of the
+/// projection (any node).
+enum Request {
+    Command(Command, Reply<Answer>),
+    Snapshot(SwarmPage, Reply<SwarmSnapshot>),
+    Agent(String, Reply<AgentView>),
+}
 
 /// A cheap handle for sending commands.
 #[derive(Clone)]
 pub struct CoordinatorHandle {
-    commands: mpsc::Sender<(Command, Reply)>,
+    requests: mpsc::Sender<Request>,
     problems: Arc<Problems>,
 }
 
@@ -225,14 +184,35 @@ impl Problems {
 }
 
 impl CoordinatorHandle {
-    /// Runs `command` and returns its answer (the JSON the API sends back).
+    /// Runs `command` and returns what it did.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when the swarm's rules refuse it, `Busy` when the
-    /// queue is full, `Stopped` on shutdown, `Append` when the commit failed.
-    pub async fn run(&self, command: Command) -> Result<Value, CommandError> {
+    /// queue is full, `Stopped` on shutdown, `Append` when the commit failed,
+    /// `NotLeader` on a node that does not lead.
+    pub async fn run(&self, command: Command) -> Result<Answer, CommandError> {
+        self.ask(|reply| Request::Command(command, reply)).await
+    }
+
+    /// One page of the projection, as `GET /api/swarm` serves it.
+    ///
+    /// # Errors
+    /// `Busy` when the queue is full, `Stopped` on shutdown.
+    pub async fn snapshot(&self, page: SwarmPage) -> Result<SwarmSnapshot, CommandError> {
+        self.ask(|reply| Request::Snapshot(page, reply)).await
+    }
+
+    /// One agent, as the agent page shows it.
+    ///
+    /// # Errors
+    /// [`Rejected::NotFound`] when the projection does not hold it; `Busy`, `Stopped`.
+    pub async fn agent(&self, agent_id: String) -> Result<AgentView, CommandError> {
+        self.ask(|reply| Request::Agent(agent_id, reply)).await
+    }
+
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.try_send((command, reply)).map_err(|e| match e {
+        self.requests.try_send(request(reply)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Busy,
             mpsc::error::TrySendError::Closed(_) => CommandError::Stopped,
         })?;
@@ -258,7 +238,7 @@ pub fn spawn(
     rules: IngestRules,
     shutdown: CancellationToken,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
-    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (requests, rx) = mpsc::channel(COMMAND_QUEUE);
     let filter = Filter::from_spec(FilterSpec {
         types: SWARM_TYPES.iter().map(|t| (*t).to_owned()).collect(),
         ..FilterSpec::default()
@@ -283,7 +263,7 @@ pub fn spawn(
         snapshot_cache: None,
     };
     let task = tokio::spawn(coordinator.run(rx, shutdown));
-    (CoordinatorHandle { commands, problems }, task)
+    (CoordinatorHandle { requests, problems }, task)
 }
 
 struct Coordinator {
@@ -307,56 +287,14 @@ struct Coordinator {
     managed_auctions: HashSet<String>,
     /// When each managed, online agent was last heard from.
     last_heard: HashMap<String, Instant>,
-    /// The last snapshot built: its page, the seq it shows, when it was built. Page
-    /// views ask for the same page over and over; they share one build per seq.
-    snapshot_cache: Option<(SwarmPage, u64, Instant, Value)>,
+    /// The last snapshot built: its page, when it was built, and the snapshot (which
+    /// holds its seq). Page views ask for the same page over and over; they share one
+    /// build per seq.
+    snapshot_cache: Option<(SwarmPage, Instant, SwarmSnapshot)>,
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn not_found_agent(id: &str) -> Rejected {
-    Rejected::NotFound(format!("no agent {id:?}"))
-}
-
-fn not_found_task(id: &str) -> Rejected {
-    Rejected::NotFound(format!("no task {id:?}"))
-}
-
-/// Ids are short printable names: letters, digits, `-`, `_`, `.`.
-fn check_id(field: &'static str, id: &str) -> Result<(), Rejected> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejected::Invalid { field, message: "must be 1 to 64 letters, digits, '-', '_' or '.'".into() })
-    }
-}
-
-/// A name shown as it is (an agent's name, a capability, a tool): text, without the
-/// control and invisible formatting characters refused in identifiers.
-fn check_name(field: &'static str, text: &str, max: usize) -> Result<(), Rejected> {
-    check_text(field, text, max)?;
-    match text.chars().find(|c| !crate::event::is_identifier_char(*c)) {
-        Some(c) => Err(Rejected::Invalid {
-            field,
-            message: format!("must not contain control or invisible formatting characters (found U+{:04X})", c as u32),
-        }),
-        None => Ok(()),
-    }
-}
-
-fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Rejected> {
-    if text.trim().is_empty() {
-        Err(Rejected::Invalid { field, message: "must not be empty".into() })
-    } else if text.chars().count() > max {
-        Err(Rejected::Invalid { field, message: format!("must be at most {max} characters") })
-    } else {
-        Ok(())
-    }
 }
 
 fn short_id(prefix: &str) -> String {
@@ -365,7 +303,7 @@ fn short_id(prefix: &str) -> String {
 }
 
 impl Coordinator {
-    async fn run(mut self, mut commands: mpsc::Receiver<(Command, Reply)>, shutdown: CancellationToken) {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
         let started = std::time::Instant::now();
         let head = self.hub.head();
         let rebuilt = tokio::select! {
@@ -400,11 +338,9 @@ impl Coordinator {
                 // Leadership was gained but the log could not be read then.
                 _ = retry.tick(), if !self.leading && self.leadership.is_held() => self.take_lead(&shutdown).await,
                 () = sleep_until_opt(deadline) => self.settle_due().await,
-                command = commands.recv() => {
-                    let Some((command, reply)) = command else { break };
-                    let answer = self.handle(command).await;
-                    // A caller that gave up waiting needs no answer; the command took effect.
-                    let _ = reply.send(answer);
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    self.serve(request).await;
                 }
                 step = self.cursor.next(FOLD_LIMIT) => {
                     if let Err(e) = self.fold_step(step) {
@@ -497,18 +433,32 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Commits events (each a JSON object as a producer would post it) and folds them.
-    async fn emit(&mut self, events: Vec<Value>) -> Result<Vec<u64>, CommandError> {
-        Ok(self.append(events).await?.iter().map(|o| o.seq).collect())
+    /// Decides `command` against the projection and, when it yields events, commits
+    /// and folds them, answering what the writer did with each.
+    async fn act(&mut self, command: rules::Command) -> Result<Vec<Appended>, CommandError> {
+        let events = decide(&self.projection, command, now_ms())?;
+        self.append(&events, None).await
     }
 
-    /// [`Self::emit`], answering what the writer did with each event.
-    async fn append(&mut self, events: Vec<Value>) -> Result<Vec<Appended>, CommandError> {
+    /// Commits events and folds them. A settlement's two events take the ids
+    /// [`settlement_ids`] derives from its task.
+    async fn append(
+        &mut self,
+        events: &[SwarmEvent],
+        ids: Option<(String, String)>,
+    ) -> Result<Vec<Appended>, CommandError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = ids.map(|(closed, outcome)| [closed, outcome].into_iter());
         let mut new = Vec::with_capacity(events.len());
-        for (i, mut e) in events.into_iter().enumerate() {
-            e["source"] = json!(self.settings.source);
-            let Value::Object(map) = e else { unreachable!("emit takes objects") };
-            new.push(self.rules.server_event(i, map).map_err(|e| CommandError::Ingest(e.to_string()))?);
+        for (i, e) in events.iter().enumerate() {
+            let mut object = e.to_json();
+            if let Some(id) = ids.as_mut().and_then(Iterator::next) {
+                object.insert("id".into(), Value::String(id));
+            }
+            object.insert("source".into(), Value::String(self.settings.source.clone()));
+            new.push(self.rules.server_event(i, object).map_err(|e| CommandError::Ingest(e.to_string()))?);
         }
         let outcomes = self.writer.append(new).await?;
         if let Some(last) = outcomes.iter().map(|o| o.seq).max() {
@@ -523,214 +473,137 @@ impl Coordinator {
         }
     }
 
-    fn online_agent(&self, agent_id: &str) -> Result<&super::projection::Agent, Rejected> {
-        let agent = self.projection.agent(agent_id).ok_or_else(|| not_found_agent(agent_id))?;
-        if agent.status == AgentStatus::Offline {
-            return Err(Rejected::Conflict(format!("agent {agent_id:?} is offline; join again first")));
+    async fn serve(&mut self, request: Request) {
+        // A caller that gave up waiting needs no answer; a command took effect anyway.
+        match request {
+            Request::Command(command, reply) => {
+                let answer = self.handle(command).await;
+                let _ = reply.send(answer);
+            }
+            Request::Snapshot(page, reply) => {
+                let _ = reply.send(Ok(self.cached_snapshot(page)));
+            }
+            Request::Agent(agent_id, reply) => {
+                let agent = self.projection.agent(&agent_id).map(AgentView::from);
+                let _ = reply.send(agent.ok_or_else(|| Rejected::NotFound(format!("no agent {agent_id:?}")).into()));
+            }
         }
-        Ok(agent)
     }
 
-    async fn handle(&mut self, command: Command) -> Result<Value, CommandError> {
-        if !self.leading && !matches!(command, Command::Snapshot(_) | Command::Agent { .. }) {
+    /// The agent a task is assigned to: whom the task's steps are heard from.
+    fn winner(&self, task_id: &str) -> Option<String> {
+        self.projection.task(task_id).and_then(|t| t.winner.clone())
+    }
+
+    async fn handle(&mut self, command: Command) -> Result<Answer, CommandError> {
+        if !self.leading {
             return Err(CommandError::NotLeader);
         }
         match command {
-            Command::Snapshot(page) => Ok(self.cached_snapshot(page)),
-            Command::Agent { agent_id } => {
-                let agent = self.projection.agent(&agent_id).ok_or_else(|| not_found_agent(&agent_id))?;
-                Ok(agent_view(agent))
+            Command::Join { name, agent_id, capabilities } => {
+                let agent_id = agent_id.unwrap_or_else(|| self.new_agent_id(&name));
+                self.act(rules::Command::Join { name, agent_id: agent_id.clone(), capabilities }).await?;
+                self.heard(&agent_id);
+                Ok(Answer::Joined { agent_id })
             }
-            Command::Join { name, agent_id, capabilities } => self.join(name, agent_id, capabilities).await,
             Command::Leave { agent_id } => {
-                let agent = self.online_agent(&agent_id)?;
-                let events = self.departure(&agent_id, &agent.name.clone(), "left");
-                self.emit(events).await?;
+                self.act(rules::Command::Leave { agent_id: agent_id.clone() }).await?;
                 self.last_heard.remove(&agent_id);
-                Ok(json!({ "agent_id": agent_id, "status": "offline" }))
+                Ok(Answer::Agent { agent_id, status: AgentStatus::Offline })
             }
             Command::Status { agent_id, status } => {
-                if !matches!(status.as_str(), "idle" | "busy") {
-                    return Err(
-                        Rejected::Invalid { field: "status", message: "must be \"idle\" or \"busy\"".into() }.into()
-                    );
-                }
-                let name = self.online_agent(&agent_id)?.name.clone();
+                let events =
+                    decide(&self.projection, rules::Command::Status { agent_id: agent_id.clone(), status }, now_ms())?;
                 self.heard(&agent_id);
-                self.emit(vec![json!({
-                    "event_type": "agent.status_changed", "agent_id": agent_id, "data": {"name": name, "status": status}
-                })])
-                .await?;
-                Ok(json!({ "agent_id": agent_id, "status": status }))
+                let status = match events.first() {
+                    Some(SwarmEvent::AgentStatusChanged { status: Some(status), .. }) => *status,
+                    _ => AgentStatus::Idle,
+                };
+                self.append(&events, None).await?;
+                Ok(Answer::Agent { agent_id, status })
             }
             Command::Heartbeat { agent_id } => {
-                let status = self.online_agent(&agent_id)?.status;
+                self.act(rules::Command::Heartbeat { agent_id: agent_id.clone() }).await?;
                 self.heard(&agent_id);
-                Ok(json!({ "agent_id": agent_id, "status": status }))
+                let status = self.projection.agent(&agent_id).map_or(AgentStatus::Idle, |a| a.status);
+                Ok(Answer::Agent { agent_id, status })
             }
             Command::PostTask { description } => {
-                check_text("description", &description, MAX_DESCRIPTION_CHARS)?;
                 let mut task_id = short_id("task-");
                 while self.projection.task(&task_id).is_some() {
                     task_id = short_id("task-");
                 }
                 let window = self.settings.bid_window;
-                let closes_at = format_timestamp(now_ms() + window.as_millis() as i64);
-                self.emit(vec![
-                    json!({"event_type": "task.created", "task_id": task_id, "data": {"description": description}}),
-                    json!({"event_type": "task.bidding", "task_id": task_id,
-                           "data": {"closes_at": closes_at, "window_secs": window.as_secs_f64()}}),
-                ])
-                .await?;
-                Ok(json!({ "task_id": task_id, "closes_at": closes_at }))
+                let events = decide(
+                    &self.projection,
+                    rules::Command::PostTask { task_id: task_id.clone(), description, window },
+                    now_ms(),
+                )?;
+                let closes_ms = events.iter().find_map(|e| match e {
+                    SwarmEvent::TaskBidding { closes_ms, .. } => *closes_ms,
+                    _ => None,
+                });
+                self.append(&events, None).await?;
+                Ok(Answer::Posted { task_id, closes_at: closes_ms.map(format_timestamp).unwrap_or_default() })
             }
             Command::Bid { task_id, agent_id, bid_sats } => {
-                let sats =
-                    auction::check_bid(bid_sats).map_err(|message| Rejected::Invalid { field: "bid_sats", message })?;
-                let task = self.projection.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
-                let name = self.online_agent(&agent_id)?.name.clone();
-                let open = task.is_bidding() && task.closes_ms.is_none_or(|c| now_ms() < c);
-                if !open {
-                    return Err(Rejected::Conflict(format!("bidding on {task_id:?} is closed")).into());
-                }
-                if task.bids.iter().any(|b| b.agent_id == agent_id) {
-                    return Err(Rejected::Conflict(format!("agent {agent_id:?} already bid on {task_id:?}")).into());
-                }
+                let events = decide(
+                    &self.projection,
+                    rules::Command::Bid { task_id: task_id.clone(), agent_id: agent_id.clone(), bid_sats },
+                    now_ms(),
+                )?;
                 self.heard(&agent_id);
-                let seqs = self
-                    .emit(vec![json!({"event_type": "bid.submitted", "task_id": task_id, "agent_id": agent_id,
-                                      "data": {"bid_sats": sats, "agent": name}})])
-                    .await?;
-                Ok(json!({ "task_id": task_id, "agent_id": agent_id, "bid_sats": sats, "seq": seqs[0] }))
+                let appended = self.append(&events, None).await?;
+                let seq = appended.first().map_or(0, |a| a.seq);
+                Ok(Answer::Bid { task_id, agent_id, bid_sats, seq })
             }
             Command::Start { task_id, agent_id } => {
-                let winner = self.assignee(&task_id, &[TaskStatus::Assigned], agent_id.as_deref())?;
-                self.heard(&winner);
-                self.emit(vec![json!({"event_type": "task.started", "task_id": task_id, "agent_id": winner})]).await?;
-                Ok(json!({ "task_id": task_id, "status": "started" }))
+                self.task_step(rules::Command::Start { task_id: task_id.clone(), agent_id }, &task_id).await?;
+                Ok(Answer::Task { task_id, status: TaskStatus::Started })
             }
             Command::Complete { task_id, result } => {
-                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
-                self.heard(&winner);
-                self.emit(vec![json!({"event_type": "task.completed", "task_id": task_id, "agent_id": winner,
-                                      "data": {"result": result}})])
-                    .await?;
-                Ok(json!({ "task_id": task_id, "status": "completed" }))
+                self.task_step(rules::Command::Complete { task_id: task_id.clone(), result }, &task_id).await?;
+                Ok(Answer::Task { task_id, status: TaskStatus::Completed })
             }
             Command::Fail { task_id, reason } => {
-                check_text("reason", &reason, MAX_DESCRIPTION_CHARS)?;
-                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
-                self.heard(&winner);
-                self.emit(vec![json!({"event_type": "task.failed", "task_id": task_id, "agent_id": winner,
-                                      "data": {"reason": reason}})])
-                    .await?;
-                Ok(json!({ "task_id": task_id, "status": "failed" }))
+                self.task_step(rules::Command::Fail { task_id: task_id.clone(), reason }, &task_id).await?;
+                Ok(Answer::Task { task_id, status: TaskStatus::Failed })
             }
-            Command::Tool { task_id, tool_name, status, mut data } => {
-                check_name("tool_name", &tool_name, MAX_NAME_CHARS)?;
-                let event_type = match status.as_deref() {
-                    None | Some("called") => "tool.called",
-                    Some("completed") => "tool.completed",
-                    Some("failed") => "tool.failed",
-                    Some(_) => {
-                        return Err(Rejected::Invalid {
-                            field: "status",
-                            message: "must be \"called\", \"completed\" or \"failed\"".into(),
-                        }
-                        .into());
-                    }
-                };
-                let winner = self.assignee(&task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
-                self.heard(&winner);
-                data.insert("tool_name".into(), json!(tool_name));
-                let seqs = self
-                    .emit(vec![json!({"event_type": event_type, "task_id": task_id, "agent_id": winner, "data": data})])
-                    .await?;
-                Ok(json!({ "task_id": task_id, "event_type": event_type, "seq": seqs[0] }))
+            Command::Tool { task_id, tool_name, status, data } => {
+                let command = rules::Command::Tool { task_id: task_id.clone(), tool_name, status, data };
+                let (events, appended) = self.task_step(command, &task_id).await?;
+                let event_type = events.first().map_or("tool.called", SwarmEvent::event_type);
+                let seq = appended.first().map_or(0, |a| a.seq);
+                Ok(Answer::Tool { task_id, event_type, seq })
             }
         }
     }
 
-    async fn join(
+    /// A step of an assigned task: its winner is heard from, then the step is logged.
+    /// Answers the events logged and what the writer did with each.
+    async fn task_step(
         &mut self,
-        name: String,
-        agent_id: Option<String>,
-        capabilities: Vec<String>,
-    ) -> Result<Value, CommandError> {
-        check_name("name", &name, 64)?;
-        if capabilities.len() > MAX_CAPABILITIES {
-            return Err(
-                Rejected::Invalid { field: "capabilities", message: format!("at most {MAX_CAPABILITIES}") }.into()
-            );
+        command: rules::Command,
+        task_id: &str,
+    ) -> Result<(Vec<SwarmEvent>, Vec<Appended>), CommandError> {
+        let events = decide(&self.projection, command, now_ms())?;
+        if let Some(winner) = self.winner(task_id) {
+            self.heard(&winner);
         }
-        for c in &capabilities {
-            check_name("capabilities", c, 64)?;
-        }
-        let agent_id = match agent_id {
-            Some(id) => {
-                check_id("agent_id", &id)?;
-                if self.projection.agent(&id).is_some_and(|a| a.status != AgentStatus::Offline) {
-                    return Err(Rejected::Conflict(format!("agent {id:?} has already joined")).into());
-                }
-                id
-            }
-            None => {
-                let slug: String = name
-                    .to_lowercase()
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                    .take(40)
-                    .collect();
-                let mut id = short_id(&format!("{slug}-"));
-                while self.projection.agent(&id).is_some() {
-                    id = short_id(&format!("{slug}-"));
-                }
-                id
-            }
-        };
-        self.emit(vec![json!({"event_type": "agent.joined", "agent_id": agent_id,
-                               "data": {"name": name, "capabilities": capabilities}})])
-            .await?;
-        self.heard(&agent_id);
-        Ok(json!({ "agent_id": agent_id }))
+        let appended = self.append(&events, None).await?;
+        Ok((events, appended))
     }
 
-    /// The agent a task is assigned to, if the task is in one of `states` (and, when
-    /// `agent` is given, assigned to that agent).
-    fn assignee(&self, task_id: &str, states: &[TaskStatus], agent: Option<&str>) -> Result<String, Rejected> {
-        let task = self.projection.task(task_id).ok_or_else(|| not_found_task(task_id))?;
-        if !states.contains(&task.status) || task.winner.is_none() {
-            let state = serde_json::to_value(task.status).ok().and_then(|v| v.as_str().map(str::to_owned));
-            return Err(Rejected::Conflict(format!(
-                "task {task_id:?} is {}; this step needs it {}",
-                state.unwrap_or_default(),
-                states
-                    .iter()
-                    .filter_map(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )));
+    /// An id for an agent that did not ask for one: its name's letters and digits and a
+    /// random suffix, no agent's id yet.
+    fn new_agent_id(&self, name: &str) -> String {
+        let slug: String =
+            name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(40).collect();
+        let mut id = short_id(&format!("{slug}-"));
+        while self.projection.agent(&id).is_some() {
+            id = short_id(&format!("{slug}-"));
         }
-        let winner = task.winner.clone().unwrap_or_default();
-        if let Some(a) = agent
-            && a != winner
-        {
-            return Err(Rejected::Conflict(format!("task {task_id:?} is assigned to {winner:?}, not {a:?}")));
-        }
-        Ok(winner)
-    }
-
-    /// `agent.left` and the failure of each task the agent held.
-    fn departure(&self, agent_id: &str, name: &str, reason: &str) -> Vec<Value> {
-        let mut events = vec![json!({"event_type": "agent.left", "agent_id": agent_id,
-                                     "data": {"name": name, "reason": reason}})];
-        if let Some(agent) = self.projection.agent(agent_id) {
-            for task_id in &agent.current_tasks {
-                events.push(json!({"event_type": "task.failed", "task_id": task_id, "agent_id": agent_id,
-                                   "data": {"reason": format!("agent {name} {}", if reason == "timeout" { "timed out" } else { "left" })}}));
-            }
-        }
-        events
+        id
     }
 
     /// When the next managed auction closes.
@@ -760,25 +633,10 @@ impl Coordinator {
         due.sort();
         self.managed_auctions.retain(|id| self.projection.task(id).is_some_and(|t| t.is_bidding()));
         for task_id in due {
-            let Some(task) = self.projection.task(&task_id) else { continue };
-            let bids = task.bids.len();
-            let mut events = Vec::with_capacity(2);
-            let (closed_id, outcome_id) = settlement_ids(&task_id);
-            match auction::settle(task, &self.projection) {
-                Settlement::Assigned { agent_id, agent_name, bid_sats } => {
-                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
-                                       "data": {"bids": bids, "winner": agent_id, "winning_bid": bid_sats}}));
-                    events.push(json!({"id": outcome_id, "event_type": "task.assigned", "task_id": task_id,
-                                       "agent_id": agent_id, "data": {"bid_sats": bid_sats, "agent": agent_name}}));
-                }
-                Settlement::NoBids => {
-                    events.push(json!({"id": closed_id, "event_type": "auction.closed", "task_id": task_id,
-                                       "data": {"bids": bids}}));
-                    events.push(json!({"id": outcome_id, "event_type": "task.failed", "task_id": task_id,
-                                       "data": {"reason": "no bids received"}}));
-                }
-            }
-            match self.append(events).await {
+            let Ok(events) = decide(&self.projection, rules::Command::Settle { task_id: task_id.clone() }, now) else {
+                continue;
+            };
+            match self.append(&events, Some(settlement_ids(&task_id))).await {
                 Ok(appended) => self.check_settlement(&task_id, &appended).await,
                 Err(e) => {
                     // The auction stays open in the projection, so the next deadline
@@ -851,12 +709,13 @@ impl Coordinator {
         let silent: Vec<String> =
             self.last_heard.iter().filter(|(_, heard)| heard.elapsed() >= timeout).map(|(id, _)| id.clone()).collect();
         for agent_id in silent {
-            let Some(agent) = self.projection.agent(&agent_id).filter(|a| a.status != AgentStatus::Offline) else {
+            // Refused when the agent is gone already: there is nothing left to time out.
+            let Ok(events) = decide(&self.projection, rules::Command::TimeOut { agent_id: agent_id.clone() }, now_ms())
+            else {
                 self.last_heard.remove(&agent_id);
                 continue;
             };
-            let events = self.departure(&agent_id, &agent.name.clone(), "timeout");
-            match self.emit(events).await {
+            match self.append(&events, None).await {
                 Ok(_) => {
                     tracing::info!(agent_id, "agent timed out");
                     self.last_heard.remove(&agent_id);
@@ -866,75 +725,19 @@ impl Coordinator {
         }
     }
 
-    /// [`Coordinator::snapshot`], built at most once per seq and second for a page.
-    fn cached_snapshot(&mut self, page: SwarmPage) -> Value {
-        let seq = self.projection.seq;
-        if let Some((cached_page, cached_seq, built, value)) = &self.snapshot_cache
+    /// [`snapshot`], built at most once per seq and second for a page.
+    fn cached_snapshot(&mut self, page: SwarmPage) -> SwarmSnapshot {
+        if let Some((cached_page, built, cached)) = &self.snapshot_cache
             && *cached_page == page
-            && *cached_seq == seq
+            && cached.seq == self.projection.seq
             && built.elapsed() < SNAPSHOT_FRESH
         {
-            return value.clone();
+            return cached.clone();
         }
-        let value = self.snapshot(&page);
-        self.snapshot_cache = Some((page, seq, Instant::now(), value.clone()));
-        value
+        let built = snapshot(&self.projection, &page, now_ms());
+        self.snapshot_cache = Some((page, Instant::now(), built.clone()));
+        built
     }
-
-    /// A page of the projection. Its work is bounded by the page, not by the swarm:
-    /// tasks come from an index by creation, agents from a map by id.
-    fn snapshot(&self, page: &SwarmPage) -> Value {
-        let now = now_ms();
-        let p = &self.projection;
-        let agents_limit = page.agents_limit.min(MAX_PAGE);
-        let mut agents: Vec<Value> =
-            p.agents_after(page.agents_after.as_deref()).take(agents_limit + 1).map(agent_view).collect();
-        let agents_next = (agents.len() > agents_limit).then(|| {
-            agents.truncate(agents_limit);
-            agents.last().map(|a| a["agent_id"].clone()).unwrap_or_default()
-        });
-        let tasks_limit = page.tasks_limit.min(MAX_PAGE);
-        let mut tasks: Vec<&super::projection::Task> =
-            p.tasks_newest_first(page.tasks_before).take(tasks_limit + 1).collect();
-        let tasks_next = (tasks.len() > tasks_limit).then(|| {
-            tasks.truncate(tasks_limit);
-            tasks.last().map_or(0, |t| t.created_seq)
-        });
-        let tasks: Vec<Value> = tasks.into_iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
-        let open_auctions = p.open_auctions().count();
-        let auctions: Vec<Value> = p
-            .open_auctions()
-            .take(MAX_AUCTIONS)
-            .map(|t| {
-                json!({
-                    "task_id": t.task_id,
-                    "description": t.description,
-                    "bids": t.bids,
-                    "lowest_bid": t.best_bid(|_| true).map(|b| b.bid_sats),
-                    "closes_at": t.closes_ms.map(format_timestamp),
-                    "seconds_left": t.closes_ms.map(|c| (c - now).max(0) as f64 / 1000.0),
-                })
-            })
-            .collect();
-        json!({
-            "seq": p.seq,
-            "agents": agents,
-            "agents_next": agents_next,
-            "tasks": tasks,
-            "tasks_next": tasks_next,
-            "auctions": auctions,
-            "auctions_more": open_auctions.saturating_sub(MAX_AUCTIONS),
-            "totals": p.totals(),
-        })
-    }
-}
-
-/// An agent as the API and the pages show it, with its times in RFC 3339.
-fn agent_view(a: &super::projection::Agent) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or_default();
-    v["last_seen"] = json!(format_timestamp(a.last_seen_ms));
-    v["joined_at"] = json!(format_timestamp(a.joined_ms));
-    v
 }
 
 /// The ids of an auction's settlement events. Derived from the task, so settling the

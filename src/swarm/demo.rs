@@ -12,17 +12,17 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::coordinator::{Command, CommandError, CoordinatorHandle};
+use super::coordinator::{Answer, Command, CommandError, CoordinatorHandle};
+use super::events::SwarmEvent;
 use crate::cursor::{Cursor, Step};
-use crate::event::{Event, parse_timestamp};
+use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
 use crate::hub::{Hub, ReadLimit};
 use crate::store::Store;
-use crate::swarm::projection::event_data;
 
 /// Default seconds between demo tasks (`--demo-task-interval`).
 pub const DEFAULT_TASK_INTERVAL: Duration = Duration::from_secs(6);
@@ -207,7 +207,7 @@ struct Agent {
 const MAX_REMEMBERED_TASKS: usize = 64;
 
 impl Agent {
-    async fn command(&self, command: Command) -> Result<Value, CommandError> {
+    async fn command(&self, command: Command) -> Result<Answer, CommandError> {
         let result = self.coordinator.run(command).await;
         if let Err(e) = &result {
             tracing::debug!(agent = self.persona.id, error = %e, "demo command refused");
@@ -261,25 +261,25 @@ impl Agent {
     }
 
     async fn react(&mut self, event: &Event) {
-        let Some(task_id) = event.task_id.as_deref() else { return };
-        let data = event_data(event);
-        match &*event.event_type {
-            "task.created" => {
+        match SwarmEvent::decode(event) {
+            Some(SwarmEvent::TaskCreated { task_id, description }) => {
                 if self.descriptions.len() >= MAX_REMEMBERED_TASKS {
                     self.descriptions.clear();
                 }
-                let description = data.get("description").and_then(Value::as_str).unwrap_or_default();
-                self.descriptions.insert(task_id.to_owned(), description.to_lowercase());
+                self.descriptions.insert(task_id, description.to_lowercase());
             }
-            "task.bidding" => self.maybe_bid(task_id, &data).await,
-            "task.assigned" if event.agent_id.as_deref() == Some(self.persona.id) => self.work(task_id).await,
+            Some(SwarmEvent::TaskBidding { task_id, closes_ms: Some(closes), .. }) => {
+                self.maybe_bid(&task_id, closes).await
+            }
+            Some(SwarmEvent::TaskAssigned { task_id, agent_id, .. }) if agent_id == self.persona.id => {
+                self.work(&task_id).await;
+            }
             _ => {}
         }
     }
 
-    async fn maybe_bid(&mut self, task_id: &str, data: &Map<String, Value>) {
+    async fn maybe_bid(&mut self, task_id: &str, closes: i64) {
         let p = self.persona;
-        let Some(closes) = data.get("closes_at").and_then(Value::as_str).and_then(parse_timestamp) else { return };
         let left_ms = closes - chrono::Utc::now().timestamp_millis();
         if left_ms < 300 {
             return;

@@ -1,12 +1,25 @@
 //! The swarm: what the log says about agents and tasks, and the built-in coordinator
 //! that runs auctions.
 //!
+//! The flow: a command → [`rules::decide`] (pure) → [`events::SwarmEvent`]s → the
+//! writer → the log → [`projection`] folds them → [`snapshot`] views for the API and
+//! the pages. JSON is only at the two edges: the log's `data` and the API's bodies.
+//!
+//! - [`events`]: the swarm's events as a typed enum, read from and written to the log.
 //! - [`projection`]: the pure fold of committed events into agents, tasks, totals.
+//! - [`rules`]: what a command must be and which events it yields; pure.
 //! - [`auction`]: who wins, and what a bid must be.
-//! - [`coordinator`]: the task that owns the live projection and handles commands.
+//! - [`coordinator`]: the task that owns the live projection, decides commands,
+//!   appends what they yield and folds it (I/O only: channels, writer, cursor,
+//!   leadership, timers).
+//! - [`snapshot`]: the typed views of agents, tasks, bids, auctions and totals that
+//!   `GET /api/swarm` and the pages share.
 //! - [`demo`]: persona agents that use the coordinator like real ones would.
 
 pub mod auction;
 pub mod coordinator;
 pub mod demo;
+pub mod events;
 pub mod projection;
+pub mod rules;
+pub mod snapshot;

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{Event, parse_timestamp};
+use super::events::{SwarmEvent, ToolStatus, result_text};
+use crate::event::Event;
 
 /// How much of the swarm the projection keeps in memory. Past each cap the oldest
 /// leaves the projection (the log keeps it, and the totals still count it), so a
@@ -66,6 +67,17 @@ pub enum AgentStatus {
     Offline,
 }
 
+impl AgentStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Idle => "idle",
+            AgentStatus::Busy => "busy",
+            AgentStatus::Offline => "offline",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Agent {
     pub agent_id: String,
@@ -108,6 +120,18 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Created => "created",
+            TaskStatus::Bidding => "bidding",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Started => "started",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(self, TaskStatus::Completed | TaskStatus::Failed)
     }
@@ -161,8 +185,7 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub events: u64,
     pub agents_total: u64,
@@ -204,10 +227,6 @@ pub struct Projection {
     sats_paid: u64,
     tasks_dropped: u64,
     agents_dropped: u64,
-}
-
-fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    data.get(key).and_then(Value::as_str)
 }
 
 impl Projection {
@@ -273,7 +292,9 @@ impl Projection {
     }
 
     /// Folds one committed event. Events at or below `seq` were folded already and are
-    /// ignored, so replaying an overlapping range is harmless.
+    /// ignored, so replaying an overlapping range is harmless. Every swarm-typed event
+    /// counts and marks its agent as seen; only those that decode to a
+    /// [`SwarmEvent`] change more.
     pub fn apply(&mut self, event: &Event) {
         if event.seq <= self.seq {
             return;
@@ -283,192 +304,213 @@ impl Projection {
             return;
         }
         self.events += 1;
-        let data = event_data(event);
         let at = event.ts_ms;
-        let agent_id = event.agent_id.as_deref();
-        let task_id = event.task_id.as_deref();
-        if let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) {
+        if let Some(a) = event.agent_id.as_deref().and_then(|id| self.agents.get_mut(id)) {
             a.last_seen_ms = at;
         }
-        match &*event.event_type {
-            "agent.joined" => {
-                let Some(id) = agent_id else { return };
-                let name = str_field(&data, "name").unwrap_or(id).to_owned();
-                let capabilities = data
-                    .get("capabilities")
-                    .and_then(Value::as_array)
-                    .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default();
-                self.offline.retain(|o| o != id);
-                let coming_online = self.agents.get(id).is_none_or(|a| a.status == AgentStatus::Offline);
-                if coming_online {
-                    self.make_room_for_an_online_agent();
-                }
-                let agent = self.agents.entry(id.to_owned()).or_insert_with(|| Agent {
-                    agent_id: id.to_owned(),
-                    name: name.clone(),
-                    status: AgentStatus::Idle,
-                    capabilities: Vec::new(),
-                    last_seen_ms: at,
-                    joined_ms: at,
-                    tasks_completed: 0,
-                    tasks_failed: 0,
-                    sats_earned: 0,
-                    current_tasks: BTreeSet::new(),
-                    reported: None,
-                });
-                agent.name = name;
-                agent.capabilities = capabilities;
-                agent.joined_ms = at;
-                agent.status = AgentStatus::Idle;
-                agent.reported = None;
-                agent.refresh_status();
+        if let Some(swarm_event) = SwarmEvent::decode(event) {
+            self.fold(swarm_event, event.seq, at);
+        }
+    }
+
+    /// Folds one decoded event committed at `seq`, time `at`.
+    fn fold(&mut self, event: SwarmEvent, seq: u64, at: i64) {
+        match event {
+            SwarmEvent::AgentJoined { agent_id, name, capabilities } => {
+                self.agent_joined(agent_id, name, capabilities, at);
             }
-            "agent.left" => {
-                let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) else { return };
-                a.status = AgentStatus::Offline;
-                let id = a.agent_id.clone();
-                self.offline.push_back(id);
-                while self.offline.len() > self.limits.offline_agents {
-                    if let Some(gone) = self.offline.pop_front() {
-                        self.agents.remove(&gone);
-                    }
-                }
+            SwarmEvent::AgentLeft { agent_id, .. } => self.agent_left(&agent_id),
+            SwarmEvent::AgentStatusChanged { agent_id, status, .. } => self.agent_status_changed(&agent_id, status),
+            SwarmEvent::TaskCreated { task_id, description } => self.task_created(task_id, description, seq, at),
+            SwarmEvent::TaskBidding { task_id, closes_ms, .. } => self.task_bidding(&task_id, closes_ms),
+            SwarmEvent::BidSubmitted { task_id, agent_id, bid_sats, .. } => {
+                self.bid_submitted(&task_id, agent_id, bid_sats, seq, at);
             }
-            "agent.status_changed" => {
-                let Some(a) = agent_id.and_then(|id| self.agents.get_mut(id)) else { return };
-                a.reported = match str_field(&data, "status") {
-                    Some("busy") => Some(AgentStatus::Busy),
-                    Some("idle") => Some(AgentStatus::Idle),
-                    _ => a.reported,
-                };
-                a.refresh_status();
+            SwarmEvent::AuctionClosed { task_id, .. } => self.auction_closed(&task_id, at),
+            SwarmEvent::TaskAssigned { task_id, agent_id, bid_sats, .. } => {
+                self.task_assigned(&task_id, agent_id, bid_sats, at);
             }
-            "task.created" => {
-                let Some(id) = task_id else { return };
-                if self.tasks.contains_key(id) {
-                    return;
-                }
-                self.tasks_total += 1;
-                self.make_room_for_an_open_task();
-                self.by_created.insert(event.seq, id.to_owned());
-                self.open.insert(event.seq, id.to_owned());
-                self.tasks.insert(
-                    id.to_owned(),
-                    Task {
-                        task_id: id.to_owned(),
-                        description: str_field(&data, "description").unwrap_or_default().to_owned(),
-                        status: TaskStatus::Created,
-                        bids: Vec::new(),
-                        winner: None,
-                        winning_bid: None,
-                        result: None,
-                        reason: None,
-                        created_ms: at,
-                        created_seq: event.seq,
-                        closes_ms: None,
-                        assigned_ms: None,
-                        started_ms: None,
-                        finished_ms: None,
-                        tool_calls: 0,
-                        auction_closed: false,
-                        bids_dropped: 0,
-                    },
-                );
+            SwarmEvent::TaskStarted { task_id, .. } => self.task_started(&task_id, at),
+            SwarmEvent::Tool { task_id, status, .. } => self.tool(&task_id, status),
+            SwarmEvent::TaskCompleted { task_id, result, .. } => {
+                self.task_finished(&task_id, Ok(result.map(result_text)), at);
             }
-            "task.bidding" => {
-                let Some(t) = self.open_task(task_id) else { return };
-                t.status = TaskStatus::Bidding;
-                t.closes_ms = str_field(&data, "closes_at").and_then(parse_timestamp);
+            SwarmEvent::TaskFailed { task_id, reason, .. } => self.task_finished(&task_id, Err(reason), at),
+        }
+    }
+
+    fn agent_joined(&mut self, id: String, name: String, capabilities: Vec<String>, at: i64) {
+        self.offline.retain(|o| *o != id);
+        let coming_online = self.agents.get(&id).is_none_or(|a| a.status == AgentStatus::Offline);
+        if coming_online {
+            self.make_room_for_an_online_agent();
+        }
+        let agent = self.agents.entry(id.clone()).or_insert_with(|| Agent {
+            agent_id: id,
+            name: String::new(),
+            status: AgentStatus::Idle,
+            capabilities: Vec::new(),
+            last_seen_ms: at,
+            joined_ms: at,
+            tasks_completed: 0,
+            tasks_failed: 0,
+            sats_earned: 0,
+            current_tasks: BTreeSet::new(),
+            reported: None,
+        });
+        agent.name = name;
+        agent.capabilities = capabilities;
+        agent.joined_ms = at;
+        agent.status = AgentStatus::Idle;
+        agent.reported = None;
+        agent.refresh_status();
+    }
+
+    fn agent_left(&mut self, agent_id: &str) {
+        let Some(a) = self.agents.get_mut(agent_id) else { return };
+        a.status = AgentStatus::Offline;
+        self.offline.push_back(agent_id.to_owned());
+        while self.offline.len() > self.limits.offline_agents {
+            if let Some(gone) = self.offline.pop_front() {
+                self.agents.remove(&gone);
             }
-            "bid.submitted" => {
-                let max_bids = self.limits.bids_per_auction;
-                let (Some(t), Some(agent)) = (self.open_task(task_id), agent_id) else { return };
-                let Some(sats) = data.get("bid_sats").and_then(Value::as_u64) else { return };
-                if t.auction_closed {
-                    return;
-                }
-                t.bids.push(Bid { agent_id: agent.to_owned(), bid_sats: sats, seq: event.seq, at_ms: at });
-                if t.bids.len() > max_bids {
-                    // The worst bid can never win: the auction's outcome is unchanged.
-                    if let Some(worst) =
-                        t.bids.iter().enumerate().max_by_key(|(_, b)| (b.bid_sats, b.seq)).map(|(i, _)| i)
-                    {
-                        t.bids.swap_remove(worst);
-                        t.bids.sort_by_key(|b| b.seq);
-                        t.bids_dropped += 1;
-                    }
-                }
+        }
+    }
+
+    fn agent_status_changed(&mut self, agent_id: &str, status: Option<AgentStatus>) {
+        let Some(a) = self.agents.get_mut(agent_id) else { return };
+        a.reported = status.or(a.reported);
+        a.refresh_status();
+    }
+
+    fn task_created(&mut self, id: String, description: String, seq: u64, at: i64) {
+        if self.tasks.contains_key(&id) {
+            return;
+        }
+        self.tasks_total += 1;
+        self.make_room_for_an_open_task();
+        self.by_created.insert(seq, id.clone());
+        self.open.insert(seq, id.clone());
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                task_id: id,
+                description,
+                status: TaskStatus::Created,
+                bids: Vec::new(),
+                winner: None,
+                winning_bid: None,
+                result: None,
+                reason: None,
+                created_ms: at,
+                created_seq: seq,
+                closes_ms: None,
+                assigned_ms: None,
+                started_ms: None,
+                finished_ms: None,
+                tool_calls: 0,
+                auction_closed: false,
+                bids_dropped: 0,
+            },
+        );
+    }
+
+    fn task_bidding(&mut self, task_id: &str, closes_ms: Option<i64>) {
+        let Some(t) = self.open_task(task_id) else { return };
+        t.status = TaskStatus::Bidding;
+        t.closes_ms = closes_ms;
+    }
+
+    fn bid_submitted(&mut self, task_id: &str, agent_id: String, bid_sats: u64, seq: u64, at: i64) {
+        let max_bids = self.limits.bids_per_auction;
+        let Some(t) = self.open_task(task_id) else { return };
+        if t.auction_closed {
+            return;
+        }
+        t.bids.push(Bid { agent_id, bid_sats, seq, at_ms: at });
+        if t.bids.len() > max_bids {
+            // The worst bid can never win: the auction's outcome is unchanged.
+            if let Some(worst) = t.bids.iter().enumerate().max_by_key(|(_, b)| (b.bid_sats, b.seq)).map(|(i, _)| i) {
+                t.bids.swap_remove(worst);
+                t.bids.sort_by_key(|b| b.seq);
+                t.bids_dropped += 1;
             }
-            "auction.closed" => {
-                // Bidding is over; the assignment or failure that follows says how.
-                if let Some(t) = self.open_task(task_id) {
-                    t.auction_closed = true;
-                    t.closes_ms = t.closes_ms.or(Some(at));
-                }
+        }
+    }
+
+    fn auction_closed(&mut self, task_id: &str, at: i64) {
+        // Bidding is over; the assignment or failure that follows says how.
+        if let Some(t) = self.open_task(task_id) {
+            t.auction_closed = true;
+            t.closes_ms = t.closes_ms.or(Some(at));
+        }
+    }
+
+    fn task_assigned(&mut self, task_id: &str, agent_id: String, bid_sats: Option<u64>, at: i64) {
+        let Some(t) = self.open_task(task_id) else { return };
+        t.status = TaskStatus::Assigned;
+        t.winner = Some(agent_id.clone());
+        t.winning_bid = bid_sats;
+        t.assigned_ms = Some(at);
+        let tid = t.task_id.clone();
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            a.current_tasks.insert(tid);
+            a.refresh_status();
+        }
+    }
+
+    fn task_started(&mut self, task_id: &str, at: i64) {
+        if let Some(t) = self.open_task(task_id) {
+            t.status = TaskStatus::Started;
+            t.started_ms = Some(at);
+        }
+    }
+
+    fn tool(&mut self, task_id: &str, status: ToolStatus) {
+        // A call counts once, when it is made; its outcome is reported separately.
+        if status == ToolStatus::Called
+            && let Some(t) = self.open_task(task_id)
+        {
+            t.tool_calls += 1;
+        }
+    }
+
+    /// `task.completed` (`Ok` with its result) or `task.failed` (`Err` with its reason).
+    fn task_finished(&mut self, task_id: &str, outcome: Result<Option<String>, String>, at: i64) {
+        let Some(t) = self.open_task(task_id) else { return };
+        let completed = outcome.is_ok();
+        t.status = if completed { TaskStatus::Completed } else { TaskStatus::Failed };
+        t.finished_ms = Some(at);
+        match outcome {
+            Ok(result) => t.result = result,
+            Err(reason) => t.reason = Some(reason),
+        }
+        let (tid, winner, bid) = (t.task_id.clone(), t.winner.clone(), t.winning_bid.unwrap_or(0));
+        let created_seq = t.created_seq;
+        self.open.remove(&created_seq);
+        if completed {
+            self.tasks_completed += 1;
+            self.sats_paid += bid;
+        } else {
+            self.tasks_failed += 1;
+        }
+        if let Some(a) = winner.as_deref().and_then(|w| self.agents.get_mut(w)) {
+            a.current_tasks.remove(&tid);
+            if completed {
+                a.tasks_completed += 1;
+                a.sats_earned += bid;
+            } else {
+                a.tasks_failed += 1;
             }
-            "task.assigned" => {
-                let (Some(t), Some(agent)) = (self.open_task(task_id), agent_id) else { return };
-                t.status = TaskStatus::Assigned;
-                t.winner = Some(agent.to_owned());
-                t.winning_bid = data.get("bid_sats").and_then(Value::as_u64);
-                t.assigned_ms = Some(at);
-                let tid = t.task_id.clone();
-                if let Some(a) = self.agents.get_mut(agent) {
-                    a.current_tasks.insert(tid);
-                    a.refresh_status();
-                }
+            a.refresh_status();
+        }
+        self.finished.push_back(tid);
+        while self.finished.len() > self.limits.finished_tasks {
+            if let Some(old) = self.finished.pop_front()
+                && let Some(gone) = self.tasks.remove(&old)
+            {
+                self.by_created.remove(&gone.created_seq);
             }
-            "task.started" => {
-                if let Some(t) = self.open_task(task_id) {
-                    t.status = TaskStatus::Started;
-                    t.started_ms = Some(at);
-                }
-            }
-            "tool.called" => {
-                if let Some(t) = self.open_task(task_id) {
-                    t.tool_calls += 1;
-                }
-            }
-            "task.completed" | "task.failed" => {
-                let completed = &*event.event_type == "task.completed";
-                let Some(t) = self.open_task(task_id) else { return };
-                t.status = if completed { TaskStatus::Completed } else { TaskStatus::Failed };
-                t.finished_ms = Some(at);
-                if completed {
-                    t.result = data.get("result").map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned));
-                } else {
-                    t.reason = Some(str_field(&data, "reason").unwrap_or("unknown").to_owned());
-                }
-                let (tid, winner, bid) = (t.task_id.clone(), t.winner.clone(), t.winning_bid.unwrap_or(0));
-                let created_seq = t.created_seq;
-                self.open.remove(&created_seq);
-                if completed {
-                    self.tasks_completed += 1;
-                    self.sats_paid += bid;
-                } else {
-                    self.tasks_failed += 1;
-                }
-                if let Some(a) = winner.as_deref().and_then(|w| self.agents.get_mut(w)) {
-                    a.current_tasks.remove(&tid);
-                    if completed {
-                        a.tasks_completed += 1;
-                        a.sats_earned += bid;
-                    } else {
-                        a.tasks_failed += 1;
-                    }
-                    a.refresh_status();
-                }
-                self.finished.push_back(tid);
-                while self.finished.len() > self.limits.finished_tasks {
-                    if let Some(old) = self.finished.pop_front()
-                        && let Some(gone) = self.tasks.remove(&old)
-                    {
-                        self.by_created.remove(&gone.created_seq);
-                    }
-                }
-            }
-            _ => {}
         }
     }
 
@@ -508,8 +550,8 @@ impl Projection {
 
     /// The task `task_id` if it exists and is not finished; events about finished or
     /// unknown tasks change nothing.
-    fn open_task(&mut self, task_id: Option<&str>) -> Option<&mut Task> {
-        self.tasks.get_mut(task_id?).filter(|t| !t.status.is_finished())
+    fn open_task(&mut self, task_id: &str) -> Option<&mut Task> {
+        self.tasks.get_mut(task_id).filter(|t| !t.status.is_finished())
     }
 }
 

@@ -53,7 +53,7 @@ pub async fn page_handler(
         header.page-head {
             p.crumbs { a href="/swarm/live" { "Live" } " / agent " code { (agent_id) } }
             h1.page-title { (name) }
-            @if let Some(a) = agent { (badge(&a.status)) } @else { (badge("unknown")) }
+            @if let Some(a) = agent { (badge(a.status.as_str())) } @else { (badge("unknown")) }
         }
         div.detail-grid {
             div.detail-side {

@@ -15,12 +15,14 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{BidView, PageError, Swarm, badge, given, html_page, swarm, up_to_head, who};
+use super::{PageError, badge, given, html_page, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::{Filter, FilterQuery};
 use crate::http::AppState;
 use crate::store::Order;
+use crate::swarm::projection::{AgentStatus, Bid};
+use crate::swarm::snapshot::SwarmSnapshot;
 use crate::view::event::{Detail, agent_href, categories, problem_types, query_value, rows, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
@@ -202,7 +204,7 @@ fn toggle(selected: &BTreeSet<String>, patterns: &[String], on: bool) -> BTreeSe
 
 /// The stat tiles; the element htmx re-fetches (with the lists) on `sf:swarm`, which
 /// `live.js` fires, throttled, when the feed brings a swarm event.
-fn tiles(swarm: &Swarm, rate: f64) -> Markup {
+fn tiles(swarm: &SwarmSnapshot, rate: f64) -> Markup {
     let t = &swarm.totals;
     let tile = |value: String, label: &str| {
         html! { div.tile { span.tile-value { (value) } span.tile-label { (label) } } }
@@ -219,7 +221,7 @@ fn tiles(swarm: &Swarm, rate: f64) -> Markup {
     }
 }
 
-fn auctions(swarm: &Swarm, oob: bool) -> Markup {
+fn auctions(swarm: &SwarmSnapshot, oob: bool) -> Markup {
     let now = chrono::Utc::now().timestamp_millis();
     html! {
         section #auctions .panel hx-swap-oob=[oob.then_some("true")] data-now=(now) aria-labelledby="auctions-title" {
@@ -264,20 +266,20 @@ fn auctions(swarm: &Swarm, oob: bool) -> Markup {
 }
 
 /// Bids by the auction rule: lowest first, earliest on a tie.
-fn lowest_first(bids: &[BidView]) -> Vec<&BidView> {
-    let mut out: Vec<&BidView> = bids.iter().collect();
+fn lowest_first(bids: &[Bid]) -> Vec<&Bid> {
+    let mut out: Vec<&Bid> = bids.iter().collect();
     out.sort_by_key(|b| (b.bid_sats, b.at_ms));
     out
 }
 
-fn agents(swarm: &Swarm, oob: bool) -> Markup {
-    let rank = |s: &str| match s {
-        "busy" => 0,
-        "idle" => 1,
-        _ => 2,
+fn agents(swarm: &SwarmSnapshot, oob: bool) -> Markup {
+    let rank = |s: AgentStatus| match s {
+        AgentStatus::Busy => 0,
+        AgentStatus::Idle => 1,
+        AgentStatus::Offline => 2,
     };
     let mut agents: Vec<_> = swarm.agents.iter().collect();
-    agents.sort_by(|a, b| rank(&a.status).cmp(&rank(&b.status)).then_with(|| a.name.cmp(&b.name)));
+    agents.sort_by(|a, b| rank(a.status).cmp(&rank(b.status)).then_with(|| a.name.cmp(&b.name)));
     html! {
         section #agents .panel hx-swap-oob=[oob.then_some("true")] aria-labelledby="agents-title" {
             h2 #agents-title { "Agents" }
@@ -288,7 +290,7 @@ fn agents(swarm: &Swarm, oob: bool) -> Markup {
                 @for a in agents.iter().take(MAX_AGENTS) {
                     li.agent {
                         a href=(agent_href(&a.agent_id)) { (a.name) }
-                        (badge(&a.status))
+                        (badge(a.status.as_str()))
                         span.agent-stats.muted { (a.tasks_completed) " done · " (a.sats_earned) " sats" }
                     }
                 }

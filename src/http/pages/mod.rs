@@ -16,7 +16,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use serde::Deserialize;
 
 use super::AppState;
 use super::auth::authenticate;
@@ -26,8 +25,9 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::filter::FilterError;
 use crate::store::{Order, Query as StoreQuery, StoreError};
-use crate::swarm::coordinator::{Command, CommandError, Rejected, SwarmPage};
-use crate::swarm::projection::Totals;
+use crate::swarm::coordinator::CommandError;
+use crate::swarm::rules::Rejected;
+use crate::swarm::snapshot::{AgentView, SwarmPage, SwarmSnapshot};
 use crate::view::layout::{Nav, Shell, page};
 
 /// Middleware for pages: like `auth::require` for `read`, but a browser without a
@@ -118,61 +118,6 @@ fn given(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-/// The projection as `GET /api/swarm` serves it, read into what the pages show.
-/// Fields the pages do not use are ignored, and missing ones default, so the views
-/// follow the snapshot's shape without holding it to every field.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Swarm {
-    pub agents: Vec<AgentView>,
-    pub tasks: Vec<TaskView>,
-    pub auctions: Vec<AuctionView>,
-    /// Open auctions past the snapshot's list.
-    pub auctions_more: usize,
-    pub totals: Totals,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct AgentView {
-    pub agent_id: String,
-    pub name: String,
-    pub status: String,
-    pub capabilities: Vec<String>,
-    pub last_seen_ms: i64,
-    pub joined_ms: i64,
-    pub tasks_completed: u64,
-    pub tasks_failed: u64,
-    pub sats_earned: u64,
-    pub current_tasks: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct TaskView {
-    pub task_id: String,
-    pub status: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct BidView {
-    pub agent_id: String,
-    pub bid_sats: u64,
-    pub at_ms: i64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct AuctionView {
-    pub task_id: String,
-    pub description: String,
-    pub bids: Vec<BidView>,
-    pub lowest_bid: Option<u64>,
-    pub closes_at: Option<String>,
-}
-
-/// Asks the coordinator for its projection.
 /// The head, and up to `limit` events matching `filter` at or before it: what a page
 /// renders before it follows the log live from that same head, so nothing is shown
 /// twice or skipped between the two.
@@ -189,17 +134,14 @@ async fn up_to_head(
 }
 
 /// The first page of the swarm: what the live page shows.
-async fn swarm(state: &AppState) -> Result<Swarm, PageError> {
-    let value = state.coordinator.run(Command::Snapshot(SwarmPage::default())).await.map_err(ApiError::from)?;
-    serde_json::from_value(value).map_err(|e| PageError(ApiError::internal(&format!("swarm snapshot: {e}"))))
+async fn swarm(state: &AppState) -> Result<SwarmSnapshot, PageError> {
+    Ok(state.coordinator.snapshot(SwarmPage::default()).await.map_err(ApiError::from)?)
 }
 
 /// One agent as the projection has it, or `None` when it is not there.
 async fn swarm_agent(state: &AppState, agent_id: &str) -> Result<Option<AgentView>, PageError> {
-    match state.coordinator.run(Command::Agent { agent_id: agent_id.to_owned() }).await {
-        Ok(value) => serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| PageError(ApiError::internal(&format!("agent view: {e}")))),
+    match state.coordinator.agent(agent_id.to_owned()).await {
+        Ok(agent) => Ok(Some(agent)),
         Err(CommandError::Rejected(Rejected::NotFound(_))) => Ok(None),
         Err(e) => Err(PageError(e.into())),
     }

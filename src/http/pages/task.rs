@@ -15,12 +15,12 @@ use maud::{Markup, html};
 use super::live::{Feed, FeedOrder, feed};
 use super::{PageError, badge, html_page, human_duration, up_to_head, who};
 use crate::auth::Principal;
-use crate::event::{Event, parse_timestamp};
+use crate::event::Event;
 use crate::filter::Filter;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::Order;
-use crate::swarm::projection::event_data;
+use crate::swarm::events::{SwarmEvent, ToolStatus, result_text};
 use crate::view::event::{Detail, agent_href, clock, query_value};
 use crate::view::layout::{Nav, Shell, page};
 
@@ -50,46 +50,41 @@ struct Story {
 fn story(events: &[Arc<Event>]) -> Story {
     let mut s = Story { status: "unknown", ..Story::default() };
     for e in events {
-        let data = event_data(e);
-        let text = |k: &str| data.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
         let at = Some(e.ts_ms);
-        match &*e.event_type {
-            "task.created" => {
-                s.description = text("description");
+        let Some(event) = SwarmEvent::decode(e) else { continue };
+        match event {
+            SwarmEvent::TaskCreated { description, .. } => {
+                s.description = Some(description).filter(|d| !d.is_empty());
                 s.created_ms = at;
                 s.status = "created";
             }
-            "task.bidding" => {
-                s.closes_ms = text("closes_at").as_deref().and_then(parse_timestamp);
+            SwarmEvent::TaskBidding { closes_ms, .. } => {
+                s.closes_ms = closes_ms;
                 s.status = "bidding";
             }
-            "bid.submitted" => {
-                if let (Some(agent), Some(sats)) = (&e.agent_id, data.get("bid_sats").and_then(|v| v.as_u64())) {
-                    s.bids.push((agent.to_string(), sats, e.ts_ms));
-                }
-            }
-            "auction.closed" => s.closed_ms = at,
-            "task.assigned" => {
-                s.winner = e.agent_id.as_deref().map(str::to_owned);
-                s.winning_bid = data.get("bid_sats").and_then(|v| v.as_u64());
+            SwarmEvent::BidSubmitted { agent_id, bid_sats, .. } => s.bids.push((agent_id, bid_sats, e.ts_ms)),
+            SwarmEvent::AuctionClosed { .. } => s.closed_ms = at,
+            SwarmEvent::TaskAssigned { agent_id, bid_sats, .. } => {
+                s.winner = Some(agent_id);
+                s.winning_bid = bid_sats;
                 s.assigned_ms = at;
                 s.status = "assigned";
             }
-            "task.started" => {
+            SwarmEvent::TaskStarted { .. } => {
                 s.started_ms = at;
                 s.status = "started";
             }
-            "task.completed" => {
+            SwarmEvent::TaskCompleted { result, .. } => {
                 s.finished_ms = at;
-                s.result = text("result");
+                s.result = result.map(result_text);
                 s.status = "completed";
             }
-            "task.failed" => {
+            SwarmEvent::TaskFailed { reason, .. } => {
                 s.finished_ms = at;
-                s.reason = text("reason");
+                s.reason = Some(reason);
                 s.status = "failed";
             }
-            "tool.called" => s.tool_calls += 1,
+            SwarmEvent::Tool { status: ToolStatus::Called, .. } => s.tool_calls += 1,
             _ => {}
         }
     }
