@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
-use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
+use super::schema::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
 use crate::filter::{Filter, FilterQuery};

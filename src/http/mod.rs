@@ -13,6 +13,7 @@ pub mod limits;
 pub mod openapi;
 pub mod origin;
 pub mod pages;
+pub mod schema;
 pub mod serve;
 pub mod session;
 pub mod swarm;

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
-use super::openapi::{CommandRefusals, Refusals};
+use super::schema::{CommandRefusals, Refusals};
 use crate::swarm::coordinator::{Command, CommandError, MAX_PAGE, Rejected, SwarmPage};
 
 impl From<CommandError> for ApiError {

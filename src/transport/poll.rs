@@ -37,7 +37,7 @@ const DEFAULT_WAIT_SECS: u64 = 25;
         ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), crate::http::openapi::Refusals))]
+    responses((status = 200, description = "Events, or none after the wait", body = crate::http::schema::PollAnswer), crate::http::schema::Refusals))]
 pub async fn poll(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

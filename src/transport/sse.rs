@@ -37,7 +37,7 @@ const REVOKED_MESSAGE: &[u8] = b"event: revoked\ndata: {\"reason\":\"token revok
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
         ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
         ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
+    responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::schema::Refusals))]
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

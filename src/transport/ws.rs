@@ -58,7 +58,7 @@ const CLOSE_INTERNAL: u16 = 1011;
 
 /// Upgrades after the route's auth check has passed.
 #[utoipa::path(get, path = "/ws", tag = "streams",
-    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch (when the subscription says \"batch\":true), reset (docs/PROTOCOL.md)"), crate::http::openapi::Refusals))]
+    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch (when the subscription says \"batch\":true), reset (docs/PROTOCOL.md)"), crate::http::schema::Refusals))]
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
