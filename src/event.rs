@@ -318,6 +318,25 @@ pub fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) 
     out.push(b']');
 }
 
+/// `{"events":[payload,…],"name":n,…}`: the JSON of a page of events (`GET /api/events`,
+/// a long-poll answer) from the shared bytes, with `fields` after the events in order,
+/// `None` written as `null`.
+pub fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u64>)]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(32 + 24 * fields.len() + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
+    out.extend_from_slice(br#"{"events":"#);
+    write_payload_array(events, &mut out);
+    for (name, value) in fields {
+        out.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        match value {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T21:19:51.123Z`.
 pub fn format_timestamp(ts_ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ts_ms) {

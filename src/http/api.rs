@@ -2,7 +2,7 @@
 //!
 //! Handlers parse input into domain types at the edge and hand the work to the
 //! writer, the store or the hub; they hold no state of their own. Streaming endpoints
-//! live in `transport`.
+//! are `streams`', over `transport`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::schema::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
-use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
+use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
 use crate::filter::{Filter, FilterQuery};
 use crate::store::{Order, Query, Store, StoreError};
 
@@ -146,7 +146,7 @@ pub async fn list_events(
         // The whole page: `next` is the seq to pass as `after` (asc) or `before` (desc)
         // for the next page.
         let next = (first.len() == limit).then(|| first.last().map(|e| e.seq)).flatten();
-        return Ok(json_bytes(StatusCode::OK, page(&first, next)));
+        return Ok(json_bytes(StatusCode::OK, events_object(&first, &[("next", next)])));
     }
     let chunks = PageChunks { store: Arc::clone(&state.store), query, sent: 0, ready: Some(first), done: false };
     let body = axum::body::Body::from_stream(futures_util::stream::unfold(chunks, PageChunks::next));
@@ -224,17 +224,6 @@ impl PageChunks {
         }
         Some((Ok(out.into()), self))
     }
-}
-
-/// `{"events":[…],"next":…}` from shared event bytes.
-pub(crate) fn page(events: &[Arc<Event>], next: Option<u64>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
-    body.extend_from_slice(br#"{"events":"#);
-    write_payload_array(events, &mut body);
-    body.extend_from_slice(br#","next":"#);
-    body.extend_from_slice(next.map_or("null".to_owned(), |n| n.to_string()).as_bytes());
-    body.push(b'}');
-    body
 }
 
 /// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
