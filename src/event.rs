@@ -337,6 +337,28 @@ pub fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u
     out
 }
 
+/// How loud an event is, wherever it is shown (a page's row, `tail`'s line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    /// `*.warning`.
+    Warning,
+    /// `*.failed`, `*.error`: shown prominently.
+    Problem,
+}
+
+impl Severity {
+    /// The severity of a type, by its last segment, so producers' own types
+    /// (`deploy.failed`) stand out like the known ones (`task.failed`).
+    pub fn of(event_type: &str) -> Self {
+        match event_type.rsplit('.').next() {
+            Some("failed" | "error") => Severity::Problem,
+            Some("warning") => Severity::Warning,
+            _ => Severity::Normal,
+        }
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T21:19:51.123Z`.
 pub fn format_timestamp(ts_ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ts_ms) {
@@ -354,6 +376,16 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn severity_follows_the_last_segment_of_the_type() {
+        assert_eq!(Severity::of("task.failed"), Severity::Problem);
+        assert_eq!(Severity::of("deploy.failed"), Severity::Problem);
+        assert_eq!(Severity::of("system.error"), Severity::Problem);
+        assert_eq!(Severity::of("system.warning"), Severity::Warning);
+        assert_eq!(Severity::of("task.completed"), Severity::Normal);
+        assert_eq!(Severity::of("failed.task"), Severity::Normal);
+    }
 
     /// The payload as serde derives it: what the hand-written encoder must match.
     #[derive(Serialize)]

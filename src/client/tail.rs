@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::remote::{BadUrl, base_url, endpoint};
-use crate::event::{UNKNOWN_ICON, known_type, render_display};
+use crate::event::{Severity, UNKNOWN_ICON, known_type, render_display};
 use crate::filter::{Filter, FilterError, FilterSpec};
 
 /// Longest a connection may take to open, upgrade and confirm the subscription.
@@ -131,25 +131,6 @@ pub struct EventView {
     pub data: Map<String, Value>,
 }
 
-/// How loudly an event is shown, read from its type's last segment so that a
-/// producer's own `deploy.failed` is highlighted like the known `task.failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn of(event_type: &str) -> Self {
-        match event_type.rsplit('.').next() {
-            Some("failed" | "error") => Severity::Error,
-            Some("warning") => Severity::Warning,
-            _ => Severity::Normal,
-        }
-    }
-}
-
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
 const CYAN: &str = "\x1b[36m";
@@ -181,7 +162,7 @@ where
     // An empty code means no colour either, so plain events carry no escapes at all.
     let paint = |code: &'static str| if color && !code.is_empty() { (code, RESET) } else { ("", "") };
     let emphasis = match Severity::of(&event.event_type) {
-        Severity::Error => BOLD_RED,
+        Severity::Problem => BOLD_RED,
         Severity::Warning => YELLOW,
         Severity::Normal => "",
     };
@@ -519,16 +500,6 @@ mod tests {
         assert!(!plain.contains('\x1b'), "{plain:?}");
         let normal = format_line(&view(ASSIGNED), &chrono::Utc, true);
         assert!(!normal.contains(BOLD_RED));
-    }
-
-    #[test]
-    fn severity_follows_the_last_segment_of_the_type() {
-        assert_eq!(Severity::of("task.failed"), Severity::Error);
-        assert_eq!(Severity::of("deploy.failed"), Severity::Error);
-        assert_eq!(Severity::of("system.error"), Severity::Error);
-        assert_eq!(Severity::of("system.warning"), Severity::Warning);
-        assert_eq!(Severity::of("task.completed"), Severity::Normal);
-        assert_eq!(Severity::of("failed.task"), Severity::Normal);
     }
 
     #[test]
