@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::remote::{BadUrl, base_url, endpoint};
 use crate::event::{Severity, UNKNOWN_ICON, known_type, render_display};
-use crate::filter::{Filter, FilterError, FilterSpec};
+use crate::filter::{Filter, FilterError};
 
 /// Longest a connection may take to open, upgrade and confirm the subscription.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,35 +45,9 @@ pub struct TailOptions {
     pub output: Output,
 }
 
-/// The subscription filter, as the `filter` object of a `subscribe` message.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TailFilter {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub types: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-}
-
-impl TailFilter {
-    /// Checks the filter with the server's own rules, so a typo in `--types` is
-    /// reported before connecting rather than as an error frame.
-    ///
-    /// # Errors
-    /// The first malformed field, with the reason.
-    pub fn check(&self) -> Result<(), FilterError> {
-        Filter::from_spec(FilterSpec {
-            types: self.types.clone(),
-            task_id: self.task_id.clone(),
-            agent_id: self.agent_id.clone(),
-            source: self.source.clone(),
-        })
-        .map(drop)
-    }
-}
+/// The subscription filter: the server's own declaration of the `filter` object of a
+/// `subscribe` message, checked with the server's own rules before connecting.
+pub use crate::filter::FilterSpec as TailFilter;
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +238,8 @@ impl Tail {
     /// The URL is not `http://…`, the filter is malformed, or the HTTP client cannot
     /// be set up.
     pub fn new(options: TailOptions) -> Result<Self, TailError> {
-        options.filter.check()?;
+        // A typo in `--types` is reported before connecting, not as an error frame.
+        Filter::from_spec(options.filter.clone())?;
         let base = base_url(&options.url)?;
         let mut ws = endpoint(&base, "ws")?;
         // http → ws: both are "special" schemes, so the change is allowed.

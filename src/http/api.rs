@@ -14,11 +14,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiBody, ApiError, ApiQuery, json_body};
+use super::error::{ApiBody, ApiError, ApiQuery, Filtered, json_body};
 use super::schema::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
-use crate::filter::{Filter, FilterQuery};
 use crate::store::{Order, Query, Store, StoreError};
 
 /// Most events one `GET /api/events` page returns (DESIGN §4).
@@ -77,16 +76,12 @@ pub async fn post_events(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "events": accepted }))).into_response())
 }
 
-/// Query parameters of `GET /api/events`. Listed one by one (no `flatten`) because
-/// flattened query structs cannot hold numbers.
+/// Query parameters of `GET /api/events` besides the filter's, which [`Filtered`]
+/// reads.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    types: Option<String>,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    source: Option<String>,
     after: Option<u64>,
     before: Option<u64>,
     from: Option<String>,
@@ -113,18 +108,12 @@ fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, A
 
 /// `GET /api/events`: filtered, cursor-paged by seq.
 #[tracing::instrument(skip_all)]
-#[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams),
+#[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams, crate::filter::FilterSpec),
     responses((status = 200, description = "A page of events, by seq", body = EventPage), Refusals))]
 pub async fn list_events(
     State(state): State<AppState>,
-    ApiQuery(p): ApiQuery<ListParams>,
+    Filtered(filter, p): Filtered<ListParams>,
 ) -> Result<Response, ApiError> {
-    let filter = Filter::from_query(&FilterQuery {
-        types: p.types,
-        task_id: p.task_id,
-        agent_id: p.agent_id,
-        source: p.source,
-    })?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_PAGE}"))

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, Filtered};
 use crate::auth::Principal;
-use crate::filter::{Filter, FilterQuery};
+use crate::filter::FilterSpec;
 use crate::transport::poll::{DEFAULT_WAIT_SECS, MAX_WAIT_SECS, PollError, PollRequest};
 use crate::transport::{self, Format, StreamContext};
 
@@ -39,14 +39,11 @@ impl AppState {
     }
 }
 
-/// The filter and position parameters shared by SSE and long-poll.
+/// The position parameters of SSE and long-poll, besides the filter's, which
+/// [`Filtered`] reads.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
-    pub types: Option<String>,
-    pub task_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub source: Option<String>,
     /// SSE: resume after this seq (the `Last-Event-ID` header wins).
     pub since: Option<u64>,
     /// Long-poll: return events after this seq.
@@ -59,26 +56,11 @@ pub struct StreamParams {
     pub format: Format,
 }
 
-impl StreamParams {
-    pub fn filter_query(&self) -> FilterQuery {
-        FilterQuery {
-            types: self.types.clone(),
-            task_id: self.task_id.clone(),
-            agent_id: self.agent_id.clone(),
-            source: self.source.clone(),
-        }
-    }
-}
-
-/// `/ws/html`'s subscription, in its URL.
+/// `/ws/html`'s position in its URL, besides the filter's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HtmlParams {
     since: Option<u64>,
-    types: Option<String>,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    source: Option<String>,
 }
 
 /// Upgrades after the route's auth check has passed.
@@ -99,15 +81,9 @@ pub async fn ws(
 pub async fn ws_html(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiQuery(p): ApiQuery<HtmlParams>,
+    Filtered(filter, p): Filtered<HtmlParams>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let filter = Filter::from_query(&FilterQuery {
-        types: p.types,
-        task_id: p.task_id,
-        agent_id: p.agent_id,
-        source: p.source,
-    })?;
     let ctx = state.stream_context();
     let revocation = state.tokens.revocation(&principal);
     let since = p.since;
@@ -119,14 +95,13 @@ pub async fn ws_html(
 #[utoipa::path(get, path = "/api/stream", tag = "streams",
     params(
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
-        ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
-        ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
+        FilterSpec),
     responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), super::schema::Refusals))]
 pub async fn sse(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    ApiQuery(params): ApiQuery<StreamParams>,
+    Filtered(filter, params): Filtered<StreamParams>,
 ) -> Result<Response, ApiError> {
     if params.after.is_some() || params.wait.is_some() {
         return Err(ApiError::bad_request(
@@ -134,7 +109,6 @@ pub async fn sse(
             "after and wait belong to /api/events/poll; use since here",
         ));
     }
-    let filter = Filter::from_query(&params.filter_query())?;
     let since = match headers.get("last-event-id") {
         Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
             ApiError::bad_request("invalid_header", "Last-Event-ID must be the seq of an event")
@@ -162,13 +136,12 @@ pub async fn sse(
     params(
         ("after" = Option<u64>, Query, description = "Return events after this seq (default: the head)"),
         ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
-        ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
-        ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
+        FilterSpec),
     responses((status = 200, description = "Events, or none after the wait", body = super::schema::PollAnswer), super::schema::Refusals))]
 pub async fn poll(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiQuery(params): ApiQuery<StreamParams>,
+    Filtered(filter, params): Filtered<StreamParams>,
 ) -> Result<Response, ApiError> {
     if params.since.is_some() {
         return Err(
@@ -180,12 +153,7 @@ pub async fn poll(
         return Err(ApiError::bad_request("invalid_query", format!("wait must be at most {MAX_WAIT_SECS} seconds"))
             .with_field("wait"));
     }
-    let request = PollRequest {
-        filter: Filter::from_query(&params.filter_query())?,
-        after: params.after,
-        wait: Duration::from_secs(wait),
-        format: params.format,
-    };
+    let request = PollRequest { filter, after: params.after, wait: Duration::from_secs(wait), format: params.format };
     let revocation = state.tokens.revocation(&principal);
     match transport::poll::answer(&state.stream_context(), revocation, request).await {
         Ok(body) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()),

@@ -19,7 +19,7 @@ use super::StreamContext;
 use super::ws::{CHANNEL, Dialect, Frames, Request, Session};
 use crate::auth::Revocation;
 use crate::event::Event;
-use crate::filter::{Filter, FilterQuery, FilterSpec};
+use crate::filter::{Filter, FilterSpec, split_types};
 use crate::metrics::Transport;
 use crate::store::Bounds;
 use crate::view::event::{Detail, rows};
@@ -145,25 +145,23 @@ fn parse_htmx(text: &str) -> Result<Request, String> {
         Filter::from_spec(spec)
     } else {
         let types = match map.remove("types") {
-            Some(Value::Array(list)) => Some(
-                list.iter()
-                    .map(|t| t.as_str().ok_or("types must hold strings"))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(","),
-            ),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|t| t.as_str().map(split_types).ok_or("types must hold strings"))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
             Some(other) => {
                 map.insert("types".into(), other);
-                field(&mut map, "types")?
+                field(&mut map, "types")?.as_deref().map(split_types).unwrap_or_default()
             }
-            None => None,
+            None => Vec::new(),
         };
-        let query = FilterQuery {
+        Filter::from_spec(FilterSpec {
             types,
             task_id: field(&mut map, "task_id")?,
             agent_id: field(&mut map, "agent_id")?,
             source: field(&mut map, "source")?,
-        };
-        Filter::from_query(&query)
+        })
     }
     .map_err(|e| format!("filter.{e}"))?;
     if let Some(unknown) = map.keys().next() {
