@@ -96,5 +96,12 @@ mod tests {
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(json["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
         assert!(json["components"]["schemas"]["EventOut"].is_object());
+        for path in ["/api/events", "/api/stream", "/api/events/poll"] {
+            let params = json["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+            for filter in crate::filter::FilterSpec::FIELDS {
+                assert!(names.contains(&filter), "{path} lacks {filter}: {names:?}");
+            }
+        }
     }
 }
