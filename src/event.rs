@@ -6,7 +6,7 @@
 //! talk to storage (`store`).
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Longest producer id, in characters.
@@ -197,6 +197,31 @@ pub struct Event {
 const FRAME_PREFIX: &str = r#"{"type":"event","payload":"#;
 const FRAME_SUFFIX: &str = "}";
 
+/// An event as every viewer receives it (DESIGN §2, §3): the one declaration of its
+/// JSON shape. The OpenAPI document describes this type (as `EventOut`), `tail` reads
+/// events into it, and the encoder ([`Event::encode`]), which writes the same object
+/// by hand because it is the hot path, is tested to write what serialising this
+/// writes.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EventOut)]
+pub struct EventPayload {
+    /// Gapless, increasing position in the log.
+    pub seq: u64,
+    /// The producer's idempotency key, or a UUIDv7 made by the server.
+    pub id: String,
+    /// Dot-separated lowercase words, like `task.created`.
+    pub event_type: String,
+    pub source: String,
+    pub task_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Commit time, RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+    /// The event's data, secrets redacted; `{}` when none was sent. Kept as sent, so
+    /// numbers beyond 64 bits keep every digit.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+}
+
 /// The fields of an event as they come out of a store row or a commit.
 #[derive(Debug, Clone, Copy)]
 pub struct EventParts<'a> {
@@ -376,6 +401,56 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What serialising the declared shape writes for `parts`.
+    fn declared(parts: EventParts<'_>) -> Vec<u8> {
+        serde_json::to_vec(&EventPayload {
+            seq: parts.seq,
+            id: parts.id.to_owned(),
+            event_type: parts.event_type.to_owned(),
+            source: parts.source.to_owned(),
+            task_id: parts.task_id.map(str::to_owned),
+            agent_id: parts.agent_id.map(str::to_owned),
+            timestamp: format_timestamp(parts.ts_ms),
+            data: RawValue::from_string(parts.data.to_owned()).unwrap(),
+        })
+        .unwrap()
+    }
+
+    proptest! {
+        // The hand-written encoder writes exactly the declared shape, byte for byte,
+        // whatever the strings hold (quotes, escapes, control and non-ASCII characters).
+        #[test]
+        fn the_encoder_writes_the_declared_shape(
+            seq in any::<u64>(),
+            id in any::<String>(),
+            source in any::<String>(),
+            task_id in proptest::option::of(any::<String>()),
+            agent_id in proptest::option::of(any::<String>()),
+            ts_ms in -62_135_596_800_000i64..253_402_300_799_000,
+            data in prop_oneof![
+                Just("{}"),
+                Just(r#"{"b":1,"a":123456789012345678901234567890}"#),
+                Just(r#"{"message":"line\nbreak \"quoted\" \u00e9"}"#),
+            ],
+        ) {
+            let parts = EventParts {
+                seq,
+                id: &id,
+                event_type: "task.created",
+                source: &source,
+                task_id: task_id.as_deref(),
+                agent_id: agent_id.as_deref(),
+                ts_ms,
+                data,
+            };
+            let event = Event::encode(parts).unwrap();
+            prop_assert_eq!(String::from_utf8(event.payload().to_vec()).unwrap(), String::from_utf8(declared(parts)).unwrap());
+            let back: EventPayload = serde_json::from_slice(&event.payload()).unwrap();
+            prop_assert_eq!((back.seq, back.id, back.data.get()), (seq, id.clone(), data));
+        }
+    }
 
     #[test]
     fn severity_follows_the_last_segment_of_the_type() {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, Filtered, json_body};
-use super::schema::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
+use super::schema::{AcceptedBody, ErrorBody, EventIn, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
 use crate::store::{Order, Query, Store, StoreError};
@@ -218,7 +218,7 @@ impl PageChunks {
 /// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
 #[utoipa::path(get, path = "/api/events/{key}", tag = "events",
     params(("key" = String, Path, description = "A seq, or a producer id")),
-    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
+    responses((status = 200, description = "The event", body = crate::event::EventPayload), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
 pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
     let mut found = None;
     if let Ok(seq) = key.parse::<u64>() {

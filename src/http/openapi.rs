@@ -11,7 +11,8 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::schema::{AcceptedBody, AcceptedEvent, ErrorBody, ErrorDetail, EventIn, EventOut, EventPage, PollAnswer};
+use super::schema::{AcceptedBody, AcceptedEvent, ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use crate::event::EventPayload;
 
 struct BearerAuth;
 
@@ -58,7 +59,7 @@ impl Modify for BearerAuth {
         super::swarm::fail,
         super::swarm::tools,
     ),
-    components(schemas(EventOut, EventIn, AcceptedBody, AcceptedEvent, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, AcceptedEvent, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]

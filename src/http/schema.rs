@@ -1,31 +1,13 @@
 //! The shapes of the JSON API's bodies, for its OpenAPI document: what the server
-//! writes by hand (event payloads and pages are concatenated from shared bytes, not
-//! serialised from a struct), described here next to each other, once, and the
-//! refusals the endpoints share. The handlers name these in their annotations;
+//! writes by hand (pages are concatenated from shared event bytes, not serialised from
+//! a struct), described here next to each other, once, and the refusals the endpoints
+//! share. The event itself is [`EventPayload`], declared beside its encoder. The handlers name these in their annotations;
 //! [`super::openapi`] assembles the document from the handlers.
 
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// An event as every viewer receives it (DESIGN §2, §3).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventOut {
-    /// Gapless, increasing position in the log.
-    seq: u64,
-    /// The producer's idempotency key, or a UUIDv7 made by the server.
-    id: String,
-    /// Dot-separated lowercase words, like `task.created`.
-    event_type: String,
-    source: String,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    /// Commit time, RFC 3339 UTC with milliseconds.
-    timestamp: String,
-    /// The event's data, secrets redacted; `{}` when none was sent.
-    #[schema(value_type = Object)]
-    data: Value,
-}
+use crate::event::EventPayload;
 
 /// An event as a producer sends it.
 #[derive(ToSchema)]
@@ -70,7 +52,7 @@ pub struct AcceptedBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventPage {
-    events: Vec<EventOut>,
+    events: Vec<EventPayload>,
     next: Option<u64>,
 }
 
@@ -78,7 +60,7 @@ pub struct EventPage {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PollAnswer {
-    events: Vec<EventOut>,
+    events: Vec<EventPayload>,
     next: u64,
     head: u64,
     /// Present when `after` was older than the oldest retained event.
