@@ -1,7 +1,8 @@
 //! Subscription and query filters: which events a viewer wants (DESIGN §3).
 //!
-//! Owns parsing (from a WebSocket `filter` object or query parameters) and matching
-//! against a committed event. It does not know where events come from; `store` turns a
+//! Owns the one declaration of the filter's fields ([`FilterSpec`]: a WebSocket
+//! `filter` object, `tail`'s, and the query parameters every filtering endpoint reads),
+//! their parsing into a [`Filter`] and matching against a committed event. It does not know where events come from; `store` turns a
 //! [`Filter`] into SQL with [`Filter::type_patterns`].
 
 use serde::{Deserialize, Serialize};
