@@ -197,11 +197,11 @@ pub struct Event {
 const FRAME_PREFIX: &str = r#"{"type":"event","payload":"#;
 const FRAME_SUFFIX: &str = "}";
 
-/// An event as every viewer receives it (DESIGN §2, §3): the one declaration of its
-/// JSON shape. The OpenAPI document describes this type (as `EventOut`), `tail` reads
-/// events into it, and the encoder ([`Event::encode`]), which writes the same object
-/// by hand because it is the hot path, is tested to write what serialising this
-/// writes.
+// The one declaration of the event's JSON shape: the OpenAPI document describes this
+// type (as `EventOut`) and `tail` reads events into it. The encoder (`Event::encode`)
+// writes the same object by hand, because it is the hot path, and is tested to write
+// exactly what serialising this writes.
+/// An event as every viewer receives it (DESIGN §2, §3).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = EventOut)]
 pub struct EventPayload {

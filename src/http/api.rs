@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, Filtered, json_body};
-use super::schema::{AcceptedBody, ErrorBody, EventIn, EventPage, Refusals};
+use super::schema::{ErrorBody, EventIn, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
 use crate::store::{Order, Query, Store, StoreError};
@@ -38,12 +38,21 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-#[derive(Serialize)]
-struct Accepted<'a> {
+/// One committed event of a `POST /api/events`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AcceptedEvent)]
+pub struct Accepted<'a> {
     id: &'a str,
     seq: u64,
+    /// Present and true when the id was already stored; `seq` is the original.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+}
+
+/// The answer to a `POST /api/events`: its events in the order sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedBody<'a> {
+    events: Vec<Accepted<'a>>,
 }
 
 /// `POST /api/events`: one event or a batch, all or nothing; 201 after commit.
@@ -51,7 +60,7 @@ struct Accepted<'a> {
 #[utoipa::path(post, path = "/api/events", tag = "events",
     request_body(content = Vec<EventIn>, description = "One event object or an array of up to 1000 (all or nothing)"),
     responses(
-        (status = 201, description = "Committed durably", body = AcceptedBody),
+        (status = 201, description = "Committed durably", body = AcceptedBody<'static>),
         Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
@@ -71,9 +80,8 @@ pub async fn post_events(
     state.limiters.ingest(&principal, events.len())?;
     let outcomes = state.writer.append(events).await?;
     state.metrics.ingest_latency(arrived.elapsed());
-    let accepted: Vec<Accepted<'_>> =
-        outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "events": accepted }))).into_response())
+    let events = outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
+    Ok((StatusCode::CREATED, Json(AcceptedBody { events })).into_response())
 }
 
 /// Query parameters of `GET /api/events` besides the filter's, which [`Filtered`]

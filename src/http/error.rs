@@ -33,17 +33,21 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer (DESIGN §4); the OpenAPI document describes this type.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable machine-readable code, e.g. `invalid_event`.
     code: &'a str,
     message: &'a str,
+    /// The offending field, when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// The offending event's position in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<usize>,
 }
@@ -87,8 +91,13 @@ impl ApiError {
 
     /// The JSON body, for transports that report errors in-band.
     pub fn body(&self) -> String {
-        let body = Body {
-            error: Inner { code: self.code, message: &self.message, field: self.field.as_deref(), index: self.index },
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                index: self.index,
+            },
         };
         // Plain strings and numbers: serialising them cannot fail.
         serde_json::to_string(&body).expect("error body serialises")

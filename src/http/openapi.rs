@@ -11,7 +11,8 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::schema::{AcceptedBody, AcceptedEvent, ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use super::api::{Accepted, AcceptedBody};
+use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
 use crate::event::EventPayload;
 
 struct BearerAuth;
@@ -59,7 +60,7 @@ impl Modify for BearerAuth {
         super::swarm::fail,
         super::swarm::tools,
     ),
-    components(schemas(EventPayload, EventIn, AcceptedBody, AcceptedEvent, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -96,7 +97,18 @@ mod tests {
         }
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(json["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
-        assert!(json["components"]["schemas"]["EventOut"].is_object());
+        let schemas = &json["components"]["schemas"];
+        assert!(schemas["EventOut"].is_object());
+        assert_eq!(schemas["EventOut"]["required"].as_array().map(Vec::len), Some(6), "{}", schemas["EventOut"]);
+        assert_eq!(schemas["ErrorDetail"]["required"], serde_json::json!(["code", "message"]));
+        assert!(schemas["ErrorBody"]["properties"]["error"].is_object(), "{}", schemas["ErrorBody"]);
+        assert_eq!(
+            schemas["AcceptedEvent"]["required"],
+            serde_json::json!(["id", "seq"]),
+            "{}",
+            schemas["AcceptedEvent"]
+        );
+        assert!(schemas["AcceptedBody"]["properties"]["events"].is_object(), "{}", schemas["AcceptedBody"]);
         for path in ["/api/events", "/api/stream", "/api/events/poll"] {
             let params = json["paths"][path]["get"]["parameters"].as_array().unwrap();
             let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();

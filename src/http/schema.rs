@@ -7,6 +7,7 @@
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub use super::error::{ErrorBody, ErrorDetail};
 use crate::event::EventPayload;
 
 /// An event as a producer sends it.
@@ -32,22 +33,6 @@ pub struct EventIn {
     data: Option<Value>,
 }
 
-/// One committed event of a `POST /api/events`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AcceptedEvent {
-    id: String,
-    seq: u64,
-    /// Present and true when the id was already stored; `seq` is the original.
-    duplicate: Option<bool>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AcceptedBody {
-    events: Vec<AcceptedEvent>,
-}
-
 /// A page of events; pass `next` back as `after` (or `before` with `order=desc`).
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -68,35 +53,16 @@ pub struct PollAnswer {
     oldest: Option<u64>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorDetail {
-    /// A stable machine-readable code, e.g. `invalid_event`.
-    code: String,
-    message: String,
-    /// The offending field, when one is to blame.
-    field: Option<String>,
-    /// The offending event's position in a batch.
-    index: Option<usize>,
-}
-
-/// Every error answer (DESIGN §4).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
 /// The refusals every authenticated endpoint can answer.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum Refusals {
     #[response(status = 400, description = "Malformed input; the error names what was wrong")]
-    BadRequest(ErrorBody),
+    BadRequest(ErrorBody<'static>),
     #[response(status = 401, description = "Missing or bad credentials")]
-    Unauthorized(ErrorBody),
+    Unauthorized(ErrorBody<'static>),
     #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
-    Forbidden(ErrorBody),
+    Forbidden(ErrorBody<'static>),
 }
 
 /// What a coordinator command can be refused with (DESIGN §7).
@@ -104,15 +70,15 @@ pub enum Refusals {
 #[allow(dead_code)]
 pub enum CommandRefusals {
     #[response(status = 400, description = "Malformed body; the error names the field")]
-    BadRequest(ErrorBody),
+    BadRequest(ErrorBody<'static>),
     #[response(status = 401, description = "Missing or bad credentials")]
-    Unauthorized(ErrorBody),
+    Unauthorized(ErrorBody<'static>),
     #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
-    Forbidden(ErrorBody),
+    Forbidden(ErrorBody<'static>),
     #[response(status = 413, description = "Body over 64 KiB, the cap of every command")]
-    TooLarge(ErrorBody),
+    TooLarge(ErrorBody<'static>),
     #[response(status = 404, description = "Unknown task or agent")]
-    NotFound(ErrorBody),
+    NotFound(ErrorBody<'static>),
     #[response(status = 409, description = "A step out of order, such as a bid after the close")]
-    Conflict(ErrorBody),
+    Conflict(ErrorBody<'static>),
 }
