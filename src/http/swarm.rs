@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
-use super::openapi::{CommandRefusals, Refusals};
+use super::schema::{CommandRefusals, Refusals};
 use crate::swarm::coordinator::{Command, CommandError};
 use crate::swarm::rules::Rejected;
 use crate::swarm::snapshot::{MAX_PAGE, SwarmPage};
