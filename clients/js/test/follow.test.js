@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { test } from "node:test";
 
 import { SwarmfeedError, follow, post } from "../src/index.js";
-import { WAIT, api, collector, dataDir, startServer, tools, withTimeout } from "./server.js";
+import { LIMIT, WAIT, api, collector, dataDir, startServer, tools, withTimeout } from "./server.js";
 
 const TRANSPORTS = ["websocket", "sse"];
 
@@ -19,7 +19,7 @@ function subscribe(t, server, options) {
 const seqs = (events) => events.map((e) => e.seq);
 const range = (first, last) => Array.from({ length: last - first + 1 }, (_, i) => first + i);
 
-test("a subscription asks for batches and delivers every event once in seq order", async (t) => {
+test("a subscription asks for batches and delivers every event once in seq order", LIMIT, async (t) => {
   const server = await startServer(t, await dataDir(t));
   await post(server.url, tools(0, 300), { token: server.token });
   const got = collector();
@@ -39,7 +39,7 @@ test("a subscription asks for batches and delivers every event once in seq order
 });
 
 for (const transport of TRANSPORTS) {
-  test(`filters select by type prefix, task, agent and source (${transport})`, async (t) => {
+  test(`filters select by type prefix, task, agent and source (${transport})`, LIMIT, async (t) => {
     const server = await startServer(t, await dataDir(t));
     const byTask = collector();
     const byAgent = collector();
@@ -74,7 +74,7 @@ for (const transport of TRANSPORTS) {
     assert.equal(byAgent.events.length, 2);
   });
 
-  test(`a subscription resumes after a server restart with nothing lost or repeated (${transport})`, async (t) => {
+  test(`a subscription resumes after a server restart with nothing lost or repeated (${transport})`, LIMIT, async (t) => {
     const dir = await dataDir(t);
     let server = await startServer(t, dir);
     const got = collector();
@@ -105,7 +105,7 @@ for (const transport of TRANSPORTS) {
     assert.deepEqual(seqs(got.events).slice(4), [marker[0].seq]);
   });
 
-  test(`a subscription behind retention is told of the reset and continues from the oldest event (${transport})`, async (t) => {
+  test(`a subscription behind retention is told of the reset and continues from the oldest event (${transport})`, LIMIT, async (t) => {
     const dir = await dataDir(t);
     let server = await startServer(t, dir);
     await post(server.url, tools(0, 100), { token: server.token });
@@ -129,7 +129,7 @@ for (const transport of TRANSPORTS) {
     assert.equal(sub.oldest, 71);
   });
 
-  test(`a revoked token stops the subscription with an error instead of reconnecting (${transport})`, async (t) => {
+  test(`a revoked token stops the subscription with an error instead of reconnecting (${transport})`, LIMIT, async (t) => {
     const server = await startServer(t, await dataDir(t));
     const { id, token } = await api(server, "/api/tokens", { method: "POST", body: { scope: "read", name: "js" } });
     const errors = [];
@@ -143,7 +143,7 @@ for (const transport of TRANSPORTS) {
     assert.equal(sub.reconnects, 0, "no reconnect with a revoked token");
   });
 
-  test(`an unknown token and a bad filter are refused with the server's words (${transport})`, async (t) => {
+  test(`an unknown token and a bad filter are refused with the server's words (${transport})`, LIMIT, async (t) => {
     const server = await startServer(t, await dataDir(t));
     const refusal = (options) => withTimeout(subscribe(t, server, { transport, ...options }).ready.then(() => null, (e) => e), "a refusal");
 
@@ -159,7 +159,7 @@ for (const transport of TRANSPORTS) {
   });
 }
 
-test("where WebSocket is unavailable (Node 20 without the flag) the subscription follows over SSE", async (t) => {
+test("where WebSocket is unavailable (Node 20 without the flag) the subscription follows over SSE", LIMIT, async (t) => {
   const server = await startServer(t, await dataDir(t));
   await post(server.url, tools(0, 3), { token: server.token });
   const client = new URL("../src/index.js", import.meta.url).href;
@@ -186,7 +186,7 @@ test("where WebSocket is unavailable (Node 20 without the flag) the subscription
   assert.deepEqual(result, { hasWebSocket: "undefined", transport: "sse", events: [1, 2, 3] });
 });
 
-test("a URL that is not http(s) and a bad option are refused before anything is sent", () => {
+test("a URL that is not http(s) and a bad option are refused before anything is sent", LIMIT, () => {
   assert.throws(() => follow("ftp://example.org"), { name: "TypeError", message: /url must be http/ });
   assert.throws(() => follow("http://127.0.0.1:1", { since: -1 }), { name: "TypeError", message: /since/ });
   assert.throws(() => follow("http://127.0.0.1:1", { transport: "pigeon" }), { name: "TypeError", message: /transport/ });

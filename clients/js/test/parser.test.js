@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { MAX_MESSAGE_CHARS, SseParser } from "../src/sse.js";
+import { LIMIT } from "./server.js";
 
 const STREAM =
   'retry: 2000\r\nevent: subscribed\r\ndata: {"head":5,"oldest":1}\r\n\r\n' +
@@ -19,11 +20,11 @@ const EXPECTED = [
   { event: "reset", data: '{"oldest":4000}', id: "3999" },
 ];
 
-test("the parser reads CRLF, CR and LF lines, skips comments and joins data lines", () => {
+test("the parser reads CRLF, CR and LF lines, skips comments and joins data lines", LIMIT, () => {
   assert.deepEqual(new SseParser().push(STREAM), EXPECTED);
 });
 
-test("the parser gives the same messages however the stream is cut", () => {
+test("the parser gives the same messages however the stream is cut", LIMIT, () => {
   for (let size = 1; size <= 7; size += 1) {
     const parser = new SseParser();
     const got = [];
@@ -32,7 +33,7 @@ test("the parser gives the same messages however the stream is cut", () => {
   }
 });
 
-test("a message longer than the bound ends the stream instead of growing without limit", () => {
+test("a message longer than the bound ends the stream instead of growing without limit", LIMIT, () => {
   const parser = new SseParser();
   assert.throws(() => parser.push("data: " + "x".repeat(MAX_MESSAGE_CHARS)), { name: "SwarmfeedError", message: /over/ });
 });

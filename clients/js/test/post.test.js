@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { SwarmfeedError, post } from "../src/index.js";
-import { api, dataDir, startServer } from "./server.js";
+import { LIMIT, api, dataDir, startServer } from "./server.js";
 
-test("posted events get ids, so sending the same ones again stores nothing new", async (t) => {
+test("posted events get ids, so sending the same ones again stores nothing new", LIMIT, async (t) => {
   const server = await startServer(t, await dataDir(t));
   const events = [
     { event_type: "task.created", source: "coordinator", task_id: "t1", data: { description: "sort the logs" } },
@@ -25,7 +25,7 @@ test("posted events get ids, so sending the same ones again stores nothing new",
   assert.deepEqual(stored.events[0].data, { description: "sort the logs" });
 });
 
-test("a refused batch throws the server's error naming the event and field, and stores nothing", async (t) => {
+test("a refused batch throws the server's error naming the event and field, and stores nothing", LIMIT, async (t) => {
   const server = await startServer(t, await dataDir(t));
   const refused = await post(
     server.url,
@@ -44,7 +44,7 @@ test("a refused batch throws the server's error naming the event and field, and 
   await assert.rejects(post(server.url, "task.created"), { name: "TypeError", message: /event object/ });
 });
 
-test("a server that cannot be reached is retried with backoff, then reported as unavailable", async () => {
+test("a server that cannot be reached is retried with backoff, then reported as unavailable", LIMIT, async () => {
   // A port that nothing listens on: every attempt fails to connect.
   const started = Date.now();
   const error = await post("http://127.0.0.1:9", { event_type: "task.created", source: "c" }, {

@@ -14,6 +14,9 @@ import { fileURLToPath } from "node:url";
 /** How long any single wait in a test may take before it counts as a failure, in ms. */
 export const WAIT = 20_000;
 
+/** The options of every test: a whole test that runs longer than this fails. */
+export const LIMIT = { timeout: 90_000 };
+
 const REPO = resolve(fileURLToPath(import.meta.url), "../../../..");
 
 export function binary() {
@@ -53,7 +56,12 @@ export async function startServer(t, dir, { port = 0, args = [] } = {}) {
   const server = {
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await withTimeout(exited, "the server to exit");
+      try {
+        await withTimeout(exited, "the server to exit");
+      } catch (error) {
+        child.kill("SIGKILL");
+        throw error;
+      }
     },
   };
   t.after(() => server.stop());
