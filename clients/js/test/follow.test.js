@@ -2,6 +2,9 @@
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import { Readable } from "node:stream";
 import { test } from "node:test";
 
 import { SwarmfeedError, follow, post } from "../src/index.js";
@@ -184,6 +187,42 @@ test("where WebSocket is unavailable (Node 20 without the flag) the subscription
   const result = JSON.parse(output);
   if (result.hasWebSocket === "function") t.skip("this Node has a WebSocket without the flag (22 or newer)");
   assert.deepEqual(result, { hasWebSocket: "undefined", transport: "sse", events: [1, 2, 3] });
+});
+
+test("behind a proxy that does not pass WebSocket upgrades the subscription falls back to SSE", LIMIT, async (t) => {
+  const server = await startServer(t, await dataDir(t));
+  // Refuses every upgrade as such a proxy does, and passes plain requests on.
+  const proxy = createServer(async (request, response) => {
+    if (request.url.startsWith("/ws")) return response.writeHead(400).end("upgrades are not passed");
+    try {
+      const upstream = await fetch(server.url + request.url, { headers: { authorization: request.headers.authorization } });
+      response.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") });
+      Readable.fromWeb(upstream.body).on("error", () => response.destroy()).pipe(response);
+    } catch {
+      response.writeHead(502).end();
+    }
+  });
+  proxy.on("upgrade", (_request, socket) => socket.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
+  proxy.listen(0, "127.0.0.1");
+  await once(proxy, "listening");
+  t.after(() => {
+    proxy.close();
+    proxy.closeAllConnections();
+  });
+
+  const got = collector();
+  const drops = [];
+  const sub = follow(`http://127.0.0.1:${proxy.address().port}`, {
+    token: server.token, since: 0, firstDelayMs: 20, maxDelayMs: 50, onEvent: got.onEvent, onDrop: (d) => drops.push(d),
+  });
+  t.after(() => sub.close());
+  await post(server.url, tools(0, 3), { token: server.token });
+  await withTimeout(sub.ready, "the subscription over SSE");
+  assert.deepEqual(seqs(await got.until(3)), [1, 2, 3]);
+  assert.equal(sub.transport, "sse");
+  assert.equal(drops.length, 1, "one failed upgrade, then SSE");
+  assert.match(drops[0].reason, /WebSocket upgrade failed though the server answers \(HTTP 400\)/);
+  sub.close();
 });
 
 test("a URL that is not http(s) and a bad option are refused before anything is sent", LIMIT, () => {
