@@ -102,15 +102,16 @@ export class Subscription {
     }
     this.#filter = {};
     if (types?.length) this.#filter.types = [...types];
-    for (const [key, value] of [["task_id", taskId], ["agent_id", agentId], ["source", source]]) {
+    for (const [key, name, value] of [["task_id", "taskId", taskId], ["agent_id", "agentId", agentId], ["source", "source", source]]) {
       if (value === undefined || value === null) continue;
-      if (typeof value !== "string") throw new TypeError(`${key} must be a string`);
+      if (typeof value !== "string") throw new TypeError(`${name} must be a string, not ${JSON.stringify(value)}`);
       this.#filter[key] = value;
     }
     this.#options = { ...options, transport };
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#backoff = new Backoff({ firstMs: options.firstDelayMs, maxMs: options.maxDelayMs });
     this.#idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    if (!(this.#idleMs > 0)) throw new TypeError(`idleTimeoutMs must be above 0, not ${options.idleTimeoutMs}`);
     this.lastSeq = since;
     // Both settle once; a caller that awaits neither is not warned about a rejection it
     // also hears through onError.

@@ -230,5 +230,8 @@ test("a URL that is not http(s) and a bad option are refused before anything is 
   assert.throws(() => follow("http://127.0.0.1:1", { since: -1 }), { name: "TypeError", message: /since/ });
   assert.throws(() => follow("http://127.0.0.1:1", { transport: "pigeon" }), { name: "TypeError", message: /transport/ });
   assert.throws(() => follow("http://127.0.0.1:1", { types: "task.*" }), { name: "TypeError", message: /types/ });
+  assert.throws(() => follow("http://127.0.0.1:1", { taskId: 7 }), { name: "TypeError", message: /taskId must be a string/ });
+  assert.throws(() => follow("http://127.0.0.1:1", { idleTimeoutMs: 0 }), { name: "TypeError", message: /idleTimeoutMs/ });
+  assert.throws(() => follow("http://127.0.0.1:1", { firstDelayMs: 0 }), { name: "RangeError", message: /firstDelayMs/ });
 });
 
