@@ -10,6 +10,7 @@
  */
 
 import { Backoff } from "./backoff.js";
+import { endpoint } from "./base-url.js";
 import { SwarmfeedError } from "./errors.js";
 import { openSse } from "./sse.js";
 import { openWebSocket, webSocketCarriesHeaders } from "./websocket.js";
@@ -87,6 +88,7 @@ export class Subscription {
    */
   constructor(url, options = {}) {
     const { types, taskId, agentId, source, since = null, transport = "auto" } = options;
+    endpoint(url, "/"); // throws now for a URL that is not http(s), not on every reconnect
     this.#base = String(url);
     if (!["auto", "websocket", "sse"].includes(transport)) {
       throw new TypeError(`transport must be "auto", "websocket" or "sse", not ${JSON.stringify(transport)}`);
@@ -163,7 +165,13 @@ export class Subscription {
     this.transport = this.#chooseTransport();
     const open = this.transport === "websocket" ? openWebSocket : openSse;
     const options = { token: this.#options.token, filter: this.#filter, since: this.lastSeq, fetch: this.#fetch };
-    this.#connection = open(this.#base, options, handlers);
+    try {
+      this.#connection = open(this.#base, options, handlers);
+    } catch (error) {
+      // The platform refused to open it at all (a page on https asking for ws://, say):
+      // the same would happen on every attempt.
+      return this.#stop(new SwarmfeedError("unsupported", error.message));
+    }
     this.#armIdle();
   }
 

@@ -38,7 +38,8 @@ export interface Stored {
  * `forbidden`, `bad_request`, `invalid_event`, `token_revoked`, …) or the client's
  * (`policy` for a WebSocket closed with 1008, `http_<status>` for an answer without the
  * server's error body, `unavailable` when post's retries are spent, `closed` when a
- * subscription was closed before it was confirmed, `protocol` for a malformed stream).
+ * subscription was closed before it was confirmed, `protocol` for a malformed stream,
+ * `unsupported` when the platform refused to open the connection at all).
  */
 export class SwarmfeedError extends Error {
   constructor(code: string, message: string, details?: { status?: number; field?: string; index?: number });
