@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Scope;
 use crate::config::Config;
-use crate::http::limits::{self, Limits};
+use crate::config::Limits;
 use crate::redact::Redactor;
 use crate::sessions::{DEFAULT_IDLE, DEFAULT_MAX_AGE, SessionSettings};
 use crate::swarm::demo::DemoSettings;
@@ -133,33 +133,33 @@ pub struct ServeArgs {
     #[arg(long, env = "SWARMFEED_MAX_OFFLINE_AGENTS", default_value_t = ProjectionLimits::default().offline_agents)]
     pub max_offline_agents: usize,
     /// Concurrent connections per client IP (0 = no limit).
-    #[arg(long, env = "SWARMFEED_MAX_CONNS_PER_IP", default_value_t = limits::DEFAULT_MAX_CONNS_PER_IP)]
+    #[arg(long, env = "SWARMFEED_MAX_CONNS_PER_IP", default_value_t = crate::config::DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: u32,
     /// Concurrent connections in all (0 = no limit).
-    #[arg(long, env = "SWARMFEED_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "SWARMFEED_MAX_CONNECTIONS", default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
     /// WebSocket and event-stream handshakes per client IP per second (0 = no limit).
-    #[arg(long, env = "SWARMFEED_HANDSHAKES_PER_IP_PER_SEC", default_value_t = limits::DEFAULT_HANDSHAKES_PER_IP_PER_SEC)]
+    #[arg(long, env = "SWARMFEED_HANDSHAKES_PER_IP_PER_SEC", default_value_t = crate::config::DEFAULT_HANDSHAKES_PER_IP_PER_SEC)]
     pub handshakes_per_ip_per_sec: u32,
     /// HTTP requests per client IP per second (0 = no limit).
-    #[arg(long, env = "SWARMFEED_REQUESTS_PER_IP_PER_SEC", default_value_t = limits::DEFAULT_REQUESTS_PER_IP_PER_SEC)]
+    #[arg(long, env = "SWARMFEED_REQUESTS_PER_IP_PER_SEC", default_value_t = crate::config::DEFAULT_REQUESTS_PER_IP_PER_SEC)]
     pub requests_per_ip_per_sec: u32,
     /// Events ingested per token per second (0 = no limit).
-    #[arg(long, env = "SWARMFEED_INGEST_RATE_PER_TOKEN", default_value_t = limits::DEFAULT_INGEST_RATE_PER_TOKEN)]
+    #[arg(long, env = "SWARMFEED_INGEST_RATE_PER_TOKEN", default_value_t = crate::config::DEFAULT_INGEST_RATE_PER_TOKEN)]
     pub ingest_rate_per_token: u32,
     /// Seconds a client has to send a request's headers.
-    #[arg(long, env = "SWARMFEED_HEADER_TIMEOUT", default_value_t = limits::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+    #[arg(long, env = "SWARMFEED_HEADER_TIMEOUT", default_value_t = crate::config::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
     pub header_timeout: f64,
     /// Seconds a client has to send a request's body.
-    #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = limits::DEFAULT_BODY_TIMEOUT.as_secs_f64())]
+    #[arg(long, env = "SWARMFEED_BODY_TIMEOUT", default_value_t = crate::config::DEFAULT_BODY_TIMEOUT.as_secs_f64())]
     pub body_timeout: f64,
     /// Seconds a response or stream may go without the client reading any of it before
     /// the connection is closed.
-    #[arg(long, env = "SWARMFEED_WRITE_TIMEOUT", default_value_t = limits::DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
+    #[arg(long, env = "SWARMFEED_WRITE_TIMEOUT", default_value_t = crate::config::DEFAULT_WRITE_TIMEOUT.as_secs_f64())]
     pub write_timeout: f64,
     /// Bytes all request bodies being received may hold together; over it, 503 with
     /// Retry-After (0 = no budget). At least --max-body-bytes.
-    #[arg(long, env = "SWARMFEED_MAX_INFLIGHT_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    #[arg(long, env = "SWARMFEED_MAX_INFLIGHT_BODY_BYTES", default_value_t = crate::config::DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
     pub max_inflight_body_bytes: usize,
     /// An origin (scheme://host[:port]) besides this server's own whose pages may use
     /// it; repeat for several.

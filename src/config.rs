@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http::limits::Limits;
 use crate::hub::{DEFAULT_RING_CAPACITY, ReadLimit};
 use crate::ingest::IngestRules;
 use crate::retention::RetentionSettings;
@@ -227,5 +226,79 @@ mod tests {
         }
         let c = Config { allowed_hosts: vec!["feed.example.com".to_owned()], ..Config::default() };
         assert!(c.validate().is_ok());
+    }
+}
+
+// The abuse limits of DESIGN §6, set here and enforced by `http::limits`; a limit of
+// 0 switches it off.
+
+/// Default concurrent connections per client IP (`--max-conns-per-ip`).
+pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 50;
+/// Default concurrent connections in all (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 20_000;
+/// Default WebSocket/SSE handshakes per client IP per second (`--handshakes-per-ip-per-sec`).
+pub const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
+/// Default HTTP requests per client IP per second (`--requests-per-ip-per-sec`).
+pub const DEFAULT_REQUESTS_PER_IP_PER_SEC: u32 = 1_000;
+/// Default ingested events per token per second (`--ingest-rate-per-token`).
+pub const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
+/// Default budget for the bytes of all request bodies being received at once
+/// (`--max-inflight-body-bytes`): eight full 16 MiB ingest batches. The bench's
+/// producers post batches of a few hundred KiB, far below it.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// Default time a client has to send a request's headers (`--header-timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has to send a request's body (`--body-timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default seconds a response may make no progress towards a client that does not
+/// read it (`--write-timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The limits in force.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_conns_per_ip: u32,
+    pub max_connections: u32,
+    pub handshakes_per_ip_per_sec: u32,
+    pub requests_per_ip_per_sec: u32,
+    pub ingest_rate_per_token: u32,
+    /// A client must send a request's headers within this (slowloris defence).
+    pub header_timeout: Duration,
+    /// A client must send a request's body within this.
+    pub body_timeout: Duration,
+    /// A response (or a stream's frame) that makes no progress towards the client for
+    /// this long ends the connection, so a client that never reads cannot hold it.
+    pub write_timeout: Duration,
+    /// Bytes all request bodies being received may hold together; 0 = no budget.
+    pub max_inflight_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshakes_per_ip_per_sec: DEFAULT_HANDSHAKES_PER_IP_PER_SEC,
+            requests_per_ip_per_sec: DEFAULT_REQUESTS_PER_IP_PER_SEC,
+            ingest_rate_per_token: DEFAULT_INGEST_RATE_PER_TOKEN,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// No limit at all: for load tests from one address.
+    pub fn unlimited() -> Self {
+        Limits {
+            max_conns_per_ip: 0,
+            max_connections: 0,
+            handshakes_per_ip_per_sec: 0,
+            requests_per_ip_per_sec: 0,
+            ingest_rate_per_token: 0,
+            ..Limits::default()
+        }
     }
 }

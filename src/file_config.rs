@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(args.max_frames_per_sec, 3, "flag wins");
         assert_eq!(args.ring_capacity, 99, "file fills a default");
         assert_eq!(args.bind.to_string(), "127.0.0.1:9000");
-        assert_eq!(args.max_conns_per_ip, crate::http::limits::DEFAULT_MAX_CONNS_PER_IP, "defaults stay");
+        assert_eq!(args.max_conns_per_ip, crate::config::DEFAULT_MAX_CONNS_PER_IP, "defaults stay");
         let named = serve_args(&["swarmfeed", "serve"], "bind = \"localhost:9001\"");
         assert_eq!(named.bind.to_string(), "127.0.0.1:9001", "a host name, as --bind takes");
         let e = error("bind = \"localhost\"");

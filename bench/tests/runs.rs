@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmfeed::config::Config;
-use swarmfeed::http::limits::Limits;
+use swarmfeed::config::Limits;
 use swarmfeed::server::Application;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;

@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::limits::{ConnCounter, ConnSlot, Limits, OverLimit};
+use super::limits::{ConnCounter, ConnSlot, OverLimit};
+use crate::config::Limits;
 use crate::metrics::Metrics;
 
 /// Most bytes hyper buffers to read one request head (and writes ahead per

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarmfeed::config::Config;
-use swarmfeed::http::limits::Limits;
+use swarmfeed::config::Limits;
 use swarmfeed::server::Application;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
