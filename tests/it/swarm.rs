@@ -735,7 +735,7 @@ async fn actions_out_of_order_answer_409_naming_the_state_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn read_scope_tokens_get_403_from_every_action_and_nothing_is_logged() {
+async fn read_scope_tokens_and_foreign_origins_get_403_from_the_actions_and_nothing_is_logged() {
     let app = swarm_app(60_000).await;
     app.join("Echo", "echo").await;
     let t = app.post_task("x").await;
@@ -748,6 +748,19 @@ async fn read_scope_tokens_get_403_from_every_action_and_nothing_is_logged() {
     let resp = app.http.delete(app.url("/swarm/agents/echo")).bearer_auth(&read).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let resp = post_form(&app, "/swarm/agents/echo/remove", "", &read, "text/html").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A form another site's page makes a browser send is refused by its Origin, even
+    // with a token that may act.
+    let resp = app
+        .http
+        .post(app.url(&format!("/swarm/tasks/{t}/cancel")))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://attacker.example")
+        .body("reason=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.all_events().await.len(), before);
     app.stop().await;
