@@ -1,4 +1,4 @@
-//! The coordinator (DESIGN §7): agents join and leave, tasks are auctioned, work is
+//! The coordinator (DESIGN §7, §10): agents join and leave, tasks are auctioned, work is
 //! started, tooled, completed or failed.
 //!
 //! One task owns the swarm state: a [`Projection`] folded from the log through its
@@ -13,6 +13,13 @@
 //! through the writer and folds them back from the log before it answers. What is
 //! left here is I/O: the channel, the writer, the cursor, leadership and timers, and
 //! what `decide` must not make itself (new ids, the time, the bidding window).
+//!
+//! An operator's commands (DESIGN §10: cancel, retry, close an auction now, remove an
+//! agent) go the same way. A command run for someone ([`CoordinatorHandle::run_as`])
+//! logs events whose `data.actor` names them; settlements at a window's end and
+//! time-outs are the coordinator's own and carry none, nor do the demo's personas.
+//! Closing an auction now writes the settlement ids the window's end would, so the
+//! two can never both settle it.
 //!
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that

@@ -27,13 +27,6 @@ async fn swarm_with_a_task() -> (TestApp, String) {
     (app, task_id)
 }
 
-async fn named_token(app: &TestApp, name: &str, scope: &str) -> String {
-    let body = json!({"name": name, "scope": scope}).to_string();
-    let (status, body) = app.post_raw("/api/tokens", &body, Some(&app.admin)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 /// Whether the element `css` finds is rendered (a closed disclosure hides its body:
 /// `checkVisibility` sees that, where layout boxes may not).
 async fn shown(browser: &Browser, css: &str) -> bool {
@@ -44,7 +37,7 @@ async fn shown(browser: &Browser, css: &str) -> bool {
 #[tokio::test]
 async fn an_operator_cancels_a_task_from_its_page_after_confirming() {
     let (app, task_id) = swarm_with_a_task().await;
-    let ops = named_token(&app, "ops-alice", "write").await;
+    let ops = app.named_token("ops-alice", "write").await;
     let base = format!("http://{}", app.addr);
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     browser.login(&base, &ops).await;
@@ -101,7 +94,7 @@ async fn an_operator_cancels_a_task_from_its_page_after_confirming() {
 #[tokio::test]
 async fn a_read_scope_viewer_sees_no_actions() {
     let (app, task_id) = swarm_with_a_task().await;
-    let read = named_token(&app, "watcher", "read").await;
+    let read = app.named_token("watcher", "read").await;
     let base = format!("http://{}", app.addr);
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     browser.login(&base, &read).await;
@@ -117,7 +110,7 @@ async fn a_read_scope_viewer_sees_no_actions() {
         assert_eq!(actions, json!(0), "{path}");
     }
     // The same pages offer them to a writer.
-    let ops = named_token(&app, "ops", "write").await;
+    let ops = app.named_token("ops", "write").await;
     browser.logout().await;
     browser.login(&base, &ops).await;
     browser.goto(&format!("{base}/swarm/tasks/{task_id}")).await;

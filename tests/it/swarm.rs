@@ -594,14 +594,6 @@ async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
     }
 }
 
-/// A token of `scope` named `name`, through the admin API.
-async fn named_token(app: &TestApp, name: &str, scope: &str) -> String {
-    let body = json!({"name": name, "scope": scope}).to_string();
-    let (status, body) = app.post_raw("/api/tokens", &body, Some(&app.admin)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
 /// Posts a form-encoded body with `token`, asking for what `accept` names.
 async fn post_form(app: &TestApp, path: &str, form: &str, token: &str, accept: &str) -> reqwest::Response {
     app.http
@@ -623,7 +615,7 @@ async fn events_of(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
 #[tokio::test]
 async fn an_operator_cancels_retries_closes_and_removes_and_each_event_names_them() {
     let app = swarm_app(60_000).await;
-    let ops = named_token(&app, "ops-alice", "write").await;
+    let ops = app.named_token("ops-alice", "write").await;
     let call = |path: String, body: Value| {
         let ops = ops.clone();
         let app = &app;
@@ -769,7 +761,7 @@ async fn read_scope_tokens_and_foreign_origins_get_403_from_the_actions_and_noth
 #[tokio::test]
 async fn every_coordinator_endpoint_logs_the_actor_that_asked() {
     let app = swarm_app(60_000).await;
-    let ops = named_token(&app, "bot-7", "write").await;
+    let ops = app.named_token("bot-7", "write").await;
     let call = |path: String, body: Value| {
         let ops = ops.clone();
         let app = &app;
