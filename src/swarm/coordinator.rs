@@ -1,5 +1,5 @@
 //! The coordinator (DESIGN §7, §10): agents join and leave, tasks are auctioned, work is
-//! started, tooled, completed or failed.
+//! started, tooled, completed, failed, cancelled or retried.
 //!
 //! One task owns the swarm state: a [`Projection`] folded from the log through its
 //! own cursor, plus the liveness clock of the agents it manages. Commands arrive over
