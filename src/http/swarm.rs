@@ -142,20 +142,25 @@ impl Back {
     }
 }
 
-/// Runs `command` as `principal`, answering JSON (201 when `created`), or a 303 to
-/// `back` for a form sent from a page.
+/// Runs `command` (or the body's refusal) as `principal`, answering JSON (201 when
+/// `created`), or for a form sent from a page a 303 to `back` or a page naming the
+/// refusal, whether the body or the coordinator refused.
 async fn run(
     state: &AppState,
     principal: &Principal,
     body: &CommandBody,
-    command: Command,
+    command: Result<Command, ApiError>,
     created: bool,
     back: Back,
 ) -> Result<Response, ApiError> {
-    let answer = match state.coordinator.run_as(&principal.name, command).await {
+    let answer = match command {
+        Ok(command) => state.coordinator.run_as(&principal.name, command).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
         Ok(answer) => answer,
-        Err(e) if body.from_page => return Ok(refused_page(principal, &ApiError::from(e), &back.href(None))),
-        Err(e) => return Err(e.into()),
+        Err(e) if body.from_page => return Ok(refused_page(principal, &e, &back.href(None))),
+        Err(e) => return Err(e),
     };
     if body.from_page {
         return Ok(Redirect::to(&back.href(Some(&answer))).into_response());
@@ -203,10 +208,10 @@ pub async fn join(
     Extension(who): Extension<Principal>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: JoinBody = body.parse(FormFields { lists: &["capabilities"], ..FormFields::default() })?;
-    let back = Back::Agent(b.agent_id.clone().unwrap_or_default());
-    let command = Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities };
-    run(&state, &who, &body, command, true, back).await
+    let command = body
+        .parse(FormFields { lists: &["capabilities"], ..FormFields::default() })
+        .map(|b: JoinBody| Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities });
+    run(&state, &who, &body, command, true, Back::Agent(String::new())).await
 }
 
 /// A body with no fields (`{}`, an empty body or an empty form).
@@ -227,7 +232,7 @@ pub async fn leave(
 ) -> Result<Response, ApiError> {
     // Any body is ignored, as it always was.
     let back = Back::Agent(agent_id.clone());
-    run(&state, &who, &body, Command::Remove { agent_id }, false, back).await
+    run(&state, &who, &body, Ok(Command::Remove { agent_id }), false, back).await
 }
 
 /// `POST /swarm/agents/{id}/remove`: [`leave`] for a page's form, which cannot send
@@ -262,9 +267,9 @@ pub async fn status(
     Path(agent_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: StatusBody = body.parse(FormFields::default())?;
     let back = Back::Agent(agent_id.clone());
-    run(&state, &who, &body, Command::Status { agent_id, status: b.status }, false, back).await
+    let command = body.parse(FormFields::default()).map(|b: StatusBody| Command::Status { agent_id, status: b.status });
+    run(&state, &who, &body, command, false, back).await
 }
 
 /// `POST /swarm/agents/{id}/heartbeat`.
@@ -279,7 +284,7 @@ pub async fn heartbeat(
 ) -> Result<Response, ApiError> {
     // Any body is ignored, as it always was.
     let back = Back::Agent(agent_id.clone());
-    run(&state, &who, &body, Command::Heartbeat { agent_id }, false, back).await
+    run(&state, &who, &body, Ok(Command::Heartbeat { agent_id }), false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -297,8 +302,8 @@ pub async fn post_task(
     Extension(who): Extension<Principal>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: TaskBody = body.parse(FormFields::default())?;
-    run(&state, &who, &body, Command::PostTask { description: b.description }, true, Back::Task(String::new())).await
+    let command = body.parse(FormFields::default()).map(|b: TaskBody| Command::PostTask { description: b.description });
+    run(&state, &who, &body, command, true, Back::Task(String::new())).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -319,12 +324,14 @@ pub async fn bid(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: BidBody = body.parse(FormFields { numbers: &["bid_sats"], ..FormFields::default() })?;
-    let bid_sats = b.bid_sats.as_u64().filter(|s| *s > 0).ok_or_else(|| {
-        ApiError::bad_request("invalid_body", "bid_sats must be a positive integer").with_field("bid_sats")
-    })?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Bid { task_id, agent_id: b.agent_id, bid_sats }, true, back).await
+    let command = body.parse(FormFields { numbers: &["bid_sats"], ..FormFields::default() }).and_then(|b: BidBody| {
+        let bid_sats = b.bid_sats.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+            ApiError::bad_request("invalid_body", "bid_sats must be a positive integer").with_field("bid_sats")
+        })?;
+        Ok(Command::Bid { task_id, agent_id: b.agent_id, bid_sats })
+    });
+    run(&state, &who, &body, command, true, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -344,9 +351,10 @@ pub async fn start(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: StartBody = body.parse(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Start { task_id, agent_id: b.agent_id }, false, back).await
+    let command =
+        body.parse(FormFields::default()).map(|b: StartBody| Command::Start { task_id, agent_id: b.agent_id });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -366,9 +374,10 @@ pub async fn complete(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: CompleteBody = body.parse(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Complete { task_id, result: b.result }, false, back).await
+    let command =
+        body.parse(FormFields::default()).map(|b: CompleteBody| Command::Complete { task_id, result: b.result });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -388,9 +397,9 @@ pub async fn fail(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: FailBody = body.parse(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Fail { task_id, reason: b.reason }, false, back).await
+    let command = body.parse(FormFields::default()).map(|b: FailBody| Command::Fail { task_id, reason: b.reason });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -414,9 +423,14 @@ pub async fn tools(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: ToolBody = body.parse(FormFields::default())?;
-    let command = Command::Tool { task_id: task_id.clone(), tool_name: b.tool_name, status: b.status, data: b.data };
-    run(&state, &who, &body, command, true, Back::Task(task_id)).await
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|b: ToolBody| Command::Tool {
+        task_id,
+        tool_name: b.tool_name,
+        status: b.status,
+        data: b.data,
+    });
+    run(&state, &who, &body, command, true, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -438,9 +452,9 @@ pub async fn cancel(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: CancelBody = body.parse(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Cancel { task_id, reason: b.reason }, false, back).await
+    let command = body.parse(FormFields::default()).map(|b: CancelBody| Command::Cancel { task_id, reason: b.reason });
+    run(&state, &who, &body, command, false, back).await
 }
 
 /// `POST /swarm/tasks/{id}/retry` → 201 `{"task_id","retry_of","closes_at"}`: a new
@@ -455,9 +469,9 @@ pub async fn retry(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    body.parse::<NoBody>(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Retry { task_id }, true, back).await
+    let command = body.parse(FormFields::default()).map(|NoBody {}| Command::Retry { task_id });
+    run(&state, &who, &body, command, true, back).await
 }
 
 /// `POST /swarm/tasks/{id}/close`: closes the auction now and settles it as its
@@ -472,9 +486,9 @@ pub async fn close(
     Path(task_id): Path<String>,
     body: CommandBody,
 ) -> Result<Response, ApiError> {
-    body.parse::<NoBody>(FormFields::default())?;
     let back = Back::Task(task_id.clone());
-    run(&state, &who, &body, Command::Close { task_id }, false, back).await
+    let command = body.parse(FormFields::default()).map(|NoBody {}| Command::Close { task_id });
+    run(&state, &who, &body, command, false, back).await
 }
 
 /// The paging parameters of `GET /api/swarm`.

@@ -866,5 +866,10 @@ async fn coordinator_endpoints_take_form_bodies_with_the_same_checks() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()["location"], format!("/swarm/tasks/{retry}").as_str());
+    let resp =
+        post_form(&app, &format!("/swarm/tasks/{retry}/bids"), "agent_id=echo&bid_sats=ten", &admin, "text/html").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "a bad body is refused on a page too");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("bid_sats must be a positive integer"), "{page}");
     app.stop().await;
 }
