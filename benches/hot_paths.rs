@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use swarmfeed::event::{Event, EventParts, NewEvent, format_timestamp};
-use swarmfeed::filter::{Filter, FilterQuery};
+use swarmfeed::filter::{Filter, FilterSpec};
 use swarmfeed::hub::{Hub, ReadLimit};
 use swarmfeed::ingest::IngestRules;
 use swarmfeed::metrics::Metrics;
@@ -116,7 +116,7 @@ fn cursor_step(c: &mut Criterion) {
     let limit = ReadLimit { max_events: 1000, max_bytes: 4 << 20 };
     let all = Filter::default();
     let tasks =
-        Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..FilterQuery::default() }).expect("filter");
+        Filter::from_spec(FilterSpec { types: vec!["task.*".into()], ..FilterSpec::default() }).expect("filter");
     let mut g = c.benchmark_group("cursor");
     g.throughput(Throughput::Elements(1000));
     for (name, filter) in [("read_and_frame_1000_all", &all), ("read_and_frame_1000_scanned_task_filter", &tasks)] {

@@ -350,7 +350,7 @@ impl Tokens {
     ///
     /// # Errors
     /// The session table could not be read.
-    pub async fn sweep_sessions(&self, sessions: &crate::sessions::Sessions) -> Result<usize, StoreError> {
+    pub async fn sweep_sessions(&self, sessions: &dyn LiveSessions) -> Result<usize, StoreError> {
         let open: Vec<(String, Arc<SessionWatch>)> = {
             let mut open = self.revoked.sessions.lock().unwrap_or_else(|p| p.into_inner());
             open.retain(|_, w| w.strong_count() > 0);
@@ -407,6 +407,17 @@ impl Tokens {
     }
 }
 
+/// Where the sweep learns which sessions of open streams still live: the browser
+/// sessions ([`crate::sessions::Sessions`]), which know their own expiry.
+#[async_trait::async_trait]
+pub trait LiveSessions: Send + Sync {
+    /// Of `hashes`, the sessions still live, in one read.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    async fn live_among(&self, hashes: &[String]) -> Result<std::collections::HashSet<String>, StoreError>;
+}
+
 /// Keeps `tokens`' revoked set, and the state of the sessions of open streams, current
 /// until `stop`: re-reads them every `every` (the first time at once), as soon as
 /// `feed` says another process revoked a token or ended a session, and as soon as a
@@ -415,7 +426,7 @@ impl Tokens {
 /// meanwhile rather than drop every viewer over a passing fault.
 pub async fn follow_revocations(
     tokens: &Tokens,
-    sessions: &crate::sessions::Sessions,
+    sessions: &dyn LiveSessions,
     mut feed: Option<RevocationSignal>,
     every: Duration,
     stop: CancellationToken,

@@ -258,9 +258,8 @@ mod tests {
         let (_dir, hub, store, mut writer) = fixture(100).await;
         // Seqs 1..=5, of which only 3 is task.* (see `batch`): 4 and 5 match nothing.
         hub.publish(&writer.append(batch(1, 5)).await.unwrap().stored);
-        let tasks =
-            Filter::from_query(&crate::filter::FilterQuery { types: Some("task.*".into()), ..Default::default() })
-                .unwrap();
+        let tasks = Filter::from_spec(crate::filter::FilterSpec { types: vec!["task.*".into()], ..Default::default() })
+            .unwrap();
         let mut cursor = Cursor::new(Arc::clone(&hub), Arc::clone(&store), tasks, Some(0));
         let wait = std::time::Duration::from_secs(5);
         let Step::Events(first) = tokio::time::timeout(wait, cursor.next_until(5, LIMIT)).await.unwrap().unwrap()
@@ -297,7 +296,7 @@ mod tests {
             rt.block_on(async {
                 let (_dir, hub, store, mut writer) = fixture(ring).await;
                 let filter = if only_tasks {
-                    Filter::from_query(&crate::filter::FilterQuery { types: Some("task.*".into()), ..Default::default() }).unwrap()
+                    Filter::from_spec(crate::filter::FilterSpec { types: vec!["task.*".into()], ..Default::default() }).unwrap()
                 } else {
                     Filter::default()
                 };

@@ -6,7 +6,7 @@
 //! talk to storage (`store`).
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Longest producer id, in characters.
@@ -203,6 +203,31 @@ pub struct Event {
 const FRAME_PREFIX: &str = r#"{"type":"event","payload":"#;
 const FRAME_SUFFIX: &str = "}";
 
+// The one declaration of the event's JSON shape: the OpenAPI document describes this
+// type (as `EventOut`) and `tail` reads events into it. The encoder (`Event::encode`)
+// writes the same object by hand, because it is the hot path, and is tested to write
+// exactly what serialising this writes.
+/// An event as every viewer receives it (DESIGN §2, §3).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EventOut)]
+pub struct EventPayload {
+    /// Gapless, increasing position in the log.
+    pub seq: u64,
+    /// The producer's idempotency key, or a UUIDv7 made by the server.
+    pub id: String,
+    /// Dot-separated lowercase words, like `task.created`.
+    pub event_type: String,
+    pub source: String,
+    pub task_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Commit time, RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+    /// The event's data, secrets redacted; `{}` when none was sent. Kept as sent, so
+    /// numbers beyond 64 bits keep every digit.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+}
+
 /// The fields of an event as they come out of a store row or a commit.
 #[derive(Debug, Clone, Copy)]
 pub struct EventParts<'a> {
@@ -324,6 +349,47 @@ pub fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) 
     out.push(b']');
 }
 
+/// `{"events":[payload,…],"name":n,…}`: the JSON of a page of events (`GET /api/events`,
+/// a long-poll answer) from the shared bytes, with `fields` after the events in order,
+/// `None` written as `null`.
+pub fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u64>)]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(32 + 24 * fields.len() + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
+    out.extend_from_slice(br#"{"events":"#);
+    write_payload_array(events, &mut out);
+    for (name, value) in fields {
+        out.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        match value {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// How loud an event is, wherever it is shown (a page's row, `tail`'s line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    /// `*.warning`.
+    Warning,
+    /// `*.failed`, `*.error`: shown prominently.
+    Problem,
+}
+
+impl Severity {
+    /// The severity of a type, by its last segment, so producers' own types
+    /// (`deploy.failed`) stand out like the known ones (`task.failed`).
+    pub fn of(event_type: &str) -> Self {
+        match event_type.rsplit('.').next() {
+            Some("failed" | "error") => Severity::Problem,
+            Some("warning") => Severity::Warning,
+            _ => Severity::Normal,
+        }
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T21:19:51.123Z`.
 pub fn format_timestamp(ts_ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ts_ms) {
@@ -341,6 +407,66 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What serialising the declared shape writes for `parts`.
+    fn declared(parts: EventParts<'_>) -> Vec<u8> {
+        serde_json::to_vec(&EventPayload {
+            seq: parts.seq,
+            id: parts.id.to_owned(),
+            event_type: parts.event_type.to_owned(),
+            source: parts.source.to_owned(),
+            task_id: parts.task_id.map(str::to_owned),
+            agent_id: parts.agent_id.map(str::to_owned),
+            timestamp: format_timestamp(parts.ts_ms),
+            data: RawValue::from_string(parts.data.to_owned()).unwrap(),
+        })
+        .unwrap()
+    }
+
+    proptest! {
+        // The hand-written encoder writes exactly the declared shape, byte for byte,
+        // whatever the strings hold (quotes, escapes, control and non-ASCII characters).
+        #[test]
+        fn the_encoder_writes_the_declared_shape(
+            seq in any::<u64>(),
+            id in any::<String>(),
+            source in any::<String>(),
+            task_id in proptest::option::of(any::<String>()),
+            agent_id in proptest::option::of(any::<String>()),
+            ts_ms in -62_135_596_800_000i64..253_402_300_799_000,
+            data in prop_oneof![
+                Just("{}"),
+                Just(r#"{"b":1,"a":123456789012345678901234567890}"#),
+                Just(r#"{"message":"line\nbreak \"quoted\" \u00e9"}"#),
+            ],
+        ) {
+            let parts = EventParts {
+                seq,
+                id: &id,
+                event_type: "task.created",
+                source: &source,
+                task_id: task_id.as_deref(),
+                agent_id: agent_id.as_deref(),
+                ts_ms,
+                data,
+            };
+            let event = Event::encode(parts).unwrap();
+            prop_assert_eq!(String::from_utf8(event.payload().to_vec()).unwrap(), String::from_utf8(declared(parts)).unwrap());
+            let back: EventPayload = serde_json::from_slice(&event.payload()).unwrap();
+            prop_assert_eq!((back.seq, back.id, back.data.get()), (seq, id.clone(), data));
+        }
+    }
+
+    #[test]
+    fn severity_follows_the_last_segment_of_the_type() {
+        assert_eq!(Severity::of("task.failed"), Severity::Problem);
+        assert_eq!(Severity::of("deploy.failed"), Severity::Problem);
+        assert_eq!(Severity::of("system.error"), Severity::Problem);
+        assert_eq!(Severity::of("system.warning"), Severity::Warning);
+        assert_eq!(Severity::of("task.completed"), Severity::Normal);
+        assert_eq!(Severity::of("failed.task"), Severity::Normal);
+    }
 
     /// The payload as serde derives it: what the hand-written encoder must match.
     #[derive(Serialize)]

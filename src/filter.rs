@@ -1,10 +1,11 @@
 //! Subscription and query filters: which events a viewer wants (DESIGN §3).
 //!
-//! Owns parsing (from a WebSocket `filter` object or query parameters) and matching
-//! against a committed event. It does not know where events come from; `store` turns a
+//! Owns the one declaration of the filter's fields ([`FilterSpec`]: a WebSocket
+//! `filter` object, `tail`'s, and the query parameters every filtering endpoint reads),
+//! their parsing into a [`Filter`] and matching against a committed event. It does not know where events come from; `store` turns a
 //! [`Filter`] into SQL with [`Filter::type_patterns`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, MAX_NAME_CHARS, MAX_TYPE_CHARS, is_dotted_name, is_valid_event_type};
 
@@ -63,25 +64,64 @@ pub struct FilterError {
     pub message: String,
 }
 
-/// The filter object of a WebSocket `subscribe` message.
-#[derive(Debug, Default, Deserialize)]
+/// The four filter fields, declared once: the `filter` object of a WebSocket
+/// `subscribe` message (and of `tail`'s), and the query parameters of every endpoint
+/// that filters (`?types=task.*,bid.submitted&task_id=…`, read by `http`'s one filter
+/// extractor). `types` is an array, or a string of comma-separated patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
-    #[serde(default)]
+    /// Comma-separated types or prefixes like task.*
+    #[serde(default, deserialize_with = "type_list", skip_serializing_if = "Vec::is_empty")]
+    #[param(value_type = Option<String>)]
     pub types: Vec<String>,
+    /// Only this task's events.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    /// Only this agent's events.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// Only this producer's events.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
 
-/// The same filter as query parameters, `types` comma-separated:
-/// `?types=task.*,bid.submitted&task_id=…`.
-#[derive(Debug, Default, Deserialize)]
-pub struct FilterQuery {
-    pub types: Option<String>,
-    pub task_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub source: Option<String>,
+impl FilterSpec {
+    /// The fields' names, as keys and query parameters.
+    pub const FIELDS: [&'static str; 4] = ["types", "task_id", "agent_id", "source"];
+}
+
+/// Type patterns written as one string, separated by commas: blanks around each
+/// trimmed, empty ones dropped.
+pub fn split_types(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+}
+
+/// `types` as an array of patterns, or as one string of them separated by commas (a
+/// query parameter, a form field), blanks around each trimmed and empty ones dropped.
+fn type_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Types;
+    impl<'de> serde::de::Visitor<'de> for Types {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of type patterns, or a string of them separated by commas")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(split_types(s))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(t) = seq.next_element::<String>()? {
+                out.push(t);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Types)
 }
 
 impl Filter {
@@ -89,13 +129,6 @@ impl Filter {
     /// The first field that is malformed, with the reason.
     pub fn from_spec(spec: FilterSpec) -> Result<Self, FilterError> {
         Self::build(spec.types.iter().map(String::as_str), spec.task_id, spec.agent_id, spec.source)
-    }
-
-    /// # Errors
-    /// The first parameter that is malformed, with the reason.
-    pub fn from_query(q: &FilterQuery) -> Result<Self, FilterError> {
-        let types = q.types.as_deref().into_iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty());
-        Self::build(types, q.task_id.clone(), q.agent_id.clone(), q.source.clone())
     }
 
     fn build<'a>(
@@ -216,20 +249,25 @@ mod tests {
     #[test]
     fn bad_patterns_name_the_field() {
         for bad in ["*", "task", "Task.*", "task.*.*", ".*", "a.b*"] {
-            let err = Filter::from_query(&FilterQuery { types: Some(bad.into()), ..Default::default() }).unwrap_err();
+            let err = Filter::from_spec(FilterSpec { types: vec![bad.into()], ..Default::default() }).unwrap_err();
             assert_eq!(err.field, "types", "{bad}");
         }
-        let err = Filter::from_query(&FilterQuery { task_id: Some(String::new()), ..Default::default() }).unwrap_err();
+        let err = Filter::from_spec(FilterSpec { task_id: Some(String::new()), ..Default::default() }).unwrap_err();
         assert_eq!(err.field, "task_id");
-        let many = (0..=MAX_TYPE_PATTERNS).map(|i| format!("a.t{i}")).collect::<Vec<_>>().join(",");
-        assert!(Filter::from_query(&FilterQuery { types: Some(many), ..Default::default() }).is_err());
+        let many = (0..=MAX_TYPE_PATTERNS).map(|i| format!("a.t{i}")).collect();
+        assert!(Filter::from_spec(FilterSpec { types: many, ..Default::default() }).is_err());
     }
 
     #[test]
-    fn query_types_are_comma_separated() {
-        let f = Filter::from_query(&FilterQuery { types: Some("task.*, bid.submitted".into()), ..Default::default() })
-            .unwrap();
-        assert_eq!(f.type_patterns().len(), 2);
+    fn types_are_a_list_or_a_comma_separated_string() {
+        let spec = |json: &str| serde_json::from_str::<FilterSpec>(json).map(|s| s.types);
+        let both = vec!["task.*".to_owned(), "bid.submitted".to_owned()];
+        assert_eq!(spec(r#"{"types":"task.*, bid.submitted,"}"#).unwrap(), both);
+        assert_eq!(spec(r#"{"types":["task.*","bid.submitted"]}"#).unwrap(), both);
+        let query: FilterSpec = serde_urlencoded::from_str("types=task.*,bid.submitted&task_id=t1").unwrap();
+        assert_eq!((query.types, query.task_id.as_deref()), (both, Some("t1")));
+        assert!(spec(r#"{"types":[1]}"#).is_err());
+        assert!(spec(r#"{"colour":"red"}"#).unwrap_err().to_string().contains("colour"));
     }
 
     proptest! {

@@ -198,7 +198,7 @@ pub(crate) mod tests {
         let hub = Hub::new(Bounds { oldest: 1, head: 0 }, 100);
         hub.publish(&(1..=10).map(|s| event(s, if s % 2 == 0 { "a.even" } else { "a.odd" })).collect::<Vec<_>>());
         let filter =
-            Filter::from_query(&crate::filter::FilterQuery { types: Some("a.even".into()), ..Default::default() })
+            Filter::from_spec(crate::filter::FilterSpec { types: vec!["a.even".into()], ..Default::default() })
                 .unwrap();
         let mut out = Vec::new();
         let limit = ReadLimit { max_events: 2, max_bytes: 1 << 20 };

@@ -12,7 +12,8 @@
 //! With one node the writer publishes its commits to the hub itself; with several
 //! nodes on one PostgreSQL log the follower publishes every node's commits, in order.
 //!
-//! - [`event`]: the event, its limits, the known-type table and its one JSON encoding.
+//! - [`event`]: the event, its limits, the known-type table, its severity, its one
+//!   declared JSON shape and the encoding that writes it.
 //! - [`ingest`]: producer JSON → validated, redacted events (all or nothing).
 //! - [`redact`]: secrets in event data, replaced before storage.
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
@@ -22,11 +23,15 @@
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
 //! - [`retention`]: pruning old events in the background, with exact resets.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
-//! - [`filter`]: what a viewer wants, parsed and matched.
-//! - [`transport`]: WebSocket (JSON and HTML), SSE and long-poll encoders over one cursor.
+//! - [`filter`]: what a viewer wants: its four fields declared once, parsed and matched.
+//! - [`transport`]: WebSocket (JSON and HTML), SSE and long-poll encoders over one
+//!   cursor; given a stream context, a revocation and a validated filter, they know
+//!   nothing of HTTP routing, auth or error bodies.
 //! - [`view`]: server-rendered, auto-escaped HTML: the page shell and the event row.
-//! - [`http`]: router, auth middleware and browser sessions, the JSON API and its
-//!   errors, the dashboard's pages and embedded assets.
+//! - [`http`]: router, auth middleware and browser sessions, the JSON API, its
+//!   errors and its one filter extractor, the streaming endpoints' thin handlers over
+//!   [`transport`], the OpenAPI document and its schemas, the dashboard's pages and
+//!   embedded assets.
 //! - [`swarm`]: the swarm's events as a typed enum, their fold into agents and tasks,
 //!   the coordinator's pure rules and the task that runs auctions by them, the views
 //!   the API and the pages share, and the demo swarm.

@@ -148,17 +148,6 @@ impl Sessions {
         Ok(found.is_some_and(|f| !self.expired(&f.session, now_ms())))
     }
 
-    /// Of `hashes` (the sessions of a node's open streams), those still live, read at
-    /// once rather than one [`Sessions::is_live`] each.
-    ///
-    /// # Errors
-    /// The store could not be read.
-    pub async fn live_among(&self, hashes: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
-        let now = now_ms();
-        let found = self.store.sessions_by_hashes(hashes).await?;
-        Ok(found.into_iter().filter(|(_, s)| !self.expired(s, now)).map(|(hash, _)| hash).collect())
-    }
-
     /// When `s` expires unless it is used again: the idle timeout after its last use,
     /// or its maximum age, whichever comes first (ms since the epoch).
     pub fn expires_ms(&self, s: &SessionRecord) -> i64 {
@@ -213,6 +202,20 @@ impl Sessions {
             tracing::debug!(pruned, "pruned expired sessions and login codes");
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl auth::LiveSessions for Sessions {
+    /// Of `hashes` (the sessions of a node's open streams), those still live, read at
+    /// once rather than one [`Sessions::is_live`] each.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    async fn live_among(&self, hashes: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let now = now_ms();
+        let found = self.store.sessions_by_hashes(hashes).await?;
+        Ok(found.into_iter().filter(|(_, s)| !self.expired(s, now)).map(|(hash, _)| hash).collect())
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::remote::{BadUrl, base_url, endpoint};
-use crate::event::{UNKNOWN_ICON, known_type, render_display};
-use crate::filter::{Filter, FilterError, FilterSpec};
+use crate::event::{EventPayload, Severity, UNKNOWN_ICON, known_type, render_display};
+use crate::filter::{Filter, FilterError};
 
 /// Longest a connection may take to open, upgrade and confirm the subscription.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,35 +45,9 @@ pub struct TailOptions {
     pub output: Output,
 }
 
-/// The subscription filter, as the `filter` object of a `subscribe` message.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TailFilter {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub types: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-}
-
-impl TailFilter {
-    /// Checks the filter with the server's own rules, so a typo in `--types` is
-    /// reported before connecting rather than as an error frame.
-    ///
-    /// # Errors
-    /// The first malformed field, with the reason.
-    pub fn check(&self) -> Result<(), FilterError> {
-        Filter::from_spec(FilterSpec {
-            types: self.types.clone(),
-            task_id: self.task_id.clone(),
-            agent_id: self.agent_id.clone(),
-            source: self.source.clone(),
-        })
-        .map(drop)
-    }
-}
+/// The subscription filter: the server's own declaration of the `filter` object of a
+/// `subscribe` message, checked with the server's own rules before connecting.
+pub use crate::filter::FilterSpec as TailFilter;
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,38 +92,6 @@ enum Retry {
     Fatal(TailError),
 }
 
-/// The fields of an event payload that a text line shows.
-#[derive(Debug, Deserialize)]
-pub struct EventView {
-    pub seq: u64,
-    pub event_type: String,
-    pub source: String,
-    pub task_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub timestamp: String,
-    #[serde(default)]
-    pub data: Map<String, Value>,
-}
-
-/// How loudly an event is shown, read from its type's last segment so that a
-/// producer's own `deploy.failed` is highlighted like the known `task.failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn of(event_type: &str) -> Self {
-        match event_type.rsplit('.').next() {
-            Some("failed" | "error") => Severity::Error,
-            Some("warning") => Severity::Warning,
-            _ => Severity::Normal,
-        }
-    }
-}
-
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
 const CYAN: &str = "\x1b[36m";
@@ -170,18 +112,20 @@ pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// One text line for an event, without the newline: local time, icon, display text,
 /// source, task and agent, seq.
-pub fn format_line<Tz: TimeZone>(event: &EventView, tz: &Tz, color: bool) -> String
+pub fn format_line<Tz: TimeZone>(event: &EventPayload, tz: &Tz, color: bool) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
     let time = chrono::DateTime::parse_from_rfc3339(&event.timestamp)
         .map_or_else(|_| "--:--:--".to_owned(), |t| t.with_timezone(tz).format("%H:%M:%S").to_string());
     let icon = known_type(&event.event_type).map_or(UNKNOWN_ICON, |k| k.icon);
-    let display = render_display(&event.event_type, event.agent_id.as_deref(), &event.data);
+    // Data that is not an object (no server sends that) shows as an event without data.
+    let data = serde_json::from_str::<Map<String, Value>>(event.data.get()).unwrap_or_default();
+    let display = render_display(&event.event_type, event.agent_id.as_deref(), &data);
     // An empty code means no colour either, so plain events carry no escapes at all.
     let paint = |code: &'static str| if color && !code.is_empty() { (code, RESET) } else { ("", "") };
     let emphasis = match Severity::of(&event.event_type) {
-        Severity::Error => BOLD_RED,
+        Severity::Problem => BOLD_RED,
         Severity::Warning => YELLOW,
         Severity::Normal => "",
     };
@@ -283,7 +227,8 @@ impl Tail {
     /// The URL is not `http://…`, the filter is malformed, or the HTTP client cannot
     /// be set up.
     pub fn new(options: TailOptions) -> Result<Self, TailError> {
-        options.filter.check()?;
+        // A typo in `--types` is reported before connecting, not as an error frame.
+        Filter::from_spec(options.filter.clone())?;
         let base = base_url(&options.url)?;
         let mut ws = endpoint(&base, "ws")?;
         // http → ws: both are "special" schemes, so the change is allowed.
@@ -420,7 +365,7 @@ impl Tail {
         let mut buffer = String::new();
         let mut last = self.position;
         for payload in payloads {
-            let Ok(event) = serde_json::from_str::<EventView>(payload.get()) else {
+            let Ok(event) = serde_json::from_str::<EventPayload>(payload.get()) else {
                 eprintln!("swarmfeed tail: skipped an event this client cannot read: {}", payload.get());
                 continue;
             };
@@ -483,7 +428,7 @@ fn upgrade_refused(status: u16) -> Retry {
 mod tests {
     use super::*;
 
-    fn view(json: &str) -> EventView {
+    fn view(json: &str) -> EventPayload {
         serde_json::from_str(json).unwrap()
     }
 
@@ -504,14 +449,16 @@ mod tests {
 
     #[test]
     fn unknown_types_show_the_unknown_icon_and_their_name() {
-        let e = view(r#"{"seq":1,"event_type":"deploy.started","source":"ci","timestamp":"2026-01-31T00:00:00Z"}"#);
+        let e = view(
+            r#"{"seq":1,"id":"d","event_type":"deploy.started","source":"ci","timestamp":"2026-01-31T00:00:00Z","data":{}}"#,
+        );
         assert_eq!(format_line(&e, &chrono::Utc, false), "00:00:00 • deploy.started  ci  #1");
     }
 
     #[test]
     fn failures_are_red_and_plain_output_has_no_escapes() {
         let failed = view(
-            r#"{"seq":3,"event_type":"task.failed","source":"c","timestamp":"2026-01-31T00:00:00Z","data":{"reason":"no bids received"}}"#,
+            r#"{"seq":3,"id":"f","event_type":"task.failed","source":"c","timestamp":"2026-01-31T00:00:00Z","data":{"reason":"no bids received"}}"#,
         );
         let coloured = format_line(&failed, &chrono::Utc, true);
         assert!(coloured.contains(&format!("{BOLD_RED}Task failed: no bids received{RESET}")), "{coloured:?}");
@@ -522,19 +469,9 @@ mod tests {
     }
 
     #[test]
-    fn severity_follows_the_last_segment_of_the_type() {
-        assert_eq!(Severity::of("task.failed"), Severity::Error);
-        assert_eq!(Severity::of("deploy.failed"), Severity::Error);
-        assert_eq!(Severity::of("system.error"), Severity::Error);
-        assert_eq!(Severity::of("system.warning"), Severity::Warning);
-        assert_eq!(Severity::of("task.completed"), Severity::Normal);
-        assert_eq!(Severity::of("failed.task"), Severity::Normal);
-    }
-
-    #[test]
     fn event_data_cannot_send_escape_sequences_to_the_terminal() {
         let e = view(
-            r#"{"seq":1,"event_type":"system.info","source":"s","timestamp":"2026-01-31T00:00:00Z",
+            r#"{"seq":1,"id":"i","event_type":"system.info","source":"s","timestamp":"2026-01-31T00:00:00Z",
                "data":{"message":"hi\u001b[2J\u202eevil\nnext"}}"#,
         );
         let line = format_line(&e, &chrono::Utc, false);

@@ -2,7 +2,7 @@
 //!
 //! Handlers parse input into domain types at the edge and hand the work to the
 //! writer, the store or the hub; they hold no state of their own. Streaming endpoints
-//! live in `transport`.
+//! are `streams`', over `transport`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -14,11 +14,10 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiBody, ApiError, ApiQuery, json_body};
-use super::openapi::{AcceptedBody, ErrorBody, EventIn, EventOut, EventPage, Refusals};
+use super::error::{ApiBody, ApiError, ApiQuery, Filtered, json_body};
+use super::schema::{ErrorBody, EventIn, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
-use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, parse_timestamp, write_payload_array};
-use crate::filter::{Filter, FilterQuery};
+use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
 use crate::store::{Order, Query, Store, StoreError};
 
 /// Most events one `GET /api/events` page returns (DESIGN §4).
@@ -39,12 +38,21 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-#[derive(Serialize)]
-struct Accepted<'a> {
+/// One committed event of a `POST /api/events`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AcceptedEvent)]
+pub struct Accepted<'a> {
     id: &'a str,
     seq: u64,
+    /// Present and true when the id was already stored; `seq` is the original.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+}
+
+/// The answer to a `POST /api/events`: its events in the order sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedBody<'a> {
+    events: Vec<Accepted<'a>>,
 }
 
 /// `POST /api/events`: one event or a batch, all or nothing; 201 after commit.
@@ -52,7 +60,7 @@ struct Accepted<'a> {
 #[utoipa::path(post, path = "/api/events", tag = "events",
     request_body(content = Vec<EventIn>, description = "One event object or an array of up to 1000 (all or nothing)"),
     responses(
-        (status = 201, description = "Committed durably", body = AcceptedBody),
+        (status = 201, description = "Committed durably", body = AcceptedBody<'static>),
         Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
@@ -72,21 +80,16 @@ pub async fn post_events(
     state.limiters.ingest(&principal, events.len())?;
     let outcomes = state.writer.append(events).await?;
     state.metrics.ingest_latency(arrived.elapsed());
-    let accepted: Vec<Accepted<'_>> =
-        outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "events": accepted }))).into_response())
+    let events = outcomes.iter().map(|o| Accepted { id: &o.id, seq: o.seq, duplicate: o.duplicate }).collect();
+    Ok((StatusCode::CREATED, Json(AcceptedBody { events })).into_response())
 }
 
-/// Query parameters of `GET /api/events`. Listed one by one (no `flatten`) because
-/// flattened query structs cannot hold numbers.
+/// Query parameters of `GET /api/events` besides the filter's, which [`Filtered`]
+/// reads.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    types: Option<String>,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    source: Option<String>,
     after: Option<u64>,
     before: Option<u64>,
     from: Option<String>,
@@ -113,18 +116,12 @@ fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, A
 
 /// `GET /api/events`: filtered, cursor-paged by seq.
 #[tracing::instrument(skip_all)]
-#[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams),
+#[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams, crate::filter::FilterSpec),
     responses((status = 200, description = "A page of events, by seq", body = EventPage), Refusals))]
 pub async fn list_events(
     State(state): State<AppState>,
-    ApiQuery(p): ApiQuery<ListParams>,
+    Filtered(filter, p): Filtered<ListParams>,
 ) -> Result<Response, ApiError> {
-    let filter = Filter::from_query(&FilterQuery {
-        types: p.types,
-        task_id: p.task_id,
-        agent_id: p.agent_id,
-        source: p.source,
-    })?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_PAGE}"))
@@ -146,7 +143,7 @@ pub async fn list_events(
         // The whole page: `next` is the seq to pass as `after` (asc) or `before` (desc)
         // for the next page.
         let next = (first.len() == limit).then(|| first.last().map(|e| e.seq)).flatten();
-        return Ok(json_bytes(StatusCode::OK, page(&first, next)));
+        return Ok(json_bytes(StatusCode::OK, events_object(&first, &[("next", next)])));
     }
     let chunks = PageChunks { store: Arc::clone(&state.store), query, sent: 0, ready: Some(first), done: false };
     let body = axum::body::Body::from_stream(futures_util::stream::unfold(chunks, PageChunks::next));
@@ -226,21 +223,10 @@ impl PageChunks {
     }
 }
 
-/// `{"events":[…],"next":…}` from shared event bytes.
-pub(crate) fn page(events: &[Arc<Event>], next: Option<u64>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
-    body.extend_from_slice(br#"{"events":"#);
-    write_payload_array(events, &mut body);
-    body.extend_from_slice(br#","next":"#);
-    body.extend_from_slice(next.map_or("null".to_owned(), |n| n.to_string()).as_bytes());
-    body.push(b'}');
-    body
-}
-
 /// `GET /api/events/{seq or id}`: a number is a seq (then an id, if no such seq).
 #[utoipa::path(get, path = "/api/events/{key}", tag = "events",
     params(("key" = String, Path, description = "A seq, or a producer id")),
-    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
+    responses((status = 200, description = "The event", body = crate::event::EventPayload), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
 pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
     let mut found = None;
     if let Ok(seq) = key.parse::<u64>() {

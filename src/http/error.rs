@@ -3,7 +3,8 @@
 //!
 //! Client errors are answered as they are and not logged as errors; server errors get a
 //! generic body and their cause is logged once, here. Also owns the extractors that
-//! turn axum's own rejections (query strings, bodies) into this shape.
+//! turn axum's own rejections (query strings, bodies) into this shape, and the one
+//! filter extractor, [`Filtered`].
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::filter::FilterError;
+use crate::filter::{Filter, FilterError, FilterSpec};
 use crate::ingest::Invalid;
 use crate::store::StoreError;
 use crate::writer::AppendError;
@@ -32,17 +33,21 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer (DESIGN §4); the OpenAPI document describes this type.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable machine-readable code, e.g. `invalid_event`.
     code: &'a str,
     message: &'a str,
+    /// The offending field, when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// The offending event's position in a batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<usize>,
 }
@@ -86,8 +91,13 @@ impl ApiError {
 
     /// The JSON body, for transports that report errors in-band.
     pub fn body(&self) -> String {
-        let body = Body {
-            error: Inner { code: self.code, message: &self.message, field: self.field.as_deref(), index: self.index },
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                index: self.index,
+            },
         };
         // Plain strings and numbers: serialising them cannot fail.
         serde_json::to_string(&body).expect("error body serialises")
@@ -205,6 +215,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The one extractor of a filter, for every endpoint that filters: the query's filter
+/// fields ([`FilterSpec`], declared once) validated into a [`Filter`], and the
+/// endpoint's own parameters `T` read from the rest. A `T` with
+/// `deny_unknown_fields` refuses any other parameter by name, as [`ApiQuery`] does.
+///
+/// The query is split rather than `T` holding a flattened [`FilterSpec`]: serde's
+/// `flatten` drops `deny_unknown_fields`, and reads numbers in a query string as text.
+pub struct Filtered<T>(pub Filter, pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Filtered<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (spec, params) = split_query::<T>(parts.uri.query().unwrap_or_default())
+            .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+        Ok(Filtered(Filter::from_spec(spec)?, params))
+    }
+}
+
+/// A query string's filter fields, and the rest read as `T`.
+///
+/// # Errors
+/// What axum's `Query` says of a query it cannot read: a malformed string, a value of
+/// the wrong type, a repeated or (for `T` with `deny_unknown_fields`) unknown name.
+pub fn split_query<T: DeserializeOwned>(query: &str) -> Result<(FilterSpec, T), String> {
+    let read = |e: &dyn std::fmt::Display| format!("Failed to deserialize query string: {e}");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| read(&e))?;
+    let (filter, rest): (Vec<_>, Vec<_>) =
+        pairs.into_iter().partition(|(name, _)| FilterSpec::FIELDS.contains(&name.as_str()));
+    // Re-encoding pairs that were just decoded cannot fail.
+    let encode = |pairs: &[(String, String)]| serde_urlencoded::to_string(pairs).unwrap_or_default();
+    let params = serde_urlencoded::from_str(&encode(&rest)).map_err(|e| read(&e))?;
+    let spec = serde_urlencoded::from_str(&encode(&filter)).map_err(|e| read(&e))?;
+    Ok((spec, params))
+}
+
 /// The raw request body, with an over-limit body answered as 413 in the API's shape.
 pub struct ApiBody(pub Bytes);
 
@@ -223,5 +269,33 @@ impl<S: Send + Sync> FromRequest<S> for ApiBody {
                 ApiError::bad_request("invalid_body", e.body_text())
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        after: Option<u64>,
+    }
+
+    #[test]
+    fn a_query_splits_into_the_filter_and_the_endpoints_own_parameters() {
+        let (spec, p) = split_query::<Params>("types=task.*,%20bid.submitted&after=7&agent_id=a1").unwrap();
+        assert_eq!(spec.types, ["task.*", "bid.submitted"]);
+        assert_eq!((spec.agent_id.as_deref(), p.after), (Some("a1"), Some(7)));
+        let (spec, p) = split_query::<Params>("").unwrap();
+        assert_eq!((spec, p.after), (FilterSpec::default(), None));
+        for (bad, says) in [
+            ("colour=red", "unknown field `colour`"),
+            ("after=minus", "invalid digit"),
+            ("types=a.b&types=c.d", "duplicate field `types`"),
+        ] {
+            let err = split_query::<Params>(bad).unwrap_err();
+            assert!(err.starts_with("Failed to deserialize query string: ") && err.contains(says), "{bad}: {err}");
+        }
     }
 }

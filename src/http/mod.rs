@@ -1,5 +1,6 @@
 //! The HTTP surface: the router, shared state, authentication, the JSON API, the
-//! browser login and the dashboard's pages and assets.
+//! streaming endpoints' handlers (over [`crate::transport`]), the browser login and the
+//! dashboard's pages and assets.
 //!
 //! [`router`] builds the whole app without a socket, so tests can drive it directly;
 //! `server` binds it. Routes are grouped by the scope they need, and the group's
@@ -13,8 +14,10 @@ pub mod limits;
 pub mod openapi;
 pub mod origin;
 pub mod pages;
+pub mod schema;
 pub mod serve;
 pub mod session;
+pub mod streams;
 pub mod swarm;
 
 use std::sync::Arc;
@@ -31,7 +34,6 @@ use crate::hub::Hub;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::swarm::coordinator::CoordinatorHandle;
-use crate::transport;
 use crate::writer::WriterHandle;
 
 /// What every handler can reach. Cheap to clone.
@@ -76,10 +78,10 @@ impl std::ops::Deref for AppState {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
-        .route("/ws", get(transport::ws::upgrade))
-        .route("/ws/html", get(transport::ws_html::upgrade))
-        .route("/api/stream", get(transport::sse::stream))
-        .route("/api/events/poll", get(transport::poll::poll))
+        .route("/ws", get(streams::ws))
+        .route("/ws/html", get(streams::ws_html))
+        .route("/api/stream", get(streams::sse))
+        .route("/api/events/poll", get(streams::poll))
         .route("/api/events", get(api::list_events))
         .route("/api/events/{key}", get(api::get_event))
         .route("/api/summary", get(api::summary))

@@ -1,9 +1,7 @@
 //! The HTTP API described in OpenAPI 3, generated from the handlers' annotations and
 //! the request types themselves, served at `GET /api/openapi.json`.
 //!
-//! Owns the document's assembly and the schemas of what the server writes by hand
-//! (event payloads and pages are concatenated from shared bytes, not serialised from a
-//! struct), so those are described here, next to each other, once.
+//! Owns the document's assembly; the schemas it names are [`super::schema`]'s.
 
 use std::sync::LazyLock;
 
@@ -11,135 +9,11 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-/// An event as every viewer receives it (DESIGN §2, §3).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventOut {
-    /// Gapless, increasing position in the log.
-    seq: u64,
-    /// The producer's idempotency key, or a UUIDv7 made by the server.
-    id: String,
-    /// Dot-separated lowercase words, like `task.created`.
-    event_type: String,
-    source: String,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    /// Commit time, RFC 3339 UTC with milliseconds.
-    timestamp: String,
-    /// The event's data, secrets redacted; `{}` when none was sent.
-    #[schema(value_type = Object)]
-    data: Value,
-}
-
-/// An event as a producer sends it.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventIn {
-    /// Idempotency key (≤ 128 characters); re-sending it stores nothing new. Ids
-    /// beginning with `sf:` are the server's own and refused (400, field `id`), as is
-    /// an id holding a bearer token.
-    id: Option<String>,
-    /// `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`, ≤ 64 characters.
-    event_type: String,
-    /// 1 to 128 characters, without control or format (Unicode Cf, e.g. U+202E)
-    /// characters, as for every identifier; bearer tokens in it are redacted.
-    source: String,
-    /// ≤ 128 characters, no control or format characters; bearer tokens redacted.
-    task_id: Option<String>,
-    /// ≤ 128 characters, no control or format characters; bearer tokens redacted.
-    agent_id: Option<String>,
-    /// A JSON object, ≤ 16 KiB serialised; stored and served as sent (less
-    /// whitespace), so numbers beyond 64 bits keep every digit.
-    #[schema(value_type = Option<Object>)]
-    data: Option<Value>,
-}
-
-/// One committed event of a `POST /api/events`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AcceptedEvent {
-    id: String,
-    seq: u64,
-    /// Present and true when the id was already stored; `seq` is the original.
-    duplicate: Option<bool>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct AcceptedBody {
-    events: Vec<AcceptedEvent>,
-}
-
-/// A page of events; pass `next` back as `after` (or `before` with `order=desc`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventPage {
-    events: Vec<EventOut>,
-    next: Option<u64>,
-}
-
-/// A long-poll answer; pass `next` back as `after`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PollAnswer {
-    events: Vec<EventOut>,
-    next: u64,
-    head: u64,
-    /// Present when `after` was older than the oldest retained event.
-    reset: Option<bool>,
-    oldest: Option<u64>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorDetail {
-    /// A stable machine-readable code, e.g. `invalid_event`.
-    code: String,
-    message: String,
-    /// The offending field, when one is to blame.
-    field: Option<String>,
-    /// The offending event's position in a batch.
-    index: Option<usize>,
-}
-
-/// Every error answer (DESIGN §4).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-/// The refusals every authenticated endpoint can answer.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum Refusals {
-    #[response(status = 400, description = "Malformed input; the error names what was wrong")]
-    BadRequest(ErrorBody),
-    #[response(status = 401, description = "Missing or bad credentials")]
-    Unauthorized(ErrorBody),
-    #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
-    Forbidden(ErrorBody),
-}
-
-/// What a coordinator command can be refused with (DESIGN §7).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum CommandRefusals {
-    #[response(status = 400, description = "Malformed body; the error names the field")]
-    BadRequest(ErrorBody),
-    #[response(status = 401, description = "Missing or bad credentials")]
-    Unauthorized(ErrorBody),
-    #[response(status = 403, description = "Scope too small, a foreign Origin, or a Host that is not this server's")]
-    Forbidden(ErrorBody),
-    #[response(status = 413, description = "Body over 64 KiB, the cap of every command")]
-    TooLarge(ErrorBody),
-    #[response(status = 404, description = "Unknown task or agent")]
-    NotFound(ErrorBody),
-    #[response(status = 409, description = "A step out of order, such as a bid after the close")]
-    Conflict(ErrorBody),
-}
+use super::api::{Accepted, AcceptedBody};
+use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use crate::event::EventPayload;
 
 struct BearerAuth;
 
@@ -171,9 +45,9 @@ impl Modify for BearerAuth {
         super::api::metrics,
         super::api::healthz,
         super::api::readyz,
-        crate::transport::poll::poll,
-        crate::transport::sse::stream,
-        crate::transport::ws::upgrade,
+        super::streams::poll,
+        super::streams::sse,
+        super::streams::ws,
         super::swarm::snapshot,
         super::swarm::join,
         super::swarm::leave,
@@ -190,7 +64,7 @@ impl Modify for BearerAuth {
         super::swarm::close,
         super::swarm::remove,
     ),
-    components(schemas(EventOut, EventIn, AcceptedBody, AcceptedEvent, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -227,6 +101,24 @@ mod tests {
         }
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(json["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
-        assert!(json["components"]["schemas"]["EventOut"].is_object());
+        let schemas = &json["components"]["schemas"];
+        assert!(schemas["EventOut"].is_object());
+        assert_eq!(schemas["EventOut"]["required"].as_array().map(Vec::len), Some(6), "{}", schemas["EventOut"]);
+        assert_eq!(schemas["ErrorDetail"]["required"], serde_json::json!(["code", "message"]));
+        assert!(schemas["ErrorBody"]["properties"]["error"].is_object(), "{}", schemas["ErrorBody"]);
+        assert_eq!(
+            schemas["AcceptedEvent"]["required"],
+            serde_json::json!(["id", "seq"]),
+            "{}",
+            schemas["AcceptedEvent"]
+        );
+        assert!(schemas["AcceptedBody"]["properties"]["events"].is_object(), "{}", schemas["AcceptedBody"]);
+        for path in ["/api/events", "/api/stream", "/api/events/poll"] {
+            let params = json["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+            for filter in crate::filter::FilterSpec::FIELDS {
+                assert!(names.contains(&filter), "{path} lacks {filter}: {names:?}");
+            }
+        }
     }
 }

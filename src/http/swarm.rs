@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
-use super::openapi::{CommandRefusals, Refusals};
+use super::schema::{CommandRefusals, Refusals};
 use crate::auth::Principal;
 use crate::swarm::coordinator::{Answer, Command, CommandError};
 use crate::swarm::rules::Rejected;

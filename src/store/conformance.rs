@@ -2,7 +2,7 @@
 
 use super::{Appended, Bounds, Order, Query, Store};
 use crate::event::NewEvent;
-use crate::filter::{Filter, FilterQuery};
+use crate::filter::Filter;
 
 /// An event with `id` and `event_type` and nothing else of note.
 pub fn new_event(id: &str, event_type: &str) -> NewEvent {
@@ -43,7 +43,8 @@ pub async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
     let types = ["task.created", "bid.submitted", "task.assigned", "tasks.x", "task.created"];
     let events = types.iter().enumerate().map(|(i, t)| new_event(&format!("e{i}"), t)).collect();
     w.append(events).await.unwrap();
-    let filter = Filter::from_query(&FilterQuery { types: Some("task.*".into()), ..Default::default() }).unwrap();
+    let filter =
+        Filter::from_spec(crate::filter::FilterSpec { types: vec!["task.*".into()], ..Default::default() }).unwrap();
     let got = store.query(Query { filter: filter.clone(), limit: 10, ..Query::default() }).await.unwrap();
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
     let got = store

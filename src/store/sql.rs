@@ -82,13 +82,15 @@ pub fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::{Filter, FilterQuery};
+    use crate::filter::Filter;
 
     #[test]
     fn both_placeholder_styles_number_the_same_arguments() {
-        let filter =
-            Filter::from_query(&FilterQuery { types: Some("task.*,bid.submitted".into()), ..Default::default() })
-                .unwrap();
+        let filter = Filter::from_spec(crate::filter::FilterSpec {
+            types: vec!["task.*".into(), "bid.submitted".into()],
+            ..Default::default()
+        })
+        .unwrap();
         let q = Query { filter, after: Some(3), order: Order::Desc, limit: 10, ..Query::default() };
         let (lite, lite_args) = query_sql(&q, '?');
         let (pg, pg_args) = query_sql(&q, '$');

@@ -1,9 +1,15 @@
 //! Transports: encoders over one [`Cursor`](crate::cursor::Cursor).
 //!
-//! Each transport parses its subscription (a WebSocket message or query parameters),
-//! drives a cursor, paces what it yields and encodes it for its wire. None of them
-//! keeps events of its own between frames. `/ws/html`, and SSE and long-poll with
+//! Each transport drives a cursor, paces what it yields and encodes it for its wire:
+//! frames on a socket it is given, an SSE body, a long-poll answer. None of them keeps
+//! events of its own between frames. `/ws/html`, and SSE and long-poll with
 //! `format=html`, encode events as the dashboard's HTML rows.
+//!
+//! A transport knows nothing of HTTP routing, auth or error bodies: it takes a
+//! [`StreamContext`] (what every stream reads from), the opener's
+//! [`Revocation`](crate::auth::Revocation) and an already-validated subscription, and
+//! reports failures as its own types. The thin axum handlers in `http::streams`
+//! extract and authorise the request, call a transport and answer its errors.
 //!
 //! Every transport ends when its token is revoked ([`crate::auth::Revocation`]):
 //! the watch is a branch of each one's `select!`, ahead of the cursor, and is made
@@ -21,11 +27,42 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::{Event, write_payload_array};
-use crate::filter::FilterQuery;
-use crate::hub::ReadLimit;
+use crate::filter::Filter;
+use crate::hub::{Hub, ReadLimit};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What every stream reads from and is bounded by. Cheap to clone: the server's
+/// shared parts behind `Arc`s and the pacing settings.
+#[derive(Clone)]
+pub struct StreamContext {
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled once, on shutdown; every stream ends with it.
+    pub shutdown: CancellationToken,
+    /// The most one cursor step (one frame) reads.
+    pub frame_limit: ReadLimit,
+    /// Frames a subscription gets a second at most; 0 is unpaced.
+    pub max_frames_per_sec: u32,
+    /// Keep-alive period of streams that stay open.
+    pub keepalive: Duration,
+}
+
+impl StreamContext {
+    /// A cursor over this server's hub and store.
+    pub fn cursor(&self, filter: Filter, since: Option<u64>) -> Cursor {
+        Cursor::new(self.hub.clone(), self.store.clone(), filter, since)
+    }
+
+    pub fn pace(&self) -> Pace {
+        Pace::new(self.max_frames_per_sec)
+    }
+}
 
 /// Spaces frames so that a subscription gets at most `per_sec` a second; what arrives
 /// in between is coalesced into the next frame, not dropped.
@@ -76,26 +113,6 @@ pub fn ws_events_frame(events: &[Arc<Event>]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The filter and position parameters shared by SSE and long-poll.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamParams {
-    pub types: Option<String>,
-    pub task_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub source: Option<String>,
-    /// SSE: resume after this seq (the `Last-Event-ID` header wins).
-    pub since: Option<u64>,
-    /// Long-poll: return events after this seq.
-    pub after: Option<u64>,
-    /// Long-poll: seconds to wait for one.
-    pub wait: Option<u64>,
-    /// `json` (the default) or `html`: events rendered as rows, for the dashboard's
-    /// fallback when it cannot open `/ws/html`.
-    #[serde(default)]
-    pub format: Format,
-}
-
 /// How SSE and long-poll encode events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,17 +122,6 @@ pub enum Format {
     Json,
     /// Each event as the HTML row the pages show ([`crate::view::event::row`]).
     Html,
-}
-
-impl StreamParams {
-    pub fn filter_query(&self) -> FilterQuery {
-        FilterQuery {
-            types: self.types.clone(),
-            task_id: self.task_id.clone(),
-            agent_id: self.agent_id.clone(),
-            source: self.source.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,102 +1,90 @@
 //! Long-poll `GET /api/events/poll?after=SEQ&wait=25` (DESIGN §3): for clients that can
 //! hold neither a WebSocket nor an event stream.
 //!
-//! Answers at once when matching events after `after` exist, else waits up to `wait`
-//! seconds. With `format=html` the answer is `{"html","next","head"}`, the events as
-//! the dashboard's rows. `next` is where to continue: it can be past the last event returned when
-//! the cursor skipped events that do not match.
+//! Answers at once when matching events after `after` exist, else waits up to `wait`.
+//! With `format=html` the answer is `{"html","next","head"}`, the events as the
+//! dashboard's rows. `next` is where to continue: it can be past the last event
+//! returned when the cursor skipped events that do not match.
 //!
 //! A poll waits on its token's revocation too: revoked while it waits, or before it
-//! answers, it answers 401 `{"error":{"code":"token_revoked",…}}` and returns no
-//! event, whatever its cursor had read.
+//! answers, it answers [`PollError::Revoked`] and no event, whatever its cursor had
+//! read.
 
 use std::time::Duration;
 
-use axum::Extension;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-
-use super::{Format, StreamParams};
-use crate::auth::Principal;
-use crate::cursor::{Cursor, CursorError, Step};
+use super::{Format, StreamContext};
+use crate::auth::Revocation;
+use crate::cursor::{CursorError, Step};
+use crate::event::events_object;
 use crate::filter::Filter;
-use crate::http::AppState;
-use crate::http::error::{ApiError, ApiQuery};
 use crate::metrics::Transport;
+use crate::store::StoreError;
 
 /// Longest wait a client may ask for, seconds (DESIGN §3).
 pub const MAX_WAIT_SECS: u64 = 60;
-const DEFAULT_WAIT_SECS: u64 = 25;
+/// The wait when the client names none, seconds.
+pub const DEFAULT_WAIT_SECS: u64 = 25;
 
-/// Waits for events after `after`. A token revoked while the poll waits gets 401 with
-/// code `token_revoked` and no events.
-#[utoipa::path(get, path = "/api/events/poll", tag = "streams",
-    params(
-        ("after" = Option<u64>, Query, description = "Return events after this seq (default: the head)"),
-        ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
-        ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
-        ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "Events, or none after the wait", body = crate::http::openapi::PollAnswer), crate::http::openapi::Refusals))]
-pub async fn poll(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(params): ApiQuery<StreamParams>,
-) -> Result<Response, ApiError> {
-    if params.since.is_some() {
-        return Err(
-            ApiError::bad_request("invalid_query", "since belongs to /api/stream; use after here").with_field("since")
-        );
-    }
-    let wait = params.wait.unwrap_or(DEFAULT_WAIT_SECS);
-    if wait > MAX_WAIT_SECS {
-        return Err(ApiError::bad_request("invalid_query", format!("wait must be at most {MAX_WAIT_SECS} seconds"))
-            .with_field("wait"));
-    }
-    let filter = Filter::from_query(&params.filter_query())?;
-    let _connection = state.metrics.connection(Transport::Poll);
-    let mut cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, params.after);
-    let mut revocation = state.tokens.revocation(&principal);
+/// One poll, validated.
+#[derive(Debug)]
+pub struct PollRequest {
+    pub filter: Filter,
+    /// Return events after this seq; `None` is the head.
+    pub after: Option<u64>,
+    /// How long to wait for one, at most [`MAX_WAIT_SECS`].
+    pub wait: Duration,
+    pub format: Format,
+}
+
+/// Why a poll has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("the token was revoked while this poll waited; no events were returned")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Waits for events after `request.after` and answers with the poll's JSON body:
+/// `{"events":[…],"next":…,"head":…}` (with `"reset":true,"oldest":…` when `after` was
+/// older than the oldest event kept), or `{"html":…,"next":…,"head":…}` with
+/// `format=html`.
+///
+/// # Errors
+/// [`PollError::Revoked`] when `revocation` fires before the answer is made;
+/// [`PollError::Store`] when the cursor could not read the store.
+pub async fn answer(
+    ctx: &StreamContext,
+    mut revocation: Revocation,
+    request: PollRequest,
+) -> Result<Vec<u8>, PollError> {
+    let _connection = ctx.metrics.connection(Transport::Poll);
+    let mut cursor = ctx.cursor(request.filter, request.after);
     let step = tokio::select! {
         biased;
-        () = state.shutdown.cancelled() => None,
-        () = revocation.revoked() => return Err(revoked()),
-        r = tokio::time::timeout(Duration::from_secs(wait), cursor.next(state.config.frame_limit)) => r.ok(),
+        () = ctx.shutdown.cancelled() => None,
+        () = revocation.revoked() => return Err(PollError::Revoked),
+        r = tokio::time::timeout(request.wait, cursor.next(ctx.frame_limit)) => r.ok(),
     };
     // The cursor may have read events while the token was being revoked.
     if revocation.is_revoked() {
-        return Err(revoked());
+        return Err(PollError::Revoked);
     }
-    let head = state.hub.head();
-    let body = match step {
-        Some(Ok(Step::Events(events))) if params.format == Format::Html => {
+    let head = ctx.hub.head();
+    let next = cursor.position();
+    Ok(match step {
+        Some(Ok(Step::Events(events))) if request.format == Format::Html => {
             let html = crate::view::event::rows(&events, crate::view::event::Detail::Compact).into_string();
-            serde_json::json!({ "html": html, "next": cursor.position(), "head": head }).to_string().into_bytes()
+            serde_json::json!({ "html": html, "next": next, "head": head }).to_string().into_bytes()
         }
         Some(Ok(Step::Events(events))) => {
-            state.metrics.delivered(&events, cursor.lag());
-            let mut body = crate::http::api::page(&events, Some(cursor.position()));
-            body.pop();
-            body.extend_from_slice(format!(",\"head\":{head}}}").as_bytes());
-            body
+            ctx.metrics.delivered(&events, cursor.lag());
+            events_object(&events, &[("next", Some(next)), ("head", Some(head))])
         }
         Some(Ok(Step::Reset { oldest })) => {
-            format!(r#"{{"events":[],"next":{},"head":{head},"reset":true,"oldest":{oldest}}}"#, cursor.position())
-                .into_bytes()
+            format!(r#"{{"events":[],"next":{next},"head":{head},"reset":true,"oldest":{oldest}}}"#).into_bytes()
         }
-        None | Some(Err(CursorError::Closed)) => {
-            format!(r#"{{"events":[],"next":{},"head":{head}}}"#, cursor.position()).into_bytes()
-        }
+        None | Some(Err(CursorError::Closed)) => events_object(&[], &[("next", Some(next)), ("head", Some(head))]),
         Some(Err(CursorError::Store(e))) => return Err(e.into()),
-    };
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// The answer to a poll whose token was revoked while it waited.
-fn revoked() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "token_revoked",
-        "the token was revoked while this poll waited; no events were returned",
-    )
+    })
 }

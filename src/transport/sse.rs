@@ -4,25 +4,19 @@
 //! reconnect sends `Last-Event-ID` and resumes exactly. Everything a cursor step
 //! yields goes out as one chunk (one write, however many messages), paced like
 //! WebSocket frames. When the token is revoked the stream sends `event: revoked` and
-//! ends.
+//! ends. The HTTP response around the body is `http::streams`'.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::Stream;
 
-use super::{Format, Pace, StreamParams, paced_next};
-use crate::auth::{Principal, Revocation};
+use super::{Format, Pace, StreamContext, paced_next};
+use crate::auth::Revocation;
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
-use crate::http::AppState;
-use crate::http::error::{ApiError, ApiQuery};
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 
 /// How long a browser waits before reconnecting, ms.
@@ -31,49 +25,30 @@ const RETRY_MS: u32 = 2_000;
 /// reconnects after any end and then meets a 401; this says why first.
 const REVOKED_MESSAGE: &[u8] = b"event: revoked\ndata: {\"reason\":\"token revoked\"}\n\n";
 
-/// Opens the stream after the route's auth check has passed.
-#[utoipa::path(get, path = "/api/stream", tag = "streams",
-    params(
-        ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
-        ("types" = Option<String>, Query, description = "Comma-separated types or prefixes like task.*"),
-        ("task_id" = Option<String>, Query), ("agent_id" = Option<String>, Query), ("source" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), crate::http::openapi::Refusals))]
-pub async fn stream(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    ApiQuery(params): ApiQuery<StreamParams>,
-) -> Result<Response, ApiError> {
-    if params.after.is_some() || params.wait.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "after and wait belong to /api/events/poll; use since here",
-        ));
-    }
-    let filter = Filter::from_query(&params.filter_query())?;
-    let since = match headers.get("last-event-id") {
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
-            ApiError::bad_request("invalid_header", "Last-Event-ID must be the seq of an event")
-                .with_field("Last-Event-ID")
-        })?),
-        None => params.since,
-    };
-    let cursor = Cursor::new(state.hub.clone(), state.store.clone(), filter, since);
-    let bounds = state.hub.bounds();
+/// The body of an event stream after `since`: the opening message with the log's
+/// bounds, then a chunk per paced cursor step, keep-alive comments while idle. It ends
+/// on shutdown, or after `event: revoked` when `revocation` fires.
+pub fn body(
+    ctx: StreamContext,
+    revocation: Revocation,
+    filter: Filter,
+    since: Option<u64>,
+    format: Format,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let cursor = ctx.cursor(filter, since);
+    let bounds = ctx.hub.bounds();
     let opening = format!(
         "retry: {RETRY_MS}\nevent: subscribed\ndata: {{\"head\":{},\"oldest\":{}}}\n\n",
         bounds.head, bounds.oldest
     );
-    let pace = Pace::new(state.config.max_frames_per_sec);
-    let format = params.format;
-    let revocation = state.tokens.revocation(&principal);
+    let pace = ctx.pace();
     let mut watch = revocation.clone();
-    let stream = futures_util::stream::unfold(
+    futures_util::stream::unfold(
         Some(Feed {
-            _guards: (state.metrics.connection(Transport::Sse), state.metrics.subscriber()),
+            _guards: (ctx.metrics.connection(Transport::Sse), ctx.metrics.subscriber()),
             revoked: Box::pin(async move { watch.revoked().await }),
             revocation,
-            state,
+            ctx,
             cursor,
             pace,
             format,
@@ -85,21 +60,11 @@ pub async fn stream(
             let chunk = feed.next_chunk().await?;
             Some((Ok::<_, Infallible>(chunk), Some(feed)))
         },
-    );
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Body::from_stream(stream),
     )
-        .into_response())
 }
 
 struct Feed {
-    state: AppState,
+    ctx: StreamContext,
     /// Count the stream in the gauges while it lives.
     _guards: (ConnectionGuard, SubscriberGuard),
     /// Completes when the token that opened the stream is revoked. Made once per
@@ -125,12 +90,12 @@ impl Feed {
         if let Some(opening) = self.opening.take() {
             return Some(Bytes::from(opening));
         }
-        let limit = self.state.config.frame_limit;
+        let limit = self.ctx.frame_limit;
         let step = tokio::select! {
             biased;
-            () = self.state.shutdown.cancelled() => return None,
+            () = self.ctx.shutdown.cancelled() => return None,
             () = &mut self.revoked => return Some(self.end_revoked()),
-            () = tokio::time::sleep(self.state.config.keepalive) => {
+            () = tokio::time::sleep(self.ctx.keepalive) => {
                 return Some(Bytes::from_static(b": keepalive\n\n"));
             }
             step = paced_next(&self.pace, Some(&mut self.cursor), limit) => step,
@@ -141,7 +106,7 @@ impl Feed {
         }
         let chunk = match step {
             Ok(Step::Events(events)) => {
-                self.state.metrics.delivered(&events, self.cursor.lag());
+                self.ctx.metrics.delivered(&events, self.cursor.lag());
                 let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
                 for e in &events {
                     match self.format {

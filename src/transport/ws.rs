@@ -10,23 +10,19 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pace, paced_next, ws_events_frame};
-use crate::auth::{Principal, Revocation};
+use super::{Pace, StreamContext, paced_next, ws_events_frame};
+use crate::auth::Revocation;
 use crate::config::{FRAME_MAX_BYTES, MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
-use crate::http::AppState;
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 use crate::store::Bounds;
 
@@ -56,19 +52,14 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
 
-/// Upgrades after the route's auth check has passed.
-#[utoipa::path(get, path = "/ws", tag = "streams",
-    responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch (when the subscription says \"batch\":true), reset (docs/PROTOCOL.md)"), crate::http::openapi::Refusals))]
-pub async fn upgrade(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    limits(ws).on_upgrade(move |socket| Session::new(state, principal, socket, Json, None).run())
+/// Runs a `/ws` session of JSON frames on `socket` until the client leaves, the
+/// server shuts down or `revocation` fires.
+pub async fn serve(ctx: StreamContext, revocation: Revocation, socket: WebSocket) {
+    Session::new(ctx, revocation, socket, Json, None).run().await;
 }
 
 /// The size limits every WebSocket of ours has.
-pub(crate) fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+pub fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -232,7 +223,7 @@ enum End {
 
 /// One connection: its socket, its subscription (a cursor, or none) and its pacing.
 pub(crate) struct Session<D> {
-    state: AppState,
+    ctx: StreamContext,
     /// The token (and browser session) that opened the socket; the session ends when
     /// it is revoked.
     revocation: Revocation,
@@ -261,18 +252,18 @@ impl<D: Dialect> Session<D> {
     /// A session; with `initial`, subscribed from the start as if the client had sent
     /// `subscribe` with that `since` and filter.
     pub(crate) fn new(
-        state: AppState,
-        principal: Principal,
+        ctx: StreamContext,
+        revocation: Revocation,
         socket: WebSocket,
         dialect: D,
         initial: Option<(Option<u64>, Filter, bool)>,
     ) -> Self {
-        let pace = Pace::new(state.config.max_frames_per_sec);
-        let _connection = state.metrics.connection(D::TRANSPORT);
-        let shutdown = state.shutdown.child_token();
+        let pace = ctx.pace();
+        let _connection = ctx.metrics.connection(D::TRANSPORT);
+        let shutdown = ctx.shutdown.child_token();
         Session {
-            revocation: state.tokens.revocation(&principal),
-            state,
+            revocation,
+            ctx,
             _connection,
             shutdown,
             subscribed: None,
@@ -313,8 +304,8 @@ impl<D: Dialect> Session<D> {
     }
 
     async fn serve(&mut self) -> End {
-        let limit = self.state.config.frame_limit;
-        let mut keepalive = tokio::time::interval(self.state.config.keepalive);
+        let limit = self.ctx.frame_limit;
+        let mut keepalive = tokio::time::interval(self.ctx.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // `select!` polls every branch each time the task wakes, which at 10 000
         // subscribers is once per event each. Made afresh in the loop, these two would
@@ -347,7 +338,7 @@ impl<D: Dialect> Session<D> {
                     let frames = match step {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
-                            self.state.metrics.delivered(&events, lag);
+                            self.ctx.metrics.delivered(&events, lag);
                             self.dialect.events(&events, self.batch)
                         }
                         Ok(Step::Reset { oldest }) => Frames::One(self.dialect.reset(oldest)),
@@ -370,7 +361,7 @@ impl<D: Dialect> Session<D> {
                     self.pace.sent();
                 }
                 _ = keepalive.tick() => {
-                    if self.last_heard.elapsed() > self.state.config.keepalive * IDLE_KEEPALIVES {
+                    if self.last_heard.elapsed() > self.ctx.keepalive * IDLE_KEEPALIVES {
                         return End::Idle;
                     }
                     if !self.send(Message::Ping(bytes::Bytes::new())).await {
@@ -425,12 +416,11 @@ impl<D: Dialect> Session<D> {
 
     /// Replaces the subscription; returns the `subscribed` frame to send.
     fn subscribe(&mut self, since: Option<u64>, filter: Filter, batch: bool) -> Message {
-        let hub = &self.state.hub;
-        let cursor = Cursor::new(hub.clone(), self.state.store.clone(), filter, since);
-        let bounds = hub.bounds();
+        let cursor = self.ctx.cursor(filter, since);
+        let bounds = self.ctx.hub.bounds();
         self.cursor = Some(cursor);
         self.batch = batch;
-        self.subscribed.get_or_insert_with(|| self.state.metrics.subscriber());
+        self.subscribed.get_or_insert_with(|| self.ctx.metrics.subscriber());
         self.dialect.subscribed(bounds)
     }
 
@@ -438,7 +428,7 @@ impl<D: Dialect> Session<D> {
     /// A client that reads nothing for [`STALLED_KEEPALIVES`] keepalive periods is let
     /// go: it can resume with `since`, and its socket buffers are freed.
     async fn send(&mut self, message: Message) -> bool {
-        let stalled = self.state.config.keepalive * STALLED_KEEPALIVES;
+        let stalled = self.ctx.keepalive * STALLED_KEEPALIVES;
         tokio::select! {
             // Biased, send first: a send that completes at once (nearly all of them)
             // never polls, so never registers, the shutdown future.
@@ -454,7 +444,7 @@ impl<D: Dialect> Session<D> {
     /// Sends `messages` as one write: each is buffered (see [`WRITE_BUFFER_BYTES`]),
     /// then all are flushed together; otherwise as [`Session::send`].
     async fn send_each(&mut self, messages: Vec<Message>) -> bool {
-        let stalled = self.state.config.keepalive * STALLED_KEEPALIVES;
+        let stalled = self.ctx.keepalive * STALLED_KEEPALIVES;
         let socket = &mut self.socket;
         let write = async move {
             for message in messages {

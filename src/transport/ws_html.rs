@@ -11,20 +11,15 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use maud::html;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::ws::{CHANNEL, Dialect, Frames, Request, Session, limits};
-use crate::auth::Principal;
+use super::StreamContext;
+use super::ws::{CHANNEL, Dialect, Frames, Request, Session};
+use crate::auth::Revocation;
 use crate::event::Event;
-use crate::filter::{Filter, FilterQuery, FilterSpec};
-use crate::http::AppState;
-use crate::http::error::{ApiError, ApiQuery};
+use crate::filter::{Filter, FilterSpec, split_types};
 use crate::metrics::Transport;
 use crate::store::Bounds;
 use crate::view::event::{Detail, rows};
@@ -33,34 +28,11 @@ use crate::view::event::{Detail, rows};
 /// htmx's ws extension reconnects by itself (it does not after 1001).
 const CLOSE_SERVICE_RESTART: u16 = 1012;
 
-/// The subscription in the URL.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HtmlParams {
-    since: Option<u64>,
-    types: Option<String>,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    source: Option<String>,
-}
-
-/// Upgrades after the route's auth check has passed; a bad filter is refused with 400
-/// before the upgrade.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ApiQuery(p): ApiQuery<HtmlParams>,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let filter = Filter::from_query(&FilterQuery {
-        types: p.types,
-        task_id: p.task_id,
-        agent_id: p.agent_id,
-        source: p.source,
-    })?;
+/// Runs a `/ws/html` session on `socket`, subscribed from the start after `since`
+/// with `filter` (the subscription in the URL, validated before the upgrade).
+pub async fn serve(ctx: StreamContext, revocation: Revocation, socket: WebSocket, since: Option<u64>, filter: Filter) {
     // One fragment carries any number of rows: `batch` makes no difference here.
-    let initial = Some((p.since, filter, true));
-    Ok(limits(ws).on_upgrade(move |socket| Session::new(state, principal, socket, Html, initial).run()))
+    Session::new(ctx, revocation, socket, Html, Some((since, filter, true))).run().await;
 }
 
 /// HTML fragments for htmx.
@@ -173,25 +145,23 @@ fn parse_htmx(text: &str) -> Result<Request, String> {
         Filter::from_spec(spec)
     } else {
         let types = match map.remove("types") {
-            Some(Value::Array(list)) => Some(
-                list.iter()
-                    .map(|t| t.as_str().ok_or("types must hold strings"))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(","),
-            ),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|t| t.as_str().map(split_types).ok_or("types must hold strings"))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
             Some(other) => {
                 map.insert("types".into(), other);
-                field(&mut map, "types")?
+                field(&mut map, "types")?.as_deref().map(split_types).unwrap_or_default()
             }
-            None => None,
+            None => Vec::new(),
         };
-        let query = FilterQuery {
+        Filter::from_spec(FilterSpec {
             types,
             task_id: field(&mut map, "task_id")?,
             agent_id: field(&mut map, "agent_id")?,
             source: field(&mut map, "source")?,
-        };
-        Filter::from_query(&query)
+        })
     }
     .map_err(|e| format!("filter.{e}"))?;
     if let Some(unknown) = map.keys().next() {

@@ -10,32 +10,12 @@ use std::sync::Arc;
 use maud::{Markup, html};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, known_type, render_display};
+use crate::event::{Event, KNOWN_TYPES, Severity, UNKNOWN_ICON, format_timestamp, known_type, render_display};
 use crate::swarm::projection::{event_data, is_swarm_type};
-
-/// How loud an event is in a feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    /// `*.warning`.
-    Warning,
-    /// `*.failed`, `*.error`: shown prominently.
-    Problem,
-}
-
-/// The severity of a type, by its last segment, so producers' own types
-/// (`deploy.failed`) stand out like the known ones.
-pub fn severity(event_type: &str) -> Severity {
-    match event_type.rsplit('.').next() {
-        Some("failed" | "error") => Severity::Problem,
-        Some("warning") => Severity::Warning,
-        _ => Severity::Normal,
-    }
-}
 
 /// The known types that are warnings or problems, in table order: the "Problems" filter.
 pub fn problem_types() -> impl Iterator<Item = &'static str> {
-    KNOWN_TYPES.iter().map(|k| k.event_type).filter(|t| severity(t) != Severity::Normal)
+    KNOWN_TYPES.iter().map(|k| k.event_type).filter(|t| Severity::of(t) != Severity::Normal)
 }
 
 /// The first segments of the known types, in table order, each once (`task`, `agent`,
@@ -102,7 +82,7 @@ pub fn describe(event: &Event, data: &serde_json::Map<String, serde_json::Value>
 pub fn row(event: &Event, detail: Detail) -> Markup {
     let data = event_data(event);
     let (icon, label, display) = describe(event, &data);
-    let class = match severity(&event.event_type) {
+    let class = match Severity::of(&event.event_type) {
         Severity::Normal => "ev",
         Severity::Warning => "ev ev--warn",
         Severity::Problem => "ev ev--bad",
@@ -189,15 +169,5 @@ mod tests {
         assert!(html.contains("21:19:51"), "{html}");
         let custom = row(&event("deploy.started", None, "{}"), Detail::Compact).into_string();
         assert!(!custom.contains("data-swarm") && custom.contains(UNKNOWN_ICON), "{custom}");
-    }
-
-    #[test]
-    fn severity_is_read_from_the_last_segment() {
-        assert_eq!(severity("tool.failed"), Severity::Problem);
-        assert_eq!(severity("system.error"), Severity::Problem);
-        assert_eq!(severity("system.warning"), Severity::Warning);
-        assert_eq!(severity("failed.ok"), Severity::Normal);
-        assert!(problem_types().any(|t| t == "task.failed"));
-        assert_eq!(categories()[..2], ["task", "agent"]);
     }
 }

@@ -13,7 +13,7 @@ use super::live::{Feed, FeedOrder, feed};
 use super::{PageError, badge, confirm, html_page, may_act, swarm_agent, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::format_timestamp;
-use crate::filter::{Filter, FilterQuery};
+use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::Order;
@@ -31,7 +31,7 @@ pub async fn page_handler(
     Extension(principal): Extension<Principal>,
     Path(agent_id): Path<String>,
 ) -> Result<Response, PageError> {
-    let filter = Filter::from_query(&FilterQuery { agent_id: Some(agent_id.clone()), ..FilterQuery::default() })?;
+    let filter = Filter::from_spec(FilterSpec { agent_id: Some(agent_id.clone()), ..FilterSpec::default() })?;
     let (since, events) = up_to_head(&state, filter, Order::Desc, HISTORY_ROWS).await?;
     let agent = swarm_agent(&state, &agent_id).await?;
     let agent = agent.as_ref();

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{PageError, badge, given, html_page, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
-use crate::filter::{Filter, FilterQuery};
+use crate::filter::{Filter, FilterSpec, split_types};
 use crate::http::AppState;
 use crate::store::Order;
 use crate::swarm::projection::{AgentStatus, Bid};
@@ -109,7 +109,8 @@ pub async fn page_handler(
     Query(p): Query<LiveParams>,
 ) -> Result<Response, PageError> {
     let types = given(p.types);
-    let filter = Filter::from_query(&FilterQuery { types: types.clone(), ..FilterQuery::default() })?;
+    let spec = FilterSpec { types: types.as_deref().map(split_types).unwrap_or_default(), ..FilterSpec::default() };
+    let filter = Filter::from_spec(spec)?;
     let (since, events) = up_to_head(&state, filter, Order::Desc, FEED_ROWS).await?;
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;

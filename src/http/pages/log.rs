@@ -4,7 +4,8 @@
 //! minute by type (uPlot, drawn by `assets/chart.js` from `GET /api/summary`).
 
 use axum::Extension;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -12,9 +13,10 @@ use serde::Deserialize;
 use super::{PageError, given, html_page, who};
 use crate::auth::Principal;
 use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, known_type};
-use crate::filter::{Filter, FilterQuery};
+use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
 use crate::http::api::summarise;
+use crate::http::error::{ApiError, split_query};
 use crate::store::{Order, Query as StoreQuery};
 use crate::view::event::{Detail, query_value, rows};
 use crate::view::layout::{Nav, Shell, page};
@@ -35,10 +37,6 @@ const RANGES: &[(&str, &str, i64)] = &[
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LogParams {
-    types: Option<String>,
-    task_id: Option<String>,
-    agent_id: Option<String>,
-    source: Option<String>,
     /// One of [`RANGES`]; absent means all time.
     range: Option<String>,
     /// Show events older than this seq (the "Older" link).
@@ -50,15 +48,15 @@ pub struct LogParams {
 pub async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(p): Query<LogParams>,
+    uri: Uri,
 ) -> Result<Response, PageError> {
-    let q = FilterQuery {
-        types: given(p.types),
-        task_id: given(p.task_id),
-        agent_id: given(p.agent_id),
-        source: given(p.source),
-    };
-    let filter = Filter::from_query(&q)?;
+    // The filter's fields as every endpoint reads them; the form sends the ones left
+    // blank as empty strings, which here mean "any".
+    let (q, p) = split_query::<LogParams>(uri.query().unwrap_or_default())
+        .map_err(|e| PageError(ApiError::bad_request("invalid_query", e)))?;
+    let q = FilterSpec { task_id: given(q.task_id), agent_id: given(q.agent_id), source: given(q.source), ..q };
+    let filter = Filter::from_spec(q.clone())?;
+    let types = (!q.types.is_empty()).then(|| q.types.join(","));
     let range = given(p.range).and_then(|r| RANGES.iter().find(|(k, _, _)| *k == r));
     let from_ms = range.map(|(_, _, minutes)| chrono::Utc::now().timestamp_millis() - minutes * 60_000);
     let events = state
@@ -77,7 +75,7 @@ pub async fn page_handler(
 
     // The filter as a query string, for the paging links.
     let mut base = Vec::new();
-    for (k, v) in [("types", &q.types), ("task_id", &q.task_id), ("agent_id", &q.agent_id), ("source", &q.source)] {
+    for (k, v) in [("types", &types), ("task_id", &q.task_id), ("agent_id", &q.agent_id), ("source", &q.source)] {
         if let Some(v) = v {
             base.push(format!("{k}={}", query_value(v)));
         }
@@ -99,7 +97,7 @@ pub async fn page_handler(
 
     let body = html! {
         h1.page-title { "Event log" }
-        (filters(&q, range.map(|(k, _, _)| *k)))
+        (filters(&q, types.as_deref(), range.map(|(k, _, _)| *k)))
         div.log-grid {
             section.panel aria-labelledby="events-title" {
                 h2 #events-title {
@@ -150,10 +148,10 @@ pub async fn page_handler(
     Ok(html_page(page(&shell, &body)))
 }
 
-fn filters(q: &FilterQuery, range: Option<&str>) -> Markup {
+fn filters(q: &FilterSpec, types: Option<&str>, range: Option<&str>) -> Markup {
     html! {
         form.panel.filters method="get" action="/swarm/events" {
-            label { "Type" input name="types" value=[q.types.as_deref()] placeholder="task.*, bid.submitted" list="known-types" spellcheck="false"; }
+            label { "Type" input name="types" value=[types] placeholder="task.*, bid.submitted" list="known-types" spellcheck="false"; }
             datalist #known-types {
                 @for k in KNOWN_TYPES { option value=(k.event_type) { (k.label) } }
             }
