@@ -59,6 +59,12 @@ pub const KNOWN_TYPES: &[KnownType] = &[
     KnownType { event_type: "task.started", icon: "▶️", label: "Task started", display: "Task started" },
     KnownType { event_type: "task.completed", icon: "✅", label: "Task completed", display: "Task completed" },
     KnownType { event_type: "task.failed", icon: "❌", label: "Task failed", display: "Task failed: {reason}" },
+    KnownType {
+        event_type: "task.cancelled",
+        icon: "🚫",
+        label: "Task cancelled",
+        display: "Task cancelled: {reason}",
+    },
     KnownType { event_type: "agent.joined", icon: "🟢", label: "Agent joined", display: "Agent {name} joined" },
     KnownType { event_type: "agent.left", icon: "🔴", label: "Agent left", display: "Agent {name} left" },
     KnownType {

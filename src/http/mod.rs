@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", post(api::post_events))
         .route("/swarm/agents", post(swarm::join))
         .route("/swarm/agents/{id}", delete(swarm::leave))
+        .route("/swarm/agents/{id}/remove", post(swarm::remove))
         .route("/swarm/agents/{id}/status", post(swarm::status))
         .route("/swarm/agents/{id}/heartbeat", post(swarm::heartbeat))
         .route("/swarm/tasks", post(swarm::post_task))
@@ -101,6 +102,9 @@ pub fn router(state: AppState) -> Router {
         .route("/swarm/tasks/{id}/complete", post(swarm::complete))
         .route("/swarm/tasks/{id}/fail", post(swarm::fail))
         .route("/swarm/tasks/{id}/tools", post(swarm::tools))
+        .route("/swarm/tasks/{id}/cancel", post(swarm::cancel))
+        .route("/swarm/tasks/{id}/retry", post(swarm::retry))
+        .route("/swarm/tasks/{id}/close", post(swarm::close))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Write), auth::require));
     let admin = Router::new()
         .route("/api/tokens", post(api::post_token).get(api::list_tokens))

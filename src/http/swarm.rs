@@ -3,11 +3,17 @@
 //! Handlers only parse bodies into [`Command`]s; the coordinator decides. Its
 //! refusals map to 404 (unknown task or agent), 409 (a step out of order) and 400
 //! (a malformed body), each naming what was wrong.
+//!
+//! Every command is run as the caller: its events carry `data.actor`, the name of
+//! the token (or the browser session's token) that sent it. Bodies are JSON or
+//! `application/x-www-form-urlencoded` ([`CommandBody`]), checked alike; a form a
+//! browser sent from a page (it accepts `text/html`) is answered with a 303 back to
+//! the page of what it acted on, and a refusal with a page that names it.
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,7 +21,8 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::schema::{CommandRefusals, Refusals};
-use crate::swarm::coordinator::{Command, CommandError};
+use crate::auth::Principal;
+use crate::swarm::coordinator::{Answer, Command, CommandError};
 use crate::swarm::rules::Rejected;
 use crate::swarm::snapshot::{MAX_PAGE, SwarmPage};
 
@@ -38,16 +45,143 @@ impl From<CommandError> for ApiError {
     }
 }
 
-/// Parses a JSON body, or the empty body as `{}`, into `T`.
-fn body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let raw = if raw.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { raw };
-    json_body(raw)
+/// A command's body and how it came: JSON (whatever the `Content-Type`, as the API
+/// has always read it) or a form, and whether a browser sent the form from a page.
+pub struct CommandBody {
+    raw: bytes::Bytes,
+    form: bool,
+    from_page: bool,
 }
 
-async fn run(state: &AppState, command: Command, created: bool) -> Result<Response, ApiError> {
-    let answer = state.coordinator.run(command).await?;
+impl<S: Send + Sync> FromRequest<S> for CommandBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers();
+        let form = header_starts(headers, header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        // A page's form navigates: the browser asks for HTML back. A program that posts
+        // a form asks for anything, and gets the API's JSON.
+        let from_page =
+            form && headers.get_all(header::ACCEPT).iter().any(|v| v.as_bytes().windows(9).any(|w| w == b"text/html"));
+        let ApiBody(raw) = ApiBody::from_request(req, state).await?;
+        Ok(CommandBody { raw, form, from_page })
+    }
+}
+
+fn header_starts(headers: &HeaderMap, name: header::HeaderName, prefix: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix)))
+}
+
+/// How form fields map onto a body's JSON fields: a form's values are all text.
+#[derive(Default, Clone, Copy)]
+struct FormFields {
+    /// Fields that are lists: each occurrence adds an item.
+    lists: &'static [&'static str],
+    /// Fields that are whole numbers: digits become a JSON number (anything else stays
+    /// text and is refused by the body's own check, which names the field).
+    numbers: &'static [&'static str],
+}
+
+impl CommandBody {
+    /// Parses the body into `T`: JSON (the empty body as `{}`), or a form read as the
+    /// JSON object of its fields. An empty form value is a field not given, as an
+    /// empty text box on a page means; a field given twice that is not a list is 400.
+    fn parse<T: DeserializeOwned>(&self, fields: FormFields) -> Result<T, ApiError> {
+        if !self.form {
+            let raw = if self.raw.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { &self.raw };
+            return json_body(raw);
+        }
+        let mut object = Map::new();
+        for (name, value) in form_urlencoded::parse(&self.raw) {
+            let name = name.into_owned();
+            if fields.lists.contains(&name.as_str()) {
+                let list = object.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+                if let (Value::Array(items), false) = (list, value.is_empty()) {
+                    items.push(Value::String(value.into_owned()));
+                }
+                continue;
+            }
+            if value.is_empty() {
+                continue;
+            }
+            let value = match value.parse::<u64>() {
+                Ok(n) if fields.numbers.contains(&name.as_str()) => Value::from(n),
+                _ => Value::String(value.into_owned()),
+            };
+            if object.insert(name.clone(), value).is_some() {
+                return Err(
+                    ApiError::bad_request("invalid_body", format!("{name}: given more than once")).with_field(name)
+                );
+            }
+        }
+        json_body(Value::Object(object).to_string().as_bytes())
+    }
+}
+
+/// Where a browser's form goes back to after a command: the page of the task or
+/// agent it acted on (a retry's new task).
+enum Back {
+    Task(String),
+    Agent(String),
+}
+
+impl Back {
+    /// The page to go back to: a new task's or agent's once the answer names it.
+    fn href(&self, answer: Option<&Answer>) -> String {
+        use crate::view::event::{agent_href, task_href};
+        match (self, answer) {
+            (_, Some(Answer::Retried { task_id, .. } | Answer::Posted { task_id, .. })) => task_href(task_id),
+            (_, Some(Answer::Joined { agent_id })) => agent_href(agent_id),
+            (Back::Task(task_id), _) if !task_id.is_empty() => task_href(task_id),
+            (Back::Agent(agent_id), _) if !agent_id.is_empty() => agent_href(agent_id),
+            _ => crate::http::session::HOME.to_owned(),
+        }
+    }
+}
+
+/// Runs `command` (or the body's refusal) as `principal`, answering JSON (201 when
+/// `created`), or for a form sent from a page a 303 to `back` or a page naming the
+/// refusal, whether the body or the coordinator refused.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    body: &CommandBody,
+    command: Result<Command, ApiError>,
+    created: bool,
+    back: Back,
+) -> Result<Response, ApiError> {
+    let answer = match command {
+        Ok(command) => state.coordinator.run_as(&principal.name, command).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) if body.from_page => return Ok(refused_page(principal, &e, &back.href(None))),
+        Err(e) => return Err(e),
+    };
+    if body.from_page {
+        return Ok(Redirect::to(&back.href(Some(&answer))).into_response());
+    }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, sorted_json(&answer)?).into_response())
+}
+
+/// A refusal shown to a browser whose form a command refused: what was wrong and the
+/// way back, with the status the API would answer.
+fn refused_page(principal: &Principal, error: &ApiError, back: &str) -> Response {
+    use crate::view::layout::{Nav, Shell, page};
+    let body = maud::html! {
+        header.page-head { h1.page-title { "Refused" } }
+        section.panel {
+            p.bad { (error.message) }
+            p { a href=(back) { "← Back" } }
+        }
+    };
+    let shell = Shell { title: "Refused", nav: Nav::Other, user: Some(&principal.name), chart: false };
+    (error.status, axum::response::Html(page(&shell, &body).into_string())).into_response()
 }
 
 /// `value` as a JSON body with every object's keys in order, as the API has always
@@ -67,19 +201,53 @@ struct JoinBody {
 
 /// `POST /swarm/agents` → 201 `{"agent_id"}`.
 #[utoipa::path(post, path = "/swarm/agents", tag = "swarm",
-    request_body = JoinBody,
+    request_body(content((JoinBody = "application/json"), (JoinBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Joined; answers the agent_id", body = Object), CommandRefusals))]
-pub async fn join(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
-    let b: JoinBody = body(&raw)?;
-    run(&state, Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities }, true).await
+pub async fn join(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    let command = body
+        .parse(FormFields { lists: &["capabilities"], ..FormFields::default() })
+        .map(|b: JoinBody| Command::Join { name: b.name, agent_id: b.agent_id, capabilities: b.capabilities });
+    run(&state, &who, &body, command, true, Back::Agent(String::new())).await
 }
 
-/// `DELETE /swarm/agents/{id}`.
+/// A body with no fields (`{}`, an empty body or an empty form).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+/// `DELETE /swarm/agents/{id}`: an operator removes the agent.
 #[utoipa::path(delete, path = "/swarm/agents/{id}", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
-    responses((status = 200, description = "Left; its tasks fail", body = Object), CommandRefusals))]
-pub async fn leave(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
-    run(&state, Command::Leave { agent_id }, false).await
+    responses((status = 200, description = "Removed (`agent.left`, reason `removed`); its tasks fail", body = Object),
+        CommandRefusals))]
+pub async fn leave(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(agent_id): Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    // Any body is ignored, as it always was.
+    let back = Back::Agent(agent_id.clone());
+    run(&state, &who, &body, Ok(Command::Remove { agent_id }), false, back).await
+}
+
+/// `POST /swarm/agents/{id}/remove`: [`leave`] for a page's form, which cannot send
+/// `DELETE`.
+#[utoipa::path(post, path = "/swarm/agents/{id}/remove", tag = "swarm",
+    params(("id" = String, Path, description = "Agent id")),
+    responses((status = 200, description = "Removed (`agent.left`, reason `removed`); its tasks fail", body = Object),
+        CommandRefusals))]
+pub async fn remove(
+    state: State<AppState>,
+    who: Extension<Principal>,
+    agent_id: Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    leave(state, who, agent_id, body).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -91,23 +259,32 @@ struct StatusBody {
 /// `POST /swarm/agents/{id}/status` `{"status":"idle|busy"}`.
 #[utoipa::path(post, path = "/swarm/agents/{id}/status", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
-    request_body = StatusBody,
+    request_body(content((StatusBody = "application/json"), (StatusBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Status logged", body = Object), CommandRefusals))]
 pub async fn status(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(agent_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: StatusBody = body(&raw)?;
-    run(&state, Command::Status { agent_id, status: b.status }, false).await
+    let back = Back::Agent(agent_id.clone());
+    let command = body.parse(FormFields::default()).map(|b: StatusBody| Command::Status { agent_id, status: b.status });
+    run(&state, &who, &body, command, false, back).await
 }
 
 /// `POST /swarm/agents/{id}/heartbeat`.
 #[utoipa::path(post, path = "/swarm/agents/{id}/heartbeat", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
     responses((status = 200, description = "Alive", body = Object), CommandRefusals))]
-pub async fn heartbeat(State(state): State<AppState>, Path(agent_id): Path<String>) -> Result<Response, ApiError> {
-    run(&state, Command::Heartbeat { agent_id }, false).await
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(agent_id): Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    // Any body is ignored, as it always was.
+    let back = Back::Agent(agent_id.clone());
+    run(&state, &who, &body, Ok(Command::Heartbeat { agent_id }), false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -118,11 +295,15 @@ struct TaskBody {
 
 /// `POST /swarm/tasks` `{"description"}` → 201 `{"task_id","closes_at"}`; opens an auction.
 #[utoipa::path(post, path = "/swarm/tasks", tag = "swarm",
-    request_body = TaskBody,
+    request_body(content((TaskBody = "application/json"), (TaskBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Posted and auction opened; answers task_id and closes_at", body = Object), CommandRefusals))]
-pub async fn post_task(State(state): State<AppState>, ApiBody(raw): ApiBody) -> Result<Response, ApiError> {
-    let b: TaskBody = body(&raw)?;
-    run(&state, Command::PostTask { description: b.description }, true).await
+pub async fn post_task(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    let command = body.parse(FormFields::default()).map(|b: TaskBody| Command::PostTask { description: b.description });
+    run(&state, &who, &body, command, true, Back::Task(String::new())).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -135,18 +316,22 @@ struct BidBody {
 /// `POST /swarm/tasks/{id}/bids` `{"agent_id","bid_sats"}` → 201.
 #[utoipa::path(post, path = "/swarm/tasks/{id}/bids", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
-    request_body = BidBody,
+    request_body(content((BidBody = "application/json"), (BidBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Bid counted", body = Object), CommandRefusals))]
 pub async fn bid(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: BidBody = body(&raw)?;
-    let bid_sats = b.bid_sats.as_u64().filter(|s| *s > 0).ok_or_else(|| {
-        ApiError::bad_request("invalid_body", "bid_sats must be a positive integer").with_field("bid_sats")
-    })?;
-    run(&state, Command::Bid { task_id, agent_id: b.agent_id, bid_sats }, true).await
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields { numbers: &["bid_sats"], ..FormFields::default() }).and_then(|b: BidBody| {
+        let bid_sats = b.bid_sats.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+            ApiError::bad_request("invalid_body", "bid_sats must be a positive integer").with_field("bid_sats")
+        })?;
+        Ok(Command::Bid { task_id, agent_id: b.agent_id, bid_sats })
+    });
+    run(&state, &who, &body, command, true, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -158,15 +343,18 @@ struct StartBody {
 /// `POST /swarm/tasks/{id}/start` (optionally `{"agent_id"}`, which must be the winner).
 #[utoipa::path(post, path = "/swarm/tasks/{id}/start", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
-    request_body = StartBody,
+    request_body(content((StartBody = "application/json"), (StartBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Started", body = Object), CommandRefusals))]
 pub async fn start(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: StartBody = body(&raw)?;
-    run(&state, Command::Start { task_id, agent_id: b.agent_id }, false).await
+    let back = Back::Task(task_id.clone());
+    let command =
+        body.parse(FormFields::default()).map(|b: StartBody| Command::Start { task_id, agent_id: b.agent_id });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -178,15 +366,18 @@ struct CompleteBody {
 /// `POST /swarm/tasks/{id}/complete` `{"result"}`.
 #[utoipa::path(post, path = "/swarm/tasks/{id}/complete", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
-    request_body = CompleteBody,
+    request_body(content((CompleteBody = "application/json"), (CompleteBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Completed", body = Object), CommandRefusals))]
 pub async fn complete(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: CompleteBody = body(&raw)?;
-    run(&state, Command::Complete { task_id, result: b.result }, false).await
+    let back = Back::Task(task_id.clone());
+    let command =
+        body.parse(FormFields::default()).map(|b: CompleteBody| Command::Complete { task_id, result: b.result });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -198,15 +389,17 @@ struct FailBody {
 /// `POST /swarm/tasks/{id}/fail` `{"reason"}`.
 #[utoipa::path(post, path = "/swarm/tasks/{id}/fail", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
-    request_body = FailBody,
+    request_body(content((FailBody = "application/json"), (FailBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Failed", body = Object), CommandRefusals))]
 pub async fn fail(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: FailBody = body(&raw)?;
-    run(&state, Command::Fail { task_id, reason: b.reason }, false).await
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|b: FailBody| Command::Fail { task_id, reason: b.reason });
+    run(&state, &who, &body, command, false, back).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -222,15 +415,80 @@ struct ToolBody {
 /// `tool.called` (or `tool.completed` / `tool.failed` by `status`).
 #[utoipa::path(post, path = "/swarm/tasks/{id}/tools", tag = "swarm",
     params(("id" = String, Path, description = "Task id")),
-    request_body = ToolBody,
+    request_body(content((ToolBody = "application/json"), (ToolBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Tool call logged", body = Object), CommandRefusals))]
 pub async fn tools(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
-    ApiBody(raw): ApiBody,
+    body: CommandBody,
 ) -> Result<Response, ApiError> {
-    let b: ToolBody = body(&raw)?;
-    run(&state, Command::Tool { task_id, tool_name: b.tool_name, status: b.status, data: b.data }, true).await
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|b: ToolBody| Command::Tool {
+        task_id,
+        tool_name: b.tool_name,
+        status: b.status,
+        data: b.data,
+    });
+    run(&state, &who, &body, command, true, back).await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    /// Why; "no reason given" when left out.
+    reason: Option<String>,
+}
+
+/// `POST /swarm/tasks/{id}/cancel` `{"reason"?}`: logs `task.cancelled`.
+#[utoipa::path(post, path = "/swarm/tasks/{id}/cancel", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    request_body(content((CancelBody = "application/json"), (CancelBody = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "Cancelled; an open auction closes without a winner", body = Object),
+        CommandRefusals))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(task_id): Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|b: CancelBody| Command::Cancel { task_id, reason: b.reason });
+    run(&state, &who, &body, command, false, back).await
+}
+
+/// `POST /swarm/tasks/{id}/retry` → 201 `{"task_id","retry_of","closes_at"}`: a new
+/// task with the failed or cancelled one's description, its auction open.
+#[utoipa::path(post, path = "/swarm/tasks/{id}/retry", tag = "swarm",
+    params(("id" = String, Path, description = "Id of the failed or cancelled task")),
+    responses((status = 201, description = "Posted the retry; answers its task_id, retry_of and closes_at", body = Object),
+        CommandRefusals))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(task_id): Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|NoBody {}| Command::Retry { task_id });
+    run(&state, &who, &body, command, true, back).await
+}
+
+/// `POST /swarm/tasks/{id}/close`: closes the auction now and settles it as its
+/// window's end would (the lowest bid wins, or the task fails without bids).
+#[utoipa::path(post, path = "/swarm/tasks/{id}/close", tag = "swarm",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "Closed and settled; answers the task's status (assigned or failed)",
+        body = Object), CommandRefusals))]
+pub async fn close(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(task_id): Path<String>,
+    body: CommandBody,
+) -> Result<Response, ApiError> {
+    let back = Back::Task(task_id.clone());
+    let command = body.parse(FormFields::default()).map(|NoBody {}| Command::Close { task_id });
+    run(&state, &who, &body, command, false, back).await
 }
 
 /// The paging parameters of `GET /api/swarm`.

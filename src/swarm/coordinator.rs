@@ -1,5 +1,5 @@
-//! The coordinator (DESIGN §7): agents join and leave, tasks are auctioned, work is
-//! started, tooled, completed or failed.
+//! The coordinator (DESIGN §7, §10): agents join and leave, tasks are auctioned, work is
+//! started, tooled, completed, failed, cancelled or retried.
 //!
 //! One task owns the swarm state: a [`Projection`] folded from the log through its
 //! own cursor, plus the liveness clock of the agents it manages. Commands arrive over
@@ -13,6 +13,13 @@
 //! through the writer and folds them back from the log before it answers. What is
 //! left here is I/O: the channel, the writer, the cursor, leadership and timers, and
 //! what `decide` must not make itself (new ids, the time, the bidding window).
+//!
+//! An operator's commands (DESIGN §10: cancel, retry, close an auction now, remove an
+//! agent) go the same way. A command run for someone ([`CoordinatorHandle::run_as`])
+//! logs events whose `data.actor` names them; settlements at a window's end and
+//! time-outs are the coordinator's own and carry none, nor do the demo's personas.
+//! Closing an auction now writes the settlement ids the window's end would, so the
+//! two can never both settle it.
 //!
 //! The coordinator settles only the auctions it opened and times out only the agents
 //! it registered (events whose `source` is its own), so an external coordinator that
@@ -99,16 +106,64 @@ impl Default for CoordinatorSettings {
 /// coordinator only adds what `decide` must not make itself (new ids, the window).
 #[derive(Debug, Clone)]
 pub enum Command {
-    Join { name: String, agent_id: Option<String>, capabilities: Vec<String> },
-    Leave { agent_id: String },
-    Status { agent_id: String, status: String },
-    Heartbeat { agent_id: String },
-    PostTask { description: String },
-    Bid { task_id: String, agent_id: String, bid_sats: u64 },
-    Start { task_id: String, agent_id: Option<String> },
-    Complete { task_id: String, result: Option<Value> },
-    Fail { task_id: String, reason: String },
-    Tool { task_id: String, tool_name: String, status: Option<String>, data: Map<String, Value> },
+    Join {
+        name: String,
+        agent_id: Option<String>,
+        capabilities: Vec<String>,
+    },
+    Leave {
+        agent_id: String,
+    },
+    Status {
+        agent_id: String,
+        status: String,
+    },
+    Heartbeat {
+        agent_id: String,
+    },
+    PostTask {
+        description: String,
+    },
+    Bid {
+        task_id: String,
+        agent_id: String,
+        bid_sats: u64,
+    },
+    Start {
+        task_id: String,
+        agent_id: Option<String>,
+    },
+    Complete {
+        task_id: String,
+        result: Option<Value>,
+    },
+    Fail {
+        task_id: String,
+        reason: String,
+    },
+    Tool {
+        task_id: String,
+        tool_name: String,
+        status: Option<String>,
+        data: Map<String, Value>,
+    },
+    /// An operator removes an agent (`agent.left`, reason `removed`).
+    Remove {
+        agent_id: String,
+    },
+    /// An operator cancels a task; without a reason it is "no reason given".
+    Cancel {
+        task_id: String,
+        reason: Option<String>,
+    },
+    /// An operator retries a failed or cancelled task as a new one.
+    Retry {
+        task_id: String,
+    },
+    /// An operator closes a task's auction now.
+    Close {
+        task_id: String,
+    },
 }
 
 /// What a command did, as the API answers it.
@@ -121,6 +176,8 @@ pub enum Answer {
     Agent { agent_id: String, status: AgentStatus },
     /// A task posted and its auction open.
     Posted { task_id: String, closes_at: String },
+    /// A retry posted (`task_id`, new) and its auction open.
+    Retried { task_id: String, retry_of: String, closes_at: String },
     /// A bid counted.
     Bid { task_id: String, agent_id: String, bid_sats: u64, seq: u64 },
     /// A task started, completed or failed.
@@ -150,7 +207,7 @@ type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 /// What the coordinator task is asked: a command (leader only), or a read of the
 /// projection (any node).
 enum Request {
-    Command(Command, Reply<Answer>),
+    Command(Command, Option<String>, Reply<Answer>),
     Snapshot(SwarmPage, Reply<SwarmSnapshot>),
     Agent(String, Reply<AgentView>),
 }
@@ -184,14 +241,25 @@ impl Problems {
 }
 
 impl CoordinatorHandle {
-    /// Runs `command` and returns what it did.
+    /// Runs `command` for no one in particular (the demo's persona agents): its
+    /// events carry no `data.actor`.
+    ///
+    /// # Errors
+    /// As [`CoordinatorHandle::run_as`].
+    pub async fn run(&self, command: Command) -> Result<Answer, CommandError> {
+        self.ask(|reply| Request::Command(command, None, reply)).await
+    }
+
+    /// Runs `command` asked by `actor` (the name of the token or session's token that
+    /// sent it), which every event it logs carries as `data.actor`, and returns what
+    /// it did.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when the swarm's rules refuse it, `Busy` when the
     /// queue is full, `Stopped` on shutdown, `Append` when the commit failed,
     /// `NotLeader` on a node that does not lead.
-    pub async fn run(&self, command: Command) -> Result<Answer, CommandError> {
-        self.ask(|reply| Request::Command(command, reply)).await
+    pub async fn run_as(&self, actor: &str, command: Command) -> Result<Answer, CommandError> {
+        self.ask(|reply| Request::Command(command, Some(actor.to_owned()), reply)).await
     }
 
     /// One page of the projection, as `GET /api/swarm` serves it.
@@ -435,17 +503,21 @@ impl Coordinator {
 
     /// Decides `command` against the projection and, when it yields events, commits
     /// and folds them, answering what the writer did with each.
-    async fn act(&mut self, command: rules::Command) -> Result<Vec<Appended>, CommandError> {
+    async fn act(&mut self, command: rules::Command, actor: Option<&str>) -> Result<Vec<Appended>, CommandError> {
         let events = decide(&self.projection, command, now_ms())?;
-        self.append(&events, None).await
+        self.append(&events, None, actor).await
     }
 
     /// Commits events and folds them. A settlement's two events take the ids
-    /// [`settlement_ids`] derives from its task.
+    /// [`settlement_ids`] derives from its task. Each event's `data.actor` is `actor`,
+    /// who asked for the command; events the coordinator logs by its own clock
+    /// (settlements at a window's end, time-outs) and the demo's have none, and their
+    /// `source` says who wrote them.
     async fn append(
         &mut self,
         events: &[SwarmEvent],
         ids: Option<(String, String)>,
+        actor: Option<&str>,
     ) -> Result<Vec<Appended>, CommandError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -454,6 +526,14 @@ impl Coordinator {
         let mut new = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let mut object = e.to_json();
+            if let Some(actor) = actor {
+                // Who asked is about the request, not the swarm's state: it is added
+                // here, at the edge with the log, and no fold reads it.
+                let data = object.entry("data").or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(data) = data {
+                    data.insert("actor".into(), Value::String(actor.to_owned()));
+                }
+            }
             if let Some(id) = ids.as_mut().and_then(Iterator::next) {
                 object.insert("id".into(), Value::String(id));
             }
@@ -476,8 +556,8 @@ impl Coordinator {
     async fn serve(&mut self, request: Request) {
         // A caller that gave up waiting needs no answer; a command took effect anyway.
         match request {
-            Request::Command(command, reply) => {
-                let answer = self.handle(command).await;
+            Request::Command(command, actor, reply) => {
+                let answer = self.handle(command, actor.as_deref()).await;
                 let _ = reply.send(answer);
             }
             Request::Snapshot(page, reply) => {
@@ -495,19 +575,19 @@ impl Coordinator {
         self.projection.task(task_id).and_then(|t| t.winner.clone())
     }
 
-    async fn handle(&mut self, command: Command) -> Result<Answer, CommandError> {
+    async fn handle(&mut self, command: Command, actor: Option<&str>) -> Result<Answer, CommandError> {
         if !self.leading {
             return Err(CommandError::NotLeader);
         }
         match command {
             Command::Join { name, agent_id, capabilities } => {
                 let agent_id = agent_id.unwrap_or_else(|| self.new_agent_id(&name));
-                self.act(rules::Command::Join { name, agent_id: agent_id.clone(), capabilities }).await?;
+                self.act(rules::Command::Join { name, agent_id: agent_id.clone(), capabilities }, actor).await?;
                 self.heard(&agent_id);
                 Ok(Answer::Joined { agent_id })
             }
             Command::Leave { agent_id } => {
-                self.act(rules::Command::Leave { agent_id: agent_id.clone() }).await?;
+                self.act(rules::Command::Leave { agent_id: agent_id.clone() }, actor).await?;
                 self.last_heard.remove(&agent_id);
                 Ok(Answer::Agent { agent_id, status: AgentStatus::Offline })
             }
@@ -519,32 +599,26 @@ impl Coordinator {
                     Some(SwarmEvent::AgentStatusChanged { status: Some(status), .. }) => *status,
                     _ => AgentStatus::Idle,
                 };
-                self.append(&events, None).await?;
+                self.append(&events, None, actor).await?;
                 Ok(Answer::Agent { agent_id, status })
             }
             Command::Heartbeat { agent_id } => {
-                self.act(rules::Command::Heartbeat { agent_id: agent_id.clone() }).await?;
+                self.act(rules::Command::Heartbeat { agent_id: agent_id.clone() }, actor).await?;
                 self.heard(&agent_id);
                 let status = self.projection.agent(&agent_id).map_or(AgentStatus::Idle, |a| a.status);
                 Ok(Answer::Agent { agent_id, status })
             }
             Command::PostTask { description } => {
-                let mut task_id = short_id("task-");
-                while self.projection.task(&task_id).is_some() {
-                    task_id = short_id("task-");
-                }
+                let task_id = self.new_task_id();
                 let window = self.settings.bid_window;
                 let events = decide(
                     &self.projection,
                     rules::Command::PostTask { task_id: task_id.clone(), description, window },
                     now_ms(),
                 )?;
-                let closes_ms = events.iter().find_map(|e| match e {
-                    SwarmEvent::TaskBidding { closes_ms, .. } => *closes_ms,
-                    _ => None,
-                });
-                self.append(&events, None).await?;
-                Ok(Answer::Posted { task_id, closes_at: closes_ms.map(format_timestamp).unwrap_or_default() })
+                let closes_at = closes_at(&events);
+                self.append(&events, None, actor).await?;
+                Ok(Answer::Posted { task_id, closes_at })
             }
             Command::Bid { task_id, agent_id, bid_sats } => {
                 let events = decide(
@@ -553,28 +627,58 @@ impl Coordinator {
                     now_ms(),
                 )?;
                 self.heard(&agent_id);
-                let appended = self.append(&events, None).await?;
+                let appended = self.append(&events, None, actor).await?;
                 let seq = appended.first().map_or(0, |a| a.seq);
                 Ok(Answer::Bid { task_id, agent_id, bid_sats, seq })
             }
             Command::Start { task_id, agent_id } => {
-                self.task_step(rules::Command::Start { task_id: task_id.clone(), agent_id }, &task_id).await?;
+                self.task_step(rules::Command::Start { task_id: task_id.clone(), agent_id }, &task_id, actor).await?;
                 Ok(Answer::Task { task_id, status: TaskStatus::Started })
             }
             Command::Complete { task_id, result } => {
-                self.task_step(rules::Command::Complete { task_id: task_id.clone(), result }, &task_id).await?;
+                self.task_step(rules::Command::Complete { task_id: task_id.clone(), result }, &task_id, actor).await?;
                 Ok(Answer::Task { task_id, status: TaskStatus::Completed })
             }
             Command::Fail { task_id, reason } => {
-                self.task_step(rules::Command::Fail { task_id: task_id.clone(), reason }, &task_id).await?;
+                self.task_step(rules::Command::Fail { task_id: task_id.clone(), reason }, &task_id, actor).await?;
                 Ok(Answer::Task { task_id, status: TaskStatus::Failed })
             }
             Command::Tool { task_id, tool_name, status, data } => {
                 let command = rules::Command::Tool { task_id: task_id.clone(), tool_name, status, data };
-                let (events, appended) = self.task_step(command, &task_id).await?;
+                let (events, appended) = self.task_step(command, &task_id, actor).await?;
                 let event_type = events.first().map_or("tool.called", SwarmEvent::event_type);
                 let seq = appended.first().map_or(0, |a| a.seq);
                 Ok(Answer::Tool { task_id, event_type, seq })
+            }
+            Command::Remove { agent_id } => {
+                self.act(rules::Command::Remove { agent_id: agent_id.clone() }, actor).await?;
+                self.last_heard.remove(&agent_id);
+                Ok(Answer::Agent { agent_id, status: AgentStatus::Offline })
+            }
+            Command::Cancel { task_id, reason } => {
+                let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
+                self.act(rules::Command::Cancel { task_id: task_id.clone(), reason }, actor).await?;
+                self.managed_auctions.remove(&task_id);
+                Ok(Answer::Task { task_id, status: TaskStatus::Cancelled })
+            }
+            Command::Retry { task_id: retry_of } => {
+                let task_id = self.new_task_id();
+                let window = self.settings.bid_window;
+                let command = rules::Command::Retry { task_id: task_id.clone(), retry_of: retry_of.clone(), window };
+                let events = decide(&self.projection, command, now_ms())?;
+                let closes_at = closes_at(&events);
+                self.append(&events, None, actor).await?;
+                Ok(Answer::Retried { task_id, retry_of, closes_at })
+            }
+            Command::Close { task_id } => {
+                let events = decide(&self.projection, rules::Command::Close { task_id: task_id.clone() }, now_ms())?;
+                // The ids of a settlement at the window's end: closed once, whichever
+                // comes first, even with two nodes that both believe they lead.
+                let appended = self.append(&events, Some(settlement_ids(&task_id)), actor).await?;
+                self.check_settlement(&task_id, &appended).await;
+                self.managed_auctions.remove(&task_id);
+                let status = self.projection.task(&task_id).map_or(TaskStatus::Failed, |t| t.status);
+                Ok(Answer::Task { task_id, status })
             }
         }
     }
@@ -585,13 +689,23 @@ impl Coordinator {
         &mut self,
         command: rules::Command,
         task_id: &str,
+        actor: Option<&str>,
     ) -> Result<(Vec<SwarmEvent>, Vec<Appended>), CommandError> {
         let events = decide(&self.projection, command, now_ms())?;
         if let Some(winner) = self.winner(task_id) {
             self.heard(&winner);
         }
-        let appended = self.append(&events, None).await?;
+        let appended = self.append(&events, None, actor).await?;
         Ok((events, appended))
+    }
+
+    /// A new task's id, no task's id yet.
+    fn new_task_id(&self) -> String {
+        let mut task_id = short_id("task-");
+        while self.projection.task(&task_id).is_some() {
+            task_id = short_id("task-");
+        }
+        task_id
     }
 
     /// An id for an agent that did not ask for one: its name's letters and digits and a
@@ -636,7 +750,7 @@ impl Coordinator {
             let Ok(events) = decide(&self.projection, rules::Command::Settle { task_id: task_id.clone() }, now) else {
                 continue;
             };
-            match self.append(&events, Some(settlement_ids(&task_id))).await {
+            match self.append(&events, Some(settlement_ids(&task_id)), None).await {
                 Ok(appended) => self.check_settlement(&task_id, &appended).await,
                 Err(e) => {
                     // The auction stays open in the projection, so the next deadline
@@ -715,7 +829,7 @@ impl Coordinator {
                 self.last_heard.remove(&agent_id);
                 continue;
             };
-            match self.append(&events, None).await {
+            match self.append(&events, None, None).await {
                 Ok(_) => {
                     tracing::info!(agent_id, "agent timed out");
                     self.last_heard.remove(&agent_id);
@@ -738,6 +852,18 @@ impl Coordinator {
         self.snapshot_cache = Some((page, Instant::now(), built.clone()));
         built
     }
+}
+
+/// When the auction a new task's events open closes, as the API writes it.
+fn closes_at(events: &[SwarmEvent]) -> String {
+    events
+        .iter()
+        .find_map(|e| match e {
+            SwarmEvent::TaskBidding { closes_ms, .. } => *closes_ms,
+            _ => None,
+        })
+        .map(format_timestamp)
+        .unwrap_or_default()
 }
 
 /// The ids of an auction's settlement events. Derived from the task, so settling the

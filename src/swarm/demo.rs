@@ -262,7 +262,7 @@ impl Agent {
 
     async fn react(&mut self, event: &Event) {
         match SwarmEvent::decode(event) {
-            Some(SwarmEvent::TaskCreated { task_id, description }) => {
+            Some(SwarmEvent::TaskCreated { task_id, description, .. }) => {
                 if self.descriptions.len() >= MAX_REMEMBERED_TASKS {
                     self.descriptions.clear();
                 }

@@ -50,13 +50,13 @@ impl ToolStatus {
 pub enum SwarmEvent {
     /// `agent.joined`: the agent is online and idle.
     AgentJoined { agent_id: String, name: String, capabilities: Vec<String> },
-    /// `agent.left`: the agent is offline (`reason` is `left` or `timeout`).
+    /// `agent.left`: the agent is offline (`reason` is `left`, `timeout` or `removed`).
     AgentLeft { agent_id: String, name: String, reason: String },
     /// `agent.status_changed`: what the agent says it is doing; `None` when it said
     /// something other than `idle` or `busy`, which changes nothing.
     AgentStatusChanged { agent_id: String, name: String, status: Option<AgentStatus> },
-    /// `task.created`.
-    TaskCreated { task_id: String, description: String },
+    /// `task.created`; `retry_of` names the failed or cancelled task it retries.
+    TaskCreated { task_id: String, description: String, retry_of: Option<String> },
     /// `task.bidding`: the auction is open until `closes_ms`.
     TaskBidding { task_id: String, closes_ms: Option<i64>, window_secs: Option<f64> },
     /// `bid.submitted`.
@@ -74,6 +74,9 @@ pub enum SwarmEvent {
     TaskCompleted { task_id: String, agent_id: Option<String>, result: Option<Value> },
     /// `task.failed`.
     TaskFailed { task_id: String, agent_id: Option<String>, reason: String },
+    /// `task.cancelled`: an operator stopped the task before it finished; `agent_id`
+    /// is the agent it was assigned to, if any.
+    TaskCancelled { task_id: String, agent_id: Option<String>, reason: String },
 }
 
 /// A task's result as it is shown: text as it is, any other JSON as its JSON.
@@ -104,6 +107,7 @@ impl SwarmEvent {
             SwarmEvent::Tool { status, .. } => status.event_type(),
             SwarmEvent::TaskCompleted { .. } => "task.completed",
             SwarmEvent::TaskFailed { .. } => "task.failed",
+            SwarmEvent::TaskCancelled { .. } => "task.cancelled",
         }
     }
 
@@ -147,6 +151,7 @@ impl SwarmEvent {
             "task.created" => SwarmEvent::TaskCreated {
                 task_id: task_id?,
                 description: text(&data, "description").unwrap_or_default(),
+                retry_of: text(&data, "retry_of"),
             },
             "task.bidding" => SwarmEvent::TaskBidding {
                 task_id: task_id?,
@@ -188,6 +193,11 @@ impl SwarmEvent {
                 agent_id,
                 reason: text(&data, "reason").unwrap_or_else(|| "unknown".to_owned()),
             },
+            "task.cancelled" => SwarmEvent::TaskCancelled {
+                task_id: task_id?,
+                agent_id,
+                reason: text(&data, "reason").unwrap_or_else(|| "unknown".to_owned()),
+            },
             _ => return None,
         };
         Some(decoded)
@@ -212,8 +222,13 @@ impl SwarmEvent {
                 }
                 (None, Some(agent_id), Some(Value::Object(data)))
             }
-            SwarmEvent::TaskCreated { task_id, description } => {
-                (Some(task_id), None, Some(json!({"description": description})))
+            SwarmEvent::TaskCreated { task_id, description, retry_of } => {
+                let mut data = Map::new();
+                data.insert("description".into(), json!(description));
+                if let Some(original) = retry_of {
+                    data.insert("retry_of".into(), json!(original));
+                }
+                (Some(task_id), None, Some(Value::Object(data)))
             }
             SwarmEvent::TaskBidding { task_id, closes_ms, window_secs } => (
                 Some(task_id),
@@ -243,7 +258,8 @@ impl SwarmEvent {
             SwarmEvent::TaskCompleted { task_id, agent_id, result } => {
                 (Some(task_id), agent_id.as_deref(), Some(json!({"result": result})))
             }
-            SwarmEvent::TaskFailed { task_id, agent_id, reason } => {
+            SwarmEvent::TaskFailed { task_id, agent_id, reason }
+            | SwarmEvent::TaskCancelled { task_id, agent_id, reason } => {
                 (Some(task_id), agent_id.as_deref(), Some(json!({"reason": reason})))
             }
         };
@@ -295,7 +311,8 @@ mod tests {
             SwarmEvent::AgentJoined { agent_id: "a".into(), name: "A".into(), capabilities: vec!["code".into()] },
             SwarmEvent::AgentLeft { agent_id: "a".into(), name: "A".into(), reason: "timeout".into() },
             SwarmEvent::AgentStatusChanged { agent_id: "a".into(), name: "A".into(), status: Some(AgentStatus::Busy) },
-            SwarmEvent::TaskCreated { task_id: "t".into(), description: "sort".into() },
+            SwarmEvent::TaskCreated { task_id: "t".into(), description: "sort".into(), retry_of: None },
+            SwarmEvent::TaskCreated { task_id: "t2".into(), description: "sort".into(), retry_of: Some("t".into()) },
             SwarmEvent::TaskBidding { task_id: "t".into(), closes_ms: Some(60_000), window_secs: Some(15.0) },
             SwarmEvent::BidSubmitted {
                 task_id: "t".into(),
@@ -325,6 +342,7 @@ mod tests {
                 result: Some(json!({"n": 1})),
             },
             SwarmEvent::TaskFailed { task_id: "t".into(), agent_id: None, reason: "disk full".into() },
+            SwarmEvent::TaskCancelled { task_id: "t".into(), agent_id: Some("a".into()), reason: "wrong repo".into() },
         ]
     }
 

@@ -117,6 +117,8 @@ pub enum TaskStatus {
     Started,
     Completed,
     Failed,
+    /// An operator cancelled it (`task.cancelled`) before it finished.
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -129,11 +131,13 @@ impl TaskStatus {
             TaskStatus::Started => "started",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
+    /// Nothing more happens to the task: completed, failed or cancelled.
     pub fn is_finished(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
     }
 }
 
@@ -150,6 +154,9 @@ pub struct Task {
     pub task_id: String,
     pub description: String,
     pub status: TaskStatus,
+    /// The failed or cancelled task this one retries (`data.retry_of` of `task.created`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
     pub bids: Vec<Bid>,
     pub winner: Option<String>,
     pub winning_bid: Option<u64>,
@@ -321,7 +328,9 @@ impl Projection {
             }
             SwarmEvent::AgentLeft { agent_id, .. } => self.agent_left(&agent_id),
             SwarmEvent::AgentStatusChanged { agent_id, status, .. } => self.agent_status_changed(&agent_id, status),
-            SwarmEvent::TaskCreated { task_id, description } => self.task_created(task_id, description, seq, at),
+            SwarmEvent::TaskCreated { task_id, description, retry_of } => {
+                self.task_created(task_id, description, retry_of, seq, at);
+            }
             SwarmEvent::TaskBidding { task_id, closes_ms, .. } => self.task_bidding(&task_id, closes_ms),
             SwarmEvent::BidSubmitted { task_id, agent_id, bid_sats, .. } => {
                 self.bid_submitted(&task_id, agent_id, bid_sats, seq, at);
@@ -333,9 +342,12 @@ impl Projection {
             SwarmEvent::TaskStarted { task_id, .. } => self.task_started(&task_id, at),
             SwarmEvent::Tool { task_id, status, .. } => self.tool(&task_id, status),
             SwarmEvent::TaskCompleted { task_id, result, .. } => {
-                self.task_finished(&task_id, Ok(result.map(result_text)), at);
+                self.task_finished(&task_id, Outcome::Completed(result.map(result_text)), at);
             }
-            SwarmEvent::TaskFailed { task_id, reason, .. } => self.task_finished(&task_id, Err(reason), at),
+            SwarmEvent::TaskFailed { task_id, reason, .. } => self.task_finished(&task_id, Outcome::Failed(reason), at),
+            SwarmEvent::TaskCancelled { task_id, reason, .. } => {
+                self.task_finished(&task_id, Outcome::Cancelled(reason), at);
+            }
         }
     }
 
@@ -383,7 +395,7 @@ impl Projection {
         a.refresh_status();
     }
 
-    fn task_created(&mut self, id: String, description: String, seq: u64, at: i64) {
+    fn task_created(&mut self, id: String, description: String, retry_of: Option<String>, seq: u64, at: i64) {
         if self.tasks.contains_key(&id) {
             return;
         }
@@ -397,6 +409,7 @@ impl Projection {
                 task_id: id,
                 description,
                 status: TaskStatus::Created,
+                retry_of,
                 bids: Vec::new(),
                 winner: None,
                 winning_bid: None,
@@ -475,15 +488,27 @@ impl Projection {
         }
     }
 
-    /// `task.completed` (`Ok` with its result) or `task.failed` (`Err` with its reason).
-    fn task_finished(&mut self, task_id: &str, outcome: Result<Option<String>, String>, at: i64) {
+    /// `task.completed`, `task.failed` or `task.cancelled`. A cancelled task leaves its
+    /// auction (no longer open, so never settled) and its agent, which counts it neither
+    /// done nor failed.
+    fn task_finished(&mut self, task_id: &str, outcome: Outcome, at: i64) {
         let Some(t) = self.open_task(task_id) else { return };
-        let completed = outcome.is_ok();
-        t.status = if completed { TaskStatus::Completed } else { TaskStatus::Failed };
+        let completed = matches!(outcome, Outcome::Completed(_));
+        let cancelled = matches!(outcome, Outcome::Cancelled(_));
         t.finished_ms = Some(at);
         match outcome {
-            Ok(result) => t.result = result,
-            Err(reason) => t.reason = Some(reason),
+            Outcome::Completed(result) => {
+                t.status = TaskStatus::Completed;
+                t.result = result;
+            }
+            Outcome::Failed(reason) => {
+                t.status = TaskStatus::Failed;
+                t.reason = Some(reason);
+            }
+            Outcome::Cancelled(reason) => {
+                t.status = TaskStatus::Cancelled;
+                t.reason = Some(reason);
+            }
         }
         let (tid, winner, bid) = (t.task_id.clone(), t.winner.clone(), t.winning_bid.unwrap_or(0));
         let created_seq = t.created_seq;
@@ -491,7 +516,7 @@ impl Projection {
         if completed {
             self.tasks_completed += 1;
             self.sats_paid += bid;
-        } else {
+        } else if !cancelled {
             self.tasks_failed += 1;
         }
         if let Some(a) = winner.as_deref().and_then(|w| self.agents.get_mut(w)) {
@@ -499,7 +524,7 @@ impl Projection {
             if completed {
                 a.tasks_completed += 1;
                 a.sats_earned += bid;
-            } else {
+            } else if !cancelled {
                 a.tasks_failed += 1;
             }
             a.refresh_status();
@@ -553,6 +578,13 @@ impl Projection {
     fn open_task(&mut self, task_id: &str) -> Option<&mut Task> {
         self.tasks.get_mut(task_id).filter(|t| !t.status.is_finished())
     }
+}
+
+/// How a task finished, with what the event said about it.
+enum Outcome {
+    Completed(Option<String>),
+    Failed(String),
+    Cancelled(String),
 }
 
 /// The `data` object of a committed event.

@@ -36,6 +36,10 @@ pub enum Command {
     Leave {
         agent_id: String,
     },
+    /// An operator removes the agent: it leaves (reason `removed`) and its tasks fail.
+    Remove {
+        agent_id: String,
+    },
     /// `status` as sent: only `idle` and `busy` are accepted.
     Status {
         agent_id: String,
@@ -80,6 +84,23 @@ pub enum Command {
     Settle {
         task_id: String,
     },
+    /// An operator closes an auction now, before its window passes, and it is settled
+    /// as the window's end would settle it.
+    Close {
+        task_id: String,
+    },
+    /// An operator cancels a task that has not finished.
+    Cancel {
+        task_id: String,
+        reason: String,
+    },
+    /// A new task (`task_id`, new) with the description of the failed or cancelled
+    /// task `retry_of`, auctioned for `window`.
+    Retry {
+        task_id: String,
+        retry_of: String,
+        window: Duration,
+    },
     /// An agent that went silent leaves, and its tasks fail.
     TimeOut {
         agent_id: String,
@@ -109,6 +130,10 @@ pub fn decide(swarm: &Projection, command: Command, now_ms: i64) -> Result<Vec<S
             let agent = online_agent(swarm, &agent_id)?;
             Ok(departure(agent, "left"))
         }
+        Command::Remove { agent_id } => {
+            let agent = online_agent(swarm, &agent_id)?;
+            Ok(departure(agent, "removed"))
+        }
         Command::Status { agent_id, status } => {
             let status = match status.as_str() {
                 "idle" => AgentStatus::Idle,
@@ -121,15 +146,28 @@ pub fn decide(swarm: &Projection, command: Command, now_ms: i64) -> Result<Vec<S
         Command::Heartbeat { agent_id } => online_agent(swarm, &agent_id).map(|_| Vec::new()),
         Command::PostTask { task_id, description, window } => {
             check_text("description", &description, MAX_DESCRIPTION_CHARS)?;
-            let closes_ms = now_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-            Ok(vec![
-                SwarmEvent::TaskCreated { task_id: task_id.clone(), description },
-                SwarmEvent::TaskBidding {
-                    task_id,
-                    closes_ms: Some(closes_ms),
-                    window_secs: Some(window.as_secs_f64()),
-                },
-            ])
+            Ok(post(task_id, description, None, window, now_ms))
+        }
+        Command::Retry { task_id, retry_of, window } => {
+            let original = swarm.task(&retry_of).ok_or_else(|| not_found_task(&retry_of))?;
+            if !matches!(original.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                return Err(Rejected::Conflict(format!(
+                    "task {retry_of:?} is {}; only a failed or cancelled task is retried",
+                    original.status.as_str()
+                )));
+            }
+            Ok(post(task_id, original.description.clone(), Some(retry_of), window, now_ms))
+        }
+        Command::Cancel { task_id, reason } => {
+            check_text("reason", &reason, MAX_DESCRIPTION_CHARS)?;
+            let task = swarm.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
+            if task.status.is_finished() {
+                return Err(Rejected::Conflict(format!(
+                    "task {task_id:?} is {}; only a task that has not finished is cancelled",
+                    task.status.as_str()
+                )));
+            }
+            Ok(vec![SwarmEvent::TaskCancelled { agent_id: task.winner.clone(), task_id, reason }])
         }
         Command::Bid { task_id, agent_id, bid_sats } => bid(swarm, task_id, agent_id, bid_sats, now_ms),
         Command::Start { task_id, agent_id } => {
@@ -155,7 +193,14 @@ pub fn decide(swarm: &Projection, command: Command, now_ms: i64) -> Result<Vec<S
             let winner = assignee(swarm, &task_id, &[TaskStatus::Assigned, TaskStatus::Started], None)?;
             Ok(vec![SwarmEvent::Tool { task_id, agent_id: Some(winner), status, tool_name, data }])
         }
-        Command::Settle { task_id } => settle(swarm, task_id, now_ms),
+        Command::Settle { task_id } => {
+            let task = swarm.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
+            if task.is_bidding() && task.closes_ms.is_some_and(|c| now_ms < c) {
+                return Err(Rejected::Conflict(format!("bidding on {task_id:?} is still open")));
+            }
+            settle(swarm, task_id)
+        }
+        Command::Close { task_id } => settle(swarm, task_id),
         Command::TimeOut { agent_id } => {
             let agent = online_agent(swarm, &agent_id)?;
             Ok(departure(agent, "timeout"))
@@ -193,6 +238,9 @@ fn bid(
     let bid_sats = auction::check_bid(bid_sats).map_err(|message| Rejected::Invalid { field: "bid_sats", message })?;
     let task = swarm.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
     let agent_name = online_agent(swarm, &agent_id)?.name.clone();
+    if task.status.is_finished() {
+        return Err(Rejected::Conflict(format!("task {task_id:?} is {}; bidding is closed", task.status.as_str())));
+    }
     let open = task.is_bidding() && task.closes_ms.is_none_or(|c| now_ms < c);
     if !open {
         return Err(Rejected::Conflict(format!("bidding on {task_id:?} is closed")));
@@ -203,14 +251,30 @@ fn bid(
     Ok(vec![SwarmEvent::BidSubmitted { task_id, agent_id, bid_sats, agent_name }])
 }
 
-/// `auction.closed`, then `task.assigned` to the winner or `task.failed` without one.
-fn settle(swarm: &Projection, task_id: String, now_ms: i64) -> Result<Vec<SwarmEvent>, Rejected> {
+/// A new task and its open auction.
+fn post(
+    task_id: String,
+    description: String,
+    retry_of: Option<String>,
+    window: Duration,
+    now_ms: i64,
+) -> Vec<SwarmEvent> {
+    let closes_ms = now_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    vec![
+        SwarmEvent::TaskCreated { task_id: task_id.clone(), description, retry_of },
+        SwarmEvent::TaskBidding { task_id, closes_ms: Some(closes_ms), window_secs: Some(window.as_secs_f64()) },
+    ]
+}
+
+/// `auction.closed`, then `task.assigned` to the winner or `task.failed` without one,
+/// whether or not the window has passed (the caller checks when that matters).
+fn settle(swarm: &Projection, task_id: String) -> Result<Vec<SwarmEvent>, Rejected> {
     let task = swarm.task(&task_id).ok_or_else(|| not_found_task(&task_id))?;
     if !task.is_bidding() {
-        return Err(Rejected::Conflict(format!("task {task_id:?} is not taking bids")));
-    }
-    if task.closes_ms.is_some_and(|c| now_ms < c) {
-        return Err(Rejected::Conflict(format!("bidding on {task_id:?} is still open")));
+        return Err(Rejected::Conflict(format!(
+            "task {task_id:?} is {}; closing an auction needs it bidding",
+            closed_state(task)
+        )));
     }
     let bids = task.bids.len() as u64;
     Ok(match auction::settle(task, swarm) {
@@ -225,10 +289,20 @@ fn settle(swarm: &Projection, task_id: String, now_ms: i64) -> Result<Vec<SwarmE
     })
 }
 
+/// The state a task not taking bids is in, as a refusal names it: a bidding task
+/// whose auction closed without an outcome says so.
+fn closed_state(task: &super::projection::Task) -> &'static str {
+    if task.status == TaskStatus::Bidding { "closed to bids" } else { task.status.as_str() }
+}
+
 /// `agent.left` and the failure of each task the agent held.
 fn departure(agent: &Agent, reason: &str) -> Vec<SwarmEvent> {
     let name = &agent.name;
-    let gone = if reason == "timeout" { "timed out" } else { "left" };
+    let gone = match reason {
+        "timeout" => "timed out",
+        "removed" => "was removed",
+        _ => "left",
+    };
     let mut events =
         vec![SwarmEvent::AgentLeft { agent_id: agent.agent_id.clone(), name: name.clone(), reason: reason.to_owned() }];
     events.extend(agent.current_tasks.iter().map(|task_id| SwarmEvent::TaskFailed {
@@ -460,6 +534,122 @@ mod tests {
         assert!(conflict(s.run(join("A", "a"))), "an online agent joins once");
     }
 
+    fn cancel(s: &mut Swarm, task: &str) -> Result<Vec<SwarmEvent>, Rejected> {
+        s.run(Command::Cancel { task_id: task.into(), reason: "wrong repo".into() })
+    }
+
+    /// A task posted, bid on by `a` and settled: assigned to `a`.
+    fn assigned(s: &mut Swarm, task: &str) {
+        s.post(task);
+        s.bid(task, "a", 5).unwrap();
+        s.now_ms += 15_000;
+        s.settle(task).unwrap();
+    }
+
+    #[test]
+    fn a_task_is_cancelled_in_any_state_before_it_finishes_and_only_then() {
+        let mut s = Swarm::new();
+        s.join("a");
+        s.post("bidding");
+        assert_eq!(
+            cancel(&mut s, "bidding").unwrap(),
+            vec![SwarmEvent::TaskCancelled { task_id: "bidding".into(), agent_id: None, reason: "wrong repo".into() }]
+        );
+        assert_eq!(s.projection.task("bidding").unwrap().status, TaskStatus::Cancelled);
+        assert_eq!(s.projection.open_auctions().count(), 0, "a cancelled task leaves the open auctions");
+        assigned(&mut s, "assigned");
+        assert_eq!(s.projection.agent("a").unwrap().status, AgentStatus::Busy);
+        let events = cancel(&mut s, "assigned").unwrap();
+        assert!(matches!(&events[0], SwarmEvent::TaskCancelled { agent_id: Some(a), .. } if a == "a"));
+        let agent = s.projection.agent("a").unwrap();
+        assert_eq!((agent.status, agent.tasks_failed), (AgentStatus::Idle, 0), "the agent is free, not failed");
+        let Err(Rejected::Conflict(m)) = cancel(&mut s, "assigned") else { panic!("cancelled once") };
+        assert_eq!(m, r#"task "assigned" is cancelled; only a task that has not finished is cancelled"#);
+        assigned(&mut s, "done");
+        s.run(Command::Complete { task_id: "done".into(), result: None }).unwrap();
+        let Err(Rejected::Conflict(m)) = cancel(&mut s, "done") else { panic!("a completed task stays so") };
+        assert!(m.contains("is completed"), "{m}");
+        assert!(matches!(cancel(&mut s, "nope"), Err(Rejected::NotFound(_))));
+        let blank = Command::Cancel { task_id: "x".into(), reason: " ".into() };
+        assert!(matches!(s.run(blank), Err(Rejected::Invalid { field: "reason", .. })));
+    }
+
+    #[test]
+    fn a_cancelled_task_takes_no_bids_and_is_never_settled() {
+        let mut s = Swarm::new();
+        s.join("a");
+        s.post("t");
+        cancel(&mut s, "t").unwrap();
+        let Err(Rejected::Conflict(m)) = s.bid("t", "a", 5) else { panic!("no bids after a cancel") };
+        assert_eq!(m, r#"task "t" is cancelled; bidding is closed"#);
+        s.now_ms += 15_000;
+        let Err(Rejected::Conflict(m)) = s.settle("t") else { panic!("never settled") };
+        assert_eq!(m, r#"task "t" is cancelled; closing an auction needs it bidding"#);
+        assert!(conflict(s.run(Command::Close { task_id: "t".into() })));
+    }
+
+    #[test]
+    fn a_retry_is_a_new_task_naming_the_failed_or_cancelled_one() {
+        let mut s = Swarm::new();
+        s.post("t");
+        let retry = |from: &str, to: &str| Command::Retry {
+            task_id: to.into(),
+            retry_of: from.into(),
+            window: Duration::from_secs(15),
+        };
+        let Err(Rejected::Conflict(m)) = s.run(retry("t", "r1")) else { panic!("a bidding task is not retried") };
+        assert_eq!(m, r#"task "t" is bidding; only a failed or cancelled task is retried"#);
+        cancel(&mut s, "t").unwrap();
+        let events = s.run(retry("t", "r1")).unwrap();
+        assert_eq!(
+            events[0],
+            SwarmEvent::TaskCreated { task_id: "r1".into(), description: "d".into(), retry_of: Some("t".into()) }
+        );
+        let r1 = s.projection.task("r1").unwrap();
+        assert!(r1.is_bidding());
+        assert_eq!(r1.retry_of.as_deref(), Some("t"));
+        s.now_ms += 15_000;
+        s.settle("r1").unwrap();
+        assert_eq!(s.projection.task("r1").unwrap().status, TaskStatus::Failed, "no bids");
+        s.run(retry("r1", "r2")).unwrap();
+        assert!(matches!(s.run(retry("nope", "r3")), Err(Rejected::NotFound(_))));
+    }
+
+    #[test]
+    fn closing_now_settles_before_the_window_passes_and_only_while_bidding() {
+        let mut s = Swarm::new();
+        s.join("a");
+        s.post("t");
+        s.bid("t", "a", 5).unwrap();
+        let events = s.run(Command::Close { task_id: "t".into() }).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[1], SwarmEvent::TaskAssigned { agent_id, .. } if agent_id == "a"));
+        let Err(Rejected::Conflict(m)) = s.run(Command::Close { task_id: "t".into() }) else { panic!("closed once") };
+        assert_eq!(m, r#"task "t" is assigned; closing an auction needs it bidding"#);
+        s.now_ms += 15_000;
+        assert!(conflict(s.settle("t")), "the window's end finds it settled");
+    }
+
+    #[test]
+    fn removing_an_agent_fails_its_tasks_with_reason_removed() {
+        let mut s = Swarm::new();
+        s.join("a");
+        assigned(&mut s, "t");
+        let events = s.run(Command::Remove { agent_id: "a".into() }).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                SwarmEvent::AgentLeft { agent_id: "a".into(), name: "A".into(), reason: "removed".into() },
+                SwarmEvent::TaskFailed {
+                    task_id: "t".into(),
+                    agent_id: Some("a".into()),
+                    reason: "agent A was removed".into()
+                },
+            ]
+        );
+        assert!(conflict(s.run(Command::Remove { agent_id: "a".into() })), "removed once");
+    }
+
     /// Bids by agent (0..6) and amount, each tried in turn; some are refused (a second
     /// bid by the same agent), which the properties take into account.
     fn bids() -> impl Strategy<Value = Vec<(usize, u64)>> {
@@ -517,6 +707,58 @@ mod tests {
             let (mut s, _, settled) = auction(&bids);
             prop_assert_eq!(settled.len(), 2);
             prop_assert!(conflict(s.settle("t")));
+        }
+
+        /// Whatever order bids, a close now, a cancel and the window's end come in, the
+        /// auction is settled at most once, and never once the task is cancelled; a
+        /// cancelled task is never assigned afterwards.
+        #[test]
+        fn close_now_and_cancel_settle_at_most_once(
+            steps in proptest::collection::vec(0u8..5, 0..16),
+            bids in bids(),
+        ) {
+            let mut s = Swarm::new();
+            for a in 0..6 {
+                s.join(&format!("a{a}"));
+            }
+            s.post("t");
+            let mut bids = bids.into_iter();
+            let (mut settlements, mut cancelled) = (0, false);
+            for step in steps {
+                let outcome = match step {
+                    0 => bids.next().map(|(a, sats)| s.bid("t", &format!("a{a}"), sats)),
+                    1 => Some(s.run(Command::Close { task_id: "t".into() })),
+                    2 => Some(cancel(&mut s, "t")),
+                    3 => {
+                        s.now_ms += 15_000;
+                        Some(s.settle("t"))
+                    }
+                    _ => Some(s.run(Command::Start { task_id: "t".into(), agent_id: None })),
+                };
+                let Some(Ok(events)) = outcome else { continue };
+                for e in &events {
+                    match e {
+                        SwarmEvent::AuctionClosed { .. } => {
+                            prop_assert!(!cancelled, "a cancelled task is never settled");
+                            settlements += 1;
+                        }
+                        SwarmEvent::TaskAssigned { .. } | SwarmEvent::TaskStarted { .. } => {
+                            prop_assert!(!cancelled, "a cancelled task is never assigned or started");
+                        }
+                        SwarmEvent::TaskCancelled { .. } => {
+                            prop_assert!(!cancelled, "cancelled once");
+                            cancelled = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            prop_assert!(settlements <= 1);
+            let task = s.projection.task("t").unwrap();
+            prop_assert_eq!(cancelled, task.status == TaskStatus::Cancelled);
+            if cancelled {
+                prop_assert!(!task.is_bidding());
+            }
         }
     }
 }

@@ -166,7 +166,7 @@ mod tests {
         let events = [
             SwarmEvent::AgentJoined { agent_id: "a".into(), name: "A".into(), capabilities: vec![] },
             SwarmEvent::AgentJoined { agent_id: "b".into(), name: "B".into(), capabilities: vec![] },
-            SwarmEvent::TaskCreated { task_id: "t".into(), description: "d".into() },
+            SwarmEvent::TaskCreated { task_id: "t".into(), description: "d".into(), retry_of: None },
             SwarmEvent::TaskBidding { task_id: "t".into(), closes_ms: Some(9_000), window_secs: Some(5.0) },
             SwarmEvent::BidSubmitted { task_id: "t".into(), agent_id: "a".into(), bid_sats: 3, agent_name: "A".into() },
         ];

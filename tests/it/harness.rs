@@ -109,6 +109,15 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Issues a token with `scope` named `name` (what events a command logs name as
+    /// their actor) through the admin API.
+    pub async fn named_token(&self, name: &str, scope: &str) -> String {
+        let body = json!({ "name": name, "scope": scope }).to_string();
+        let (status, body) = self.post_raw("/api/tokens", &body, Some(&self.admin)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     /// The seqs of every stored event, ascending, read through the API.
     pub async fn all_events(&self) -> Vec<Value> {
         all_events(&self.http, self.addr, &self.admin).await

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod browser;
+mod browser_actions;
 mod browser_login;
 mod chromium;
 mod cli;

@@ -593,3 +593,283 @@ async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
         db.drop().await;
     }
 }
+
+/// Posts a form-encoded body with `token`, asking for what `accept` names.
+async fn post_form(app: &TestApp, path: &str, form: &str, token: &str, accept: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", accept)
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The stored events of `task_id` (or of `agent_id`), in order.
+async fn events_of(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
+    app.all_events().await.into_iter().filter(|e| e[key] == id).collect()
+}
+
+#[tokio::test]
+async fn an_operator_cancels_retries_closes_and_removes_and_each_event_names_them() {
+    let app = swarm_app(60_000).await;
+    let ops = app.named_token("ops-alice", "write").await;
+    let call = |path: String, body: Value| {
+        let ops = ops.clone();
+        let app = &app;
+        async move { app.post_raw(&path, &body.to_string(), Some(&ops)).await }
+    };
+    app.join("Echo", "echo").await;
+    app.join("Forge", "forge").await;
+
+    // Cancel, with and without a reason: the task leaves the open auctions.
+    let t1 = app.post_task("resize the disk").await;
+    let (status, body) = call(format!("/swarm/tasks/{t1}/cancel"), json!({"reason": "wrong repo"})).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"task_id": t1, "status": "cancelled"})));
+    let cancelled = events_of(&app, "task_id", &t1).await.pop().unwrap();
+    assert_eq!(cancelled["event_type"], "task.cancelled");
+    assert_eq!(cancelled["data"], json!({"actor": "ops-alice", "reason": "wrong repo"}));
+    let swarm = app.swarm().await;
+    assert_eq!(task(&swarm, &t1)["status"], "cancelled");
+    assert!(swarm["auctions"].as_array().unwrap().iter().all(|a| a["task_id"] != t1.as_str()), "{swarm}");
+    let (status, _) = call(format!("/swarm/tasks/{t1}/bids"), json!({"agent_id": "echo", "bid_sats": 5})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a cancelled task takes no bids");
+
+    // Retry: a new task with the same description that names the cancelled one.
+    let (status, body) = call(format!("/swarm/tasks/{t1}/retry"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["retry_of"], t1.as_str());
+    let t2 = body["task_id"].as_str().unwrap().to_owned();
+    assert_ne!(t2, t1);
+    let created = events_of(&app, "task_id", &t2).await;
+    assert_eq!(types_of(&created), ["task.created", "task.bidding"]);
+    assert_eq!(created[0]["data"]["retry_of"], t1.as_str());
+    assert_eq!(created[0]["data"]["description"], "resize the disk");
+    assert!(created.iter().all(|e| e["data"]["actor"] == "ops-alice"), "{created:?}");
+    assert_eq!(task(&app.swarm().await, &t2)["retry_of"], t1.as_str());
+
+    // Close now: settled at once, as the window's end would, by the lowest bid.
+    for (agent, sats) in [("echo", 30), ("forge", 20)] {
+        let (status, _) = call(format!("/swarm/tasks/{t2}/bids"), json!({"agent_id": agent, "bid_sats": sats})).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, body) = call(format!("/swarm/tasks/{t2}/close"), json!({})).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"task_id": t2, "status": "assigned"})));
+    let settled = events_of(&app, "task_id", &t2).await;
+    assert_eq!(&types_of(&settled)[4..], ["auction.closed", "task.assigned"]);
+    assert_eq!(settled[5]["agent_id"], "forge");
+    assert!(settled[4..].iter().all(|e| e["data"]["actor"] == "ops-alice"));
+
+    // Remove: the agent leaves with reason `removed` and its task fails.
+    let resp = app.http.delete(app.url("/swarm/agents/forge")).bearer_auth(&ops).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let left = events_of(&app, "agent_id", "forge").await;
+    let left: Vec<&Value> = left.iter().filter(|e| e["event_type"] == "agent.left").collect();
+    assert_eq!(left[0]["data"], json!({"actor": "ops-alice", "name": "Forge", "reason": "removed"}));
+    let failed = events_of(&app, "task_id", &t2).await.pop().unwrap();
+    assert_eq!(
+        (&failed["event_type"], &failed["data"]["reason"]),
+        (&json!("task.failed"), &json!("agent Forge was removed"))
+    );
+    let swarm = app.swarm().await;
+    assert_eq!(agent(&swarm, "forge")["status"], "offline");
+    assert_eq!(task(&swarm, &t2)["status"], "failed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn actions_out_of_order_answer_409_naming_the_state_and_change_nothing() {
+    let app = swarm_app(60_000).await;
+    app.join("Echo", "echo").await;
+    let bidding = app.post_task("x").await;
+    let done = app.post_task("y").await;
+    app.call(&format!("/swarm/tasks/{done}/bids"), json!({"agent_id": "echo", "bid_sats": 5})).await;
+    let (status, _) = app.call(&format!("/swarm/tasks/{done}/close"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.call(&format!("/swarm/tasks/{done}/complete"), json!({"result": "ok"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let cases = [
+        (format!("/swarm/tasks/{done}/cancel"), "is completed"),
+        (format!("/swarm/tasks/{done}/retry"), "is completed"),
+        (format!("/swarm/tasks/{done}/close"), "is completed"),
+        (format!("/swarm/tasks/{bidding}/retry"), "is bidding"),
+    ];
+    let before = app.all_events().await.len();
+    for (path, state) in &cases {
+        let (status, err) = app.call(path, json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(state), "{path}: {message}");
+    }
+    for path in ["/swarm/tasks/nope/cancel", "/swarm/tasks/nope/retry", "/swarm/tasks/nope/close"] {
+        assert_eq!(app.call(path, json!({})).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    let resp = app.http.delete(app.url("/swarm/agents/ghost")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let (status, err) = app.call(&format!("/swarm/tasks/{bidding}/cancel"), json!({"reason": 5})).await;
+    assert_eq!((status, &err["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("reason")));
+    let (status, _) = app.call(&format!("/swarm/tasks/{bidding}/close"), json!({"now": true})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown field is refused");
+    assert_eq!(app.all_events().await.len(), before, "refused actions log nothing");
+
+    app.call(&format!("/swarm/tasks/{bidding}/cancel"), json!({})).await;
+    let (status, err) = app.call(&format!("/swarm/tasks/{bidding}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(err["error"]["message"].as_str().unwrap().contains("is cancelled"), "{err}");
+    let (status, err) = app.call(&format!("/swarm/tasks/{bidding}/close"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(err["error"]["message"].as_str().unwrap().contains("is cancelled"), "{err}");
+    let reason = events_of(&app, "task_id", &bidding).await.pop().unwrap();
+    assert_eq!(reason["data"]["reason"], "no reason given");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn read_scope_tokens_and_foreign_origins_get_403_from_the_actions_and_nothing_is_logged() {
+    let app = swarm_app(60_000).await;
+    app.join("Echo", "echo").await;
+    let t = app.post_task("x").await;
+    let read = app.token("read").await;
+    let before = app.all_events().await.len();
+    for action in ["cancel", "retry", "close"] {
+        let (status, err) = app.post_raw(&format!("/swarm/tasks/{t}/{action}"), "{}", Some(&read)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{action}: {err}");
+    }
+    let resp = app.http.delete(app.url("/swarm/agents/echo")).bearer_auth(&read).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = post_form(&app, "/swarm/agents/echo/remove", "", &read, "text/html").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A form another site's page makes a browser send is refused by its Origin, even
+    // with a token that may act.
+    let resp = app
+        .http
+        .post(app.url(&format!("/swarm/tasks/{t}/cancel")))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://attacker.example")
+        .body("reason=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.all_events().await.len(), before);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_coordinator_endpoint_logs_the_actor_that_asked() {
+    let app = swarm_app(60_000).await;
+    let ops = app.named_token("bot-7", "write").await;
+    let call = |path: String, body: Value| {
+        let ops = ops.clone();
+        let app = &app;
+        async move {
+            let (status, body) = app.post_raw(&path, &body.to_string(), Some(&ops)).await;
+            assert!(status.is_success(), "{path}: {status} {body}");
+            body
+        }
+    };
+    call("/swarm/agents".into(), json!({"name": "Echo", "agent_id": "echo"})).await;
+    call("/swarm/agents/echo/status".into(), json!({"status": "busy"})).await;
+    call("/swarm/agents/echo/heartbeat".into(), json!({})).await;
+    let t = call("/swarm/tasks".into(), json!({"description": "x"})).await["task_id"].as_str().unwrap().to_owned();
+    call(format!("/swarm/tasks/{t}/bids"), json!({"agent_id": "echo", "bid_sats": 3})).await;
+    call(format!("/swarm/tasks/{t}/close"), json!({})).await;
+    call(format!("/swarm/tasks/{t}/start"), json!({})).await;
+    call(format!("/swarm/tasks/{t}/tools"), json!({"tool_name": "grep"})).await;
+    call(format!("/swarm/tasks/{t}/fail"), json!({"reason": "disk full"})).await;
+    call(format!("/swarm/tasks/{t}/retry"), json!({})).await;
+    let resp = app.http.delete(app.url("/swarm/agents/echo")).bearer_auth(&ops).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let events = app.all_events().await;
+    let kinds: HashSet<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    for kind in [
+        "agent.joined",
+        "agent.status_changed",
+        "task.created",
+        "bid.submitted",
+        "auction.closed",
+        "task.assigned",
+        "task.started",
+        "tool.called",
+        "task.failed",
+        "agent.left",
+    ] {
+        assert!(kinds.contains(kind), "{kind} in {kinds:?}");
+    }
+    for e in &events {
+        assert_eq!(e["data"]["actor"], "bot-7", "{e}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn coordinator_endpoints_take_form_bodies_with_the_same_checks() {
+    let app = swarm_app(60_000).await;
+    let admin = app.admin.clone();
+    let api = |path: &'static str, form: &'static str| post_form(&app, path, form, &admin, "*/*");
+    let resp = api("/swarm/agents", "name=Echo&agent_id=echo&capabilities=code&capabilities=review").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(agent(&app.swarm().await, "echo")["capabilities"], json!(["code", "review"]));
+    let resp = api("/swarm/tasks", "description=sort+the+%E2%9C%93+list").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let t = resp.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(task(&app.swarm().await, &t)["description"], "sort the ✓ list");
+    let bids = format!("/swarm/tasks/{t}/bids");
+    let form = |body: &'static str| post_form(&app, &bids, body, &admin, "*/*");
+    for (body, field) in [
+        ("agent_id=echo&bid_sats=0", "bid_sats"),
+        ("agent_id=echo&bid_sats=ten", "bid_sats"),
+        ("agent_id=echo", "bid_sats"),
+        ("agent_id=echo&agent_id=forge&bid_sats=5", "agent_id"),
+    ] {
+        let resp = form(body).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["field"], field, "{body}: {err}");
+    }
+    let resp = form("agent_id=echo&bid_sats=7").await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.json::<Value>().await.unwrap()["bid_sats"], 7);
+    let resp = post_form(&app, &format!("/swarm/tasks/{t}/cancel"), "reason=", &admin, "*/*").await;
+    assert_eq!(resp.status(), StatusCode::OK, "an empty field is a field not given");
+    assert_eq!(events_of(&app, "task_id", &t).await.pop().unwrap()["data"]["reason"], "no reason given");
+
+    // A page's form (the browser asks for HTML) is sent back to the page, or shown
+    // what was refused.
+    let resp = post_form(&app, &format!("/swarm/tasks/{t}/retry"), "", &admin, "text/html,*/*").await;
+    assert_eq!(resp.status(), StatusCode::OK, "reqwest follows the 303 to the new task's page");
+    let retry = resp.url().path().strip_prefix("/swarm/tasks/").unwrap().to_owned();
+    assert_eq!(task(&app.swarm().await, &retry)["retry_of"], t.as_str());
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirects
+        .post(app.url(&format!("/swarm/tasks/{t}/cancel")))
+        .bearer_auth(&admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body("reason=again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("is cancelled") && page.contains(&format!("/swarm/tasks/{t}")), "{page}");
+    let resp = no_redirects
+        .post(app.url(&format!("/swarm/tasks/{retry}/close")))
+        .bearer_auth(&admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], format!("/swarm/tasks/{retry}").as_str());
+    let resp =
+        post_form(&app, &format!("/swarm/tasks/{retry}/bids"), "agent_id=echo&bid_sats=ten", &admin, "text/html").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "a bad body is refused on a page too");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("bid_sats must be a positive integer"), "{page}");
+    app.stop().await;
+}

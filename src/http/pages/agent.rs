@@ -10,14 +10,15 @@ use axum::response::Response;
 use maud::html;
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, html_page, swarm_agent, up_to_head, who};
+use super::{PageError, badge, confirm, html_page, may_act, swarm_agent, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::format_timestamp;
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::Order;
-use crate::view::event::{Detail, clock, query_value, task_href};
+use crate::swarm::projection::AgentStatus;
+use crate::view::event::{Detail, agent_href, clock, query_value, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
 /// History rows shown; older ones are in the event log.
@@ -57,6 +58,14 @@ pub async fn page_handler(
         }
         div.detail-grid {
             div.detail-side {
+                @if let Some(a) = agent.filter(|a| a.status != AgentStatus::Offline && may_act(&principal)) {
+                    section.panel.actions aria-labelledby="actions-title" {
+                        h2 #actions-title { "Actions" }
+                        (confirm(&format!("{}/remove", agent_href(&a.agent_id)), "Remove agent",
+                            "Remove this agent from the swarm? It goes offline and the tasks it holds fail.",
+                            "Yes, remove the agent", false))
+                    }
+                }
                 section.panel aria-labelledby="earnings-title" {
                     h2 #earnings-title { "Earnings" }
                     @if let Some(a) = agent {

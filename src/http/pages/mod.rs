@@ -113,6 +113,30 @@ fn who(principal: &Principal) -> &str {
     &principal.name
 }
 
+/// An operator's action behind a confirmation step that needs no script: a
+/// disclosure whose summary names the action and whose body asks the question and
+/// holds the form with the real submit button. The form posts form-encoded to the
+/// coordinator's endpoint `action`, which sends the browser back with a 303.
+fn confirm(action: &str, label: &str, question: &str, yes: &str, reason: bool) -> Markup {
+    html! {
+        details.confirm {
+            summary.btn { (label) "…" }
+            form method="post" action=(action) {
+                p { (question) }
+                @if reason {
+                    label { "Reason (optional) " input type="text" name="reason" maxlength="2000"; }
+                }
+                button.danger type="submit" { (yes) }
+            }
+        }
+    }
+}
+
+/// Whether `principal` may act on the swarm: read-scope viewers see no actions.
+fn may_act(principal: &Principal) -> bool {
+    principal.may(Scope::Write)
+}
+
 /// A form field: browsers send empty inputs as `name=`, which means "not given".
 fn given(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())

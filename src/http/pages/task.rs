@@ -13,7 +13,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, html_page, human_duration, up_to_head, who};
+use super::{PageError, badge, confirm, html_page, human_duration, may_act, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::Event;
 use crate::filter::Filter;
@@ -21,7 +21,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::Order;
 use crate::swarm::events::{SwarmEvent, ToolStatus, result_text};
-use crate::view::event::{Detail, agent_href, clock, query_value};
+use crate::view::event::{Detail, agent_href, clock, query_value, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
 /// Events of one task shown; a task with more links to the log for the rest.
@@ -32,6 +32,8 @@ const MAX_TIMELINE: usize = 1000;
 struct Story {
     description: Option<String>,
     status: &'static str,
+    /// The failed or cancelled task this one retries.
+    retry_of: Option<String>,
     created_ms: Option<i64>,
     closes_ms: Option<i64>,
     closed_ms: Option<i64>,
@@ -53,8 +55,9 @@ fn story(events: &[Arc<Event>]) -> Story {
         let at = Some(e.ts_ms);
         let Some(event) = SwarmEvent::decode(e) else { continue };
         match event {
-            SwarmEvent::TaskCreated { description, .. } => {
+            SwarmEvent::TaskCreated { description, retry_of, .. } => {
                 s.description = Some(description).filter(|d| !d.is_empty());
+                s.retry_of = retry_of;
                 s.created_ms = at;
                 s.status = "created";
             }
@@ -83,6 +86,11 @@ fn story(events: &[Arc<Event>]) -> Story {
                 s.finished_ms = at;
                 s.reason = Some(reason);
                 s.status = "failed";
+            }
+            SwarmEvent::TaskCancelled { reason, .. } => {
+                s.finished_ms = at;
+                s.reason = Some(reason);
+                s.status = "cancelled";
             }
             SwarmEvent::Tool { status: ToolStatus::Called, .. } => s.tool_calls += 1,
             _ => {}
@@ -124,6 +132,7 @@ pub async fn page_handler(
         }
         div.detail-grid {
             div.detail-side {
+                @if may_act(&principal) { (actions(&task_id, &s)) }
                 (facts(&s))
                 (bids(&s))
             }
@@ -140,6 +149,7 @@ fn facts(s: &Story) -> Markup {
         section.panel aria-labelledby="facts-title" {
             h2 #facts-title { "Facts" }
             dl.facts {
+                @if let Some(original) = &s.retry_of { dt { "Retry of" } dd { a href=(task_href(original)) { (original) } } }
                 @if let Some(t) = s.created_ms { dt { "Posted" } dd { time datetime=(crate::event::format_timestamp(t)) data-ts=(t) { (clock(t)) } } }
                 @if let Some(w) = &s.winner {
                     dt { "Winner" }
@@ -151,7 +161,41 @@ fn facts(s: &Story) -> Markup {
                 @if let Some(d) = span(s.created_ms, s.finished_ms) { dt { "In all" } dd { (d) } }
                 dt { "Tool calls" } dd { (s.tool_calls) }
                 @if let Some(r) = &s.result { dt { "Result" } dd { (r) } }
-                @if let Some(r) = &s.reason { dt { "Failed because" } dd.bad { (r) } }
+                @if let Some(r) = &s.reason {
+                    dt { @if s.status == "cancelled" { "Cancelled because" } @else { "Failed because" } }
+                    dd.bad { (r) }
+                }
+            }
+        }
+    }
+}
+
+/// What an operator may do to the task in its state: close its auction now while it
+/// takes bids, cancel it before it finishes, retry it once it failed or was cancelled.
+fn actions(task_id: &str, s: &Story) -> Markup {
+    let close = s.status == "bidding" && s.closed_ms.is_none();
+    let cancel = matches!(s.status, "created" | "bidding" | "assigned" | "started");
+    let retry = matches!(s.status, "failed" | "cancelled");
+    if !(close || cancel || retry) {
+        return html! {};
+    }
+    let href = task_href(task_id);
+    html! {
+        section.panel.actions aria-labelledby="actions-title" {
+            h2 #actions-title { "Actions" }
+            @if close {
+                (confirm(&format!("{href}/close"), "Close auction now",
+                    "Close the auction now? The lowest bid so far wins; without a bid the task fails.",
+                    "Yes, close the auction", false))
+            }
+            @if cancel {
+                (confirm(&format!("{href}/cancel"), "Cancel task",
+                    "Cancel this task? Its auction closes without a winner and its agent stops working on it.",
+                    "Yes, cancel the task", true))
+            }
+            @if retry {
+                (confirm(&format!("{href}/retry"), "Retry",
+                    "Post this task again as a new task with the same description?", "Yes, retry it", false))
             }
         }
     }
