@@ -30,7 +30,7 @@ use crate::store::{CommitSignal, Order, Query, Store, StoreError};
 
 /// How often the follower reads the log even when nothing announced a commit: the
 /// longest a lost announcement can delay an event.
-pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const CATCH_UP_INTERVAL: Duration = Duration::from_millis(500);
 /// Commits the writer may hand over before the follower takes them; beyond it they are
 /// read back from the store instead.
 const HANDOVER_COMMITS: usize = 64;
@@ -58,7 +58,7 @@ impl FollowerHandle {
 }
 
 /// Starts the follower; it runs until `shutdown` is cancelled.
-pub fn spawn(
+pub(crate) fn spawn(
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     signal: CommitSignal,

@@ -46,28 +46,32 @@
 //! - [`client`]: the command-line clients (`tail` watches the feed, `emit` posts
 //!   events), which reach the server over HTTP like any other program.
 
+// Items are `pub(crate)` unless the binary, the tests or the load generator need them;
+// the lint keeps a new `pub` from leaking out of a private module.
+#![warn(unreachable_pub)]
+
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod cursor;
+pub(crate) mod cursor;
 pub mod event;
 pub mod file_config;
 pub mod filter;
-pub mod follower;
-pub mod http;
+pub(crate) mod follower;
+pub(crate) mod http;
 pub mod hub;
 pub mod ingest;
 pub mod login_link;
 pub mod metrics;
 pub mod redact;
-pub mod retention;
+pub(crate) mod retention;
 pub mod server;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod shutdown;
 pub mod store;
-pub mod swarm;
+pub(crate) mod swarm;
 pub mod telemetry;
 pub mod transport;
-pub mod view;
+pub(crate) mod view;
 pub mod writer;

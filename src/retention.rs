@@ -20,10 +20,10 @@ use crate::store::{Store, StoreError};
 /// milliseconds, not seconds.
 const CHUNK: usize = 5_000;
 /// How often retention looks for work.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `--idempotency-days`: a pruned event's id is remembered for 7 days after
 /// its commit.
-pub const DEFAULT_IDEMPOTENCY_DAYS: u32 = 7;
+pub(crate) const DEFAULT_IDEMPOTENCY_DAYS: u32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionSettings {
@@ -59,7 +59,7 @@ impl RetentionSettings {
 ///
 /// # Errors
 /// The store could not be read.
-pub async fn keep_from(settings: &RetentionSettings, head: u64, store: &dyn Store) -> Result<u64, StoreError> {
+pub(crate) async fn keep_from(settings: &RetentionSettings, head: u64, store: &dyn Store) -> Result<u64, StoreError> {
     let mut keep = 1;
     if let Some(n) = settings.events {
         keep = keep.max(head.saturating_sub(n) + 1);
@@ -78,7 +78,7 @@ pub async fn keep_from(settings: &RetentionSettings, head: u64, store: &dyn Stor
 /// # Errors
 /// The store failed; what was deleted before stays deleted, and the hub's oldest
 /// already says so.
-pub async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn Store) -> Result<u64, StoreError> {
+pub(crate) async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn Store) -> Result<u64, StoreError> {
     let window_ms = i64::from(settings.idempotency_days) * 86_400_000;
     let forgotten = store.forget_pruned_ids(chrono::Utc::now().timestamp_millis() - window_ms).await?;
     if forgotten > 0 {
@@ -106,7 +106,7 @@ pub async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn Store) -
 }
 
 /// Runs [`prune`] every `settings.interval` until `shutdown`.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: RetentionSettings,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,

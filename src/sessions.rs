@@ -24,9 +24,9 @@ const SECRET_BYTES: usize = 32;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// Default `--session-idle-minutes`: 12 hours without use end a session.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(720 * 60);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(720 * 60);
 /// Default `--session-max-days`: no session outlives 30 days.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How long sessions and login links live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Whether `v` can be a session secret: only what [`Sessions::start`] makes, so a
 /// cookie value can go back into a header or a log line unescaped.
-pub fn is_secret_shaped(v: &str) -> bool {
+pub(crate) fn is_secret_shaped(v: &str) -> bool {
     auth::is_secret_shaped(v, SECRET_PREFIX)
 }
 

@@ -21,14 +21,14 @@ use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_times
 use crate::store::{Order, Query, Store, StoreError};
 
 /// Most events one `GET /api/events` page returns (DESIGN §4).
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 /// Page size when `limit` is not given.
 const DEFAULT_PAGE: usize = 100;
 /// Longest window `GET /api/summary` covers, minutes (one day).
 const MAX_SUMMARY_MINUTES: u32 = 24 * 60;
 /// Types a summary names; the rest are summed as `other`, so a producer inventing a
 /// new type per event cannot make the summary, or the events page, grow with them.
-pub const MAX_SUMMARY_TYPES: usize = 20;
+pub(crate) const MAX_SUMMARY_TYPES: usize = 20;
 /// Bodies above this are parsed on the blocking pool: a 16 MiB batch takes tens of
 /// milliseconds to parse, which would stall every connection sharing the worker.
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
@@ -41,7 +41,7 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 /// One committed event of a `POST /api/events`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = AcceptedEvent)]
-pub struct Accepted<'a> {
+pub(crate) struct Accepted<'a> {
     id: &'a str,
     seq: u64,
     /// Present and true when the id was already stored; `seq` is the original.
@@ -51,7 +51,7 @@ pub struct Accepted<'a> {
 
 /// The answer to a `POST /api/events`: its events in the order sent.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct AcceptedBody<'a> {
+pub(crate) struct AcceptedBody<'a> {
     events: Vec<Accepted<'a>>,
 }
 
@@ -65,7 +65,7 @@ pub struct AcceptedBody<'a> {
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
         (status = 503, description = "Writer queue full, or the server holds as many request bodies as --max-inflight-body-bytes allows; see Retry-After", body = ErrorBody)))]
-pub async fn post_events(
+pub(crate) async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiBody(body): ApiBody,
@@ -89,7 +89,7 @@ pub async fn post_events(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     after: Option<u64>,
     before: Option<u64>,
     from: Option<String>,
@@ -118,7 +118,7 @@ fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, A
 #[tracing::instrument(skip_all)]
 #[utoipa::path(get, path = "/api/events", tag = "events", params(ListParams, crate::filter::FilterSpec),
     responses((status = 200, description = "A page of events, by seq", body = EventPage), Refusals))]
-pub async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<AppState>,
     Filtered(filter, p): Filtered<ListParams>,
 ) -> Result<Response, ApiError> {
@@ -227,7 +227,7 @@ impl PageChunks {
 #[utoipa::path(get, path = "/api/events/{key}", tag = "events",
     params(("key" = String, Path, description = "A seq, or a producer id")),
     responses((status = 200, description = "The event", body = crate::event::EventPayload), (status = 404, description = "No such event", body = ErrorBody), Refusals))]
-pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
     let mut found = None;
     if let Ok(seq) = key.parse::<u64>() {
         found = state.store.get_by_seq(seq).await?;
@@ -242,13 +242,13 @@ pub async fn get_event(State(state): State<AppState>, Path(key): Path<String>) -
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct SummaryParams {
+pub(crate) struct SummaryParams {
     minutes: Option<u32>,
 }
 
 /// One minute of `GET /api/summary`.
 #[derive(Debug, Serialize)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Start of the minute, RFC 3339.
     pub minute: String,
     pub total: u64,
@@ -260,7 +260,7 @@ pub struct Bucket {
 
 /// What `GET /api/summary` answers; the events page renders the same.
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub minutes: u32,
     pub from: String,
     pub to: String,
@@ -277,7 +277,7 @@ pub struct Summary {
 /// filling).
 #[utoipa::path(get, path = "/api/summary", tag = "events", params(SummaryParams),
     responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), Refusals))]
-pub async fn summary(
+pub(crate) async fn summary(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SummaryParams>,
 ) -> Result<Response, ApiError> {
@@ -288,7 +288,7 @@ pub async fn summary(
 ///
 /// # Errors
 /// 400 when `minutes` is out of range; the store's errors.
-pub async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiError> {
+pub(crate) async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiError> {
     if minutes == 0 || minutes > MAX_SUMMARY_MINUTES {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -333,13 +333,13 @@ pub async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiErr
 /// `GET /api/event-types`: the known-type table of DESIGN §2.
 #[utoipa::path(get, path = "/api/event-types", tag = "events",
     responses((status = 200, description = "The known-type table: icon, label, display template", body = Object)))]
-pub async fn event_types() -> Response {
+pub(crate) async fn event_types() -> Response {
     Json(serde_json::json!({ "types": KNOWN_TYPES, "unknown_icon": UNKNOWN_ICON })).into_response()
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     /// `read`, `write` or `admin`.
     #[schema(value_type = String)]
     scope: Scope,
@@ -349,7 +349,7 @@ pub struct NewToken {
 /// `POST /api/tokens` (admin): issues a token; its secret is in this answer only.
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken,
     responses((status = 201, description = "The token; its secret is shown only here", body = Object), Refusals))]
-pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
+pub(crate) async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -> Result<Response, ApiError> {
     let req: NewToken = json_body(&body)?;
     let name = req.name.unwrap_or_else(|| format!("{} token", req.scope));
     if name.is_empty() || name.chars().count() > crate::event::MAX_NAME_CHARS {
@@ -362,7 +362,7 @@ pub async fn post_token(State(state): State<AppState>, ApiBody(body): ApiBody) -
 /// `GET /api/tokens` (admin): every token's id, name, scope and state; never a secret.
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens",
     responses((status = 200, description = "Every token's id, name, scope and state", body = Object), Refusals))]
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "tokens": state.tokens.list().await? })).into_response())
 }
 
@@ -370,7 +370,7 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiE
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 200, description = "Revoked; its open streams close", body = Object), (status = 404, description = "No live token with that id", body = ErrorBody), Refusals))]
-pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.tokens.revoke(&id).await? {
         Ok(Json(serde_json::json!({ "id": id, "revoked": true })).into_response())
     } else {
@@ -382,7 +382,7 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
 /// was created, last used, and when it will expire unless used again; never a secret.
 #[utoipa::path(get, path = "/api/sessions", tag = "tokens",
     responses((status = 200, description = "Every live browser session, newest first", body = Object), Refusals))]
-pub async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiError> {
     let sessions: Vec<serde_json::Value> = state
         .sessions
         .list()
@@ -409,7 +409,7 @@ pub async fn list_sessions(State(state): State<AppState>) -> Result<Response, Ap
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "tokens",
     params(("id" = String, Path, description = "Session id, as GET /api/sessions lists it")),
     responses((status = 200, description = "Ended", body = Object), (status = 404, description = "No session with that id", body = ErrorBody), Refusals))]
-pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.sessions.end_by_id(&id).await? {
         state.tokens.session_ended();
         tracing::info!(session_id = %id, "browser session ended by an admin");
@@ -422,7 +422,7 @@ pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) 
 /// `GET /metrics`: Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let bounds = state.hub.bounds();
     let now = crate::metrics::Snapshot {
         head: bounds.head,
@@ -435,7 +435,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Middleware: counts every refusal by its error code.
-pub async fn count_rejections(
+pub(crate) async fn count_rejections(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -450,7 +450,7 @@ pub async fn count_rejections(
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
     responses((status = 200, description = "The process is up", body = Object)))]
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
@@ -463,7 +463,10 @@ pub async fn healthz() -> Response {
 /// balancer would not settle anything; the problems need an operator.
 #[utoipa::path(get, path = "/readyz", tag = "ops", security((), ("bearer" = [])),
     responses((status = 200, description = "The store answers: `status` is `ready`, or `degraded` when the coordinator has problems. With a valid token also `head`, `oldest` and `problems`", body = Object), (status = 503, description = "Shutting down, a long-running task ended (`task_ended`, naming it), or the store does not answer", body = ErrorBody)))]
-pub async fn readyz(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn readyz(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(why) = state.ended_early.get() {
         return Err(ApiError::unavailable("task_ended", format!("{why}; the server is stopping"), 5));
     }
@@ -487,12 +490,12 @@ pub async fn readyz(State(state): State<AppState>, headers: axum::http::HeaderMa
 }
 
 /// Any path without a route.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
 /// Last line of defence: a handler that panicked answers 500 and the server goes on.
-pub fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = cause
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

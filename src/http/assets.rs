@@ -50,7 +50,7 @@ fn etags() -> &'static [String] {
 }
 
 /// Serves one embedded asset.
-pub async fn serve(Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn serve(Path(path): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let Some(i) = ASSETS.iter().position(|a| a.path == path) else {
         return Err(ApiError::not_found(format!("no asset {path:?}")));
     };

@@ -15,7 +15,7 @@ use super::{AppState, session};
 use crate::auth::{Principal, Scope};
 
 /// Middleware: 401 without valid credentials, 403 when the scope is too small.
-pub async fn require(
+pub(crate) async fn require(
     State((state, needed)): State<(AppState, Scope)>,
     mut request: Request,
     next: Next,

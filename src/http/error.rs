@@ -24,7 +24,7 @@ use crate::writer::AppendError;
 const QUEUE_FULL_RETRY_SECS: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -35,12 +35,12 @@ pub struct ApiError {
 
 /// Every error answer (DESIGN §4); the OpenAPI document describes this type.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail<'a> {
+pub(crate) struct ErrorDetail<'a> {
     /// A stable machine-readable code, e.g. `invalid_event`.
     code: &'a str,
     message: &'a str,
@@ -53,44 +53,44 @@ pub struct ErrorDetail<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field: None, index: None, retry_after: None }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    pub fn not_found(what: impl Into<String>) -> Self {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+    pub(crate) fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         ApiError { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
     }
 
     /// A server-side failure: the cause is logged here, once; the client gets a
     /// generic message.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 
     /// The JSON body, for transports that report errors in-band.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -106,7 +106,7 @@ impl ApiError {
 
 /// Marks a response as a refusal, with its code, for the rejection metrics.
 #[derive(Debug, Clone, Copy)]
-pub struct Refused(pub &'static str);
+pub(crate) struct Refused(pub &'static str);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -171,7 +171,7 @@ impl From<FilterError> for ApiError {
 ///
 /// # Errors
 /// 400 `invalid_body` with `field` set whenever a field is to blame.
-pub fn json_body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -202,7 +202,7 @@ fn body_error(inner: &serde_json::Error, path: Option<String>) -> ApiError {
 }
 
 /// `Query<T>` whose rejection is an [`ApiError`] naming the bad parameter.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -222,7 +222,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 ///
 /// The query is split rather than `T` holding a flattened [`FilterSpec`]: serde's
 /// `flatten` drops `deny_unknown_fields`, and reads numbers in a query string as text.
-pub struct Filtered<T>(pub Filter, pub T);
+pub(crate) struct Filtered<T>(pub Filter, pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Filtered<T> {
     type Rejection = ApiError;
@@ -239,7 +239,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Filtered<T> {
 /// # Errors
 /// What axum's `Query` says of a query it cannot read: a malformed string, a value of
 /// the wrong type, a repeated or (for `T` with `deny_unknown_fields`) unknown name.
-pub fn split_query<T: DeserializeOwned>(query: &str) -> Result<(FilterSpec, T), String> {
+pub(crate) fn split_query<T: DeserializeOwned>(query: &str) -> Result<(FilterSpec, T), String> {
     let read = |e: &dyn std::fmt::Display| format!("Failed to deserialize query string: {e}");
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| read(&e))?;
     let (filter, rest): (Vec<_>, Vec<_>) =
@@ -252,7 +252,7 @@ pub fn split_query<T: DeserializeOwned>(query: &str) -> Result<(FilterSpec, T), 
 }
 
 /// The raw request body, with an over-limit body answered as 413 in the API's shape.
-pub struct ApiBody(pub Bytes);
+pub(crate) struct ApiBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for ApiBody {
     type Rejection = ApiError;

@@ -32,11 +32,11 @@ use crate::config::Limits;
 
 /// Cap on the body of `/login` and `/logout`: a form with a token or a login code and
 /// a local path to return to fits in well under 1 KiB.
-pub const FORM_MAX_BODY_BYTES: usize = 4 * 1024;
+pub(crate) const FORM_MAX_BODY_BYTES: usize = 4 * 1024;
 /// Cap on every other body that is not ingest: coordinator commands, admin requests
 /// (tokens, sessions), and whatever route is added without a class of its own, so a
 /// new route is small by default.
-pub const COMMAND_MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const COMMAND_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Seconds a client is asked to wait when the body budget is spent: bodies in flight
 /// finish or time out within the body timeout, most within a second.
 const BODY_BUDGET_RETRY_SECS: u64 = 1;
@@ -228,7 +228,7 @@ fn is_handshake(request: &Request) -> bool {
 }
 
 /// Middleware: the per-IP request and handshake rates.
-pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
         state.limiters.requests.check(&addr.ip(), 1)?;
         if is_handshake(&request) {
@@ -302,7 +302,7 @@ impl Drop for Charge {
 /// configurable cap; forms get a few KiB; everything else, commands and admin
 /// requests and any route added later, 64 KiB. A new ingest route (OTLP, say) must be
 /// named here to get the large cap.
-pub fn body_limit(method: &Method, path: &str, ingest_max: usize) -> usize {
+pub(crate) fn body_limit(method: &Method, path: &str, ingest_max: usize) -> usize {
     match path {
         "/api/events" if method == Method::POST => ingest_max,
         "/login" | "/logout" => FORM_MAX_BODY_BYTES,
@@ -385,7 +385,7 @@ impl HttpBody for Metered {
 /// Middleware: each request body under its route's cap ([`body_limit`]) and the body
 /// budget. A declared length over the cap is refused before a byte of the body is
 /// read; so is one the budget has no room for.
-pub async fn bodies(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn bodies(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     if request.body().is_end_stream() {
         // No body (every GET, every upgrade): nothing to cap or to hold.
         return Ok(next.run(request).await);

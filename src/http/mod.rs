@@ -6,19 +6,19 @@
 //! `server` binds it. Routes are grouped by the scope they need, and the group's
 //! middleware checks it, so no handler can forget to.
 
-pub mod api;
-pub mod assets;
-pub mod auth;
-pub mod error;
-pub mod limits;
-pub mod openapi;
-pub mod origin;
-pub mod pages;
-pub mod schema;
-pub mod serve;
-pub mod session;
-pub mod streams;
-pub mod swarm;
+pub(crate) mod api;
+pub(crate) mod assets;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod limits;
+pub(crate) mod openapi;
+pub(crate) mod origin;
+pub(crate) mod pages;
+pub(crate) mod schema;
+pub(crate) mod serve;
+pub(crate) mod session;
+pub(crate) mod streams;
+pub(crate) mod swarm;
 
 use std::sync::Arc;
 
@@ -76,7 +76,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The whole application.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/ws", get(streams::ws))
         .route("/ws/html", get(streams::ws_html))

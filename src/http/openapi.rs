@@ -68,7 +68,7 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// Built once: the document is a pure function of the code.
 static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
@@ -76,7 +76,7 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
 });
 
 /// `GET /api/openapi.json`.
-pub async fn document() -> Response {
+pub(crate) async fn document() -> Response {
     Json(DOCUMENT.clone()).into_response()
 }
 

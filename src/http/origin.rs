@@ -28,17 +28,17 @@ use super::error::ApiError;
 /// `Content-Security-Policy` of every response: scripts and styles only from this
 /// server (no inline script, no `<style>` or `style=`; setting `element.style` from a
 /// script is allowed), nothing may frame the pages, connections only back to this host.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
 /// `Referrer-Policy` of every response: no referrer leaves for another site.
-pub const REFERRER_POLICY: &str = "same-origin";
+pub(crate) const REFERRER_POLICY: &str = "same-origin";
 
 /// The scheme this server's own pages are served with. Cleartext only until TLS is
 /// served; behind a TLS-terminating proxy, list the public origin with
 /// `--allowed-origin https://…`.
-pub const SERVED_SCHEME: &str = "http";
+pub(crate) const SERVED_SCHEME: &str = "http";
 
 /// Whether `origin` is in the `--allowed-origin` list.
 fn origin_listed(origin: &str, allowed: &[String]) -> bool {
@@ -54,7 +54,7 @@ fn without_default_port<'a>(authority: &'a str, scheme: &str) -> &'a str {
 
 /// Whether `origin` (e.g. `http://127.0.0.1:8000`) may act on this server, served
 /// with `scheme` at `host`: a listed origin, or the same scheme, host and port.
-pub fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, allowed: &[String]) -> bool {
     if origin_listed(origin, allowed) {
         return true;
     }
@@ -81,7 +81,7 @@ fn host_name(host: &str) -> String {
 /// Whether a `Host` value names this server: any IP literal, `localhost` (or a name
 /// under `.localhost`, which browsers resolve to loopback themselves, RFC 6761), or a
 /// name in `allowed` (`--allowed-host`, lower-case, without port).
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = host_name(host);
     name.parse::<std::net::IpAddr>().is_ok()
         || name == "localhost"
@@ -92,7 +92,11 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
 /// Middleware: refuses a request whose `Host` is not this server's when a decision
 /// rests on it: every request without auth, and, with auth, every request whose
 /// `Origin` is compared against `Host`.
-pub async fn host_check(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn host_check(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let headers = request.headers();
     let compares_origin = needs_origin_check(request.method(), headers)
         && headers
@@ -124,7 +128,7 @@ fn needs_origin_check(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Middleware: refuses a foreign `Origin` on upgrades and state-changing requests.
-pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     if needs_origin_check(request.method(), request.headers())
         && let Some(origin) = request.headers().get(header::ORIGIN)
     {
@@ -143,7 +147,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// Middleware: the security headers of every response.
-pub async fn security_headers(request: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));

@@ -7,13 +7,13 @@
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub use super::error::{ErrorBody, ErrorDetail};
+pub(crate) use super::error::{ErrorBody, ErrorDetail};
 use crate::event::EventPayload;
 
 /// An event as a producer sends it.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct EventIn {
+pub(crate) struct EventIn {
     /// Idempotency key (≤ 128 characters); re-sending it stores nothing new. Ids
     /// beginning with `sf:` are the server's own and refused (400, field `id`), as is
     /// an id holding a bearer token.
@@ -36,7 +36,7 @@ pub struct EventIn {
 /// A page of events; pass `next` back as `after` (or `before` with `order=desc`).
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct EventPage {
+pub(crate) struct EventPage {
     events: Vec<EventPayload>,
     next: Option<u64>,
 }
@@ -44,7 +44,7 @@ pub struct EventPage {
 /// A long-poll answer; pass `next` back as `after`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct PollAnswer {
+pub(crate) struct PollAnswer {
     events: Vec<EventPayload>,
     next: u64,
     head: u64,
@@ -56,7 +56,7 @@ pub struct PollAnswer {
 /// The refusals every authenticated endpoint can answer.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-pub enum Refusals {
+pub(crate) enum Refusals {
     #[response(status = 400, description = "Malformed input; the error names what was wrong")]
     BadRequest(ErrorBody<'static>),
     #[response(status = 401, description = "Missing or bad credentials")]
@@ -68,7 +68,7 @@ pub enum Refusals {
 /// What a coordinator command can be refused with (DESIGN §7).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-pub enum CommandRefusals {
+pub(crate) enum CommandRefusals {
     #[response(status = 400, description = "Malformed body; the error names the field")]
     BadRequest(ErrorBody<'static>),
     #[response(status = 401, description = "Missing or bad credentials")]

@@ -141,7 +141,7 @@ async fn refuse(mut stream: TcpStream, over: OverLimit) {
 /// # Errors
 /// Never at present; accept errors (such as running out of file descriptors) are
 /// logged and retried after a short pause.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     conns: Arc<ConnCounter>,

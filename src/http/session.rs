@@ -27,9 +27,9 @@ use crate::sessions::is_secret_shaped;
 use crate::view::layout::{Nav, Shell, page, page_moving_on};
 
 /// The session cookie's name.
-pub const COOKIE: &str = "swarmfeed_session";
+pub(crate) const COOKIE: &str = "swarmfeed_session";
 /// Where a successful login goes when it was not sent from elsewhere.
-pub const HOME: &str = "/swarm/live";
+pub(crate) const HOME: &str = "/swarm/live";
 /// Longest token accepted from the form; real ones are 67 characters.
 const MAX_TOKEN_CHARS: usize = 128;
 
@@ -37,7 +37,7 @@ const MAX_TOKEN_CHARS: usize = 128;
 ///
 /// Only the characters a secret can hold are accepted, so the value can go back into a
 /// `Set-Cookie` header or a log line unescaped.
-pub fn cookie_secret(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn cookie_secret(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -80,7 +80,7 @@ fn safe_next(next: Option<&str>) -> &str {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct LoginQuery {
+pub(crate) struct LoginQuery {
     /// A one-time login link's code.
     code: Option<String>,
     /// Refused: tokens never go in URLs. Read only to say so.
@@ -89,14 +89,17 @@ pub struct LoginQuery {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     token: String,
     next: Option<String>,
 }
 
 /// `GET /login`: the form; with `?code=…`, a one-time link's login; with `?token=…`,
 /// a refusal that says what to do instead.
-pub async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Result<Response, ApiError> {
+pub(crate) async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
     if state.config.no_auth {
         return Ok(Redirect::to(safe_next(q.next.as_deref())).into_response());
     }
@@ -128,7 +131,7 @@ pub async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuer
 }
 
 /// `POST /login` with a token from the form.
-pub async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Result<Response, ApiError> {
+pub(crate) async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Result<Response, ApiError> {
     let token = f.token.trim();
     let known = if token.len() <= MAX_TOKEN_CHARS { state.tokens.resolve(token).await? } else { None };
     let Some(principal) = known else {
@@ -140,7 +143,7 @@ pub async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> R
 
 /// `POST /logout`: ends the session on the server, forgets the cookie, and goes back
 /// to the form.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(secret) = cookie_secret(&headers)
         && state.sessions.end(secret).await?
     {

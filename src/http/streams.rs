@@ -43,7 +43,7 @@ impl AppState {
 /// [`Filtered`] reads.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StreamParams {
+pub(crate) struct StreamParams {
     /// SSE: resume after this seq (the `Last-Event-ID` header wins).
     pub since: Option<u64>,
     /// Long-poll: return events after this seq.
@@ -59,14 +59,14 @@ pub struct StreamParams {
 /// `/ws/html`'s position in its URL, besides the filter's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HtmlParams {
+pub(crate) struct HtmlParams {
     since: Option<u64>,
 }
 
 /// Upgrades after the route's auth check has passed.
 #[utoipa::path(get, path = "/ws", tag = "streams",
     responses((status = 101, description = "WebSocket of JSON frames: subscribe, event, batch (when the subscription says \"batch\":true), reset (docs/PROTOCOL.md)"), super::schema::Refusals))]
-pub async fn ws(
+pub(crate) async fn ws(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ws: WebSocketUpgrade,
@@ -78,7 +78,7 @@ pub async fn ws(
 
 /// Upgrades after the route's auth check has passed; a bad filter is refused with 400
 /// before the upgrade.
-pub async fn ws_html(
+pub(crate) async fn ws_html(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Filtered(filter, p): Filtered<HtmlParams>,
@@ -97,7 +97,7 @@ pub async fn ws_html(
         ("since" = Option<u64>, Query, description = "Resume after this seq; the Last-Event-ID header wins"),
         FilterSpec),
     responses((status = 200, description = "text/event-stream; each event's id is its seq; a revoked token's stream ends with `event: revoked` (docs/PROTOCOL.md)", content_type = "text/event-stream"), super::schema::Refusals))]
-pub async fn sse(
+pub(crate) async fn sse(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
@@ -138,7 +138,7 @@ pub async fn sse(
         ("wait" = Option<u64>, Query, description = "Seconds to wait for one (default 25, at most 60)"),
         FilterSpec),
     responses((status = 200, description = "Events, or none after the wait", body = super::schema::PollAnswer), super::schema::Refusals))]
-pub async fn poll(
+pub(crate) async fn poll(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Filtered(filter, params): Filtered<StreamParams>,

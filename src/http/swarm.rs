@@ -47,7 +47,7 @@ impl From<CommandError> for ApiError {
 
 /// A command's body and how it came: JSON (whatever the `Content-Type`, as the API
 /// has always read it) or a form, and whether a browser sent the form from a page.
-pub struct CommandBody {
+pub(crate) struct CommandBody {
     raw: bytes::Bytes,
     form: bool,
     from_page: bool,
@@ -203,7 +203,7 @@ struct JoinBody {
 #[utoipa::path(post, path = "/swarm/agents", tag = "swarm",
     request_body(content((JoinBody = "application/json"), (JoinBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Joined; answers the agent_id", body = Object), CommandRefusals))]
-pub async fn join(
+pub(crate) async fn join(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     body: CommandBody,
@@ -224,7 +224,7 @@ struct NoBody {}
     params(("id" = String, Path, description = "Agent id")),
     responses((status = 200, description = "Removed (`agent.left`, reason `removed`); its tasks fail", body = Object),
         CommandRefusals))]
-pub async fn leave(
+pub(crate) async fn leave(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(agent_id): Path<String>,
@@ -241,7 +241,7 @@ pub async fn leave(
     params(("id" = String, Path, description = "Agent id")),
     responses((status = 200, description = "Removed (`agent.left`, reason `removed`); its tasks fail", body = Object),
         CommandRefusals))]
-pub async fn remove(
+pub(crate) async fn remove(
     state: State<AppState>,
     who: Extension<Principal>,
     agent_id: Path<String>,
@@ -261,7 +261,7 @@ struct StatusBody {
     params(("id" = String, Path, description = "Agent id")),
     request_body(content((StatusBody = "application/json"), (StatusBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Status logged", body = Object), CommandRefusals))]
-pub async fn status(
+pub(crate) async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(agent_id): Path<String>,
@@ -276,7 +276,7 @@ pub async fn status(
 #[utoipa::path(post, path = "/swarm/agents/{id}/heartbeat", tag = "swarm",
     params(("id" = String, Path, description = "Agent id")),
     responses((status = 200, description = "Alive", body = Object), CommandRefusals))]
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(agent_id): Path<String>,
@@ -297,7 +297,7 @@ struct TaskBody {
 #[utoipa::path(post, path = "/swarm/tasks", tag = "swarm",
     request_body(content((TaskBody = "application/json"), (TaskBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Posted and auction opened; answers task_id and closes_at", body = Object), CommandRefusals))]
-pub async fn post_task(
+pub(crate) async fn post_task(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     body: CommandBody,
@@ -318,7 +318,7 @@ struct BidBody {
     params(("id" = String, Path, description = "Task id")),
     request_body(content((BidBody = "application/json"), (BidBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Bid counted", body = Object), CommandRefusals))]
-pub async fn bid(
+pub(crate) async fn bid(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -345,7 +345,7 @@ struct StartBody {
     params(("id" = String, Path, description = "Task id")),
     request_body(content((StartBody = "application/json"), (StartBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Started", body = Object), CommandRefusals))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -368,7 +368,7 @@ struct CompleteBody {
     params(("id" = String, Path, description = "Task id")),
     request_body(content((CompleteBody = "application/json"), (CompleteBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Completed", body = Object), CommandRefusals))]
-pub async fn complete(
+pub(crate) async fn complete(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -391,7 +391,7 @@ struct FailBody {
     params(("id" = String, Path, description = "Task id")),
     request_body(content((FailBody = "application/json"), (FailBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Failed", body = Object), CommandRefusals))]
-pub async fn fail(
+pub(crate) async fn fail(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -417,7 +417,7 @@ struct ToolBody {
     params(("id" = String, Path, description = "Task id")),
     request_body(content((ToolBody = "application/json"), (ToolBody = "application/x-www-form-urlencoded"))),
     responses((status = 201, description = "Tool call logged", body = Object), CommandRefusals))]
-pub async fn tools(
+pub(crate) async fn tools(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -446,7 +446,7 @@ struct CancelBody {
     request_body(content((CancelBody = "application/json"), (CancelBody = "application/x-www-form-urlencoded"))),
     responses((status = 200, description = "Cancelled; an open auction closes without a winner", body = Object),
         CommandRefusals))]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -463,7 +463,7 @@ pub async fn cancel(
     params(("id" = String, Path, description = "Id of the failed or cancelled task")),
     responses((status = 201, description = "Posted the retry; answers its task_id, retry_of and closes_at", body = Object),
         CommandRefusals))]
-pub async fn retry(
+pub(crate) async fn retry(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -480,7 +480,7 @@ pub async fn retry(
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, description = "Closed and settled; answers the task's status (assigned or failed)",
         body = Object), CommandRefusals))]
-pub async fn close(
+pub(crate) async fn close(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(task_id): Path<String>,
@@ -494,7 +494,7 @@ pub async fn close(
 /// The paging parameters of `GET /api/swarm`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SwarmParams {
+pub(crate) struct SwarmParams {
     /// Tasks in the page, newest first: 1 to 1 000, default 100.
     tasks_limit: Option<usize>,
     /// The previous page's `tasks_next`: only tasks created before it.
@@ -510,7 +510,10 @@ pub struct SwarmParams {
 #[utoipa::path(get, path = "/api/swarm", tag = "swarm", params(SwarmParams),
     responses((status = 200, description = "Totals, open auctions (at most 100; auctions_more counts the rest), \
         a page of tasks and a page of agents, with cursors for the next pages", body = Object), Refusals))]
-pub async fn snapshot(State(state): State<AppState>, ApiQuery(q): ApiQuery<SwarmParams>) -> Result<Response, ApiError> {
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SwarmParams>,
+) -> Result<Response, ApiError> {
     let limit =
         |given: Option<usize>, default: usize, name: &'static str| match given {
             None => Ok(default),

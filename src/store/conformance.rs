@@ -5,7 +5,7 @@ use crate::event::NewEvent;
 use crate::filter::Filter;
 
 /// An event with `id` and `event_type` and nothing else of note.
-pub fn new_event(id: &str, event_type: &str) -> NewEvent {
+pub(crate) fn new_event(id: &str, event_type: &str) -> NewEvent {
     NewEvent {
         id: id.into(),
         event_type: event_type.into(),
@@ -17,7 +17,7 @@ pub fn new_event(id: &str, event_type: &str) -> NewEvent {
 }
 
 /// On an empty store: seqs are gapless and a repeated id answers its first seq.
-pub async fn first_writes_are_gapless_and_idempotent(store: &dyn Store) {
+pub(crate) async fn first_writes_are_gapless_and_idempotent(store: &dyn Store) {
     let mut w = store.writer().await.unwrap();
     let c = w.append(vec![new_event("a", "x.y"), new_event("b", "x.y"), new_event("a", "x.y")]).await.unwrap();
     let seqs: Vec<_> = c.outcomes.iter().map(|o| (o.seq, o.duplicate)).collect();
@@ -28,7 +28,7 @@ pub async fn first_writes_are_gapless_and_idempotent(store: &dyn Store) {
 
 /// On the same log reopened after [`first_writes_are_gapless_and_idempotent`]: ids and
 /// the head survived.
-pub async fn reopened_log_keeps_ids_and_head(store: &dyn Store) {
+pub(crate) async fn reopened_log_keeps_ids_and_head(store: &dyn Store) {
     let mut w = store.writer().await.unwrap();
     let c = w.append(vec![new_event("b", "x.y"), new_event("c", "x.y")]).await.unwrap();
     assert_eq!(c.outcomes[0], Appended { id: "b".into(), seq: 2, duplicate: true });
@@ -37,7 +37,7 @@ pub async fn reopened_log_keeps_ids_and_head(store: &dyn Store) {
 }
 
 /// On an empty store: filters, seq windows, order, limits and lookups.
-pub async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
+pub(crate) async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
     assert_eq!(store.bounds().await.unwrap(), Bounds { oldest: 1, head: 0 });
     let mut w = store.writer().await.unwrap();
     let types = ["task.created", "bid.submitted", "task.assigned", "tasks.x", "task.created"];
@@ -63,7 +63,7 @@ pub async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
 
 /// On an empty store: an event retention pruned still answers a re-send of its id with
 /// its original seq, stores nothing new, and is forgotten only when its window ends.
-pub async fn pruned_ids_answer_their_original_seq(store: &dyn Store) {
+pub(crate) async fn pruned_ids_answer_their_original_seq(store: &dyn Store) {
     use crate::hub::Hub;
     use crate::retention::{RetentionSettings, prune};
     let hub = Hub::new(Bounds { oldest: 1, head: 0 }, 4);

@@ -5,11 +5,11 @@
 use super::projection::{AgentStatus, Projection, Task};
 
 /// Largest bid accepted, in sats: bounds arithmetic on totals far from overflow.
-pub const MAX_BID_SATS: u64 = 1_000_000_000_000;
+pub(crate) const MAX_BID_SATS: u64 = 1_000_000_000_000;
 
 /// How a closed auction ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settlement {
+pub(crate) enum Settlement {
     /// The lowest bid from an agent still online wins; the earliest bid on a tie.
     Assigned {
         agent_id: String,
@@ -21,7 +21,7 @@ pub enum Settlement {
 
 /// Settles `task`'s auction against the swarm as it is now. Bids from agents that have
 /// gone offline since bidding no longer count.
-pub fn settle(task: &Task, swarm: &Projection) -> Settlement {
+pub(crate) fn settle(task: &Task, swarm: &Projection) -> Settlement {
     let online = |id: &str| swarm.agent(id).is_some_and(|a| a.status != AgentStatus::Offline);
     match task.best_bid(online) {
         Some(bid) => Settlement::Assigned {
@@ -37,7 +37,7 @@ pub fn settle(task: &Task, swarm: &Projection) -> Settlement {
 ///
 /// # Errors
 /// The reason, when it is not a positive integer up to [`MAX_BID_SATS`].
-pub fn check_bid(bid_sats: u64) -> Result<u64, String> {
+pub(crate) fn check_bid(bid_sats: u64) -> Result<u64, String> {
     if bid_sats == 0 {
         Err("bid_sats must be a positive integer".into())
     } else if bid_sats > MAX_BID_SATS {

@@ -61,9 +61,9 @@ use crate::store::{Appended, Leadership, Store};
 use crate::writer::{AppendError, WriterHandle};
 
 /// Default bidding window (`--bid-window`).
-pub const DEFAULT_BID_WINDOW: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_BID_WINDOW: Duration = Duration::from_secs(15);
 /// Default silence after which an agent is timed out (`--agent-timeout`).
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Requests that may wait for the coordinator; beyond it callers get 503.
 const COMMAND_QUEUE: usize = 1024;
 /// How often agent liveness is checked.
@@ -297,7 +297,7 @@ impl CoordinatorHandle {
 /// Starts the coordinator. It first folds the whole log (commands wait meanwhile),
 /// then, while it leads, settles auctions whose window passed while no node led, and
 /// serves.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: CoordinatorSettings,
     leadership: Leadership,
     hub: Arc<Hub>,

@@ -25,7 +25,7 @@ use crate::hub::{Hub, ReadLimit};
 use crate::store::Store;
 
 /// Default seconds between demo tasks (`--demo-task-interval`).
-pub const DEFAULT_TASK_INTERVAL: Duration = Duration::from_secs(6);
+pub(crate) const DEFAULT_TASK_INTERVAL: Duration = Duration::from_secs(6);
 /// How often a persona says it is alive; well inside the default agent timeout.
 const HEARTBEAT: Duration = Duration::from_secs(20);
 const CURSOR_LIMIT: ReadLimit = ReadLimit { max_events: 100, max_bytes: 1 << 20 };
@@ -139,7 +139,7 @@ const TASKS: &[(&str, &str)] = &[
 ];
 
 /// Starts the demo swarm; it stops when `shutdown` fires.
-pub fn spawn(
+pub(crate) fn spawn(
     settings: DemoSettings,
     coordinator: CoordinatorHandle,
     hub: Arc<Hub>,

@@ -18,7 +18,7 @@ use crate::event::{Event, format_timestamp, parse_timestamp};
 
 /// What an agent reported about a tool call; each is its own event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolStatus {
+pub(crate) enum ToolStatus {
     Called,
     Completed,
     Failed,
@@ -26,7 +26,7 @@ pub enum ToolStatus {
 
 impl ToolStatus {
     /// The status as the API takes it (`"called"`, …), or `None` when it is not one.
-    pub fn parse(status: &str) -> Option<Self> {
+    pub(crate) fn parse(status: &str) -> Option<Self> {
         match status {
             "called" => Some(ToolStatus::Called),
             "completed" => Some(ToolStatus::Completed),
@@ -35,7 +35,7 @@ impl ToolStatus {
         }
     }
 
-    pub fn event_type(self) -> &'static str {
+    pub(crate) fn event_type(self) -> &'static str {
         match self {
             ToolStatus::Called => "tool.called",
             ToolStatus::Completed => "tool.completed",
@@ -47,7 +47,7 @@ impl ToolStatus {
 /// One swarm event and its data. Times are not here: an event's time is its commit
 /// time, which the log gives.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SwarmEvent {
+pub(crate) enum SwarmEvent {
     /// `agent.joined`: the agent is online and idle.
     AgentJoined { agent_id: String, name: String, capabilities: Vec<String> },
     /// `agent.left`: the agent is offline (`reason` is `left`, `timeout` or `removed`).
@@ -80,7 +80,7 @@ pub enum SwarmEvent {
 }
 
 /// A task's result as it is shown: text as it is, any other JSON as its JSON.
-pub fn result_text(result: Value) -> String {
+pub(crate) fn result_text(result: Value) -> String {
     match result {
         Value::String(text) => text,
         other => other.to_string(),
@@ -93,7 +93,7 @@ fn text(data: &Map<String, Value>, key: &str) -> Option<String> {
 
 impl SwarmEvent {
     /// The event type it is stored under.
-    pub fn event_type(&self) -> &'static str {
+    pub(crate) fn event_type(&self) -> &'static str {
         match self {
             SwarmEvent::AgentJoined { .. } => "agent.joined",
             SwarmEvent::AgentLeft { .. } => "agent.left",
@@ -113,7 +113,7 @@ impl SwarmEvent {
 
     /// The swarm event a committed event is, or `None` when it is not one the swarm
     /// reads (another type, or one without the ids or data the fold needs).
-    pub fn decode(event: &Event) -> Option<SwarmEvent> {
+    pub(crate) fn decode(event: &Event) -> Option<SwarmEvent> {
         let kind = &*event.event_type;
         if !super::projection::is_swarm_type(kind) {
             return None;
@@ -206,7 +206,7 @@ impl SwarmEvent {
     /// The event as a JSON object for ingest (`event_type`, the ids and `data`;
     /// ingest adds `source`, the id and the time). `data`'s keys are sorted, as
     /// every JSON object the server writes.
-    pub fn to_json(&self) -> Map<String, Value> {
+    pub(crate) fn to_json(&self) -> Map<String, Value> {
         let (task_id, agent_id, data): (Option<&str>, Option<&str>, Option<Value>) = match self {
             SwarmEvent::AgentJoined { agent_id, name, capabilities } => {
                 (None, Some(agent_id), Some(json!({"name": name, "capabilities": capabilities})))

@@ -16,10 +16,10 @@
 //!   `GET /api/swarm` and the pages share.
 //! - [`demo`]: persona agents that use the coordinator like real ones would.
 
-pub mod auction;
-pub mod coordinator;
-pub mod demo;
-pub mod events;
-pub mod projection;
-pub mod rules;
-pub mod snapshot;
+pub(crate) mod auction;
+pub(crate) mod coordinator;
+pub(crate) mod demo;
+pub(crate) mod events;
+pub(crate) mod projection;
+pub(crate) mod rules;
+pub(crate) mod snapshot;

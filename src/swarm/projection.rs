@@ -52,10 +52,10 @@ impl Default for ProjectionLimits {
 }
 
 /// The event types the projection reads; everything else passes it by.
-pub const SWARM_TYPES: &[&str] = &["agent.*", "task.*", "bid.*", "auction.*", "tool.*"];
+pub(crate) const SWARM_TYPES: &[&str] = &["agent.*", "task.*", "bid.*", "auction.*", "tool.*"];
 
 /// Whether events of `event_type` can change the projection (it matches [`SWARM_TYPES`]).
-pub fn is_swarm_type(event_type: &str) -> bool {
+pub(crate) fn is_swarm_type(event_type: &str) -> bool {
     SWARM_TYPES.iter().any(|p| event_type.starts_with(&p[..p.len() - 1]))
 }
 
@@ -212,7 +212,7 @@ pub struct Totals {
 
 /// The swarm as the log says it is.
 #[derive(Debug, Clone, Default)]
-pub struct Projection {
+pub(crate) struct Projection {
     /// The last seq folded.
     pub seq: u64,
     limits: ProjectionLimits,
@@ -238,50 +238,52 @@ pub struct Projection {
 
 impl Projection {
     /// An empty projection that keeps to `limits`.
-    pub fn new(limits: ProjectionLimits) -> Self {
+    pub(crate) fn new(limits: ProjectionLimits) -> Self {
         Projection { limits, ..Projection::default() }
     }
 
     /// The same limits, nothing folded: what a refold starts from.
-    pub fn emptied(&self) -> Self {
+    pub(crate) fn emptied(&self) -> Self {
         Projection::new(self.limits.clone())
     }
 
     /// Tasks newest first (by their `task.created`), starting below `before` (a seq
     /// from [`Task::created_seq`]) when given.
-    pub fn tasks_newest_first(&self, before: Option<u64>) -> impl Iterator<Item = &Task> {
+    pub(crate) fn tasks_newest_first(&self, before: Option<u64>) -> impl Iterator<Item = &Task> {
         self.by_created.range(..before.unwrap_or(u64::MAX)).rev().filter_map(|(_, id)| self.tasks.get(id))
     }
 
     /// Agents by id, starting after `after` when given.
-    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &Agent> {
+    pub(crate) fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &Agent> {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
         self.agents.range((start, Bound::Unbounded)).map(|(_, a)| a)
     }
 
-    pub fn agent(&self, agent_id: &str) -> Option<&Agent> {
+    pub(crate) fn agent(&self, agent_id: &str) -> Option<&Agent> {
         self.agents.get(agent_id)
     }
 
-    pub fn task(&self, task_id: &str) -> Option<&Task> {
+    pub(crate) fn task(&self, task_id: &str) -> Option<&Task> {
         self.tasks.get(task_id)
     }
 
-    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+    #[cfg(test)]
+    pub(crate) fn agents(&self) -> impl Iterator<Item = &Agent> {
         self.agents.values()
     }
 
-    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+    #[cfg(test)]
+    pub(crate) fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
     }
 
     /// Tasks whose bidding is open.
-    pub fn open_auctions(&self) -> impl Iterator<Item = &Task> {
+    pub(crate) fn open_auctions(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values().filter(|t| t.is_bidding())
     }
 
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let active = self.agents.values().filter(|a| a.status != AgentStatus::Offline).count() as u64;
         Totals {
             events: self.events,
@@ -302,7 +304,7 @@ impl Projection {
     /// ignored, so replaying an overlapping range is harmless. Every swarm-typed event
     /// counts and marks its agent as seen; only those that decode to a
     /// [`SwarmEvent`] change more.
-    pub fn apply(&mut self, event: &Event) {
+    pub(crate) fn apply(&mut self, event: &Event) {
         if event.seq <= self.seq {
             return;
         }
@@ -588,7 +590,7 @@ enum Outcome {
 }
 
 /// The `data` object of a committed event.
-pub fn event_data(event: &Event) -> Map<String, Value> {
+pub(crate) fn event_data(event: &Event) -> Map<String, Value> {
     #[derive(serde::Deserialize)]
     struct Payload {
         data: Map<String, Value>,
@@ -608,11 +610,17 @@ mod tests {
     }
 
     impl Log {
-        pub fn new() -> Self {
+        pub(super) fn new() -> Self {
             Log { events: Vec::new() }
         }
 
-        pub fn push(&mut self, event_type: &str, task: Option<&str>, agent: Option<&str>, data: Value) -> &mut Self {
+        pub(super) fn push(
+            &mut self,
+            event_type: &str,
+            task: Option<&str>,
+            agent: Option<&str>,
+            data: Value,
+        ) -> &mut Self {
             let seq = self.events.len() as u64 + 1;
             self.events.push(
                 Event::encode(EventParts {
@@ -630,7 +638,7 @@ mod tests {
             self
         }
 
-        pub fn fold(&self) -> Projection {
+        pub(super) fn fold(&self) -> Projection {
             let mut p = Projection::default();
             for e in &self.events {
                 p.apply(e);

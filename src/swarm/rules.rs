@@ -18,7 +18,7 @@ use super::projection::{Agent, AgentStatus, Projection, TaskStatus};
 use crate::event::MAX_NAME_CHARS;
 
 /// Longest task description, characters.
-pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 2000;
 /// Most capabilities an agent may declare.
 const MAX_CAPABILITIES: usize = 32;
 /// Longest agent name or capability, characters.
@@ -26,7 +26,7 @@ const MAX_AGENT_NAME_CHARS: usize = 64;
 
 /// A command with everything it needs: new ids already made, the bidding window set.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `agent_id` is the one asked for, or one made for it that no agent has.
     Join {
         name: String,
@@ -123,7 +123,7 @@ pub enum Rejected {
 ///
 /// # Errors
 /// [`Rejected`] naming what was wrong; nothing is to be committed then.
-pub fn decide(swarm: &Projection, command: Command, now_ms: i64) -> Result<Vec<SwarmEvent>, Rejected> {
+pub(crate) fn decide(swarm: &Projection, command: Command, now_ms: i64) -> Result<Vec<SwarmEvent>, Rejected> {
     match command {
         Command::Join { name, agent_id, capabilities } => join(swarm, name, agent_id, capabilities),
         Command::Leave { agent_id } => {

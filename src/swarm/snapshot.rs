@@ -14,9 +14,9 @@ use super::projection::{Agent, AgentStatus, Bid, Projection, Task, Totals};
 use crate::event::format_timestamp;
 
 /// The most tasks or agents one snapshot page holds.
-pub const MAX_PAGE: usize = 1_000;
+pub(crate) const MAX_PAGE: usize = 1_000;
 /// Open auctions one snapshot lists; `auctions_more` counts the rest.
-pub const MAX_AUCTIONS: usize = 100;
+pub(crate) const MAX_AUCTIONS: usize = 100;
 
 /// Which part of the swarm a snapshot shows: the totals, the open auctions, and a page
 /// each of tasks (newest first) and agents (by id).
@@ -123,7 +123,7 @@ impl AuctionView {
 
 /// A page of the projection at `now_ms`. Its work is bounded by the page, not by the
 /// swarm: tasks come from an index by creation, agents from a map by id.
-pub fn snapshot(p: &Projection, page: &SwarmPage, now_ms: i64) -> SwarmSnapshot {
+pub(crate) fn snapshot(p: &Projection, page: &SwarmPage, now_ms: i64) -> SwarmSnapshot {
     let agents_limit = page.agents_limit.min(MAX_PAGE);
     let mut agents: Vec<AgentView> =
         p.agents_after(page.agents_after.as_deref()).take(agents_limit + 1).map(AgentView::from).collect();

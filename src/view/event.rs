@@ -14,13 +14,13 @@ use crate::event::{Event, KNOWN_TYPES, Severity, UNKNOWN_ICON, format_timestamp,
 use crate::swarm::projection::{event_data, is_swarm_type};
 
 /// The known types that are warnings or problems, in table order: the "Problems" filter.
-pub fn problem_types() -> impl Iterator<Item = &'static str> {
+pub(crate) fn problem_types() -> impl Iterator<Item = &'static str> {
     KNOWN_TYPES.iter().map(|k| k.event_type).filter(|t| Severity::of(t) != Severity::Normal)
 }
 
 /// The first segments of the known types, in table order, each once (`task`, `agent`,
 /// …): the type filter chips.
-pub fn categories() -> Vec<&'static str> {
+pub(crate) fn categories() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for k in KNOWN_TYPES {
         let first = k.event_type.split('.').next().unwrap_or(k.event_type);
@@ -36,12 +36,12 @@ pub fn categories() -> Vec<&'static str> {
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// `/swarm/tasks/{id}` with the id escaped.
-pub fn task_href(task_id: &str) -> String {
+pub(crate) fn task_href(task_id: &str) -> String {
     format!("/swarm/tasks/{}", utf8_percent_encode(task_id, SEGMENT))
 }
 
 /// `/swarm/agents/{id}` with the id escaped.
-pub fn agent_href(agent_id: &str) -> String {
+pub(crate) fn agent_href(agent_id: &str) -> String {
     format!("/swarm/agents/{}", utf8_percent_encode(agent_id, SEGMENT))
 }
 
@@ -50,19 +50,19 @@ pub fn agent_href(agent_id: &str) -> String {
 const QUERY_VALUE: &AsciiSet = &SEGMENT.remove(b'*').remove(b',');
 
 /// A query-string value, escaped.
-pub fn query_value(value: &str) -> String {
+pub(crate) fn query_value(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// `HH:MM:SS` in UTC; the page's script turns it into the viewer's local time.
-pub fn clock(ts_ms: i64) -> String {
+pub(crate) fn clock(ts_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ts_ms)
         .map_or_else(|| "--:--:--".to_owned(), |t| t.format("%H:%M:%S").to_string())
 }
 
 /// How much of an event a row shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
+pub(crate) enum Detail {
     /// Icon, text and the meta line: the live feed.
     Compact,
     /// Also the event's `data`, folded: the event log and timelines.
@@ -70,7 +70,10 @@ pub enum Detail {
 }
 
 /// The icon, label and display text of an event.
-pub fn describe(event: &Event, data: &serde_json::Map<String, serde_json::Value>) -> (&'static str, String, String) {
+pub(crate) fn describe(
+    event: &Event,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> (&'static str, String, String) {
     let known = known_type(&event.event_type);
     let icon = known.map_or(UNKNOWN_ICON, |k| k.icon);
     let label = known.map_or_else(|| event.event_type.to_string(), |k| k.label.to_owned());
@@ -79,7 +82,7 @@ pub fn describe(event: &Event, data: &serde_json::Map<String, serde_json::Value>
 }
 
 /// One event as an `<li>`.
-pub fn row(event: &Event, detail: Detail) -> Markup {
+pub(crate) fn row(event: &Event, detail: Detail) -> Markup {
     let data = event_data(event);
     let (icon, label, display) = describe(event, &data);
     let class = match Severity::of(&event.event_type) {
@@ -122,7 +125,7 @@ pub fn row(event: &Event, detail: Detail) -> Markup {
 }
 
 /// Several rows, in the order given.
-pub fn rows(events: &[Arc<Event>], detail: Detail) -> Markup {
+pub(crate) fn rows(events: &[Arc<Event>], detail: Detail) -> Markup {
     html! { @for e in events { (row(e, detail)) } }
 }
 

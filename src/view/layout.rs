@@ -14,7 +14,7 @@ const HTMX_CONFIG: &str =
 
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Nav {
+pub(crate) enum Nav {
     Live,
     Events,
     /// A task or agent page, or the login page.
@@ -22,7 +22,7 @@ pub enum Nav {
 }
 
 /// What a page needs from the shell.
-pub struct Shell<'a> {
+pub(crate) struct Shell<'a> {
     pub title: &'a str,
     pub nav: Nav,
     /// The signed-in token's name; `None` on the login page (no header links then).
@@ -32,14 +32,14 @@ pub struct Shell<'a> {
 }
 
 /// A whole page around `body`.
-pub fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
+pub(crate) fn page(shell: &Shell<'_>, body: &Markup) -> Markup {
     render(shell, body, None)
 }
 
 /// A page that moves on to the local path `to` by itself (a `refresh` meta tag, which
 /// needs no script): a navigation the page starts, so the browser treats it as
 /// same-site and sends `SameSite=Strict` cookies set just before.
-pub fn page_moving_on(shell: &Shell<'_>, body: &Markup, to: &str) -> Markup {
+pub(crate) fn page_moving_on(shell: &Shell<'_>, body: &Markup, to: &str) -> Markup {
     render(shell, body, Some(to))
 }
 

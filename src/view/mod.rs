@@ -6,5 +6,5 @@
 //! long-poll with `format=html`), so an event looks the same however it arrived. It
 //! renders what it is given; it fetches nothing.
 
-pub mod event;
-pub mod layout;
+pub(crate) mod event;
+pub(crate) mod layout;

@@ -26,7 +26,7 @@ const HISTORY_ROWS: usize = 100;
 
 /// `GET /swarm/agents/{id}`.
 #[tracing::instrument(skip_all, fields(agent_id = %agent_id))]
-pub async fn page_handler(
+pub(crate) async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(agent_id): Path<String>,

@@ -39,13 +39,13 @@ const MAX_BIDS: usize = 5;
 const RATE_MINUTES: i64 = 5;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct LiveParams {
+pub(crate) struct LiveParams {
     types: Option<String>,
 }
 
 /// Where the feed puts new rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedOrder {
+pub(crate) enum FeedOrder {
     /// Newest on top: the live feed, an agent's history.
     NewestFirst,
     /// Oldest on top, new rows appended: a task's timeline.
@@ -53,7 +53,7 @@ pub enum FeedOrder {
 }
 
 /// A live feed on a page.
-pub struct Feed<'a> {
+pub(crate) struct Feed<'a> {
     pub title: &'a str,
     /// The log position the rows end at: the hub's head read before the rows were, so
     /// the browser continues after exactly what it was sent.
@@ -72,7 +72,7 @@ pub struct Feed<'a> {
 
 /// The feed panel: header with the connection indicator, "last event" and pause; the
 /// rows (an ARIA live region); and the hidden elements the transports swap into.
-pub fn feed(f: &Feed<'_>) -> Markup {
+pub(crate) fn feed(f: &Feed<'_>) -> Markup {
     let order = match f.order {
         FeedOrder::NewestFirst => "newest-first",
         FeedOrder::OldestFirst => "oldest-first",
@@ -103,7 +103,7 @@ pub fn feed(f: &Feed<'_>) -> Markup {
 
 /// `GET /swarm/live`.
 #[tracing::instrument(skip_all)]
-pub async fn page_handler(
+pub(crate) async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Query(p): Query<LiveParams>,
@@ -142,7 +142,7 @@ pub async fn page_handler(
 
 /// `GET /swarm/live/panels`: fresh tiles, with the auctions and agents swapped out of
 /// band.
-pub async fn panels(State(state): State<AppState>) -> Result<Response, PageError> {
+pub(crate) async fn panels(State(state): State<AppState>) -> Result<Response, PageError> {
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
     Ok(html_page(html! {

@@ -36,7 +36,7 @@ const RANGES: &[(&str, &str, i64)] = &[
 ];
 
 #[derive(Debug, Default, Deserialize)]
-pub struct LogParams {
+pub(crate) struct LogParams {
     /// One of [`RANGES`]; absent means all time.
     range: Option<String>,
     /// Show events older than this seq (the "Older" link).
@@ -45,7 +45,7 @@ pub struct LogParams {
 
 /// `GET /swarm/events`.
 #[tracing::instrument(skip_all)]
-pub async fn page_handler(
+pub(crate) async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     uri: Uri,

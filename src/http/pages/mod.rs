@@ -6,10 +6,10 @@
 //! (or SSE, or long-poll) through `assets/live.js`. A browser without a session is sent
 //! to `/login` ([`require_session`]); the API keeps answering 401 JSON.
 
-pub mod agent;
-pub mod live;
-pub mod log;
-pub mod task;
+pub(crate) mod agent;
+pub(crate) mod live;
+pub(crate) mod log;
+pub(crate) mod task;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -33,7 +33,7 @@ use crate::view::layout::{Nav, Shell, page};
 /// Middleware for pages: like `auth::require` for `read`, but a browser without a
 /// valid session is sent to the login form (303) rather than answered 401, and an
 /// htmx request is told to go there with `HX-Redirect`.
-pub async fn require_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn require_session(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     match authenticate(&state, request.headers()).await {
         Ok(principal) if principal.may(Scope::Read) => {
             request.extensions_mut().insert(principal);
@@ -57,13 +57,13 @@ pub async fn require_session(State(state): State<AppState>, mut request: Request
 }
 
 /// `GET /`: the live page.
-pub async fn root() -> Redirect {
+pub(crate) async fn root() -> Redirect {
     Redirect::to("/swarm/live")
 }
 
 /// An error shown as a page, not as JSON: a browser is reading.
 #[derive(Debug)]
-pub struct PageError(pub ApiError);
+pub(crate) struct PageError(pub ApiError);
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {

@@ -101,7 +101,7 @@ fn story(events: &[Arc<Event>]) -> Story {
 
 /// `GET /swarm/tasks/{id}`.
 #[tracing::instrument(skip_all, fields(task_id = %task_id))]
-pub async fn page_handler(
+pub(crate) async fn page_handler(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(task_id): Path<String>,
