@@ -98,7 +98,7 @@ impl Principal {
 
     /// This principal, acting through the browser session whose secret hashes to
     /// `session_hash`.
-    pub fn in_session(self, session_hash: String) -> Self {
+    pub(crate) fn in_session(self, session_hash: String) -> Self {
         Principal { session: Some(session_hash), ..self }
     }
 
@@ -144,7 +144,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 /// How long a token seen valid is trusted without reading the store again. A cached
 /// token is also refused as soon as it is in the revoked set, so this does not bound
 /// revocation ([`REVOCATION_SWEEP`] does); it spares the store a read per request.
-pub const TOKEN_RECHECK: Duration = Duration::from_secs(10);
+pub(crate) const TOKEN_RECHECK: Duration = Duration::from_secs(10);
 
 /// Default period of the re-read of revoked tokens (`Config::revocation_sweep`): the
 /// bound on how long a token revoked by another process without a notification (the
@@ -210,7 +210,7 @@ pub struct Revocation {
 
 impl Revocation {
     /// Whether the token is known revoked, or the session known ended, now.
-    pub fn is_revoked(&self) -> bool {
+    pub(crate) fn is_revoked(&self) -> bool {
         self.token_id.as_deref().is_some_and(|id| self.revoked.contains(id))
             || self.session.as_ref().is_some_and(|s| s.ended.load(Ordering::Acquire))
     }
@@ -251,7 +251,7 @@ impl Tokens {
     ///
     /// # Errors
     /// The token table could not be read.
-    pub async fn resolve(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+    pub(crate) async fn resolve(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
         }
@@ -263,7 +263,7 @@ impl Tokens {
     ///
     /// # Errors
     /// The token table could not be read.
-    pub async fn resolve_hash(&self, h: &str) -> Result<Option<Principal>, StoreError> {
+    pub(crate) async fn resolve_hash(&self, h: &str) -> Result<Option<Principal>, StoreError> {
         if let Some((p, read)) = self.valid.read().unwrap_or_else(|p| p.into_inner()).get(h)
             && read.elapsed() < TOKEN_RECHECK
             && !self.revoked.contains(&p.token_id)
@@ -314,7 +314,7 @@ impl Tokens {
     /// Tells this node's streams that a browser session ended through this server
     /// (logout, `DELETE /api/sessions/{id}`): the sessions of open streams are looked
     /// at again at once, and those opened with an ended one end.
-    pub fn session_ended(&self) {
+    pub(crate) fn session_ended(&self) {
         // A permit is kept if the sweeping task is busy, so the wake-up is not lost.
         self.revoked.sweep_now.notify_one();
     }
@@ -350,7 +350,7 @@ impl Tokens {
     ///
     /// # Errors
     /// The session table could not be read.
-    pub async fn sweep_sessions(&self, sessions: &dyn LiveSessions) -> Result<usize, StoreError> {
+    pub(crate) async fn sweep_sessions(&self, sessions: &dyn LiveSessions) -> Result<usize, StoreError> {
         let open: Vec<(String, Arc<SessionWatch>)> = {
             let mut open = self.revoked.sessions.lock().unwrap_or_else(|p| p.into_inner());
             open.retain(|_, w| w.strong_count() > 0);
@@ -410,7 +410,7 @@ impl Tokens {
 /// Where the sweep learns which sessions of open streams still live: the browser
 /// sessions ([`crate::sessions::Sessions`]), which know their own expiry.
 #[async_trait::async_trait]
-pub trait LiveSessions: Send + Sync {
+pub(crate) trait LiveSessions: Send + Sync {
     /// Of `hashes`, the sessions still live, in one read.
     ///
     /// # Errors
@@ -424,7 +424,7 @@ pub trait LiveSessions: Send + Sync {
 /// session ends through this node.
 /// A failed read is logged and tried again at the next wake-up; streams stay open
 /// meanwhile rather than drop every viewer over a passing fault.
-pub async fn follow_revocations(
+pub(crate) async fn follow_revocations(
     tokens: &Tokens,
     sessions: &dyn LiveSessions,
     mut feed: Option<RevocationSignal>,
@@ -495,7 +495,7 @@ pub enum BootstrapError {
 ///
 /// # Errors
 /// The store or the file could not be written.
-pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<Issued>, BootstrapError> {
+pub(crate) async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<Issued>, BootstrapError> {
     if store.token_count().await? > 0 {
         return Ok(None);
     }

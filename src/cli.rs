@@ -63,7 +63,7 @@ pub enum Command {
 
 /// The subcommands that read `swarmfeed.toml`: `serve`, and `config`, which prints
 /// what `serve` would run with. Both take [`ServeArgs`], whose flags are the file's keys.
-pub const READ_THE_SETTINGS_FILE: [&str; 2] = ["serve", "config"];
+pub(crate) const READ_THE_SETTINGS_FILE: [&str; 2] = ["serve", "config"];
 
 impl Command {
     /// Whether this is one of [`READ_THE_SETTINGS_FILE`].
@@ -246,7 +246,7 @@ fn masked_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok,
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:****@host/db`.
-pub fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
     match credentials.split_once(':') {

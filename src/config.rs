@@ -23,20 +23,20 @@ use crate::writer::WriterSettings;
 /// up to about twice this. 1 MiB rather than 4: a quarter of the bound, while a viewer
 /// paced to 10 frames/s can still be sent 10 MB/s. In a burst that 1 000 subscribers
 /// could not keep up with, the server held 1.2 GB, from 1.3–2.2 GB before.
-pub const FRAME_MAX_BYTES: usize = 1024 * 1024;
+pub(crate) const FRAME_MAX_BYTES: usize = 1024 * 1024;
 /// Default address to listen on (`--bind`): loopback, so that a first start is not
 /// reachable from the network.
-pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
+pub(crate) const DEFAULT_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
 /// Default directory of the database and `admin.token` (`--data-dir`).
-pub const DEFAULT_DATA_DIR: &str = "./data";
+pub(crate) const DEFAULT_DATA_DIR: &str = "./data";
 /// Default WebSocket event frames per second per subscription (the ADR's limit).
-pub const DEFAULT_MAX_FRAMES_PER_SEC: u32 = 10;
+pub(crate) const DEFAULT_MAX_FRAMES_PER_SEC: u32 = 10;
 /// Default cap on a request body, bytes: room for a full batch of 1 000 events.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Cap on one message from a WebSocket client (DESIGN §3).
-pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 /// Bad client messages tolerated on one WebSocket before it is closed (DESIGN §3).
-pub const MAX_CLIENT_ERRORS: u32 = 10;
+pub(crate) const MAX_CLIENT_ERRORS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -233,26 +233,26 @@ mod tests {
 // 0 switches it off.
 
 /// Default concurrent connections per client IP (`--max-conns-per-ip`).
-pub const DEFAULT_MAX_CONNS_PER_IP: u32 = 50;
+pub(crate) const DEFAULT_MAX_CONNS_PER_IP: u32 = 50;
 /// Default concurrent connections in all (`--max-connections`).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 20_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 20_000;
 /// Default WebSocket/SSE handshakes per client IP per second (`--handshakes-per-ip-per-sec`).
-pub const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
+pub(crate) const DEFAULT_HANDSHAKES_PER_IP_PER_SEC: u32 = 20;
 /// Default HTTP requests per client IP per second (`--requests-per-ip-per-sec`).
-pub const DEFAULT_REQUESTS_PER_IP_PER_SEC: u32 = 1_000;
+pub(crate) const DEFAULT_REQUESTS_PER_IP_PER_SEC: u32 = 1_000;
 /// Default ingested events per token per second (`--ingest-rate-per-token`).
-pub const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
+pub(crate) const DEFAULT_INGEST_RATE_PER_TOKEN: u32 = 20_000;
 /// Default budget for the bytes of all request bodies being received at once
 /// (`--max-inflight-body-bytes`): eight full 16 MiB ingest batches. The bench's
 /// producers post batches of a few hundred KiB, far below it.
-pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
 /// Default time a client has to send a request's headers (`--header-timeout`).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a client has to send a request's body (`--body-timeout`).
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default seconds a response may make no progress towards a client that does not
 /// read it (`--write-timeout`).
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The limits in force.
 #[derive(Debug, Clone)]

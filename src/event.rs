@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Longest producer id, in characters.
-pub const MAX_ID_CHARS: usize = 128;
+pub(crate) const MAX_ID_CHARS: usize = 128;
 /// Longest event type, in characters.
-pub const MAX_TYPE_CHARS: usize = 64;
+pub(crate) const MAX_TYPE_CHARS: usize = 64;
 /// Longest `source`, `task_id` or `agent_id`, in characters.
-pub const MAX_NAME_CHARS: usize = 128;
+pub(crate) const MAX_NAME_CHARS: usize = 128;
 
 /// Whether `c` may appear in an identifier (`id`, `event_type`, `source`, `task_id`,
 /// `agent_id`, and the coordinator's ids and names). Control characters and format
@@ -22,7 +22,7 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// such as U+200B, isolates such as U+2066) are refused: they are invisible, so two
 /// ids that look alike could differ, and a bidi override makes a name display as
 /// another in every view and terminal.
-pub fn is_identifier_char(c: char) -> bool {
+pub(crate) fn is_identifier_char(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     // No ASCII character is a format character: the table lookup is for the rest.
     if c.is_ascii() {
@@ -33,7 +33,7 @@ pub fn is_identifier_char(c: char) -> bool {
 
 /// One row of the known-type table of DESIGN §2.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct KnownType {
+pub(crate) struct KnownType {
     /// The event type, e.g. `task.assigned`.
     pub event_type: &'static str,
     /// The icon every view shows beside it.
@@ -47,7 +47,7 @@ pub struct KnownType {
 
 /// The one table of known types. Every view, the API (`GET /api/event-types`) and the
 /// terminal client read it from here; nothing copies it.
-pub const KNOWN_TYPES: &[KnownType] = &[
+pub(crate) const KNOWN_TYPES: &[KnownType] = &[
     KnownType { event_type: "task.created", icon: "📝", label: "Task created", display: "New task: {description}" },
     KnownType { event_type: "task.bidding", icon: "⏳", label: "Bidding open", display: "Bidding open" },
     KnownType {
@@ -81,10 +81,10 @@ pub const KNOWN_TYPES: &[KnownType] = &[
 ];
 
 /// The icon shown for a type that is not in [`KNOWN_TYPES`].
-pub const UNKNOWN_ICON: &str = "•";
+pub(crate) const UNKNOWN_ICON: &str = "•";
 
 /// The known-type row for `event_type`, if it has one.
-pub fn known_type(event_type: &str) -> Option<&'static KnownType> {
+pub(crate) fn known_type(event_type: &str) -> Option<&'static KnownType> {
     KNOWN_TYPES.iter().find(|k| k.event_type == event_type)
 }
 
@@ -92,7 +92,7 @@ pub fn known_type(event_type: &str) -> Option<&'static KnownType> {
 /// (strings bare, other JSON as written), `{agent}` falls back to the event's
 /// `agent_id`; a placeholder with nothing to fill it is left empty. Unknown types
 /// display as their type name.
-pub fn render_display(
+pub(crate) fn render_display(
     event_type: &str,
     agent_id: Option<&str>,
     data: &serde_json::Map<String, serde_json::Value>,
@@ -128,7 +128,7 @@ pub fn render_display(
 
 /// Whether `s` has the event-type shape `^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`.
 /// Hand-written because it runs once per ingested event.
-pub fn is_valid_event_type(s: &str) -> bool {
+pub(crate) fn is_valid_event_type(s: &str) -> bool {
     is_dotted_name(s, 2)
 }
 
@@ -210,7 +210,7 @@ const FRAME_SUFFIX: &str = "}";
 /// An event as every viewer receives it (DESIGN §2, §3).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = EventOut)]
-pub struct EventPayload {
+pub(crate) struct EventPayload {
     /// Gapless, increasing position in the log.
     pub seq: u64,
     /// The producer's idempotency key, or a UUIDv7 made by the server.
@@ -288,7 +288,7 @@ impl Event {
     }
 
     /// Index of the event's type in [`KNOWN_TYPES`], if it is a known type.
-    pub fn known_index(&self) -> Option<usize> {
+    pub(crate) fn known_index(&self) -> Option<usize> {
         self.known.map(usize::from)
     }
 
@@ -303,7 +303,7 @@ impl Event {
     }
 
     /// Approximate heap bytes this event holds, for bounding buffers by size.
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         self.frame.len() + self.event_type.len() + self.source.len() + 64
     }
 }
@@ -338,7 +338,7 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// Writes `[payload,payload,…]` to `out`: the shared bytes, concatenated, never
 /// re-serialised.
-pub fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) {
+pub(crate) fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -352,7 +352,7 @@ pub fn write_payload_array(events: &[std::sync::Arc<Event>], out: &mut Vec<u8>) 
 /// `{"events":[payload,…],"name":n,…}`: the JSON of a page of events (`GET /api/events`,
 /// a long-poll answer) from the shared bytes, with `fields` after the events in order,
 /// `None` written as `null`.
-pub fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u64>)]) -> Vec<u8> {
+pub(crate) fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u64>)]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(32 + 24 * fields.len() + events.iter().map(|e| e.payload().len() + 1).sum::<usize>());
     out.extend_from_slice(br#"{"events":"#);
@@ -370,7 +370,7 @@ pub fn events_object(events: &[std::sync::Arc<Event>], fields: &[(&str, Option<u
 
 /// How loud an event is, wherever it is shown (a page's row, `tail`'s line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
+pub(crate) enum Severity {
     Normal,
     /// `*.warning`.
     Warning,
@@ -381,7 +381,7 @@ pub enum Severity {
 impl Severity {
     /// The severity of a type, by its last segment, so producers' own types
     /// (`deploy.failed`) stand out like the known ones (`task.failed`).
-    pub fn of(event_type: &str) -> Self {
+    pub(crate) fn of(event_type: &str) -> Self {
         match event_type.rsplit('.').next() {
             Some("failed" | "error") => Severity::Problem,
             Some("warning") => Severity::Warning,

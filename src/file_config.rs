@@ -21,7 +21,7 @@ use clap::{Arg, ArgAction, Command, CommandFactory};
 use crate::cli::{Cli, READ_THE_SETTINGS_FILE};
 
 /// The file read when `--config` is not given, if it exists.
-pub const DEFAULT_FILE: &str = "swarmfeed.toml";
+pub(crate) const DEFAULT_FILE: &str = "swarmfeed.toml";
 
 /// The file's own key: several redaction patterns, a key matching any of them being
 /// redacted. It becomes `redact_key`, so the two cannot both be given.

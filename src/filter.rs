@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, MAX_NAME_CHARS, MAX_TYPE_CHARS, is_dotted_name, is_valid_event_type};
 
 /// Most type patterns one filter may hold; bounds the per-event matching cost.
-pub const MAX_TYPE_PATTERNS: usize = 32;
+pub(crate) const MAX_TYPE_PATTERNS: usize = 32;
 
 /// One entry of `types`: an exact type, or a prefix written `task.*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TypePattern {
+pub(crate) enum TypePattern {
     Exact(String),
     /// The prefix including its trailing dot: `task.*` is stored as `task.`.
     Prefix(String),
@@ -25,7 +25,7 @@ impl TypePattern {
     ///
     /// # Errors
     /// A message naming what is wrong with `s`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         if s.chars().count() > MAX_TYPE_CHARS {
             return Err(format!("type pattern is longer than {MAX_TYPE_CHARS} characters"));
         }
@@ -39,7 +39,7 @@ impl TypePattern {
         Err(format!("type pattern {s:?} is neither an event type like \"task.created\" nor a prefix like \"task.*\""))
     }
 
-    pub fn matches(&self, event_type: &str) -> bool {
+    pub(crate) fn matches(&self, event_type: &str) -> bool {
         match self {
             TypePattern::Exact(t) => t == event_type,
             TypePattern::Prefix(p) => event_type.starts_with(p.as_str()),
@@ -89,12 +89,12 @@ pub struct FilterSpec {
 
 impl FilterSpec {
     /// The fields' names, as keys and query parameters.
-    pub const FIELDS: [&'static str; 4] = ["types", "task_id", "agent_id", "source"];
+    pub(crate) const FIELDS: [&'static str; 4] = ["types", "task_id", "agent_id", "source"];
 }
 
 /// Type patterns written as one string, separated by commas: blanks around each
 /// trimmed, empty ones dropped.
-pub fn split_types(s: &str) -> Vec<String> {
+pub(crate) fn split_types(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
 }
 
@@ -170,7 +170,7 @@ impl Filter {
             && self.source.as_deref().is_none_or(|s| &*e.source == s)
     }
 
-    pub fn type_patterns(&self) -> &[TypePattern] {
+    pub(crate) fn type_patterns(&self) -> &[TypePattern] {
         &self.types
     }
 

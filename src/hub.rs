@@ -30,7 +30,7 @@ impl ReadLimit {
     /// Whether a frame that holds `count` events of `bytes` has room for one more of
     /// `weight`. The first always fits, so that an event larger than the byte limit
     /// still goes, alone.
-    pub fn has_room(&self, count: usize, bytes: usize, weight: usize) -> bool {
+    pub(crate) fn has_room(&self, count: usize, bytes: usize, weight: usize) -> bool {
         count < self.max_events && (count == 0 || bytes + weight <= self.max_bytes)
     }
 }
@@ -117,7 +117,7 @@ impl Hub {
     }
 
     /// Retention moved the oldest retained seq.
-    pub fn set_oldest(&self, oldest: u64) {
+    pub(crate) fn set_oldest(&self, oldest: u64) {
         self.oldest.store(oldest, Ordering::Release);
     }
 

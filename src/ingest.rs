@@ -14,11 +14,11 @@ use crate::redact::Redactor;
 
 /// Ids that begin with this belong to events the server writes (the coordinator's
 /// settlements, DESIGN §6); producers may not take them.
-pub const SERVER_ID_PREFIX: &str = "sf:";
+pub(crate) const SERVER_ID_PREFIX: &str = "sf:";
 /// Most events one request may carry (DESIGN §4).
 pub const MAX_BATCH: usize = 1000;
 /// Default cap on one event's serialised `data`, bytes (DESIGN §2).
-pub const DEFAULT_MAX_DATA_BYTES: usize = 16 * 1024;
+pub(crate) const DEFAULT_MAX_DATA_BYTES: usize = 16 * 1024;
 
 /// Limits applied to every incoming event.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ impl IngestRules {
     ///
     /// # Errors
     /// [`Invalid::Event`] naming the field.
-    pub fn server_event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
+    pub(crate) fn server_event(&self, index: usize, mut map: Map<String, Value>) -> Result<NewEvent, Invalid> {
         let data = map.remove("data").map(DataIn::Value);
         self.build(index, map, data, Origin::Server)
     }

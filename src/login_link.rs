@@ -15,7 +15,7 @@ use crate::auth::{self, ADMIN_TOKEN_FILE};
 use crate::store::{Store, StoreError};
 
 /// Default `--login-link-minutes`: a printed link works for 15 minutes.
-pub const DEFAULT_VALID_FOR: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DEFAULT_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 /// Every code starts with this; it is no token, and says so.
 const CODE_PREFIX: &str = "sfl_";
 /// Random bytes in a code: 256 bits.
@@ -23,7 +23,7 @@ const CODE_BYTES: usize = 32;
 
 /// What opening a link found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redeemed {
+pub(crate) enum Redeemed {
     /// The code was good: log in as the token with this hash.
     Token(String),
     /// The code was real but its time ran out.
@@ -86,7 +86,7 @@ pub async fn mint_for_admin_file(
 ///
 /// # Errors
 /// The store could not be written.
-pub async fn redeem(store: &dyn Store, code: &str) -> Result<Redeemed, StoreError> {
+pub(crate) async fn redeem(store: &dyn Store, code: &str) -> Result<Redeemed, StoreError> {
     if !auth::is_secret_shaped(code, CODE_PREFIX) {
         return Ok(Redeemed::Unknown);
     }

@@ -261,7 +261,7 @@ impl Drop for SubscriberGuard {
 
 /// Values read from other parts at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub head: u64,
     pub oldest: u64,
     pub writer_queue_events: usize,
@@ -338,18 +338,18 @@ impl Metrics {
     }
 
     /// An ingest request took `elapsed` from arrival to its commit.
-    pub fn ingest_latency(&self, elapsed: Duration) {
+    pub(crate) fn ingest_latency(&self, elapsed: Duration) {
         self.ingest_latency.observe(elapsed.as_secs_f64());
     }
 
     /// A request or connection was refused with `code`.
-    pub fn rejected(&self, code: &'static str) {
+    pub(crate) fn rejected(&self, code: &'static str) {
         self.rejected.get_or_create(&RejectedLabels { reason: code }).inc();
     }
 
     /// The Prometheus text exposition, with `now`'s values for the gauges owned
     /// elsewhere.
-    pub fn render(&self, now: Snapshot) -> String {
+    pub(crate) fn render(&self, now: Snapshot) -> String {
         // Two scrapes at once may each expose the other's snapshot: both are as fresh.
         self.open_connections.set(u64::from(now.open_connections));
         self.writer_queue_events.set(now.writer_queue_events as u64);

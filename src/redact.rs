@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// Keys whose values are replaced, at any depth (DESIGN §6).
-pub const DEFAULT_KEY_PATTERN: &str =
+pub(crate) const DEFAULT_KEY_PATTERN: &str =
     r"(?i)pass(word)?|secret|token|api[_-]?key|authori[sz]ation|cookie|private[_-]?key|macaroon|preimage|seed";
 
 /// What a redacted value becomes.
@@ -41,14 +41,14 @@ impl Redactor {
     }
 
     /// Whether values under `key` are redacted.
-    pub fn is_secret_key(&self, key: &str) -> bool {
+    pub(crate) fn is_secret_key(&self, key: &str) -> bool {
         self.keys.is_match(key)
     }
 
     /// `text` with its bearer tokens redacted, or `None` when it holds none. Ingest
     /// applies it to the event's string fields (`source`, `task_id`, `agent_id`) as
     /// well as to every string in `data`.
-    pub fn redact_text(&self, text: &str) -> Option<String> {
+    pub(crate) fn redact_text(&self, text: &str) -> Option<String> {
         self.holds_bearer(text)
             .then(|| self.bearer.replace_all(text, format!("Bearer {REDACTED}").as_str()).into_owned())
     }
@@ -100,7 +100,7 @@ const MAX_DEPTH: usize = 256;
 
 /// Why raw JSON could not be redacted.
 #[derive(Debug, thiserror::Error)]
-pub enum RawError {
+pub(crate) enum RawError {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error("nested more than {MAX_DEPTH} levels deep")]
@@ -115,7 +115,7 @@ impl Redactor {
     ///
     /// # Errors
     /// The text is not JSON, or is nested deeper than serde_json allows.
-    pub fn redact_raw(&self, json: &RawValue) -> Result<Option<String>, RawError> {
+    pub(crate) fn redact_raw(&self, json: &RawValue) -> Result<Option<String>, RawError> {
         // Most data holds no secret: one pass that allocates nothing tells, and only
         // data with a secret is rewritten. The rewrite re-reads each level it enters,
         // which made the common case twice as slow as parsing into a `Value` when

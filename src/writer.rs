@@ -32,9 +32,9 @@ use crate::store::{Appended, LogWriter, StoreError};
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// Default number of events that may wait for the writer (`--writer-queue-events`).
-pub const DEFAULT_QUEUE_EVENTS: usize = 100_000;
+pub(crate) const DEFAULT_QUEUE_EVENTS: usize = 100_000;
 /// Default most events committed in one transaction.
-pub const DEFAULT_MAX_GROUP_EVENTS: usize = 20_000;
+pub(crate) const DEFAULT_MAX_GROUP_EVENTS: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
@@ -113,7 +113,7 @@ impl WriterHandle {
     }
 
     /// Events waiting for a commit now.
-    pub fn queued_events(&self, settings: &WriterSettings) -> usize {
+    pub(crate) fn queued_events(&self, settings: &WriterSettings) -> usize {
         settings.queue_events.saturating_sub(self.room.available_permits())
     }
 }

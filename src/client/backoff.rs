@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 /// First delay; doubled after each failed attempt.
-pub const INITIAL: Duration = Duration::from_millis(500);
+pub(crate) const INITIAL: Duration = Duration::from_millis(500);
 /// Longest delay, before jitter.
-pub const MAX: Duration = Duration::from_secs(10);
+pub(crate) const MAX: Duration = Duration::from_secs(10);
 
 /// [`INITIAL`] doubling to [`MAX`], each delay scattered by ±25 % so that many clients
 /// dropped by one restart do not come back in step.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -25,19 +25,19 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The delay before the next attempt, with random jitter.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.delay(rand::random::<f64>())
     }
 
     /// The delay before the next attempt; `unit` in `[0, 1]` picks the jitter.
-    pub fn delay(&mut self, unit: f64) -> Duration {
+    pub(crate) fn delay(&mut self, unit: f64) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(MAX);
         base.mul_f64(0.75 + 0.5 * unit.clamp(0.0, 1.0))
     }
 
     /// After a success: the next failure starts small again.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = INITIAL;
     }
 }

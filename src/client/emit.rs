@@ -22,18 +22,18 @@ use crate::ingest::{IngestRules, Invalid, MAX_BATCH};
 
 /// Attempts per request, the first included, before giving up on a busy or
 /// unreachable server.
-pub const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;
 /// Longest `Retry-After` honoured; a longer one is cut to this.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// Longest one request may take, body and answer included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most events in one request: the server's batch limit.
 pub const BATCH_EVENTS: usize = MAX_BATCH;
 /// Most body bytes in one request; a quarter of the server's default body limit
 /// (16 MiB), so that a batch of large events is split rather than refused with 413.
-pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Longest line of a file, bytes; a longer one is reported, not read into memory.
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// What went wrong, named for the person who typed the command.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ impl Emitter {
     /// [`EmitError::Unauthorized`], [`EmitError::Rejected`] (with the failing event's
     /// index in the body), [`EmitError::Busy`] or [`EmitError::Unreachable`] after the
     /// last attempt, [`EmitError::Answer`] for a 201 that does not parse.
-    pub async fn post_body(&self, body: String) -> Result<Vec<Accepted>, EmitError> {
+    pub(crate) async fn post_body(&self, body: String) -> Result<Vec<Accepted>, EmitError> {
         let mut backoff = Backoff::default();
         let mut attempt = 0;
         loop {

@@ -6,7 +6,7 @@
 //! - [`remote`]: the server's URL, checked once, and the endpoints under it.
 //! - [`backoff`]: delays between attempts, with jitter.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod emit;
 pub mod remote;
 pub mod tail;

@@ -101,7 +101,7 @@ const YELLOW: &str = "\x1b[33m";
 /// Replaces what could steer a terminal (control characters, escape sequences and
 /// bidirectional overrides) with U+FFFD. Event data is whatever producers sent; a
 /// viewer's terminal must show it, not obey it.
-pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if s.chars().any(unsafe_char) {
         s.chars().map(|c| if unsafe_char(c) { '\u{fffd}' } else { c }).collect::<String>().into()
@@ -112,7 +112,7 @@ pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// One text line for an event, without the newline: local time, icon, display text,
 /// source, task and agent, seq.
-pub fn format_line<Tz: TimeZone>(event: &EventPayload, tz: &Tz, color: bool) -> String
+pub(crate) fn format_line<Tz: TimeZone>(event: &EventPayload, tz: &Tz, color: bool) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
@@ -150,7 +150,7 @@ where
 
 /// The `subscribe` message for `filter`, after `since`. It asks for `batch` frames: a
 /// burst then costs one frame (and one parse) per paced send, not one per event.
-pub fn subscribe_message(filter: &TailFilter, since: Option<u64>) -> String {
+pub(crate) fn subscribe_message(filter: &TailFilter, since: Option<u64>) -> String {
     let mut message =
         serde_json::json!({ "action": "subscribe", "channel": "events", "filter": filter, "batch": true });
     if let Some(since) = since {
@@ -195,7 +195,7 @@ struct RawFrame<'a> {
 ///
 /// # Errors
 /// The frame is not the JSON DESIGN §3 describes; the message says how.
-pub fn parse_frame(text: &str) -> Result<Frame<'_>, String> {
+pub(crate) fn parse_frame(text: &str) -> Result<Frame<'_>, String> {
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| format!("unreadable frame: {e}"))?;
     let missing = |what: &str| format!("{} frame without {what}", raw.kind);
     Ok(match raw.kind {

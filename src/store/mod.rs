@@ -11,7 +11,7 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod postgres;
-pub mod sql;
+pub(crate) mod sql;
 pub mod sqlite;
 
 use std::path::Path;
@@ -244,11 +244,11 @@ impl Leadership {
     }
 
     /// Leadership told by `held`, kept by the task `keeper`.
-    pub fn kept_by(held: watch::Receiver<bool>, keeper: tokio::task::JoinHandle<()>) -> Self {
+    pub(crate) fn kept_by(held: watch::Receiver<bool>, keeper: tokio::task::JoinHandle<()>) -> Self {
         Leadership { held, _keeper: Some(AbortOnDropHandle::new(keeper)) }
     }
 
-    pub fn is_held(&self) -> bool {
+    pub(crate) fn is_held(&self) -> bool {
         *self.held.borrow()
     }
 

@@ -9,18 +9,18 @@ use super::{Order, Query};
 use crate::filter::TypePattern;
 
 /// The columns of `events`, in the order `event_from_row` of each engine reads them.
-pub const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, event_type, source, task_id, agent_id, ts_ms, data";
 
 /// The columns of a token record, in the order both stores read them.
-pub const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms";
 
 /// The columns of a session record, read from `sessions s JOIN tokens t`, in the
 /// order both stores read them.
-pub const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.created_ms, s.last_used_ms";
+pub(crate) const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.created_ms, s.last_used_ms";
 
 /// A bound value of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arg {
+pub(crate) enum Arg {
     Text(String),
     Int(i64),
 }
@@ -29,7 +29,7 @@ pub enum Arg {
 /// Type prefixes become a range on the type index: `task.` matches
 /// `event_type >= 'task.' AND event_type < 'task/'` ('/' follows '.'), which needs a
 /// bytewise collation (SQLite's default, `COLLATE "C"` in PostgreSQL).
-pub fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
+pub(crate) fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
     let mut args: Vec<Arg> = Vec::new();
     let f = &q.filter;

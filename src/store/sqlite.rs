@@ -23,10 +23,10 @@ use super::{
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// File name of the database inside the data directory.
-pub const DB_FILE: &str = "swarmfeed.db";
+pub(crate) const DB_FILE: &str = "swarmfeed.db";
 
 /// Default number of read-only connections; reads beyond it wait for one.
-pub const DEFAULT_READ_CONNECTIONS: usize = 4;
+pub(crate) const DEFAULT_READ_CONNECTIONS: usize = 4;
 
 /// Events the writer commits between two checkpoints: about 1 000 WAL pages (4 MiB),
 /// where SQLite's own automatic checkpoint would run.
@@ -572,7 +572,7 @@ impl Store for SqliteStore {
 }
 
 /// The single write connection, owned by the writer task.
-pub struct SqliteWriter {
+pub(crate) struct SqliteWriter {
     /// `None` only while a commit runs on the blocking pool.
     conn: Option<Connection>,
     /// The last commit time handed out; timestamps never go backwards with seq, even if

@@ -59,26 +59,26 @@ impl StreamContext {
         Cursor::new(self.hub.clone(), self.store.clone(), filter, since)
     }
 
-    pub fn pace(&self) -> Pace {
+    pub(crate) fn pace(&self) -> Pace {
         Pace::new(self.max_frames_per_sec)
     }
 }
 
 /// Spaces frames so that a subscription gets at most `per_sec` a second; what arrives
 /// in between is coalesced into the next frame, not dropped.
-pub struct Pace {
+pub(crate) struct Pace {
     interval: Option<Duration>,
     next: Instant,
 }
 
 impl Pace {
     /// `per_sec` 0 means no pacing.
-    pub fn new(per_sec: u32) -> Self {
+    pub(crate) fn new(per_sec: u32) -> Self {
         Pace { interval: (per_sec > 0).then(|| Duration::from_secs(1) / per_sec), next: Instant::now() }
     }
 
     /// Waits until the next frame may go.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         if self.interval.is_some() {
             tokio::time::sleep_until(self.next).await;
         }
@@ -86,7 +86,7 @@ impl Pace {
 
     /// Records that a frame went now. Spacing from the send time (not the planned
     /// time) keeps any one-second window at or under the limit.
-    pub fn sent(&mut self) {
+    pub(crate) fn sent(&mut self) {
         if let Some(interval) = self.interval {
             self.next = Instant::now() + interval;
         }
@@ -94,7 +94,11 @@ impl Pace {
 }
 
 /// The cursor's next step, paced; never ready without a cursor (no subscription).
-pub async fn paced_next(pace: &Pace, cursor: Option<&mut Cursor>, limit: ReadLimit) -> Result<Step, CursorError> {
+pub(crate) async fn paced_next(
+    pace: &Pace,
+    cursor: Option<&mut Cursor>,
+    limit: ReadLimit,
+) -> Result<Step, CursorError> {
     let Some(cursor) = cursor else { return std::future::pending().await };
     pace.ready().await;
     cursor.next(limit).await

@@ -21,9 +21,9 @@ use crate::metrics::Transport;
 use crate::store::StoreError;
 
 /// Longest wait a client may ask for, seconds (DESIGN §3).
-pub const MAX_WAIT_SECS: u64 = 60;
+pub(crate) const MAX_WAIT_SECS: u64 = 60;
 /// The wait when the client names none, seconds.
-pub const DEFAULT_WAIT_SECS: u64 = 25;
+pub(crate) const DEFAULT_WAIT_SECS: u64 = 25;
 
 /// One poll, validated.
 #[derive(Debug)]

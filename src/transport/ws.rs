@@ -173,7 +173,7 @@ struct UnsubscribeBody {
 }
 
 /// Parses one client text message; the error is the message for the `error` frame.
-pub fn parse_request(text: &str) -> Result<Request, String> {
+pub(crate) fn parse_request(text: &str) -> Result<Request, String> {
     let mut map: Map<String, Value> = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let action = match map.remove("action") {
         Some(Value::String(a)) => a,

@@ -3,7 +3,7 @@
 //!
 //! Owns the PostgreSQL schema and its migrations (a `schema_version` table), a small
 //! pool of connections for reads and token writes, and four dedicated connections per
-//! node: the writer's ([`PostgresWriter`]), the one that LISTENs for commits of every
+//! node: the writer's ([`writer::PostgresWriter`]), the one that LISTENs for commits of every
 //! node ([`CommitFeed::Shared`]), the one that LISTENs for revoked tokens
 //! ([`RevocationSignal`]), and the one that holds the coordinator's advisory
 //! lock ([`Leadership`]). It does not publish to the hub: the follower does that from
@@ -17,7 +17,7 @@
 //! - `mod.rs`: [`PostgresStore`], its URL, its read pool and dedicated connections.
 //! - `schema.rs`: the tables, their migrations, and the lock that makes nodes take turns.
 //! - `reads.rs`: the [`Store`] impl: queries, tokens, sessions, login codes, retention.
-//! - `writer.rs`: [`PostgresWriter`], group commit under the `log_head` lock (why seq
+//! - `writer.rs`: [`writer::PostgresWriter`], group commit under the `log_head` lock (why seq
 //!   is gapless is argued beside the transaction).
 //! - `notify.rs`: LISTEN for other nodes' commits and for revocations.
 //! - `leader.rs`: the coordinator's advisory lock, held through [`Leadership`].
@@ -47,7 +47,6 @@ use super::StoreError;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use self::test_support::{create_database, drop_database, url_with_database};
-pub use self::writer::PostgresWriter;
 
 /// How long a read waits for a pooled connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);

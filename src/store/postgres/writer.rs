@@ -27,7 +27,7 @@ impl PostgresStore {
 }
 
 /// This node's writer: one dedicated connection, reopened after it breaks.
-pub struct PostgresWriter {
+pub(crate) struct PostgresWriter {
     config: tokio_postgres::Config,
     /// `None` after the connection broke; the next append reconnects.
     conn: Option<WriteConn>,
