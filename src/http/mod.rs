@@ -10,6 +10,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod limits;
 pub mod openapi;
 pub mod origin;
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stream", get(streams::sse))
         .route("/api/events/poll", get(streams::poll))
         .route("/api/events", get(api::list_events))
+        .route("/api/events/export", get(export::export_events))
         .route("/api/events/{key}", get(api::get_event))
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))
