@@ -22,8 +22,10 @@ use super::schema::Refusals;
 use crate::event::{Event, EventPayload, render_display};
 use crate::store::{Order, Query, Store, StoreError};
 
-/// Events read from the store, and encoded, per piece of the body.
-pub(crate) const EXPORT_PAGE_EVENTS: usize = 500;
+/// Events read from the store, and encoded, per piece of the body: as many as a chunk
+/// of a `GET /api/events` page, so an export that is not read pins the same at most
+/// (100 events of up to 16 KiB) until the write timeout ends it.
+pub(crate) const EXPORT_PAGE_EVENTS: usize = 100;
 
 /// The CSV header row, in the order every row writes its cells.
 const CSV_HEADER: &str = "seq,id,ts,event_type,source,task_id,agent_id,display,data\r\n";
