@@ -354,6 +354,10 @@ pub struct TailArgs {
     /// events from now on.
     #[arg(long)]
     pub since: Option<u64>,
+    /// Print from `--since` up to the newest event as it was when tail started, then
+    /// exit 0 instead of following the log live.
+    #[arg(long, requires = "since")]
+    pub until_head: bool,
     /// Print each event's JSON payload, exactly as the server sent it, one per line.
     #[arg(long)]
     pub json: bool,

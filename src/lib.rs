@@ -29,7 +29,8 @@
 //!   nothing of HTTP routing, auth or error bodies.
 //! - [`view`]: server-rendered, auto-escaped HTML: the page shell and the event row.
 //! - [`http`]: router, auth middleware and browser sessions, the JSON API, its
-//!   errors and its one filter extractor, the streaming endpoints' thin handlers over
+//!   errors and its one filter extractor, the export (NDJSON or CSV, a page at a time),
+//!   the streaming endpoints' thin handlers over
 //!   [`transport`], the OpenAPI document and its schemas, the dashboard's pages and
 //!   embedded assets.
 //! - [`swarm`]: the swarm's events as a typed enum, their fold into agents and tasks,
@@ -43,7 +44,8 @@
 //!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
 //!   and checks the result.
 //! - [`telemetry`], [`shutdown`], [`server`]: running it.
-//! - [`client`]: the command-line clients (`tail` watches the feed, `emit` posts
+//! - [`client`]: the command-line clients (`tail` watches the feed, or prints it up
+//!   to the head and exits, `emit` posts
 //!   events), which reach the server over HTTP like any other program.
 
 // Items are `pub(crate)` unless the binary, the tests or the load generator need them;

@@ -230,8 +230,15 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         Output::Text { color: use_color(std::io::stdout().is_terminal(), no_color.as_deref()) }
     };
     let filter = TailFilter { types: args.types, task_id: args.task, agent_id: args.agent, source: args.source };
-    let mut tail = Tail::new(TailOptions { url: args.remote.url, token, filter, since: args.since, output })
-        .context("starting tail")?;
+    let mut tail = Tail::new(TailOptions {
+        url: args.remote.url,
+        token,
+        filter,
+        since: args.since,
+        until_head: args.until_head,
+        output,
+    })
+    .context("starting tail")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let listening = swarmfeed::shutdown::Signals::listen().context("listening for SIGINT and SIGTERM")?;
     let signals = tokio::spawn(listening.cancel_on_signal(shutdown.clone()));

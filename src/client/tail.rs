@@ -42,6 +42,8 @@ pub struct TailOptions {
     pub filter: TailFilter,
     /// Print events after this seq; `None` starts at the head (live only).
     pub since: Option<u64>,
+    /// Stop at the head as it was when the tail started, instead of following live.
+    pub until_head: bool,
     pub output: Output,
 }
 
@@ -90,6 +92,8 @@ enum Retry {
     /// Worth another attempt after the backoff; says why, for the notice.
     After(String),
     Fatal(TailError),
+    /// The range asked for is printed whole (`--until-head`).
+    Done,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -250,15 +254,38 @@ impl Tail {
         shutdown: CancellationToken,
     ) -> Result<(), TailError> {
         let mut backoff = Backoff::default();
+        // The head is read once, before anything is printed: the range is the log as it
+        // stood when the tail started, however busy it is while it is read.
+        let mut until = None;
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                r = self.connection(out, &mut backoff) => r,
+                r = async {
+                    if !self.options.until_head {
+                        return self.connection(out, &mut backoff).await;
+                    }
+                    let head = match until {
+                        Some(head) => head,
+                        None => match self.head().await {
+                            Ok(head) => {
+                                // Without a starting point there is nothing before the head.
+                                self.position.get_or_insert(head);
+                                *until.insert(head)
+                            }
+                            Err(retry) => return retry,
+                        },
+                    };
+                    self.pages_until(head, out).await
+                } => r,
             };
+            if matches!(attempt, Retry::Done) {
+                return Ok(());
+            }
             let why = match attempt {
                 Retry::After(why) => why,
                 Retry::Fatal(TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 Retry::Fatal(e) => return Err(e),
+                Retry::Done => return Ok(()),
             };
             let delay = backoff.next_delay();
             eprintln!("swarmfeed tail: {why}; reconnecting in {:.1} s", delay.as_secs_f64());
@@ -383,6 +410,74 @@ impl Tail {
         out.flush().await.map_err(TailError::Output)?;
         self.position = last;
         Ok(())
+    }
+
+    /// Prints the events after the position up to `head` from `GET /api/events` pages
+    /// in seq order. A page the filter matches nothing of still ends the range, so a
+    /// narrow filter cannot leave the tail waiting for an event that will not come.
+    async fn pages_until<W: AsyncWrite + Unpin>(&mut self, head: u64, out: &mut W) -> Retry {
+        #[derive(Deserialize)]
+        struct Page<'a> {
+            #[serde(borrow)]
+            events: Vec<&'a RawValue>,
+            next: Option<u64>,
+        }
+        loop {
+            let after = self.position.unwrap_or(0);
+            if after >= head {
+                return Retry::Done;
+            }
+            let mut url = match endpoint(&self.base, "api/events") {
+                Ok(url) => url,
+                Err(e) => return Retry::Fatal(e.into()),
+            };
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("after", &after.to_string());
+                query.append_pair("before", &(head + 1).to_string());
+                query.append_pair("limit", &crate::http::api::MAX_PAGE.to_string());
+                let filter = &self.options.filter;
+                if !filter.types.is_empty() {
+                    query.append_pair("types", &filter.types.join(","));
+                }
+                for (name, value) in
+                    [("task_id", &filter.task_id), ("agent_id", &filter.agent_id), ("source", &filter.source)]
+                {
+                    if let Some(value) = value {
+                        query.append_pair(name, value);
+                    }
+                }
+            }
+            let mut request = self.http.get(url.clone());
+            if let Some(token) = &self.options.token {
+                request = request.bearer_auth(token);
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => return Retry::After(format!("cannot reach {url}: {e}")),
+            };
+            let status = response.status().as_u16();
+            if status != 200 {
+                return upgrade_refused(status);
+            }
+            let text = match response.text().await {
+                Ok(t) => t,
+                Err(e) => return Retry::After(format!("connection lost reading {url}: {e}")),
+            };
+            let page: Page<'_> = match serde_json::from_str(&text) {
+                Ok(p) => p,
+                Err(e) => return Retry::After(format!("unreadable answer from {url}: {e}")),
+            };
+            if let Err(e) = self.print(&page.events, out).await {
+                return Retry::Fatal(e);
+            }
+            match page.next {
+                // The position is past every event printed; `next` is the same seq.
+                Some(next) => self.position = Some(self.position.unwrap_or(0).max(next)),
+                // A short page is the end of the range.
+                None => return Retry::Done,
+            }
+        }
     }
 
     /// The seq of the newest stored event (0 when there is none).
@@ -529,6 +624,7 @@ mod tests {
             token: None,
             filter: TailFilter { types: vec!["Task".into()], ..TailFilter::default() },
             since: None,
+            until_head: false,
             output: Output::Json,
         };
         assert!(matches!(Tail::new(options), Err(TailError::BadFilter(_))));
@@ -542,6 +638,7 @@ mod tests {
                 token: None,
                 filter: TailFilter::default(),
                 since: None,
+                until_head: false,
                 output: Output::Json,
             })
         };

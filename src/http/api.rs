@@ -100,7 +100,7 @@ pub(crate) struct ListParams {
     order: Option<Order>,
 }
 
-fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
         .map(|v| {
             parse_timestamp(v).ok_or_else(|| {

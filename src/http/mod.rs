@@ -10,6 +10,7 @@ pub(crate) mod api;
 pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod error;
+pub(crate) mod export;
 pub(crate) mod limits;
 pub(crate) mod openapi;
 pub(crate) mod origin;
@@ -83,6 +84,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/stream", get(streams::sse))
         .route("/api/events/poll", get(streams::poll))
         .route("/api/events", get(api::list_events))
+        .route("/api/events/export", get(export::export_events))
         .route("/api/events/{key}", get(api::get_event))
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))

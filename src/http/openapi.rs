@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
     paths(
         super::api::post_events,
         super::api::list_events,
+        super::export::export_events,
         super::api::get_event,
         super::api::summary,
         super::api::event_types,

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{TestApp, events, seqs, spawn_app, spawn_with};
+use crate::harness::{BinaryServer, TestApp, events, rss_bytes, seqs, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn a_batch_is_committed_with_gapless_seqs_and_read_back_in_order() {
@@ -399,4 +399,136 @@ async fn invisible_format_and_bidi_characters_are_refused_in_identifiers_by_fiel
     }
     assert!(app.all_events().await.is_empty());
     app.stop().await;
+}
+
+/// `GET /api/events/export` as the client receives it: status, headers, body text.
+async fn export(app: &TestApp, query: &str, token: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut req = app.http.get(app.url(&format!("/api/events/export?{query}")));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request sent");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, resp.text().await.expect("whole body"))
+}
+
+#[tokio::test]
+async fn export_writes_the_filtered_log_as_ndjson_and_csv_attachments() {
+    let app = spawn_app().await;
+    let batch: Vec<_> = (0..30)
+        .map(|i| {
+            json!({"event_type": if i % 3 == 0 { "task.failed" } else { "tool.called" }, "source": format!("s{}", i % 2),
+                   "task_id": format!("t{i}"), "agent_id": "@forge", "data": {"n": i, "reason": "disk full, \"again\""}})
+        })
+        .collect();
+    assert_eq!(app.post_events(&json!(batch)).await.0, StatusCode::CREATED);
+    let listed = app.all_events().await;
+
+    let (status, headers, body) = export(&app, "format=ndjson", Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment; filename=\"swarmfeed-events-"), "{disposition}");
+    assert!(disposition.ends_with(".ndjson\""), "{disposition}");
+    let lines: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines, listed, "each line is the event exactly as the API gives it");
+    assert!(body.ends_with('\n'));
+
+    let (_, _, filtered) = export(&app, "types=task.failed&source=s0&after=3", Some(&app.admin)).await;
+    let got: Vec<serde_json::Value> = filtered.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(seqs(&got), vec![7, 13, 19, 25], "odd seqs are s0, every third is task.failed");
+    let (_, _, windowed) =
+        export(&app, "task_id=t4&agent_id=%40forge&before=100&from=2000-01-01T00:00:00Z", Some(&app.admin)).await;
+    assert_eq!(windowed.lines().count(), 1);
+
+    let (status, headers, csv) = export(&app, "format=csv&types=task.failed&before=5", Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    assert!(headers["content-disposition"].to_str().unwrap().ends_with(".csv\""));
+    let rows: Vec<&str> = csv.split("\r\n").collect();
+    assert_eq!(rows[0], "seq,id,ts,event_type,source,task_id,agent_id,display,data");
+    assert_eq!(rows.len(), 4, "header, seqs 1 and 4, and the empty tail after the last CRLF: {csv}");
+    assert_eq!(rows[3], "");
+    let first = &listed[0];
+    let data = first["data"].to_string().replace('"', "\"\"");
+    assert_eq!(
+        rows[1],
+        format!(
+            "1,{},{},task.failed,s0,t0,\"'@forge\",\"Task failed: disk full, \"\"again\"\"\",\"{data}\"",
+            first["id"].as_str().unwrap(),
+            first["timestamp"].as_str().unwrap()
+        ),
+        "agent_id is guarded against formula injection, cells with commas and quotes are quoted, data is its JSON text"
+    );
+    assert!(rows[2].starts_with("4,"));
+
+    let read = app.token("read").await;
+    assert_eq!(export(&app, "format=csv", Some(&read)).await.0, StatusCode::OK, "read scope may export");
+    assert_eq!(export(&app, "", None).await.0, StatusCode::UNAUTHORIZED);
+    for (bad, field) in [
+        ("format=xml", Some("format")),
+        ("q=disk", None),
+        ("limit=5", None),
+        ("from=yesterday", Some("from")),
+        ("types=Bad", Some("types")),
+    ] {
+        let (status, _, body) = export(&app, bad, Some(&app.admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        if let Some(field) = field {
+            let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(err["error"]["field"], field, "{bad}: {err}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn export_of_a_log_larger_than_memory_would_allow_buffered_keeps_the_servers_memory_flat() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path(), &[]).await;
+    let (http, token) = (reqwest::Client::new(), server.admin_token());
+    let pad = "x".repeat(1000);
+    const EVENTS: usize = 50_000;
+    for chunk in 0..EVENTS / 1000 {
+        let body: Vec<_> = (0..1000)
+            .map(|i| json!({"id": format!("e{}", chunk * 1000 + i), "event_type": "tool.called", "source": "m", "data": {"pad": pad}}))
+            .collect();
+        let resp = http
+            .post(format!("http://{}/api/events", server.addr))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    // A first export warms the store's caches and the allocator, so the one measured
+    // sees what exporting itself holds.
+    let warm =
+        http.get(format!("http://{}/api/events/export?format=csv", server.addr)).bearer_auth(&token).send().await;
+    assert!(warm.unwrap().bytes().await.unwrap().len() > EVENTS * 1000);
+    let before = rss_bytes(server.pid());
+    let resp = http.get(format!("http://{}/api/events/export", server.addr)).bearer_auth(&token).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let (mut bytes, mut lines, mut peak) = (0usize, 0usize, before);
+    let mut tail = Vec::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece.expect("the body arrives whole");
+        bytes += piece.len();
+        tail.extend_from_slice(&piece);
+        lines += tail.iter().filter(|&&b| b == b'\n').count();
+        let last_newline = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        tail.drain(..last_newline);
+        peak = peak.max(rss_bytes(server.pid()));
+        // A slow reader: the server must wait for it, not read ahead into memory.
+        if lines % 5000 < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(lines, EVENTS);
+    assert!(bytes > 50 * 1024 * 1024, "the export is {bytes} bytes");
+    let growth = peak.saturating_sub(before);
+    assert!(growth < 16 * 1024 * 1024, "exporting {} MiB grew the server by {} KiB", bytes >> 20, growth / 1024);
+    server.terminate().await;
 }

@@ -437,3 +437,40 @@ async fn a_coordinator_that_cannot_rebuild_stops_the_server_with_an_error_that_n
     let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
     assert!(error.contains("the coordinator task ended before shutdown"), "{error}");
 }
+
+#[tokio::test]
+async fn tail_until_head_prints_the_log_up_to_the_head_once_and_exits() {
+    let app = spawn_app().await;
+    // More than one page of the API, so the range is read in several requests.
+    for chunk in 0..3 {
+        let batch: Vec<Value> = (0..900)
+            .map(|i| json!({"event_type": if i % 2 == 0 { "task.created" } else { "tool.called" }, "source": format!("s{chunk}")}))
+            .collect();
+        assert_eq!(app.post_events(&json!(batch)).await.0, 201);
+    }
+    let stored = all_events(&app.http, app.addr, &app.admin).await;
+    let mut command = swarmfeed(app.addr, &app.admin);
+    command.args(["tail", "--since", "0", "--until-head", "--json"]);
+    let out = run(command).await;
+    assert!(out.status.success(), "exits 0: {}", text(&out.stderr));
+    let printed: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(printed, stored, "every event once, in seq order, as the API gives it");
+
+    let mut command = swarmfeed(app.addr, &app.admin);
+    command.args(["tail", "--since", "2000", "--until-head", "--json", "--types", "task.*", "--source", "s2"]);
+    let out = run(command).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want: Vec<u64> = (2001..=2700).filter(|s| s % 2 == 1).collect();
+    assert_eq!(
+        seqs(&printed),
+        want,
+        "the filter applies; the range ends at the head though its last event is filtered out"
+    );
+
+    let mut command = swarmfeed(app.addr, &app.admin);
+    command.args(["tail", "--until-head"]);
+    let out = run(command).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("--since"), "{}", text(&out.stderr));
+    app.stop().await;
+}

@@ -216,3 +216,46 @@ async fn sse_and_long_poll_render_rows_with_format_html() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_events_page_offers_exports_of_its_filter_that_the_session_may_download() {
+    let app = spawn_app().await;
+    let batch: Vec<_> = (0..6)
+        .map(|i| json!({"event_type": if i % 2 == 0 { "task.created" } else { "tool.called" }, "source": format!("s{}", i % 3)}))
+        .collect();
+    assert_eq!(app.post_events(&json!(batch)).await.0, StatusCode::CREATED);
+    let cookie = login(&app).await;
+    let http = no_redirects();
+    let page = http
+        .get(app.url("/swarm/events?types=task.*&source=s0&task_id=&range=1h"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hrefs: Vec<String> = page
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| h.starts_with("/api/events/export?"))
+        .map(|h| h.replace("&amp;", "&"))
+        .collect();
+    assert_eq!(hrefs.len(), 2, "a CSV and an NDJSON link: {hrefs:?}");
+    let csv = &hrefs[0];
+    assert!(csv.contains("types=task.*") && csv.contains("source=s0") && csv.contains("from="), "{csv}");
+    assert!(csv.ends_with("format=csv") && hrefs[1].ends_with("format=ndjson"), "{hrefs:?}");
+    assert!(
+        !csv.contains("task_id") && !csv.contains("range"),
+        "blank fields and the page's range are not passed: {csv}"
+    );
+    let resp = http.get(app.url(csv)).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    let body = resp.text().await.unwrap();
+    let seqs: Vec<&str> =
+        body.split("\r\n").skip(1).filter(|r| !r.is_empty()).map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(seqs, vec!["1"], "seq 1 is the only task.created from s0 (seq 4 is from s0 but a tool call)");
+    app.stop().await;
+}

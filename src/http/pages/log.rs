@@ -1,7 +1,8 @@
 //! `/swarm/events`: the event log with filters (type, task, agent, source, time
 //! range), cursor paging by seq (newest first, "Older" continues `before` the last
 //! row, never an offset), counts per type for the last hour and a chart of events per
-//! minute by type (uPlot, drawn by `assets/chart.js` from `GET /api/summary`).
+//! minute by type (uPlot, drawn by `assets/chart.js` from `GET /api/summary`), and
+//! links that download every match through `GET /api/events/export`.
 
 use axum::Extension;
 use axum::extract::State;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use super::{PageError, given, html_page, who};
 use crate::auth::Principal;
-use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, known_type};
+use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, known_type};
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
 use crate::http::api::summarise;
@@ -88,6 +89,16 @@ pub(crate) async fn page_handler(
         parts.extend(extra);
         if parts.is_empty() { "/swarm/events".to_owned() } else { format!("/swarm/events?{}", parts.join("&")) }
     };
+    // The export takes the same filter; the page's range becomes the `from` it stood
+    // for when the page was drawn, so the download is what the page showed, and more.
+    let export = |format: &str| {
+        let mut parts = base.iter().filter(|p| !p.starts_with("range=")).cloned().collect::<Vec<_>>();
+        if let Some(from_ms) = from_ms {
+            parts.push(format!("from={}", query_value(&format_timestamp(from_ms))));
+        }
+        parts.push(format!("format={format}"));
+        format!("/api/events/export?{}", parts.join("&"))
+    };
     let mut counts: Vec<(&String, &u64)> = summary.by_type.iter().collect();
     counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let labels: serde_json::Map<String, serde_json::Value> = KNOWN_TYPES
@@ -108,6 +119,12 @@ pub(crate) async fn page_handler(
                     p.muted { "No event matches." }
                 }
                 ol.feed.feed--log { (rows(&events, Detail::Full)) }
+                nav.export aria-label="Export" {
+                    span.muted { "Export every match: " }
+                    a.btn href=(export("csv")) download { "CSV" }
+                    " "
+                    a.btn href=(export("ndjson")) download { "NDJSON" }
+                }
                 nav.pager aria-label="Pages" {
                     @if p.before.is_some() { a.btn href=(link(None)) { "← Newest" } }
                     @if let Some(older) = older { a.btn href=(link(Some(format!("before={older}")))) { "Older →" } }
