@@ -9,6 +9,7 @@
 //! so both WebSockets share one loop, one pacing and one set of limits.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
@@ -358,7 +359,7 @@ impl<D: Dialect> Session<D> {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
                             self.ctx.metrics.delivered(&events, lag);
-                            self.send_events(&events).await
+                            self.send_events(events).await
                         }
                         Ok(Step::Reset { oldest }) => {
                             let frame = self.dialect.reset(oldest);
@@ -462,33 +463,67 @@ impl<D: Dialect> Session<D> {
     /// Sends a step's events as frames of at most [`FRAME_CHUNK_BYTES`], each built
     /// when the previous one is buffered, and flushes once; otherwise as
     /// [`Session::send`]. Notes whether the write had to wait for the client.
-    async fn send_events(&mut self, events: &[Arc<Event>]) -> bool {
+    ///
+    /// If a frame cannot be buffered at once (the client is not keeping up), the events
+    /// after it are dropped and the cursor moved back to the last one written: what a
+    /// stalled client holds is the frame in tungstenite's buffer, never the rest of
+    /// its step, which the next step reads again.
+    async fn send_events(&mut self, events: Vec<Arc<Event>>) -> bool {
         let stalled = self.ctx.keepalive * STALLED_KEEPALIVES;
-        let (socket, dialect, batch) = (&mut self.socket, &self.dialect, self.batch);
-        let write = async move {
-            for run in frame_runs(events, FRAME_CHUNK_BYTES) {
-                match dialect.events(run, batch) {
-                    Frames::One(frame) => socket.feed(frame).await?,
-                    Frames::Each(frames) => {
-                        for frame in frames {
-                            socket.feed(frame).await?;
-                        }
-                    }
-                }
-            }
-            socket.flush().await
-        };
+        let (socket, dialect, batch, cursor) = (&mut self.socket, &self.dialect, self.batch, &mut self.cursor);
         let mut waited = false;
+        let write = async {
+            let mut events = events;
+            let mut written = 0;
+            while written < events.len() {
+                let Some(run) = frame_runs(&events[written..], FRAME_CHUNK_BYTES).next() else { break };
+                let frames = dialect.events(run, batch);
+                written += run.len();
+                let mut feed = std::pin::pin!(feed_all(socket, frames));
+                if let Poll::Ready(fed) = futures_util::poll!(feed.as_mut()) {
+                    fed?;
+                    continue;
+                }
+                waited = true;
+                if let (Some(cursor), Some(last)) = (cursor.as_mut(), events.get(written - 1))
+                    && written < events.len()
+                {
+                    cursor.rewind(last.seq);
+                }
+                events = Vec::new();
+                feed.await?;
+            }
+            let mut flush = std::pin::pin!(socket.flush());
+            if let Poll::Ready(flushed) = futures_util::poll!(flush.as_mut()) {
+                return flushed;
+            }
+            waited = true;
+            flush.await
+        };
         let revocation = &self.revocation;
         let sent = tokio::select! {
             biased;
-            r = tokio::time::timeout(stalled, noting_wait(write, &mut waited)) => matches!(r, Ok(Ok(()))),
+            r = tokio::time::timeout(stalled, write) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
             // As in `send`: made only if the write has to wait.
             () = async { revocation.clone().revoked().await } => false,
         };
         self.lagging = waited;
         sent
+    }
+}
+
+/// Buffers `frames` in tungstenite, which writes to the socket past
+/// [`WRITE_BUFFER_BYTES`].
+async fn feed_all(socket: &mut WebSocket, frames: Frames) -> Result<(), axum::Error> {
+    match frames {
+        Frames::One(frame) => socket.feed(frame).await,
+        Frames::Each(frames) => {
+            for frame in frames {
+                socket.feed(frame).await?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -518,19 +553,6 @@ pub(crate) fn frame_runs(events: &[Arc<Event>], max_bytes: usize) -> impl Iterat
         rest = tail;
         Some(run)
     })
-}
-
-/// Runs `future`, setting `waited` if it was ever not ready when polled.
-async fn noting_wait<F: Future>(future: F, waited: &mut bool) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        let poll = future.as_mut().poll(cx);
-        if poll.is_pending() {
-            *waited = true;
-        }
-        poll
-    })
-    .await
 }
 
 #[cfg(test)]
@@ -580,5 +602,18 @@ mod tests {
         assert_eq!(each.iter().map(|f| f["payload"]["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         let Frames::One(single) = Json.events(&events[..1], false) else { panic!("one event is one frame") };
         assert_eq!(json(&single)["type"], "event");
+    }
+
+    #[test]
+    fn a_step_is_cut_into_frames_of_at_most_the_chunk_and_a_large_event_goes_alone() {
+        let e = |seq| crate::hub::tests::event(seq, "a.b");
+        let weight = e(1).weight();
+        let events: Vec<_> = (1..=10).map(e).collect();
+        let runs: Vec<_> = frame_runs(&events, 3 * weight).collect();
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(runs.concat().iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        let alone: Vec<_> = frame_runs(&events[..2], weight / 2).collect();
+        assert_eq!(alone.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1], "each larger than the chunk, alone");
+        assert_eq!(frame_runs(&[], weight).count(), 0);
     }
 }
