@@ -9,6 +9,7 @@
 //! so both WebSockets share one loop, one pacing and one set of limits.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
@@ -19,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Pace, StreamContext, paced_next, ws_events_frame};
 use crate::auth::Revocation;
-use crate::config::{FRAME_MAX_BYTES, MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
+use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
+use crate::hub::ReadLimit;
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 use crate::store::Bounds;
 
@@ -34,13 +36,26 @@ pub(crate) const CHANNEL: &str = "events";
 /// after every frame it sends: at 4 KiB that `memset` was 4–5 % of the server's CPU in
 /// fan-out. Client messages are rare and small; a large one takes a few more reads.
 const READ_BUFFER_BYTES: usize = 512;
+/// Most bytes of events (by [`Event::weight`]) one frame carries: a step's events go
+/// out as consecutive frames of at most this much, each built only when the one before
+/// it is in tungstenite's buffer. tungstenite copies a whole frame into a buffer of the
+/// connection's that never shrinks, and a client that stops reading leaves its last
+/// frame there: at the frame limit's 1 MiB, 300 such viewers held 200–546 MiB. Bounded
+/// here and by [`WRITE_BUFFER_BYTES`], that buffer stays under 128 KiB (DESIGN §1: a
+/// slow client costs a lagging number, not memory). An event larger than this is a
+/// frame of its own.
+pub(crate) const FRAME_CHUNK_BYTES: usize = 32 * 1024;
 /// Bytes of frames tungstenite holds before it writes to the socket without being
-/// asked to flush. Above what one paced step can send as `event` frames (the frame
-/// limit's bytes plus each frame's envelope), so a subscriber that did not opt in to
-/// `batch` gets a step's events in one write, as an opted-in one gets its one frame.
-/// It allocates nothing by itself: the buffer grows to what a step writes, as it does
-/// for a `batch` frame of the same events.
-const WRITE_BUFFER_BYTES: usize = FRAME_MAX_BYTES + FRAME_MAX_BYTES / 2;
+/// asked to flush. A step's frames are fed and flushed once, so a step is one write
+/// up to this size and a write every this many bytes beyond it. With frames of at
+/// most [`FRAME_CHUNK_BYTES`], the buffer never holds more than the two together
+/// (64 KiB), so its capacity, which grows by doubling, stays under 128 KiB.
+const WRITE_BUFFER_BYTES: usize = 32 * 1024;
+/// The most bytes one step reads for a connection whose last write had to wait for
+/// the client: a laggard's step (the events it holds while its write waits) is one
+/// frame's worth, not the frame limit's. Its next step that writes at once gets the
+/// full limit again.
+const LAGGING_STEP_BYTES: usize = FRAME_CHUNK_BYTES;
 
 /// Keepalive periods of silence (not even a pong) after which a client is idle.
 const IDLE_KEEPALIVES: u32 = 3;
@@ -241,6 +256,9 @@ pub(crate) struct Session<D> {
     pace: Pace,
     /// The subscription reads `batch` frames.
     batch: bool,
+    /// The last step's write had to wait for the client: the next step reads at most
+    /// [`LAGGING_STEP_BYTES`].
+    lagging: bool,
     errors: u32,
     dialect: D,
     /// A subscription made at connect time (from the URL), announced when the session
@@ -272,6 +290,7 @@ impl<D: Dialect> Session<D> {
             cursor: None,
             pace,
             batch: false,
+            lagging: false,
             errors: 0,
             dialect,
             initial,
@@ -321,6 +340,7 @@ impl<D: Dialect> Session<D> {
         let revoked = watch.revoked();
         tokio::pin!(revoked);
         loop {
+            let step_limit = if self.lagging { lagging_limit(limit) } else { limit };
             tokio::select! {
                 biased;
                 () = &mut cancelled => return End::Shutdown,
@@ -330,18 +350,21 @@ impl<D: Dialect> Session<D> {
                         return end;
                     }
                 }
-                step = paced_next(&self.pace, self.cursor.as_mut(), limit) => {
+                step = paced_next(&self.pace, self.cursor.as_mut(), step_limit) => {
                     // The step may have read events while the token was being revoked.
                     if self.revocation.is_revoked() {
                         return End::Policy("token revoked");
                     }
-                    let frames = match step {
+                    let sent = match step {
                         Ok(Step::Events(events)) => {
                             let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
                             self.ctx.metrics.delivered(&events, lag);
-                            self.dialect.events(&events, self.batch)
+                            self.send_events(events).await
                         }
-                        Ok(Step::Reset { oldest }) => Frames::One(self.dialect.reset(oldest)),
+                        Ok(Step::Reset { oldest }) => {
+                            let frame = self.dialect.reset(oldest);
+                            self.send(frame).await
+                        }
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
                             tracing::error!(error = %e, "websocket cursor failed to read the store");
@@ -350,10 +373,6 @@ impl<D: Dialect> Session<D> {
                             let _ = self.send(frame).await;
                             return End::Cursor;
                         }
-                    };
-                    let sent = match frames {
-                        Frames::One(frame) => self.send(frame).await,
-                        Frames::Each(frames) => self.send_each(frames).await,
                     };
                     if !sent {
                         return End::SendFailed;
@@ -441,26 +460,99 @@ impl<D: Dialect> Session<D> {
         }
     }
 
-    /// Sends `messages` as one write: each is buffered (see [`WRITE_BUFFER_BYTES`]),
-    /// then all are flushed together; otherwise as [`Session::send`].
-    async fn send_each(&mut self, messages: Vec<Message>) -> bool {
+    /// Sends a step's events as frames of at most [`FRAME_CHUNK_BYTES`], each built
+    /// when the previous one is buffered, and flushes once; otherwise as
+    /// [`Session::send`]. Notes whether the write had to wait for the client.
+    ///
+    /// If a frame cannot be buffered at once (the client is not keeping up), the events
+    /// after it are dropped and the cursor moved back to the last one written: what a
+    /// stalled client holds is the frame in tungstenite's buffer, never the rest of
+    /// its step, which the next step reads again.
+    async fn send_events(&mut self, events: Vec<Arc<Event>>) -> bool {
         let stalled = self.ctx.keepalive * STALLED_KEEPALIVES;
-        let socket = &mut self.socket;
-        let write = async move {
-            for message in messages {
-                socket.feed(message).await?;
+        let (socket, dialect, batch, cursor) = (&mut self.socket, &self.dialect, self.batch, &mut self.cursor);
+        let mut waited = false;
+        let write = async {
+            let mut events = events;
+            let mut written = 0;
+            while written < events.len() {
+                let Some(run) = frame_runs(&events[written..], FRAME_CHUNK_BYTES).next() else { break };
+                let frames = dialect.events(run, batch);
+                written += run.len();
+                let mut feed = std::pin::pin!(feed_all(socket, frames));
+                if let Poll::Ready(fed) = futures_util::poll!(feed.as_mut()) {
+                    fed?;
+                    continue;
+                }
+                waited = true;
+                if let (Some(cursor), Some(last)) = (cursor.as_mut(), events.get(written - 1))
+                    && written < events.len()
+                {
+                    cursor.rewind(last.seq);
+                }
+                events = Vec::new();
+                feed.await?;
             }
-            socket.flush().await
+            let mut flush = std::pin::pin!(socket.flush());
+            if let Poll::Ready(flushed) = futures_util::poll!(flush.as_mut()) {
+                return flushed;
+            }
+            waited = true;
+            flush.await
         };
         let revocation = &self.revocation;
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             r = tokio::time::timeout(stalled, write) => matches!(r, Ok(Ok(()))),
             () = self.shutdown.cancelled() => false,
             // As in `send`: made only if the write has to wait.
             () = async { revocation.clone().revoked().await } => false,
+        };
+        self.lagging = waited;
+        sent
+    }
+}
+
+/// Buffers `frames` in tungstenite, which writes to the socket past
+/// [`WRITE_BUFFER_BYTES`].
+async fn feed_all(socket: &mut WebSocket, frames: Frames) -> Result<(), axum::Error> {
+    match frames {
+        Frames::One(frame) => socket.feed(frame).await,
+        Frames::Each(frames) => {
+            for frame in frames {
+                socket.feed(frame).await?;
+            }
+            Ok(())
         }
     }
+}
+
+/// `limit` with its bytes cut to [`LAGGING_STEP_BYTES`].
+fn lagging_limit(limit: ReadLimit) -> ReadLimit {
+    ReadLimit { max_bytes: limit.max_bytes.min(LAGGING_STEP_BYTES), ..limit }
+}
+
+/// `events` in consecutive runs of at most `max_bytes` by [`Event::weight`]; an event
+/// larger than that is a run of its own.
+pub(crate) fn frame_runs(events: &[Arc<Event>], max_bytes: usize) -> impl Iterator<Item = &[Arc<Event>]> {
+    let limit = ReadLimit { max_events: usize::MAX, max_bytes };
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut count, mut bytes) = (0, 0);
+        while let Some(next) = rest.get(count) {
+            if !limit.has_room(count, bytes, next.weight()) {
+                break;
+            }
+            bytes += next.weight();
+            count += 1;
+        }
+        let (run, tail) = rest.split_at(count);
+        rest = tail;
+        Some(run)
+    })
 }
 
 #[cfg(test)]
@@ -510,5 +602,18 @@ mod tests {
         assert_eq!(each.iter().map(|f| f["payload"]["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         let Frames::One(single) = Json.events(&events[..1], false) else { panic!("one event is one frame") };
         assert_eq!(json(&single)["type"], "event");
+    }
+
+    #[test]
+    fn a_step_is_cut_into_frames_of_at_most_the_chunk_and_a_large_event_goes_alone() {
+        let e = |seq| crate::hub::tests::event(seq, "a.b");
+        let weight = e(1).weight();
+        let events: Vec<_> = (1..=10).map(e).collect();
+        let runs: Vec<_> = frame_runs(&events, 3 * weight).collect();
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(runs.concat().iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        let alone: Vec<_> = frame_runs(&events[..2], weight / 2).collect();
+        assert_eq!(alone.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1], "each larger than the chunk, alone");
+        assert_eq!(frame_runs(&[], weight).count(), 0);
     }
 }
