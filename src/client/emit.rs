@@ -183,7 +183,7 @@ impl Emitter {
 
     /// POSTs a body (an event or an array) and returns what was stored. Every event
     /// carries an id, so sending the same body again after a lost answer stores
-    /// nothing twice: 429 and 503 are retried after their `Retry-After` (at most
+    /// nothing twice: 429, 503 and 507 are retried after their `Retry-After` (at most
     /// [`MAX_RETRY_WAIT`]), an unreachable server after a growing delay, up to
     /// [`MAX_ATTEMPTS`] in all. Each retry is announced on stderr.
     ///
@@ -226,14 +226,17 @@ impl Emitter {
                         return Ok(answer.events);
                     }
                     StatusCode::UNAUTHORIZED => return Err(EmitError::Unauthorized),
-                    status @ (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
+                    status @ (StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::INSUFFICIENT_STORAGE) => {
                         if attempt >= MAX_ATTEMPTS {
                             return Err(EmitError::Busy { status: status.as_u16(), attempts: attempt });
                         }
                         let fallback = backoff.next_delay();
                         let wait = retry_after(response.headers()).unwrap_or(fallback).min(MAX_RETRY_WAIT);
+                        let why = if status == StatusCode::INSUFFICIENT_STORAGE { "its disk is full" } else { "busy" };
                         eprintln!(
-                            "swarmfeed emit: server busy (HTTP {}); retrying in {:.1} s",
+                            "swarmfeed emit: server {why} (HTTP {}); retrying in {:.1} s",
                             status.as_u16(),
                             wait.as_secs_f64()
                         );

@@ -64,7 +64,8 @@ pub(crate) struct AcceptedBody<'a> {
         Refusals,
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 429, description = "Over the token's ingest rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Writer queue full, or the server holds as many request bodies as --max-inflight-body-bytes allows; see Retry-After", body = ErrorBody)))]
+        (status = 503, description = "Writer queue full (`queue_full`), the server holds as many request bodies as --max-inflight-body-bytes allows, or the store does not answer (`store_unavailable`) or takes no writes (`store_read_only`); see Retry-After", body = ErrorBody),
+        (status = 507, description = "The store's disk is full (`storage_full`): nothing was stored; see Retry-After", body = ErrorBody)))]
 pub(crate) async fn post_events(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -17,11 +17,17 @@ use serde::de::DeserializeOwned;
 
 use crate::filter::{Filter, FilterError, FilterSpec};
 use crate::ingest::Invalid;
-use crate::store::StoreError;
+use crate::store::{Condition, StoreError};
 use crate::writer::AppendError;
 
 /// Seconds a client is asked to wait after a 503 for a full writer queue.
 const QUEUE_FULL_RETRY_SECS: u64 = 1;
+/// Seconds a client is asked to wait when the store's disk is full: freeing space is
+/// an operator's job, so retrying every second would only fill the log with refusals.
+const STORAGE_FULL_RETRY_SECS: u64 = 30;
+/// Seconds a client is asked to wait while the store is down or read-only: a restart
+/// or a failover takes seconds.
+const STORE_DOWN_RETRY_SECS: u64 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
@@ -146,14 +152,47 @@ impl From<AppendError> for ApiError {
                 ApiError::unavailable("queue_full", "the writer queue is full; retry shortly", QUEUE_FULL_RETRY_SECS)
             }
             AppendError::Stopped => ApiError::unavailable("shutting_down", "the server is shutting down", 5),
-            AppendError::Store(cause) => ApiError::internal(&cause),
+            AppendError::Store(cause) => ApiError::from_store(&cause),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(&e)
+        ApiError::from_store(&e)
+    }
+}
+
+impl ApiError {
+    /// A storage failure's answer: a condition the client can wait out (a full disk, a
+    /// store that is down or read-only) is a 507 or 503 with `Retry-After`, since
+    /// nothing was written and the same request will succeed later; anything else is a
+    /// 500. The cause is logged as a warning for those (the operator must free space or
+    /// bring the store back) and as an error for faults.
+    fn from_store(cause: &StoreError) -> Self {
+        let (status, code, message, retry_after) = match cause.condition() {
+            Condition::Fault => return ApiError::internal(cause),
+            Condition::OutOfSpace => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the store's disk is full: writes are refused, and nothing of this request was stored, until space is freed",
+                STORAGE_FULL_RETRY_SECS,
+            ),
+            Condition::ReadOnly => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_read_only",
+                "the store takes no writes now, and nothing of this request was stored; retry shortly",
+                STORE_DOWN_RETRY_SECS,
+            ),
+            Condition::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store does not answer; retry shortly (a retry with the same event ids stores nothing twice)",
+                STORE_DOWN_RETRY_SECS,
+            ),
+        };
+        tracing::warn!(error = %cause, code, "store refused a request");
+        ApiError { retry_after: Some(retry_after), ..Self::new(status, code, message) }
     }
 }
 

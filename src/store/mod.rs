@@ -59,6 +59,46 @@ pub enum StoreError {
     Worker(String),
 }
 
+/// What a storage failure means for a client, whichever engine raised it: the answer
+/// it gets (DESIGN §6, issue "faults") and whether retrying later can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The disk under the store is full (SQLite's `SQLITE_FULL`, PostgreSQL's
+    /// `disk_full`, `ENOSPC`): nothing was written; writes succeed again once space is
+    /// freed, with no restart.
+    OutOfSpace,
+    /// The store takes no writes (a read-only file, a PostgreSQL standby or
+    /// `default_transaction_read_only`).
+    ReadOnly,
+    /// The store did not answer: a lost or refused connection, a server shutting
+    /// down, a busy pool. Reconnection is automatic.
+    Unavailable,
+    /// Anything else: a fault of this server or its data, for the log.
+    Fault,
+}
+
+impl StoreError {
+    /// Classifies this failure for the client's answer.
+    pub fn condition(&self) -> Condition {
+        match self {
+            StoreError::Sqlite(e) | StoreError::File { source: e, .. } => sqlite::condition(e),
+            StoreError::Postgres(e) => postgres::condition(e),
+            StoreError::Pool(_) => Condition::Unavailable,
+            StoreError::DataDir { source, .. } if is_out_of_space(source) => Condition::OutOfSpace,
+            StoreError::BadUrl(_)
+            | StoreError::Corrupt(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::DataDir { .. }
+            | StoreError::Worker(_) => Condition::Fault,
+        }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`: the file system (or the user's quota on it) is full.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
 /// Sort order of a query, by seq.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

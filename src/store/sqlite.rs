@@ -17,8 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, SessionLookup, SessionRecord,
-    Store, StoreError, TakenLoginCode, TokenRecord,
+    Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query, SessionLookup,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -172,6 +172,19 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || f(&mut open_rw(&path)?))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+/// What an SQLite error means for a client (see [`Condition`]).
+pub(crate) fn condition(e: &rusqlite::Error) -> Condition {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        // SQLITE_FULL; an I/O error while writing is how some file systems report
+        // ENOSPC too, but it can also mean a failing disk, so it stays a fault.
+        Some(ErrorCode::DiskFull) => Condition::OutOfSpace,
+        Some(ErrorCode::ReadOnly) => Condition::ReadOnly,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Condition::Unavailable,
+        _ => Condition::Fault,
     }
 }
 

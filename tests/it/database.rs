@@ -23,7 +23,7 @@ pub fn suite_on_postgres() -> bool {
     std::env::var("SWARMFEED_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
-fn prefix() -> String {
+pub fn prefix() -> String {
     std::env::var("SWARMFEED_TEST_DB_PREFIX").unwrap_or_else(|_| "sftest".into())
 }
 

@@ -11,6 +11,7 @@ mod cli;
 mod config_file;
 mod database;
 mod durability;
+mod faults;
 mod harness;
 mod multinode;
 mod pages;

@@ -43,7 +43,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, NoTls, Socket};
 
-use super::StoreError;
+use super::{Condition, StoreError};
 
 #[cfg(any(test, feature = "test-support"))]
 pub use self::test_support::{create_database, drop_database, url_with_database};
@@ -63,6 +63,24 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e).map(ToString::to_string) {
         Some(source) if !text.contains(&source) => format!("{text}: {source}"),
         _ => text,
+    }
+}
+
+/// What a PostgreSQL error means for a client (see [`Condition`]), by its SQLSTATE
+/// class, or by the lack of one: an error without a server's answer is the connection's.
+pub(crate) fn condition(e: &tokio_postgres::Error) -> Condition {
+    let Some(code) = e.code() else {
+        return Condition::Unavailable;
+    };
+    match code.code() {
+        // disk_full; 53000 insufficient_resources covers a full temp or WAL volume.
+        "53100" | "53000" => Condition::OutOfSpace,
+        // read_only_sql_transaction: a standby, or a database set read-only.
+        "25006" => Condition::ReadOnly,
+        // Class 08, connection exceptions; 57P01–57P03, the server shutting down,
+        // crashed or still starting; 53300, too many connections.
+        c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300") => Condition::Unavailable,
+        _ => Condition::Fault,
     }
 }
 
