@@ -183,6 +183,10 @@ pub struct ServeArgs {
     /// Read-only database connections.
     #[arg(long, env = "SWARMFEED_READ_CONNECTIONS", default_value_t = crate::store::sqlite::DEFAULT_READ_CONNECTIONS)]
     pub read_connections: usize,
+    /// Seconds a PostgreSQL commit or read may take before it is abandoned and the
+    /// client told 503: what a stalled network costs a request at most.
+    #[arg(long, env = "SWARMFEED_STORE_TIMEOUT", default_value_t = crate::store::postgres::DEFAULT_TIMEOUT.as_secs_f64())]
+    pub store_timeout: f64,
     /// Minutes without use after which a browser session ends.
     #[arg(long, env = "SWARMFEED_SESSION_IDLE_MINUTES", default_value_t = DEFAULT_IDLE.as_secs_f64() / 60.0)]
     pub session_idle_minutes: f64,
@@ -429,6 +433,7 @@ impl ServeArgs {
             ring_capacity: self.ring_capacity,
             max_body_bytes: self.max_body_bytes,
             read_connections: self.read_connections,
+            store_timeout: seconds("--store-timeout", self.store_timeout)?,
             ..Config::default()
         };
         config.writer.queue_events = self.writer_queue_events;

@@ -62,6 +62,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Read-only database connections (SQLite), or pooled ones (PostgreSQL).
     pub read_connections: usize,
+    /// How long a PostgreSQL commit or read may take (`--store-timeout`).
+    pub store_timeout: Duration,
     /// How long shutdown waits for connections to close before giving up on them.
     pub shutdown_grace: Duration,
     /// Interval of SSE keep-alive comments and WebSocket pings.
@@ -118,6 +120,7 @@ impl Default for Config {
             ingest: IngestRules::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             read_connections: crate::store::sqlite::DEFAULT_READ_CONNECTIONS,
+            store_timeout: crate::store::postgres::DEFAULT_TIMEOUT,
             shutdown_grace: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             revocation_sweep: crate::auth::REVOCATION_SWEEP,

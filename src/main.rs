@@ -137,10 +137,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// The store a token command works on: `--database` when given, else the SQLite file
 /// in `--data-dir`.
 async fn open_store(data: &swarmfeed::cli::DataArgs) -> anyhow::Result<std::sync::Arc<dyn swarmfeed::store::Store>> {
-    swarmfeed::store::open(&data.data_dir, data.database.as_deref(), 1).await.with_context(|| match &data.database {
-        Some(_) => "opening the store in the --database".to_owned(),
-        None => format!("opening the store in {}", data.data_dir.display()),
-    })
+    swarmfeed::store::open(&data.data_dir, data.database.as_deref(), 1, swarmfeed::store::postgres::DEFAULT_TIMEOUT)
+        .await
+        .with_context(|| match &data.database {
+            Some(_) => "opening the store in the --database".to_owned(),
+            None => format!("opening the store in {}", data.data_dir.display()),
+        })
 }
 
 /// `swarmfeed login-link`: a one-time link, as the admin token of the data dir or as a

@@ -142,7 +142,9 @@ impl Application {
     /// cannot be bound.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let store = store::open(&config.data_dir, config.database.as_deref(), config.read_connections).await?;
+        let store =
+            store::open(&config.data_dir, config.database.as_deref(), config.read_connections, config.store_timeout)
+                .await?;
         let admin = if config.no_auth { None } else { bootstrap_admin(store.as_ref(), &config.data_dir).await? };
         // Listening starts before the head is read, so a commit of another node in
         // between is announced, not missed (the follower's timer would catch it too).

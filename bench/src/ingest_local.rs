@@ -88,7 +88,9 @@ pub async fn run(args: IngestLocalArgs) -> anyhow::Result<Report> {
     };
     std::fs::create_dir(&dir).with_context(|| format!("creating {} (it must not exist yet)", dir.display()))?;
     let _scratch = Scratch(dir.clone());
-    let store = swarmfeed::store::open(&dir, None, READ_CONNECTIONS).await.context("opening the SQLite log")?;
+    let store = swarmfeed::store::open(&dir, None, READ_CONNECTIONS, swarmfeed::store::postgres::DEFAULT_TIMEOUT)
+        .await
+        .context("opening the SQLite log")?;
     let hub = Arc::new(Hub::new(store.bounds().await?, DEFAULT_RING_CAPACITY));
     let stop = CancellationToken::new();
     let (writer, writer_task) = writer::spawn(

@@ -16,6 +16,7 @@ pub mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -57,6 +58,10 @@ pub enum StoreError {
     },
     #[error("storage worker stopped: {0}")]
     Worker(String),
+    /// The store took longer than `--store-timeout` to answer (a stalled network):
+    /// the statement was abandoned and its connection dropped.
+    #[error("the store did not answer {what} within {after:?}")]
+    TimedOut { what: &'static str, after: Duration },
 }
 
 /// What a storage failure means for a client, whichever engine raised it: the answer
@@ -83,7 +88,7 @@ impl StoreError {
         match self {
             StoreError::Sqlite(e) | StoreError::File { source: e, .. } => sqlite::condition(e),
             StoreError::Postgres(e) => postgres::condition(e),
-            StoreError::Pool(_) => Condition::Unavailable,
+            StoreError::Pool(_) | StoreError::TimedOut { .. } => Condition::Unavailable,
             StoreError::DataDir { source, .. } if is_out_of_space(source) => Condition::OutOfSpace,
             StoreError::BadUrl(_)
             | StoreError::Corrupt(_)
@@ -303,7 +308,8 @@ impl Leadership {
 }
 
 /// Opens the log: the SQLite file in `data_dir`, or the PostgreSQL database at
-/// `database` when one is given. Migrates its schema.
+/// `database` when one is given, whose commits and reads are abandoned after
+/// `timeout`. Migrates its schema.
 ///
 /// # Errors
 /// The store cannot be opened or reached, or its schema is newer than this build.
@@ -311,9 +317,10 @@ pub async fn open(
     data_dir: &Path,
     database: Option<&str>,
     read_connections: usize,
+    timeout: Duration,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match database {
-        Some(url) => Arc::new(postgres::PostgresStore::connect(url, read_connections).await?),
+        Some(url) => Arc::new(postgres::PostgresStore::connect_with_timeout(url, read_connections, timeout).await?),
         None => {
             let dir = data_dir.to_path_buf();
             Arc::new(

@@ -450,3 +450,257 @@ async fn a_postgresql_restart_mid_ingest_answers_503_then_two_nodes_recover_with
     b.stop().await;
     drop(cluster);
 }
+
+/// What the fault-injecting proxy does to the bytes between a node and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Forwards as it comes.
+    Pass,
+    /// Holds each chunk this long before forwarding it.
+    Delay(Duration),
+    /// Forwards nothing and answers nothing; connections stay open, as in a network
+    /// partition. Ends with [`Proxy::heal`], which closes what it stalled.
+    Blackhole,
+}
+
+/// A TCP proxy on loopback between swarmfeed and PostgreSQL that injects latency, a
+/// silent blackhole, or resets.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    link: tokio::sync::watch::Sender<Link>,
+    /// Bumped to close every connection open now (a reset, or a partition's end).
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (link, link_rx) = tokio::sync::watch::channel(Link::Pass);
+        let (generation, generation_rx) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                let (link, mut generation) = (link_rx.clone(), generation_rx.clone());
+                generation.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::select! {
+                        () = pump(client_read, server_write, link.clone()) => {}
+                        () = pump(server_read, client_write, link) => {}
+                        _ = generation.changed() => {}
+                    }
+                    // Dropping both halves closes both sockets: PostgreSQL ends the
+                    // session (releasing its locks) and the node sees its connection go.
+                });
+            }
+        });
+        Proxy { addr, link, generation, task }
+    }
+
+    fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+
+    /// Closes every connection open now; new ones pass.
+    fn reset(&self) {
+        self.link.send_replace(Link::Pass);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Ends a blackhole: the connections it stalled are closed, as a partition's end
+    /// leaves them broken, and new ones pass.
+    fn heal(&self) {
+        self.reset();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies one direction under the proxy's current [`Link`].
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<Link>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // In a blackhole nothing is read, so nothing is forwarded or acknowledged
+        // beyond what the kernel buffers.
+        if link.wait_for(|l| *l != Link::Blackhole).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let now = *link.borrow();
+        match now {
+            Link::Delay(d) => tokio::time::sleep(d).await,
+            // The partition began while this chunk was read: it is never delivered.
+            Link::Blackhole => {
+                let _ = link.wait_for(|_| false).await;
+                return;
+            }
+            Link::Pass => {}
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `(status, code, how long the answer took)` of one POST of `body` to `path`.
+async fn timed_post(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Value, Duration) {
+    let started = std::time::Instant::now();
+    let request = app.http.post(app.url(path)).bearer_auth(&app.admin).json(body).send();
+    let resp = tokio::time::timeout(Duration::from_secs(15), request)
+        .await
+        .unwrap_or_else(|_| panic!("POST {path} must be answered within 15 s, not hang"))
+        .unwrap();
+    let status = resp.status();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(resp.headers().contains_key("retry-after"), "a 503 carries Retry-After");
+    }
+    (status, resp.json().await.unwrap_or(Value::Null), started.elapsed())
+}
+
+#[tokio::test]
+async fn latency_a_blackhole_and_resets_between_a_node_and_postgresql_cost_503s_within_the_timeout_and_nothing_acknowledged()
+ {
+    let db = crate::database::Database::fresh().await;
+    let upstream: std::net::SocketAddr = {
+        let url: reqwest::Url = server_url().parse().unwrap();
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap()
+    };
+    let proxy = Proxy::start(upstream).await;
+    let through_proxy = {
+        let mut url: reqwest::Url = db.url.parse().unwrap();
+        url.set_port(Some(proxy.addr.port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.to_string()
+    };
+    let store_timeout = Duration::from_secs(2);
+    let app = spawn_with(|c| {
+        c.database = Some(through_proxy);
+        c.store_timeout = store_timeout;
+    })
+    .await;
+    let mut acknowledged: HashMap<String, u64> = HashMap::new();
+    let mut batch_no = 0;
+    let mut post_batch = async |app: &TestApp, acknowledged: &mut HashMap<String, u64>| {
+        batch_no += 1;
+        let body: Vec<Value> = (0..5)
+            .map(|i| json!({"id": format!("b{batch_no}-{i}"), "event_type": "tool.called", "source": "proxy"}))
+            .collect();
+        let (status, answer, took) = timed_post(app, "/api/events", &json!(body)).await;
+        if status == StatusCode::CREATED {
+            for e in answer["events"].as_array().unwrap() {
+                acknowledged.insert(e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap());
+            }
+        }
+        (status, answer, took)
+    };
+
+    // Latency: 50 ms each way slows commits but fails none.
+    proxy.set(Link::Delay(Duration::from_millis(50)));
+    for _ in 0..3 {
+        let (status, answer, took) = post_batch(&app, &mut acknowledged).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert!(took >= Duration::from_millis(100), "the delay is in the path ({took:?})");
+    }
+
+    // A silent blackhole. The node gives up the coordinator's lock: commands are
+    // refused as not_leader within a few seconds, so it settles no auction it cannot
+    // log (each try before then waits out the store timeout: the figure is to 2 s).
+    proxy.set(Link::Blackhole);
+    let blackholed_at = std::time::Instant::now();
+    let stepped_down = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (status, answer, _) = timed_post(&app, "/swarm/agents", &json!({"name": "Echo"})).await;
+            assert_ne!(status, StatusCode::CREATED, "nothing is committed through a blackhole");
+            if answer["error"]["code"] == "not_leader" {
+                return blackholed_at.elapsed();
+            }
+        }
+    })
+    .await
+    .expect("a blackholed leader steps down within 10 s");
+    eprintln!("the blackholed leader stepped down within {:.2} s of the blackhole", stepped_down.as_secs_f64());
+    // Every request is answered 503 within the store timeout, never a 500 and never a
+    // hang; nothing is acknowledged.
+    for _ in 0..2 {
+        let (status, answer, took) = post_batch(&app, &mut acknowledged).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
+        assert!(took < store_timeout * 3, "answered in {took:?}, within the store timeout");
+    }
+
+    // The partition ends: the node reconnects by itself and ingest resumes.
+    proxy.heal();
+    let healed_at = std::time::Instant::now();
+    let resumed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (status, answer, _) = post_batch(&app, &mut acknowledged).await;
+            match status {
+                StatusCode::CREATED => return healed_at.elapsed(),
+                StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => panic!("after the blackhole: {other} {answer}"),
+            }
+        }
+    })
+    .await
+    .expect("ingest resumes after the blackhole");
+    eprintln!("ingest resumed {:.2} s after the blackhole ended", resumed.as_secs_f64());
+
+    // Resets: every connection is cut mid-use; requests meanwhile get 503 at worst.
+    for _ in 0..3 {
+        proxy.reset();
+        let resumed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let (status, answer, _) = post_batch(&app, &mut acknowledged).await;
+                match status {
+                    StatusCode::CREATED => return,
+                    StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(100)).await,
+                    other => panic!("after a reset: {other} {answer}"),
+                }
+            }
+        })
+        .await;
+        assert!(resumed.is_ok(), "ingest resumes after a reset");
+    }
+    // And the coordinator is led again.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (status, _, _) = timed_post(&app, "/swarm/agents", &json!({"name": "Echo"})).await;
+            if status == StatusCode::CREATED {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the node leads again");
+
+    // Every acknowledged event is stored once, with its seq, and seq is gapless.
+    let stored = app.all_events().await;
+    let stored_seqs = seqs(&stored);
+    assert_eq!(stored_seqs, (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
+    let by_id: HashMap<&str, u64> =
+        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+    assert_eq!(by_id.len(), stored.len(), "each id stored once");
+    for (id, seq) in &acknowledged {
+        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
+    }
+    app.stop().await;
+    drop(proxy);
+    db.drop().await;
+}

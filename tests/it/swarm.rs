@@ -537,7 +537,9 @@ async fn a_settlement_id_held_by_another_event_is_an_error_that_readyz_shows() {
     let database = if suite_on_postgres() { Some(Database::for_data_dir(dir.path()).await) } else { None };
     let url = database.as_ref().map(|d| d.url.clone());
     {
-        let store = swarmfeed::store::open(dir.path(), url.as_deref(), 1).await.unwrap();
+        let store = swarmfeed::store::open(dir.path(), url.as_deref(), 1, swarmfeed::store::postgres::DEFAULT_TIMEOUT)
+            .await
+            .unwrap();
         let mut writer = store.writer().await.unwrap();
         let closed_a_second_ago = format_timestamp(chrono::Utc::now().timestamp_millis() - 1_000);
         let event = |id: &str, event_type: &str, source: &str, data: Value| NewEvent {

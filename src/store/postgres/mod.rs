@@ -50,6 +50,11 @@ pub use self::test_support::{create_database, drop_database, url_with_database};
 
 /// How long a read waits for a pooled connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long a commit or a read may take before it is abandoned (`--store-timeout`,
+/// `SWARMFEED_STORE_TIMEOUT`): a stalled network costs a request this much at most,
+/// and the client then gets 503. PostgreSQL's own timeouts cannot fire when the
+/// server never hears from this node, so the clock runs here.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before a lost LISTEN or lock connection is opened again.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -84,6 +89,15 @@ pub(crate) fn condition(e: &tokio_postgres::Error) -> Condition {
     }
 }
 
+/// Runs `work`, or gives up on it after `after` with [`StoreError::TimedOut`].
+async fn within<T>(
+    what: &'static str,
+    after: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(after, work).await.unwrap_or(Err(StoreError::TimedOut { what, after }))
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         StoreError::Postgres(e)
@@ -106,6 +120,8 @@ pub struct PostgresStore {
     /// Connections for reads and token writes; `--read-connections` of them at most.
     pool: Pool,
     writer_taken: AtomicBool,
+    /// How long a commit or a read may take; see [`DEFAULT_TIMEOUT`].
+    timeout: Duration,
 }
 
 /// Parses `--database`, refusing anything but a `postgres://` URL.
@@ -149,6 +165,18 @@ impl PostgresStore {
     /// The URL is not a `postgres://` URL, the server cannot be reached, or the
     /// schema is newer than this build.
     pub async fn connect(url: &str, read_connections: usize) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, read_connections, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`PostgresStore::connect`], with commits and reads abandoned after `timeout`.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`].
+    pub async fn connect_with_timeout(
+        url: &str,
+        read_connections: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let config = parse_url(url)?;
         schema::migrate(&config).await?;
         let manager =
@@ -160,6 +188,6 @@ impl PostgresStore {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(PostgresStore { config, pool, writer_taken: AtomicBool::new(false) })
+        Ok(PostgresStore { config, pool, writer_taken: AtomicBool::new(false), timeout })
     }
 }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::PostgresStore;
 use super::notify::REVOKE_CHANNEL;
+use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
 use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use crate::store::{
@@ -20,11 +20,19 @@ use crate::store::{
 
 impl PostgresStore {
     /// Runs one read statement on a pooled connection, with its plan cached per
-    /// connection.
+    /// connection. A read that takes longer than the store's timeout is abandoned, and its
+    /// connection taken out of the pool: it may still carry the unanswered statement.
     async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        let read = async {
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, params).await?)
+        };
+        let result = within("a read", self.timeout, read).await;
+        if matches!(result, Err(StoreError::TimedOut { .. })) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
     }
 }
 

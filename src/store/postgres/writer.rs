@@ -6,12 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_postgres::{Client, Statement};
 
 use super::notify::NOTIFY_CHANNEL;
-use super::{PostgresStore, connect};
+use super::{PostgresStore, connect, within};
 use crate::event::{Event, NewEvent, format_timestamp};
 use crate::store::{Appended, Commit, LogWriter, StoreError};
 
@@ -22,7 +23,7 @@ impl PostgresStore {
             return Err(StoreError::Worker("the log writer was already taken".into()));
         }
         let conn = WriteConn::open(&self.config).await?;
-        Ok(Box::new(PostgresWriter { config: self.config.clone(), conn: Some(conn) }))
+        Ok(Box::new(PostgresWriter { config: self.config.clone(), conn: Some(conn), timeout: self.timeout }))
     }
 }
 
@@ -31,17 +32,26 @@ pub(crate) struct PostgresWriter {
     config: tokio_postgres::Config,
     /// `None` after the connection broke; the next append reconnects.
     conn: Option<WriteConn>,
+    /// How long opening the connection or one commit may take.
+    timeout: Duration,
 }
 
 #[async_trait]
 impl LogWriter for PostgresWriter {
+    /// A commit that outlasts the timeout (a stalled network) is abandoned with its
+    /// connection, so nothing is acknowledged that may not have committed; its
+    /// transaction ends when the server notices the session is gone, and until then
+    /// it holds the `log_head` lock, so the next commit waits (and times out) rather
+    /// than numbering around it. Whether it committed is told by its ids: a re-sent
+    /// batch answers their seqs.
     async fn append(&mut self, events: Vec<NewEvent>) -> Result<Commit, StoreError> {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.conn = Some(WriteConn::open(&self.config).await?);
+            self.conn = None;
+            self.conn = Some(within("a new connection", self.timeout, WriteConn::open(&self.config)).await?);
         }
         let conn = self.conn.as_mut().ok_or_else(|| StoreError::Worker("the write connection is missing".into()))?;
-        let result = conn.commit(events).await;
-        if result.is_err() && conn.client.is_closed() {
+        let result = within("a commit", self.timeout, conn.commit(events)).await;
+        if result.is_err() && (conn.client.is_closed() || matches!(result, Err(StoreError::TimedOut { .. }))) {
             self.conn = None;
         }
         result
