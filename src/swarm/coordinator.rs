@@ -327,6 +327,7 @@ pub(crate) fn spawn(
         settings,
         managed_agents: HashSet::new(),
         managed_auctions: HashSet::new(),
+        deadlines: HashMap::new(),
         last_heard: HashMap::new(),
         snapshot_cache: None,
     };
@@ -353,6 +354,12 @@ struct Coordinator {
     managed_agents: HashSet<String>,
     /// Auctions whose `task.bidding` this coordinator wrote: it settles them.
     managed_auctions: HashSet<String>,
+    /// When each managed auction closes on this node's monotonic clock. The log says
+    /// when in wall-clock time (`closes_ms`, which every node can read); it is turned
+    /// into an instant once, when this node first meets the auction or takes the lead,
+    /// so a wall clock stepped back or forward afterwards neither holds an auction
+    /// open for the size of the step nor closes it early.
+    deadlines: HashMap<String, Instant>,
     /// When each managed, online agent was last heard from.
     last_heard: HashMap<String, Instant>,
     /// The last snapshot built: its page, when it was built, and the snapshot (which
@@ -436,6 +443,9 @@ impl Coordinator {
             tracing::error!(error = %e, "coordinator could not catch up with the log before leading; will retry");
             return;
         }
+        // The previous leader's clock set these auctions' instants, if any: read their
+        // wall-clock close times afresh.
+        self.deadlines.clear();
         let now = Instant::now();
         self.last_heard = self
             .managed_agents
@@ -720,34 +730,41 @@ impl Coordinator {
         id
     }
 
-    /// When the next managed auction closes.
-    fn next_deadline(&self) -> Option<Instant> {
-        let now = now_ms();
-        self.managed_auctions
-            .iter()
-            .filter_map(|id| self.projection.task(id))
-            .filter(|t| t.is_bidding())
-            .map(|t| t.closes_ms.unwrap_or(now))
-            .min()
-            .map(|c| Instant::now() + Duration::from_millis(c.saturating_sub(now).max(0) as u64))
+    /// When the next managed auction closes, on the monotonic clock; each auction's
+    /// instant is fixed the first time it is asked for (see `deadlines`).
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let (wall, now) = (now_ms(), Instant::now());
+        let mut next: Option<Instant> = None;
+        for id in &self.managed_auctions {
+            let Some(task) = self.projection.task(id).filter(|t| t.is_bidding()) else { continue };
+            let left = task.closes_ms.map_or(0, |c| c.saturating_sub(wall).max(0) as u64);
+            let at = *self.deadlines.entry(id.clone()).or_insert_with(|| now + Duration::from_millis(left));
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        next
     }
 
-    /// Settles every managed auction whose window has passed: `auction.closed`, then
-    /// `task.assigned` or `task.failed`, in one commit.
+    /// Settles every managed auction whose window has passed on the monotonic clock:
+    /// `auction.closed`, then `task.assigned` or `task.failed`, in one commit.
     async fn settle_due(&mut self) {
-        let now = now_ms();
-        let mut due: Vec<String> = self
+        // Fixes the instants of auctions not met yet.
+        self.next_deadline();
+        let now = Instant::now();
+        let mut due: Vec<(String, Option<i64>)> = self
             .managed_auctions
             .iter()
-            .filter(|id| {
-                self.projection.task(id).is_some_and(|t| t.is_bidding() && t.closes_ms.is_none_or(|c| c <= now))
-            })
-            .cloned()
+            .filter(|id| self.deadlines.get(*id).is_some_and(|at| *at <= now))
+            .filter_map(|id| self.projection.task(id).filter(|t| t.is_bidding()).map(|t| (id.clone(), t.closes_ms)))
             .collect();
         due.sort();
         self.managed_auctions.retain(|id| self.projection.task(id).is_some_and(|t| t.is_bidding()));
-        for task_id in due {
-            let Ok(events) = decide(&self.projection, rules::Command::Settle { task_id: task_id.clone() }, now) else {
+        self.deadlines.retain(|id, _| self.managed_auctions.contains(id));
+        for (task_id, closes_ms) in due {
+            // The window has passed by this node's monotonic clock; a wall clock set
+            // back since must not make the rules think it still open.
+            let now_ms = now_ms().max(closes_ms.unwrap_or(i64::MIN));
+            let command = rules::Command::Settle { task_id: task_id.clone() };
+            let Ok(events) = decide(&self.projection, command, now_ms) else {
                 continue;
             };
             match self.append(&events, Some(settlement_ids(&task_id)), None).await {
@@ -760,6 +777,7 @@ impl Coordinator {
                 }
             }
             self.managed_auctions.remove(&task_id);
+            self.deadlines.remove(&task_id);
         }
     }
 

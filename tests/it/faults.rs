@@ -892,3 +892,100 @@ async fn fifty_kill_9s_at_random_moments_under_mixed_load_lose_nothing_and_repea
         seen.len()
     );
 }
+
+/// libfaketime from Debian's package, which moves a process's wall clock (and only it,
+/// with `DONT_FAKE_MONOTONIC`) to what a file says, re-read on every call.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_wall_clock_stepped_back_or_forward_neither_reorders_the_log_nor_moves_auction_deadlines() {
+    if !Path::new(LIBFAKETIME).exists() {
+        eprintln!("SKIPPED: stepping a server's wall clock needs {LIBFAKETIME} (Debian's libfaketime)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let offset_path = offset.display().to_string();
+    let env = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let flags = ["--bid-window", "2", "--max-frames-per-sec", "0"];
+    let server = BinaryServer::start_with_env(&data, "127.0.0.1:0", &flags, &env).await;
+    let (addr, token) = (server.addr, server.admin_token());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let post = |path: &str, body: Value| {
+        let request = http.post(format!("http://{addr}{path}")).bearer_auth(&token).json(&body).send();
+        async move {
+            let resp = request.await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert!(status.is_success(), "{status} {body}");
+            body
+        }
+    };
+    let tick =
+        |n: usize| json!((0..n).map(|_| json!({"event_type": "tool.called", "source": "clock"})).collect::<Vec<_>>());
+    let mut viewer = WsClient::connect(addr, Some(&token)).await.unwrap();
+    viewer.subscribe(Some(0), json!({"types": ["task.*", "auction.*", "tool.*"]})).await;
+
+    post("/api/events", tick(5)).await;
+    let agent = post("/swarm/agents", json!({"name": "Echo"})).await["agent_id"].as_str().unwrap().to_owned();
+
+    // Stepped back an hour while an auction of 2 s is open: it still closes after 2 s,
+    // not after an hour and 2 s.
+    let back_task =
+        post("/swarm/tasks", json!({"description": "closes on time"})).await["task_id"].as_str().unwrap().to_owned();
+    post(&format!("/swarm/tasks/{back_task}/bids"), json!({"agent_id": agent, "bid_sats": 5})).await;
+    std::fs::write(&offset, "-1h\n").unwrap();
+    post("/api/events", tick(5)).await;
+
+    // Stepped forward a day: an auction posted now closes after its 2 s, not at once.
+    std::fs::write(&offset, "+0\n").unwrap();
+    let posted = std::time::Instant::now();
+    let ahead_task = post("/swarm/tasks", json!({"description": "does not close early"})).await["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&offset, "+1d\n").unwrap();
+    post("/api/events", tick(5)).await;
+
+    let mut assigned_back = false;
+    let mut failed_ahead = None;
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while !(assigned_back && failed_ahead.is_some()) {
+            let event = viewer.next_event().await;
+            if event["event_type"] == "task.assigned" && event["task_id"] == back_task.as_str() {
+                assigned_back = true;
+            }
+            // No bids: the second auction ends with the task failed.
+            if event["event_type"] == "task.failed" && event["task_id"] == ahead_task.as_str() {
+                failed_ahead = Some(posted.elapsed());
+            }
+            seen.push(event);
+        }
+        seen
+    })
+    .await
+    .expect("both auctions settle within 20 s, whatever the wall clock did");
+    let ahead_took = failed_ahead.unwrap();
+    assert!(
+        ahead_took >= Duration::from_millis(1_500),
+        "closed {ahead_took:?} after it was posted, before its 2 s window"
+    );
+
+    // The log's order is seq's, and commit times never go backwards with it.
+    let stored = all_events(&http, addr, &token).await;
+    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>());
+    let times: Vec<&str> = stored.iter().map(|e| e["timestamp"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "commit times never go backwards: {times:?}");
+    assert!(seen.len() >= 10);
+    std::fs::write(&offset, "+0\n").unwrap();
+    server.terminate().await;
+}

@@ -282,7 +282,14 @@ impl BinaryServer {
     /// Like [`BinaryServer::start`], on `bind`: a restart on the address an open
     /// browser page (or a tail) keeps reconnecting to.
     pub async fn start_at(data_dir: &Path, bind: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, bind, extra, &[]).await
+    }
+
+    /// Like [`BinaryServer::start_at`], with `env` added to the server's environment
+    /// (a preloaded library that moves its wall clock, say).
+    pub async fn start_with_env(data_dir: &Path, bind: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmfeed"));
+        command.envs(env.iter().copied());
         match suite_on_postgres() {
             true => command.env("SWARMFEED_DATABASE", Database::for_data_dir(data_dir).await.url),
             false => command.env_remove("SWARMFEED_DATABASE"),
