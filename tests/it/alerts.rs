@@ -295,3 +295,50 @@ async fn an_admin_adds_a_rule_on_the_alerts_page_and_the_live_page_shows_a_banne
     browser.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_two_nodes_only_the_leader_logs_alerts_and_a_takeover_fires_nothing_twice() {
+    let db = Database::fresh().await;
+    let node = || {
+        let url = db.url.clone();
+        spawn_with(move |c| c.database = Some(url))
+    };
+    let leader = node().await;
+    let mut follower = node().await;
+    follower.admin = leader.admin.clone();
+    let mut alerts = alert_events(&follower).await;
+    // Added on the node that does not lead: the leader finds it in the store.
+    let id = add_rule(&follower, json!({"name": "quiet", "filter": {"types": ["probe.beat"]}, "absent_secs": 1})).await;
+    let firing = alerts.next_event().await;
+    assert_eq!(
+        (firing["event_type"].as_str(), firing["data"]["rule_id"].as_str()),
+        (Some("alert.firing"), Some(id.as_str()))
+    );
+    leader.stop().await;
+
+    // The follower leads once its coordinator does; it answers after acting on the
+    // rules, so a second firing would be in the log by then.
+    let join = json!({"name": "Echo"}).to_string();
+    let led = tokio::time::timeout(crate::harness::WAIT, async {
+        loop {
+            let (status, _) = follower.post_raw("/swarm/agents", &join, Some(&follower.admin)).await;
+            if status == StatusCode::CREATED {
+                return;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not the leader yet");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(led.is_ok(), "the follower took over");
+    assert_eq!(listed(&follower, &id).await["state"], "firing");
+    assert_eq!(logged(&follower, "alert.firing", &id).await.len(), 1, "the takeover fired nothing again");
+
+    // The new leader acts: a beat resolves the rule, once.
+    post_event(&follower, json!({"event_type": "probe.beat", "source": "probe"})).await;
+    let resolved = alerts.next_event().await;
+    assert_eq!(resolved["event_type"], "alert.resolved", "{resolved}");
+    assert_eq!(resolved["id"], firing["id"].as_str().unwrap().replace(".firing", ".resolved"));
+    follower.stop().await;
+    db.drop().await;
+}
