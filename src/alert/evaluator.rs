@@ -8,7 +8,8 @@
 //! `threshold` of them, or the last one for an absence rule). From then on a cursor
 //! that starts where the seeds stopped feeds it every committed event. Rules are
 //! re-read from the store every [`RULES_REFRESH`], so a rule added on another node
-//! is watched here too.
+//! is watched here too. While there is no rule the log is not followed at all: a
+//! server without alerts pays nothing for them.
 //!
 //! Every node follows and folds; only the leader acts, after folding the log up to
 //! the store's head. Alert events carry ids derived from the rule and the firing
@@ -209,7 +210,9 @@ impl Evaluator {
                     self.serve(request).await;
                 }
                 () = sleep_until_opt(deadline) => self.evaluate().await,
-                step = self.cursor.next(FOLD_LIMIT) => {
+                // Without rules there is nothing to fold: the log is not followed then,
+                // and a first rule starts from the head.
+                step = self.cursor.next(FOLD_LIMIT), if !self.alarms.is_empty() => {
                     match step {
                         Ok(step) => self.fold(step),
                         Err(CursorError::Closed) => break,
@@ -264,6 +267,9 @@ impl Evaluator {
     }
 
     async fn catch_up(&mut self) -> Result<(), CursorError> {
+        if self.alarms.is_empty() {
+            return Ok(());
+        }
         let head = self.parts.store.bounds().await?.head;
         while self.cursor.position() < head {
             let step = self.cursor.next_until(head, FOLD_LIMIT).await?;
@@ -314,6 +320,11 @@ impl Evaluator {
         let (alarms, gone): (Vec<Alarm>, Vec<Alarm>) =
             std::mem::take(&mut self.alarms).into_iter().partition(|a| kept.contains(a.rule.id.as_str()));
         self.alarms = alarms;
+        if self.alarms.is_empty() {
+            // Not followed while there were no rules (see `run`): start at the head.
+            let (hub, store) = (Arc::clone(&self.parts.hub), Arc::clone(&self.parts.store));
+            self.cursor = Cursor::new(hub, store, Filter::default(), None);
+        }
         let known: HashSet<String> = self.alarms.iter().map(|a| a.rule.id.clone()).collect();
         let upto = self.cursor.position();
         let mut fresh = Vec::new();
