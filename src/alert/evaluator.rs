@@ -408,30 +408,17 @@ impl Evaluator {
         let now = self.clock.now();
         self.alarms
             .iter()
-            .map(|a| {
-                let (threshold, window_secs, absent_secs) = match a.rule.kind {
-                    Kind::Threshold { threshold, window_secs } => (Some(threshold), Some(window_secs), None),
-                    Kind::Absence { absent_secs } => (None, None, Some(absent_secs)),
-                };
-                AlertView {
-                    id: a.rule.id.clone(),
-                    name: a.rule.name.clone(),
-                    filter: a.rule.spec.clone(),
-                    threshold,
-                    window_secs,
-                    absent_secs,
-                    condition: a.rule.kind.describe(),
-                    created_at: format_timestamp(a.rule.created_ms),
-                    state: if a.logged.firing { AlertState::Firing } else { AlertState::Ok },
-                    since: Some(format_timestamp(a.logged.since_ms.unwrap_or(a.rule.created_ms))),
-                    count: a.window.count(now),
-                    last_match_at: a
-                        .window
-                        .last_match()
-                        .filter(|&at| at > self.clock.at_wall(a.rule.created_ms))
-                        .map(|at| format_timestamp(self.clock.to_wall(at))),
-                    firing_no: a.logged.no,
-                }
+            .map(|a| AlertView {
+                state: if a.logged.firing { AlertState::Firing } else { AlertState::Ok },
+                since: Some(format_timestamp(a.logged.since_ms.unwrap_or(a.rule.created_ms))),
+                count: a.window.count(now),
+                last_match_at: a
+                    .window
+                    .last_match()
+                    .filter(|&at| at > self.clock.at_wall(a.rule.created_ms))
+                    .map(|at| format_timestamp(self.clock.to_wall(at))),
+                firing_no: a.logged.no,
+                ..AlertView::new(&a.rule)
             })
             .collect()
     }

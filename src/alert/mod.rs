@@ -83,3 +83,25 @@ pub(crate) struct AlertView {
     /// ids are `sf:alert.{id}.{n}.firing` and `….resolved`.
     pub firing_no: u64,
 }
+
+impl AlertView {
+    /// Rule `rule` as it starts: `ok` since its creation, nothing counted yet.
+    pub(crate) fn new(rule: &rules::Rule) -> Self {
+        let record = rule.to_record();
+        AlertView {
+            id: rule.id.clone(),
+            name: rule.name.clone(),
+            filter: rule.spec.clone(),
+            threshold: record.threshold,
+            window_secs: record.window_secs,
+            absent_secs: record.absent_secs,
+            condition: rule.kind.describe(),
+            created_at: crate::event::format_timestamp(rule.created_ms),
+            state: AlertState::Ok,
+            since: Some(crate::event::format_timestamp(rule.created_ms)),
+            count: None,
+            last_match_at: None,
+            firing_no: 0,
+        }
+    }
+}

@@ -14,8 +14,7 @@ use super::AppState;
 use super::error::{ApiBody, ApiError, json_body};
 use super::schema::Refusals;
 use crate::alert::rules::{MAX_RULES, RuleBody, RuleError, new_rule_id};
-use crate::alert::{AlertState, AlertView, AlertsError};
-use crate::event::format_timestamp;
+use crate::alert::{AlertView, AlertsError};
 
 impl From<AlertsError> for ApiError {
     fn from(e: AlertsError) -> Self {
@@ -88,24 +87,7 @@ pub(crate) async fn add_rule(state: &AppState, body: RuleBody) -> Result<AlertVi
         tracing::warn!(error = %e, "the alert evaluator will pick the new rule up on its next re-read");
     }
     let listed = state.alerts.list().await.ok().and_then(|all| all.into_iter().find(|a| a.id == rule.id));
-    Ok(listed.unwrap_or_else(|| {
-        let record = rule.to_record();
-        AlertView {
-            id: rule.id.clone(),
-            name: rule.name.clone(),
-            filter: rule.spec.clone(),
-            threshold: record.threshold,
-            window_secs: record.window_secs,
-            absent_secs: record.absent_secs,
-            condition: rule.kind.describe(),
-            created_at: format_timestamp(rule.created_ms),
-            state: AlertState::Ok,
-            since: Some(format_timestamp(rule.created_ms)),
-            count: None,
-            last_match_at: None,
-            firing_no: 0,
-        }
-    }))
+    Ok(listed.unwrap_or_else(|| AlertView::new(&rule)))
 }
 
 /// Deletes rule `id` and has the evaluator let it go.
