@@ -251,6 +251,13 @@
         break;
       }
     }
+    // An alert fired or cleared: the banner (on /swarm/live) fetches itself again.
+    for (var k = 0; k < fresh.length; k++) {
+      if ((fresh[k].dataset.type || "").indexOf("alert.") === 0) {
+        htmx.trigger(document.body, "sf:alert");
+        break;
+      }
+    }
     this.tick();
   };
 

@@ -78,6 +78,8 @@ pub(crate) const KNOWN_TYPES: &[KnownType] = &[
     KnownType { event_type: "system.error", icon: "⚠️", label: "Error", display: "{message}" },
     KnownType { event_type: "system.warning", icon: "🔶", label: "Warning", display: "{message}" },
     KnownType { event_type: "system.info", icon: "ℹ️", label: "Info", display: "{message}" },
+    KnownType { event_type: "alert.firing", icon: "🚨", label: "Alert firing", display: "Alert: {name}" },
+    KnownType { event_type: "alert.resolved", icon: "🔕", label: "Alert resolved", display: "Resolved: {name}" },
 ];
 
 /// The icon shown for a type that is not in [`KNOWN_TYPES`].
@@ -382,6 +384,10 @@ impl Severity {
     /// The severity of a type, by its last segment, so producers' own types
     /// (`deploy.failed`) stand out like the known ones (`task.failed`).
     pub(crate) fn of(event_type: &str) -> Self {
+        // An alert that fires is a problem by what it means, not by its last word.
+        if event_type == "alert.firing" {
+            return Severity::Problem;
+        }
         match event_type.rsplit('.').next() {
             Some("failed" | "error") => Severity::Problem,
             Some("warning") => Severity::Warning,
@@ -466,6 +472,8 @@ mod tests {
         assert_eq!(Severity::of("system.warning"), Severity::Warning);
         assert_eq!(Severity::of("task.completed"), Severity::Normal);
         assert_eq!(Severity::of("failed.task"), Severity::Normal);
+        assert_eq!(Severity::of("alert.firing"), Severity::Problem);
+        assert_eq!(Severity::of("alert.resolved"), Severity::Normal);
     }
 
     /// The payload as serde derives it: what the hand-written encoder must match.

@@ -39,6 +39,8 @@
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
 //! - [`login_link`]: one-time login codes, and the address a printed link points at.
+//! - [`alert`]: alert rules, their windows, and the evaluator that logs
+//!   `alert.firing` and `alert.resolved` as ordinary events (on the leader only).
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`cli`]: every setting declared once (flag, variable, default, help);
 //!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
@@ -52,6 +54,7 @@
 // the lint keeps a new `pub` from leaking out of a private module.
 #![warn(unreachable_pub)]
 
+pub(crate) mod alert;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -58,6 +58,9 @@ struct Tasks {
     writer_stop: CancellationToken,
     follower: Option<(Supervised, CancellationToken)>,
     coordinator: Supervised,
+    /// The alert evaluator; it appends events, so it stops with the coordinator,
+    /// before the writer.
+    alerts: Supervised,
     coordinator_stop: CancellationToken,
     demo: Option<Supervised>,
     retention: Option<Supervised>,
@@ -116,6 +119,7 @@ impl Tasks {
         tokio::select! {
             ended = self.writer.ended() => ended,
             ended = self.coordinator.ended() => ended,
+            ended = self.alerts.ended() => ended,
             ended = self.revocations.ended() => ended,
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
@@ -176,10 +180,23 @@ impl Application {
             config.writer.clone(),
             writer_stop.clone(),
         );
+        // One election for the coordinator and the alert evaluator: the node that
+        // leads does both.
+        let leadership = store.leadership().await?;
         let coordinator_stop = CancellationToken::new();
+        let (alerts, alerts_task) = crate::alert::spawn(
+            crate::alert::Parts {
+                hub: Arc::clone(&hub),
+                store: Arc::clone(&store),
+                writer: writer.clone(),
+                ingest: config.ingest.clone(),
+                leadership: leadership.clone(),
+            },
+            coordinator_stop.clone(),
+        );
         let (coordinator, coordinator_task) = crate::swarm::coordinator::spawn(
             config.coordinator.clone(),
-            store.leadership().await?,
+            leadership,
             Arc::clone(&hub),
             Arc::clone(&store),
             writer.clone(),
@@ -218,6 +235,7 @@ impl Application {
             hub,
             writer,
             coordinator,
+            alerts,
             limiters: crate::http::limits::Limiters::new(&config_limits),
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
@@ -236,6 +254,7 @@ impl Application {
             writer_stop,
             follower: follower.map(|(task, stop)| (Supervised::new("follower", task), stop)),
             coordinator: Supervised::new("coordinator", coordinator_task),
+            alerts: Supervised::new("alerts", alerts_task),
             coordinator_stop,
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
@@ -321,6 +340,7 @@ impl Application {
         }
         tasks.coordinator_stop.cancel();
         tasks.coordinator.join().await;
+        tasks.alerts.join().await;
         tasks.writer_stop.cancel();
         tasks.writer.join().await;
         if let Some((follower, stop)) = tasks.follower {

@@ -6,6 +6,7 @@
 //! `server` binds it. Routes are grouped by the scope they need, and the group's
 //! middleware checks it, so no handler can forget to.
 
+pub(crate) mod alerts;
 pub(crate) mod api;
 pub(crate) mod assets;
 pub(crate) mod auth;
@@ -29,6 +30,7 @@ use axum::middleware;
 use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::AlertsHandle;
 use crate::auth::{Scope, Tokens};
 use crate::config::Config;
 use crate::hub::Hub;
@@ -47,6 +49,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub writer: WriterHandle,
     pub coordinator: CoordinatorHandle,
+    /// The alert evaluator: rules' states, and a reload after one is added or deleted.
+    pub(crate) alerts: AlertsHandle,
     pub tokens: Tokens,
     /// Browser sessions, kept in the store.
     pub sessions: Sessions,
@@ -113,11 +117,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tokens/{id}", delete(api::revoke_token))
         .route("/api/sessions", get(api::list_sessions))
         .route("/api/sessions/{id}", delete(api::end_session))
+        .route("/api/alerts", post(alerts::create).get(alerts::list))
+        .route("/api/alerts/{id}", delete(alerts::delete))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
     // Pages send a browser without a session to /login instead of answering 401.
     let pages = Router::new()
         .route("/swarm/live", get(pages::live::page_handler))
         .route("/swarm/live/panels", get(pages::live::panels))
+        .route("/swarm/live/alerts", get(pages::alerts::banner_handler))
+        .route("/swarm/alerts", get(pages::alerts::page_handler).post(pages::alerts::add))
+        .route("/swarm/alerts/{id}/delete", post(pages::alerts::remove))
         .route("/swarm/events", get(pages::log::page_handler))
         .route("/swarm/tasks/{id}", get(pages::task::page_handler))
         .route("/swarm/agents/{id}", get(pages::agent::page_handler))

@@ -11,8 +11,11 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::alerts::AlertList;
 use super::api::{Accepted, AcceptedBody};
 use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use crate::alert::rules::RuleBody;
+use crate::alert::{AlertState, AlertView};
 use crate::event::EventPayload;
 
 struct BearerAuth;
@@ -43,6 +46,9 @@ impl Modify for BearerAuth {
         super::api::revoke_token,
         super::api::list_sessions,
         super::api::end_session,
+        super::alerts::create,
+        super::alerts::list,
+        super::alerts::delete,
         super::api::metrics,
         super::api::healthz,
         super::api::readyz,
@@ -65,7 +71,8 @@ impl Modify for BearerAuth {
         super::swarm::close,
         super::swarm::remove,
     ),
-    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail,
+        RuleBody, AlertView, AlertState, AlertList)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -97,6 +104,8 @@ mod tests {
             "/ws",
             "/api/swarm",
             "/swarm/tasks/{id}/bids",
+            "/api/alerts",
+            "/api/alerts/{id}",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }
@@ -114,6 +123,8 @@ mod tests {
             schemas["AcceptedEvent"]
         );
         assert!(schemas["AcceptedBody"]["properties"]["events"].is_object(), "{}", schemas["AcceptedBody"]);
+        assert_eq!(schemas["RuleBody"]["required"], serde_json::json!(["name", "filter"]), "{}", schemas["RuleBody"]);
+        assert!(schemas["Alert"]["properties"]["state"].is_object(), "{}", schemas["Alert"]);
         for path in ["/api/events", "/api/stream", "/api/events/poll"] {
             let params = json["paths"][path]["get"]["parameters"].as_array().unwrap();
             let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();

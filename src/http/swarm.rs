@@ -180,7 +180,13 @@ fn refused_page(principal: &Principal, error: &ApiError, back: &str) -> Response
             p { a href=(back) { "← Back" } }
         }
     };
-    let shell = Shell { title: "Refused", nav: Nav::Other, user: Some(&principal.name), chart: false };
+    let shell = Shell {
+        title: "Refused",
+        nav: Nav::Other,
+        user: Some(&principal.name),
+        chart: false,
+        admin: principal.may(crate::auth::Scope::Admin),
+    };
     (error.status, axum::response::Html(page(&shell, &body).into_string())).into_response()
 }
 

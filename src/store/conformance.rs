@@ -1,6 +1,6 @@
 //! Behaviour every store must show, written once and run against each engine's tests.
 
-use super::{Appended, Bounds, Order, Query, Store};
+use super::{AlertRuleRecord, Appended, Bounds, Order, Query, Store};
 use crate::event::NewEvent;
 use crate::filter::Filter;
 
@@ -85,4 +85,27 @@ pub(crate) async fn pruned_ids_answer_their_original_seq(store: &dyn Store) {
     prune(&forget, &hub, store).await.unwrap();
     let later = w.append(vec![new_event("p1", "a.b")]).await.unwrap();
     assert_eq!((later.outcomes[0].seq, later.outcomes[0].duplicate), (12, false), "forgotten: stored anew");
+}
+
+/// On an empty store: alert rules are stored whole, listed oldest first, refused
+/// beyond the cap, and deleted once.
+pub(crate) async fn alert_rules_are_kept_listed_capped_and_deleted(store: &dyn Store) {
+    let rule = |id: &str, created_ms: i64| AlertRuleRecord {
+        id: id.into(),
+        name: format!("rule {id}"),
+        filter: r#"{"types":["task.failed"]}"#.into(),
+        threshold: Some(3),
+        window_secs: Some(60),
+        absent_secs: None,
+        created_ms,
+    };
+    let silent = AlertRuleRecord { threshold: None, window_secs: None, absent_secs: Some(600), ..rule("b", 2) };
+    assert!(store.insert_alert_rule(silent.clone(), 2).await.unwrap());
+    assert!(store.insert_alert_rule(rule("a", 1), 2).await.unwrap());
+    assert!(!store.insert_alert_rule(rule("c", 3), 2).await.unwrap(), "the third of at most two is refused");
+    assert_eq!(store.list_alert_rules().await.unwrap(), vec![rule("a", 1), silent]);
+    assert!(store.delete_alert_rule("a").await.unwrap());
+    assert!(!store.delete_alert_rule("a").await.unwrap(), "deleted once");
+    assert!(store.insert_alert_rule(rule("c", 3), 2).await.unwrap(), "a deleted rule frees its place");
+    assert_eq!(store.list_alert_rules().await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
 }

@@ -203,6 +203,22 @@ pub struct TakenLoginCode {
     pub expires_ms: i64,
 }
 
+/// An alert rule as the store keeps it (DESIGN §11). The store knows nothing of what
+/// it means: `alert` checks it before it is stored and reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRuleRecord {
+    pub id: String,
+    pub name: String,
+    /// The rule's filter, as the JSON of a `filter::FilterSpec`.
+    pub filter: String,
+    /// A threshold rule: at least `threshold` matches within `window_secs`.
+    pub threshold: Option<u64>,
+    pub window_secs: Option<u64>,
+    /// An absence rule: no match for `absent_secs`.
+    pub absent_secs: Option<u64>,
+    pub created_ms: i64,
+}
+
 /// How a node's hub learns of commits.
 pub enum CommitFeed {
     /// This node's writer is the only writer of the log: it publishes its own commits
@@ -275,11 +291,14 @@ impl RevocationSignal {
 ///
 /// A single-node store is always the leader. A shared one holds a lock that at most
 /// one node has at a time, and that frees itself when its holder dies, so another node
-/// can take over.
+/// can take over. Clones share the one lock (the coordinator and the alert evaluator
+/// follow the same election); it is given up when the last clone is dropped.
+#[derive(Clone)]
 pub struct Leadership {
     held: watch::Receiver<bool>,
-    /// The task that holds (or waits for) the lock; dropping it gives the lock up.
-    _keeper: Option<AbortOnDropHandle<()>>,
+    /// The task that holds (or waits for) the lock; dropping the last clone gives the
+    /// lock up.
+    _keeper: Option<Arc<AbortOnDropHandle<()>>>,
 }
 
 impl Leadership {
@@ -290,7 +309,7 @@ impl Leadership {
 
     /// Leadership told by `held`, kept by the task `keeper`.
     pub(crate) fn kept_by(held: watch::Receiver<bool>, keeper: tokio::task::JoinHandle<()>) -> Self {
-        Leadership { held, _keeper: Some(AbortOnDropHandle::new(keeper)) }
+        Leadership { held, _keeper: Some(Arc::new(AbortOnDropHandle::new(keeper))) }
     }
 
     pub(crate) fn is_held(&self) -> bool {
@@ -499,6 +518,24 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn take_login_code(&self, hash: &str) -> Result<Option<TakenLoginCode>, StoreError>;
+
+    /// Stores a new alert rule, unless `max` rules exist already; false then.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn insert_alert_rule(&self, rule: AlertRuleRecord, max: usize) -> Result<bool, StoreError>;
+
+    /// Every alert rule, oldest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_alert_rules(&self) -> Result<Vec<AlertRuleRecord>, StoreError>;
+
+    /// Deletes alert rule `id`; false when there was none.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError>;
 
     /// A wake-up for revocations made by other processes on this same store, when the
     /// engine can send one (PostgreSQL: NOTIFY from [`Store::revoke_token`] and

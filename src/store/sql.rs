@@ -18,6 +18,9 @@ pub(crate) const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms"
 /// order both stores read them.
 pub(crate) const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.created_ms, s.last_used_ms";
 
+/// The columns of an alert rule, in the order both stores read them.
+pub(crate) const ALERT_RULE_COLUMNS: &str = "id, name, filter, threshold, window_secs, absent_secs, created_ms";
+
 /// A bound value of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Arg {

@@ -15,10 +15,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query, SessionLookup,
-    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
+    AlertRuleRecord, Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query,
+    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -101,6 +101,19 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
     "#,
+    // 4: alert rules (DESIGN §11). Their state is not kept here: it is folded from
+    // the log's alert events and a window of recent events.
+    r#"
+    CREATE TABLE alert_rules (
+        id          TEXT    PRIMARY KEY,
+        name        TEXT    NOT NULL,
+        filter      TEXT    NOT NULL,
+        threshold   INTEGER,
+        window_secs INTEGER,
+        absent_secs INTEGER,
+        created_ms  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -111,6 +124,19 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         scope: r.get(3)?,
         created_ms: r.get(4)?,
         last_used_ms: r.get(5)?,
+    })
+}
+
+fn alert_rule_from_row(r: &Row<'_>) -> rusqlite::Result<AlertRuleRecord> {
+    let secs = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+    Ok(AlertRuleRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        filter: r.get(2)?,
+        threshold: secs(3)?,
+        window_secs: secs(4)?,
+        absent_secs: secs(5)?,
+        created_ms: r.get(6)?,
     })
 }
 
@@ -582,6 +608,47 @@ impl Store for SqliteStore {
             .run(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get::<_, i64>(0))? as u64))
             .await
     }
+
+    async fn insert_alert_rule(&self, rule: AlertRuleRecord, max: usize) -> Result<bool, StoreError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let opt = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.write(move |conn| {
+            // Counted and inserted in one statement, under SQLite's write lock: two
+            // requests at once cannot both take the last place.
+            let inserted = conn.execute(
+                "INSERT INTO alert_rules (id, name, filter, threshold, window_secs, absent_secs, created_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE (SELECT COUNT(*) FROM alert_rules) < ?8",
+                params![
+                    rule.id,
+                    rule.name,
+                    rule.filter,
+                    opt(rule.threshold),
+                    opt(rule.window_secs),
+                    opt(rule.absent_secs),
+                    rule.created_ms,
+                    max
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn list_alert_rules(&self) -> Result<Vec<AlertRuleRecord>, StoreError> {
+        self.readers
+            .run(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT {ALERT_RULE_COLUMNS} FROM alert_rules ORDER BY created_ms, id"))?;
+                let rows = stmt.query_map([], alert_rule_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| Ok(conn.execute("DELETE FROM alert_rules WHERE id = ?1", [id])? == 1)).await
+    }
 }
 
 /// The single write connection, owned by the writer task.
@@ -718,6 +785,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         conformance::first_writes_are_gapless_and_idempotent(&SqliteStore::open(dir.path(), 2).unwrap()).await;
         conformance::reopened_log_keeps_ids_and_head(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn alert_rules_are_kept_listed_capped_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::alert_rules_are_kept_listed_capped_and_deleted(&SqliteStore::open(dir.path(), 2).unwrap()).await;
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ const HTMX_CONFIG: &str =
 pub(crate) enum Nav {
     Live,
     Events,
+    Alerts,
     /// A task or agent page, or the login page.
     Other,
 }
@@ -29,6 +30,8 @@ pub(crate) struct Shell<'a> {
     pub user: Option<&'a str>,
     /// The page draws the events-per-minute chart (loads uPlot).
     pub chart: bool,
+    /// The signed-in token may administer: the header links to the admin pages.
+    pub admin: bool,
 }
 
 /// A whole page around `body`.
@@ -79,6 +82,9 @@ fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
                         nav.top-nav aria-label="Main" {
                             a href="/swarm/live" aria-current=[(shell.nav == Nav::Live).then_some("page")] { "Live" }
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
+                            @if shell.admin {
+                                a href="/swarm/alerts" aria-current=[(shell.nav == Nav::Alerts).then_some("page")] { "Alerts" }
+                            }
                         }
                         form.logout method="post" action="/logout" {
                             @if !user.is_empty() {

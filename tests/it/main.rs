@@ -1,6 +1,7 @@
 //! Integration tests: a real server, real sockets, a real SQLite file or a real
 //! PostgreSQL server (`SWARMFEED_TEST_STORE=postgres`; `multinode` always).
 
+mod alerts;
 mod api;
 mod auth;
 mod browser;

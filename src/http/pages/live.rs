@@ -1,4 +1,5 @@
-//! `/swarm/live`: stat tiles, open auctions, agents and the live activity feed; and
+//! `/swarm/live`: the banner of firing alerts, stat tiles, open auctions, agents and
+//! the live activity feed; and
 //! `/swarm/live/panels`, the tiles and lists alone, which the page re-fetches (htmx)
 //! when the feed brings an event that changes the swarm.
 //!
@@ -15,7 +16,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{PageError, badge, given, html_page, swarm, up_to_head, who};
+use super::{PageError, badge, given, html_page, is_admin, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::{Filter, FilterSpec, split_types};
@@ -114,6 +115,8 @@ pub(crate) async fn page_handler(
     let (since, events) = up_to_head(&state, filter, Order::Desc, FEED_ROWS).await?;
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
+    // A busy evaluator leaves the banner empty; it fills itself in on its next fetch.
+    let alerts = state.alerts.list().await.unwrap_or_default();
     let query = types.as_deref().map(|t| format!("types={}", query_value(t))).unwrap_or_default();
     let all_events = if query.is_empty() { "/swarm/events".to_owned() } else { format!("/swarm/events?{query}") };
     let feed = feed(&Feed {
@@ -127,6 +130,7 @@ pub(crate) async fn page_handler(
         footer: Some(html! { a.more href=(all_events) { "Show all events →" } }),
     });
     let body = html! {
+        (super::alerts::banner(&alerts))
         (tiles(&swarm, rate))
         div.live-grid {
             div.live-main { (feed) }
@@ -136,7 +140,8 @@ pub(crate) async fn page_handler(
             }
         }
     };
-    let shell = Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), chart: false };
+    let shell =
+        Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), chart: false, admin: is_admin(&principal) };
     Ok(html_page(page(&shell, &body)))
 }
 

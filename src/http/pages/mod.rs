@@ -1,5 +1,6 @@
 //! The dashboard's pages (DESIGN §4): `/swarm/live`, `/swarm/events`,
-//! `/swarm/tasks/{id}` and `/swarm/agents/{id}`, rendered on the server with maud.
+//! `/swarm/tasks/{id}`, `/swarm/agents/{id}` and, for admins, `/swarm/alerts`,
+//! rendered on the server with maud.
 //!
 //! Pages read what the JSON API reads (the store, the coordinator's projection) and
 //! render it with [`crate::view`]; the live parts then follow the log over `/ws/html`
@@ -7,6 +8,7 @@
 //! to `/login` ([`require_session`]); the API keeps answering 401 JSON.
 
 pub(crate) mod agent;
+pub(crate) mod alerts;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod task;
@@ -94,7 +96,7 @@ impl IntoResponse for PageError {
             }
         };
         // Who is signed in is not known here; the header keeps its links, without a name.
-        let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), chart: false };
+        let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), chart: false, admin: false };
         let mut response = (e.status, Html(page(&shell, &body).into_string())).into_response();
         if let Some(secs) = e.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -130,6 +132,11 @@ fn confirm(action: &str, label: &str, question: &str, yes: &str, reason: bool) -
             }
         }
     }
+}
+
+/// Whether `principal` may administer: the header links to the admin pages.
+fn is_admin(principal: &Principal) -> bool {
+    principal.may(Scope::Admin)
 }
 
 /// Whether `principal` may act on the swarm: read-scope viewers see no actions.

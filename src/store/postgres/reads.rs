@@ -12,10 +12,10 @@ use tokio_postgres::types::ToSql;
 use super::notify::REVOKE_CHANNEL;
 use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
-use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use crate::store::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
 use crate::store::{
-    Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup, SessionRecord,
-    Store, StoreError, TakenLoginCode, TokenRecord,
+    AlertRuleRecord, Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 
 impl PostgresStore {
@@ -324,6 +324,50 @@ impl Store for PostgresStore {
         let row = rows.first().ok_or_else(|| StoreError::Worker("COUNT(*) returned no row".into()))?;
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
+
+    async fn insert_alert_rule(&self, rule: AlertRuleRecord, max: usize) -> Result<bool, StoreError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let opt = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let (threshold, window, absent) = (opt(rule.threshold), opt(rule.window_secs), opt(rule.absent_secs));
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The table's lock makes count-then-insert one step across nodes: two requests
+        // at once cannot both take the last place. Rules are few and rarely written.
+        tx.batch_execute("LOCK TABLE alert_rules IN SHARE ROW EXCLUSIVE MODE").await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO alert_rules (id, name, filter, threshold, window_secs, absent_secs, created_ms)
+                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE (SELECT COUNT(*) FROM alert_rules) < $8",
+                &[&rule.id, &rule.name, &rule.filter, &threshold, &window, &absent, &rule.created_ms, &max],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
+    async fn list_alert_rules(&self) -> Result<Vec<AlertRuleRecord>, StoreError> {
+        let rows =
+            self.rows(&format!("SELECT {ALERT_RULE_COLUMNS} FROM alert_rules ORDER BY created_ms, id"), &[]).await?;
+        rows.iter().map(alert_rule_from_row).collect()
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM alert_rules WHERE id = $1", &[&id]).await? == 1)
+    }
+}
+
+fn alert_rule_from_row(r: &tokio_postgres::Row) -> Result<AlertRuleRecord, StoreError> {
+    let secs = |i: usize| r.try_get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+    Ok(AlertRuleRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        filter: r.try_get(2)?,
+        threshold: secs(3)?,
+        window_secs: secs(4)?,
+        absent_secs: secs(5)?,
+        created_ms: r.try_get(6)?,
+    })
 }
 
 fn session_from_row(r: &tokio_postgres::Row) -> Result<SessionRecord, StoreError> {
@@ -359,6 +403,15 @@ mod tests {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         conformance::queries_apply_filters_windows_and_order(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn alert_rules_are_kept_listed_capped_and_deleted() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::alert_rules_are_kept_listed_capped_and_deleted(&store).await;
         drop(store);
         db.drop().await;
     }

@@ -75,6 +75,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
     "#,
+    // 4: alert rules (DESIGN §11). Their state is not kept here: it is folded from
+    // the log's alert events and a window of recent events.
+    r#"
+    CREATE TABLE alert_rules (
+        id          TEXT   PRIMARY KEY,
+        name        TEXT   NOT NULL,
+        filter      TEXT   NOT NULL,
+        threshold   BIGINT,
+        window_secs BIGINT,
+        absent_secs BIGINT,
+        created_ms  BIGINT NOT NULL
+    );
+    "#,
 ];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
