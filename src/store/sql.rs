@@ -18,6 +18,10 @@ pub(crate) const TOKEN_COLUMNS: &str = "id, name, scope, created_ms, revoked_ms"
 /// order both stores read them.
 pub(crate) const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.created_ms, s.last_used_ms";
 
+/// The columns of a webhook record, in the order both stores read them.
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, url, filter, format, secret, delivered_seq, created_ms, last_status, \
+     last_error, failing_since_ms, last_attempt_ms";
+
 /// A bound value of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Arg {
