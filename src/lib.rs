@@ -40,6 +40,8 @@
 //! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
 //! - [`login_link`]: one-time login codes, and the address a printed link points at.
 //! - [`metrics`]: counters and histograms for `/metrics`.
+//! - [`webhook`]: the log pushed to other programs: each webhook a durable cursor,
+//!   delivered signed (Standard Webhooks) by the leader, retried, SSRF-guarded.
 //! - [`cli`]: every setting declared once (flag, variable, default, help);
 //!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
 //!   and checks the result.
@@ -76,4 +78,5 @@ pub(crate) mod swarm;
 pub mod telemetry;
 pub mod transport;
 pub(crate) mod view;
+pub mod webhook;
 pub mod writer;

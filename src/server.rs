@@ -33,6 +33,9 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// The webhooks' HTTP client could not be built.
+    #[error("{0}")]
+    Webhooks(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -64,6 +67,8 @@ struct Tasks {
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
     revocations: Supervised,
+    /// Delivers webhooks while this node leads; stops with the listener.
+    webhooks: Supervised,
 }
 
 /// A long-running task by name. Each runs until its stop signal: one that ends
@@ -117,6 +122,7 @@ impl Tasks {
             ended = self.writer.ended() => ended,
             ended = self.coordinator.ended() => ended,
             ended = self.revocations.ended() => ended,
+            ended = self.webhooks.ended() => ended,
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
@@ -174,10 +180,12 @@ impl Application {
             config.writer.clone(),
             writer_stop.clone(),
         );
+        let leadership = store.leadership().await?;
+        let webhook_leadership = leadership.follower();
         let coordinator_stop = CancellationToken::new();
         let (coordinator, coordinator_task) = crate::swarm::coordinator::spawn(
             config.coordinator.clone(),
-            store.leadership().await?,
+            leadership,
             Arc::clone(&hub),
             Arc::clone(&store),
             writer.clone(),
@@ -205,6 +213,17 @@ impl Application {
                 shutdown.clone(),
             )
         });
+        let webhooks = crate::webhook::Webhooks::default();
+        let webhooks_task = crate::webhook::spawn(
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            config.webhooks.clone(),
+            webhooks.clone(),
+            webhook_leadership,
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let retention_task = config.retention.is_enabled().then(|| {
             crate::retention::spawn(config.retention.clone(), Arc::clone(&hub), Arc::clone(&store), shutdown.clone())
         });
@@ -220,6 +239,7 @@ impl Application {
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
             shutdown,
+            webhooks,
             ended_early: std::sync::OnceLock::new(),
         });
         let revocations_task = {
@@ -238,6 +258,7 @@ impl Application {
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
             revocations: Supervised::new("revocations", revocations_task),
+            webhooks: Supervised::new("webhooks", webhooks_task),
         };
         Ok(Application { listener, addr, state, tasks, admin })
     }
@@ -314,6 +335,7 @@ impl Application {
             demo.join().await;
         }
         tasks.revocations.join().await;
+        tasks.webhooks.join().await;
         if let Some(retention) = tasks.retention {
             retention.join().await;
         }

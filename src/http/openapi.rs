@@ -13,7 +13,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::api::{Accepted, AcceptedBody};
 use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use super::webhooks::{CreatedWebhook, NewWebhook, WebhookList};
 use crate::event::EventPayload;
+use crate::webhook::{Format, WebhookView};
 
 struct BearerAuth;
 
@@ -64,8 +66,12 @@ impl Modify for BearerAuth {
         super::swarm::retry,
         super::swarm::close,
         super::swarm::remove,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::delete,
     ),
-    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail,
+        NewWebhook, CreatedWebhook, WebhookList, WebhookView, Format)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -97,6 +103,8 @@ mod tests {
             "/ws",
             "/api/swarm",
             "/swarm/tasks/{id}/bids",
+            "/api/webhooks",
+            "/api/webhooks/{id}",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }

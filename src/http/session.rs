@@ -186,7 +186,7 @@ async fn start_session(
                     p { "Opening the dashboard… " a href=(to) { "Continue" } }
                 }
             };
-            let shell = Shell { title: "Logged in", nav: Nav::Other, user: None, chart: false };
+            let shell = Shell { title: "Logged in", nav: Nav::Other, user: None, admin: false, chart: false };
             (StatusCode::OK, Html(page_moving_on(&shell, &body, to).into_string())).into_response()
         }
     };
@@ -218,7 +218,7 @@ fn form(status: StatusCode, next: Option<&str>, error: Option<&str>) -> Response
             }
         }
     };
-    let shell = Shell { title: "Log in", nav: Nav::Other, user: None, chart: false };
+    let shell = Shell { title: "Log in", nav: Nav::Other, user: None, admin: false, chart: false };
     (status, Html(page(&shell, &body).into_string())).into_response()
 }
 

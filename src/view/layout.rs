@@ -17,6 +17,8 @@ const HTMX_CONFIG: &str =
 pub(crate) enum Nav {
     Live,
     Events,
+    /// The webhooks (admins only).
+    Webhooks,
     /// A task or agent page, or the login page.
     Other,
 }
@@ -27,6 +29,8 @@ pub(crate) struct Shell<'a> {
     pub nav: Nav,
     /// The signed-in token's name; `None` on the login page (no header links then).
     pub user: Option<&'a str>,
+    /// The signed-in token is an admin's: the header links its pages too.
+    pub admin: bool,
     /// The page draws the events-per-minute chart (loads uPlot).
     pub chart: bool,
 }
@@ -79,6 +83,9 @@ fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
                         nav.top-nav aria-label="Main" {
                             a href="/swarm/live" aria-current=[(shell.nav == Nav::Live).then_some("page")] { "Live" }
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
+                            @if shell.admin {
+                                a href="/swarm/webhooks" aria-current=[(shell.nav == Nav::Webhooks).then_some("page")] { "Webhooks" }
+                            }
                         }
                         form.logout method="post" action="/logout" {
                             @if !user.is_empty() {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::html;
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, confirm, html_page, may_act, swarm_agent, up_to_head, who};
+use super::{PageError, badge, confirm, html_page, is_admin, may_act, swarm_agent, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::format_timestamp;
 use crate::filter::{Filter, FilterSpec};
@@ -93,6 +93,12 @@ pub(crate) async fn page_handler(
             div.detail-main { (history) }
         }
     };
-    let shell = Shell { title: &format!("Agent {name}"), nav: Nav::Other, user: Some(who(&principal)), chart: false };
+    let shell = Shell {
+        title: &format!("Agent {name}"),
+        nav: Nav::Other,
+        user: Some(who(&principal)),
+        admin: is_admin(&principal),
+        chart: false,
+    };
     Ok(html_page(page(&shell, &body)))
 }

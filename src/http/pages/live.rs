@@ -15,7 +15,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{PageError, badge, given, html_page, swarm, up_to_head, who};
+use super::{PageError, badge, given, html_page, is_admin, swarm, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::{Filter, FilterSpec, split_types};
@@ -136,7 +136,8 @@ pub(crate) async fn page_handler(
             }
         }
     };
-    let shell = Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), chart: false };
+    let shell =
+        Shell { title: "Live", nav: Nav::Live, user: Some(who(&principal)), admin: is_admin(&principal), chart: false };
     Ok(html_page(page(&shell, &body)))
 }
 

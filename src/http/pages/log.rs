@@ -11,7 +11,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{PageError, given, html_page, who};
+use super::{PageError, given, html_page, is_admin, who};
 use crate::auth::Principal;
 use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, known_type};
 use crate::filter::{Filter, FilterSpec};
@@ -161,7 +161,13 @@ pub(crate) async fn page_handler(
             }
         }
     };
-    let shell = Shell { title: "Events", nav: Nav::Events, user: Some(who(&principal)), chart: true };
+    let shell = Shell {
+        title: "Events",
+        nav: Nav::Events,
+        user: Some(who(&principal)),
+        admin: is_admin(&principal),
+        chart: true,
+    };
     Ok(html_page(page(&shell, &body)))
 }
 

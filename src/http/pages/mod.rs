@@ -10,6 +10,7 @@ pub(crate) mod agent;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod task;
+pub(crate) mod webhooks;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -94,7 +95,7 @@ impl IntoResponse for PageError {
             }
         };
         // Who is signed in is not known here; the header keeps its links, without a name.
-        let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), chart: false };
+        let shell = Shell { title: "Error", nav: Nav::Other, user: Some(""), admin: false, chart: false };
         let mut response = (e.status, Html(page(&shell, &body).into_string())).into_response();
         if let Some(secs) = e.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -130,6 +131,11 @@ fn confirm(action: &str, label: &str, question: &str, yes: &str, reason: bool) -
             }
         }
     }
+}
+
+/// Whether `principal` is an admin's: the header links the admin pages.
+fn is_admin(principal: &Principal) -> bool {
+    principal.may(Scope::Admin)
 }
 
 /// Whether `principal` may act on the swarm: read-scope viewers see no actions.

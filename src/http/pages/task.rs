@@ -13,7 +13,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::live::{Feed, FeedOrder, feed};
-use super::{PageError, badge, confirm, html_page, human_duration, may_act, up_to_head, who};
+use super::{PageError, badge, confirm, html_page, human_duration, is_admin, may_act, up_to_head, who};
 use crate::auth::Principal;
 use crate::event::Event;
 use crate::filter::Filter;
@@ -139,7 +139,13 @@ pub(crate) async fn page_handler(
             div.detail-main { (timeline) }
         }
     };
-    let shell = Shell { title: &format!("Task {task_id}"), nav: Nav::Other, user: Some(who(&principal)), chart: false };
+    let shell = Shell {
+        title: &format!("Task {task_id}"),
+        nav: Nav::Other,
+        user: Some(who(&principal)),
+        admin: is_admin(&principal),
+        chart: false,
+    };
     Ok(html_page(page(&shell, &body)))
 }
 
