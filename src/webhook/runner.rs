@@ -134,8 +134,9 @@ async fn deliver(
         let status = until_delivered(context, hook, message, delay).await?;
         // The last message also covers the events after it that did not match.
         let upto = if i == last { upto } else { message.last_seq };
-        record(context, hook, &WebhookOutcome::Delivered { upto, status }).await?;
+        // Counted before it is recorded, so whoever sees the record sees the count.
         context.metrics.webhook_delivered(&hook.id);
+        record(context, hook, &WebhookOutcome::Delivered { upto, status }).await?;
     }
     Ok(())
 }

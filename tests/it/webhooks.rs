@@ -554,3 +554,46 @@ async fn a_webhook_made_with_since_replays_and_deleting_it_stops_deliveries() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_leader_delivers_and_a_takeover_resumes_from_the_stored_seq() {
+    // Two nodes on one PostgreSQL log, whatever store the suite runs on.
+    let db = crate::database::Database::fresh().await;
+    let node = || {
+        let url = db.url.clone();
+        spawn_with(move |c| {
+            c.database = Some(url);
+            c.webhooks.allow_private = true;
+            c.webhooks.retry_min = Duration::from_millis(50);
+        })
+    };
+    let leader = node().await;
+    let follower = node().await;
+    let token = leader.admin.clone();
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let body = json!({ "url": receiver.url() }).to_string();
+    let (status, created) = follower.post_raw("/api/webhooks", &body, Some(&token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, answer) = follower.post_raw("/api/events", &events("a.b", 20).to_string(), Some(&token)).await;
+    let mut expected = posted(&answer);
+    receiver.wait_for("the first events", |l| first_deliveries(l).len() >= 20).await;
+    let scrape = |app: &TestApp| {
+        let request = app.http.get(app.url("/metrics")).bearer_auth(&token);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    // The lag series exists on the node that runs the webhook, and only there.
+    let series = format!("swarmfeed_webhook_lag_events{{webhook=\"{id}\"}}");
+    let on_leader = scrape(&leader).await;
+    assert!(on_leader.contains(&series), "the leader delivers: {on_leader}");
+    assert!(!scrape(&follower).await.contains(&series), "the other node does not");
+
+    leader.stop().await;
+    let (_, answer) = follower.post_raw("/api/events", &events("a.b", 20).to_string(), Some(&token)).await;
+    expected.extend(posted(&answer));
+    let log = receiver.wait_for("the events after the takeover", |l| first_deliveries(l).len() >= 40).await;
+    assert_eq!(first_deliveries(&log), expected, "resumed from the stored seq: nothing skipped, in order");
+    assert!(scrape(&follower).await.contains(&series), "the new leader delivers");
+    follower.stop().await;
+    db.drop().await;
+}
