@@ -597,3 +597,18 @@ async fn only_the_leader_delivers_and_a_takeover_resumes_from_the_stored_seq() {
     follower.stop().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn https_destinations_are_reached_over_tls() {
+    let app = app_reaching_loopback().await;
+    // A plain-HTTP receiver behind an https:// URL: the attempt must speak TLS to it,
+    // and fail the handshake, rather than send the events in the clear.
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let (id, _) = create(&app, json!({ "url": format!("https://{}/hook", receiver.addr) })).await;
+    app.post_events(&events("a.b", 1)).await;
+    let w = listed_until(&app, &id, |w| w["last_error"].is_string()).await;
+    let error = w["last_error"].as_str().unwrap();
+    assert!(!error.contains("scheme"), "https is supported: {error}");
+    assert!(receiver.received().is_empty(), "nothing was sent in the clear: {error}");
+    app.stop().await;
+}
