@@ -73,19 +73,22 @@ pub(crate) async fn run(context: Arc<Context>, hook: Hook, position: Arc<AtomicU
     loop {
         let at_head = *head.borrow_and_update();
         if cursor.position() >= at_head {
-            // Idle: store a position moved past non-matching events, once it is due.
+            // Caught up. A position moved only past events that did not match is
+            // stored once it is due; until then, wait for the log or for that moment.
             let due = last_stored + STORE_PASSED_EVERY;
             let dirty = cursor.position() > stored;
+            if dirty && Instant::now() >= due {
+                let upto = cursor.position();
+                if record(&context, &hook, &WebhookOutcome::Passed { upto }).await.is_err() {
+                    return;
+                }
+                stored = upto;
+                last_stored = Instant::now();
+                continue;
+            }
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep_until(due), if dirty => {
-                    let upto = cursor.position();
-                    if record(&context, &hook, &WebhookOutcome::Passed { upto }).await.is_err() {
-                        return;
-                    }
-                    stored = upto;
-                    last_stored = Instant::now();
-                }
+                () = tokio::time::sleep_until(due), if dirty => {}
             }
             continue;
         }
@@ -102,8 +105,14 @@ pub(crate) async fn run(context: Arc<Context>, hook: Hook, position: Arc<AtomicU
                 continue;
             }
         };
+        if events.is_empty() {
+            // Nothing matched up to the head: stored when caught up, at most once a
+            // second, not once per commit.
+            position.store(cursor.position(), Ordering::Relaxed);
+            continue;
+        }
         // Until they are delivered, the events read are still behind.
-        position.store(events.first().map_or(cursor.position(), |e| e.seq - 1), Ordering::Relaxed);
+        position.store(events[0].seq - 1, Ordering::Relaxed);
         if deliver(&context, &hook, &events, cursor.position(), &mut delay).await.is_err() {
             return;
         }
@@ -113,8 +122,8 @@ pub(crate) async fn run(context: Arc<Context>, hook: Hook, position: Arc<AtomicU
     }
 }
 
-/// Delivers `events` (those of one read, in seq order), then records the position
-/// `upto` the read reached. Returns once the receiver took all of them.
+/// Delivers `events` (those of one read, in seq order, not empty), then records the
+/// position `upto` the read reached. Returns once the receiver took all of them.
 async fn deliver(
     context: &Context,
     hook: &Hook,
@@ -122,9 +131,6 @@ async fn deliver(
     upto: u64,
     delay: &mut RetryDelay,
 ) -> Result<(), Gone> {
-    if events.is_empty() {
-        return record(context, hook, &WebhookOutcome::Passed { upto }).await;
-    }
     let messages: Vec<Message> = match hook.format {
         Format::Standard => vec![Message::batch(&hook.id, events)],
         Format::Slack => events.iter().map(|e| Message::slack(&hook.id, e)).collect(),

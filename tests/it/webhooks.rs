@@ -612,3 +612,17 @@ async fn https_destinations_are_reached_over_tls() {
     assert!(receiver.received().is_empty(), "nothing was sent in the clear: {error}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_moves_past_events_it_does_not_want_without_sending_them() {
+    let app = app_reaching_loopback().await;
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    let (id, _) = create(&app, json!({ "url": receiver.url(), "filter": { "types": ["task.created"] } })).await;
+    for _ in 0..5 {
+        assert_eq!(app.post_events(&events("bid.submitted", 10)).await.0, StatusCode::CREATED);
+    }
+    let w = listed_until(&app, &id, |w| w["lag"] == 0).await;
+    assert_eq!(w["delivered_seq"], 50, "{w}");
+    assert!(receiver.received().is_empty(), "nothing matched, nothing was sent");
+    app.stop().await;
+}
