@@ -252,7 +252,15 @@ pub(crate) struct Context {
 struct Running {
     identity: (String, String, String, String),
     /// `None` for a webhook whose row cannot be used; it is reported once, not retried.
-    _task: Option<AbortOnDropHandle<()>>,
+    task: Option<AbortOnDropHandle<()>>,
+}
+
+impl Running {
+    /// Whether its task ended by itself: only a bug (a panic) ends one while its
+    /// webhook exists, and the next sync starts it again from the stored seq.
+    fn ended(&self) -> bool {
+        self.task.as_ref().is_some_and(AbortOnDropHandle::is_finished)
+    }
 }
 
 /// Starts the scheduler. It runs until `stop`; while this node holds `leadership` it
@@ -320,8 +328,10 @@ async fn sync(
     });
     for record in &stored {
         let identity = Hook::identity(record);
-        if running.get(&record.id).is_some_and(|r| r.identity == identity) {
-            continue;
+        match running.get(&record.id) {
+            Some(r) if r.identity == identity && !r.ended() => continue,
+            Some(r) if r.ended() => tracing::error!(webhook = %record.id, "a webhook's task ended; starting it again"),
+            _ => {}
         }
         let task = match Hook::from_record(record) {
             Ok(hook) => {
@@ -337,7 +347,7 @@ async fn sync(
                 None
             }
         };
-        running.insert(record.id.clone(), Running { identity, _task: task });
+        running.insert(record.id.clone(), Running { identity, task });
     }
     Ok(())
 }
