@@ -626,3 +626,26 @@ async fn a_webhook_moves_past_events_it_does_not_want_without_sending_them() {
     assert!(receiver.received().is_empty(), "nothing matched, nothing was sent");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn past_a_hundred_webhooks_a_new_one_is_refused_until_one_is_deleted() {
+    let app = app_reaching_loopback().await;
+    let body = json!({ "url": "http://127.0.0.1:9/hook" }).to_string();
+    let mut first = None;
+    for _ in 0..100 {
+        let (id, _) = create(&app, json!({ "url": "http://127.0.0.1:9/hook" })).await;
+        first.get_or_insert(id);
+    }
+    let (status, answer) = app.post_raw("/api/webhooks", &body, Some(&app.admin)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("too_many_webhooks")),
+        "{answer}"
+    );
+    let first = first.unwrap();
+    let deleted = app.http.delete(app.url(&format!("/api/webhooks/{first}"))).bearer_auth(&app.admin).send().await;
+    assert_eq!(deleted.unwrap().status(), StatusCode::OK);
+    let (status, _) = app.post_raw("/api/webhooks", &body, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+}
