@@ -138,26 +138,24 @@ impl Client {
             Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
             Ok(response) => Err(Failure::Status(response.status().as_u16())),
             Err(e) if e.is_timeout() => Err(Failure::Timeout(self.timeout_secs)),
-            Err(e) => Err(Failure::Send(describe_error(e))),
+            Err(e) => Err(Failure::Send(describe_error(e, url))),
         }
     }
 }
 
-/// A send error and its causes, each said once, without the URL (whose path may be a
-/// Slack webhook's secret).
-fn describe_error(e: reqwest::Error) -> String {
+/// A send error as an operator reads it: what failed, the host, and the innermost
+/// cause (the one that says why: "Connection refused", a certificate problem, the SSRF
+/// refusal). Never the URL's path, which may be a Slack webhook's secret.
+fn describe_error(e: reqwest::Error, url: &Url) -> String {
     let e = e.without_url();
-    let mut out = e.to_string();
+    let mut why = e.to_string();
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
+        why = c.to_string();
         cause = c.source();
     }
-    out
+    let host = url.host_str().unwrap_or_default();
+    if e.is_connect() { format!("cannot connect to {host}: {why}") } else { format!("sending to {host} failed: {why}") }
 }
 
 #[cfg(test)]
