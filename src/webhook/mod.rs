@@ -351,3 +351,57 @@ async fn sync(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> WebhookRecord {
+        WebhookRecord {
+            id: "wh_1".into(),
+            url: "https://example.com/hook".into(),
+            filter: r#"{"types":["task.*"]}"#.into(),
+            format: "slack".into(),
+            secret: sign::Secret::generate().expose(),
+            delivered_seq: 40,
+            created_ms: 0,
+            last_status: Some(503),
+            last_error: Some("the receiver answered HTTP 503".into()),
+            failing_since_ms: Some(1_000),
+            last_attempt_ms: Some(2_000),
+        }
+    }
+
+    #[test]
+    fn a_stored_row_becomes_a_hook_or_names_what_cannot_be_used() {
+        let hook = Hook::from_record(&record()).unwrap();
+        assert_eq!(
+            (hook.format, hook.delivered_seq, hook.url.as_str()),
+            (Format::Slack, 40, "https://example.com/hook")
+        );
+        let broken = [
+            WebhookRecord { filter: r#"{"types":["Nope"]}"#.into(), ..record() },
+            WebhookRecord { filter: "not json".into(), ..record() },
+            WebhookRecord { format: "xml".into(), ..record() },
+            WebhookRecord { secret: "hunter2".into(), ..record() },
+            WebhookRecord { url: "::".into(), ..record() },
+        ];
+        let errors: Vec<String> = broken.iter().map(|r| Hook::from_record(r).unwrap_err().to_string()).collect();
+        assert!(errors[0].starts_with("its filter") && errors[1].starts_with("its filter"), "{errors:?}");
+        assert_eq!(errors[2], "its format \"xml\" is unknown");
+        assert!(errors[3].starts_with("its secret") && !errors[3].contains("hunter2"), "{errors:?}");
+        assert!(errors[4].starts_with("its url"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_view_shows_progress_and_health_but_never_the_secret() {
+        let r = record();
+        let view = WebhookView::of(&r, 45);
+        assert_eq!((view.lag, view.delivered_seq, view.last_status), (5, 40, Some(503)));
+        assert_eq!(view.failing_since.as_deref(), Some("1970-01-01T00:00:01.000Z"));
+        assert_eq!(view.filter, serde_json::json!({ "types": ["task.*"] }));
+        let shown = serde_json::to_string(&view).unwrap();
+        assert!(!shown.contains(&r.secret) && !shown.contains("whsec_"), "{shown}");
+        assert_eq!(WebhookView::of(&r, 10).lag, 0, "a head behind the stored seq is no lag");
+    }
+}
