@@ -59,6 +59,9 @@ pub enum Command {
     Tail(TailArgs),
     /// Post one event, or a JSON-lines file of them, to a running server.
     Emit(EmitArgs),
+    /// Manage a running server's webhooks (admin token).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 /// The subcommands that read `swarmfeed.toml`: `serve`, and `config`, which prints
@@ -196,6 +199,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub login_link: LoginLinkMinutes,
+    /// Let webhooks send to loopback, private, link-local and unique-local addresses
+    /// (refused by default: SSRF protection).
+    #[arg(long, env = "SWARMFEED_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Seconds before a failed webhook delivery is tried again; doubled after each
+    /// further failure.
+    #[arg(long, env = "SWARMFEED_WEBHOOK_RETRY_MIN_SECS", default_value_t = crate::webhook::DEFAULT_RETRY_MIN.as_secs_f64())]
+    pub webhook_retry_min_secs: f64,
+    /// Longest wait, in seconds, between attempts of a failing webhook delivery.
+    #[arg(long, env = "SWARMFEED_WEBHOOK_RETRY_MAX_SECS", default_value_t = crate::webhook::DEFAULT_RETRY_MAX.as_secs_f64())]
+    pub webhook_retry_max_secs: f64,
 }
 
 /// How long a login link works, for `serve` (the link it prints) and `login-link`.
@@ -395,6 +409,50 @@ pub struct EmitArgs {
     pub file: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Add a webhook and print its id and secret (the secret only this once).
+    Add(WebhookAddArgs),
+    /// List webhooks: where they send, how far behind they are, whether they fail.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Remove a webhook by id; its deliveries stop.
+    Rm {
+        /// The webhook's id, as `webhook list` shows it.
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookAddArgs {
+    /// Where to POST deliveries: an http:// or https:// URL.
+    pub target: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Event types to deliver: exact types or prefixes ending in `.*`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Only events of this task.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only events of this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only events from this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// `standard` (signed batches of events) or `slack` (one text message per event).
+    #[arg(long, value_parser = ["standard", "slack"])]
+    pub format: Option<String>,
+    /// Also deliver the events after this seq; without it, only events from now on.
+    #[arg(long)]
+    pub since: Option<u64>,
+}
+
 /// A flag whose value cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum BadFlag {
@@ -472,6 +530,9 @@ impl ServeArgs {
         config.retention.days = self.retain_days;
         config.retention.events = self.retain_events;
         config.retention.idempotency_days = self.idempotency_days;
+        config.webhooks.allow_private = self.webhook_allow_private;
+        config.webhooks.retry_min = seconds("--webhook-retry-min-secs", self.webhook_retry_min_secs)?;
+        config.webhooks.retry_max = seconds("--webhook-retry-max-secs", self.webhook_retry_max_secs)?;
         if self.demo {
             config.demo =
                 Some(DemoSettings { task_interval: seconds("--demo-task-interval", self.demo_task_interval)? });
@@ -500,6 +561,10 @@ mod tests {
         assert_eq!(config.max_frames_per_sec, 10);
         assert_eq!(config.database, None, "SQLite unless told otherwise");
         assert_eq!(config.sessions, SessionSettings::default(), "720 idle minutes, 30 days, 15-minute links");
+        let webhooks = &config.webhooks;
+        assert!(!webhooks.allow_private, "private destinations are refused unless allowed");
+        assert_eq!((webhooks.retry_min, webhooks.retry_max), (Duration::from_secs(1), Duration::from_secs(300)));
+        assert_eq!(webhooks.attempt_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -627,7 +692,7 @@ mod tests {
             // The least each subcommand takes; help and token have subcommands of their own.
             let argv: Vec<&str> = match name {
                 "emit" => vec!["swarmfeed", name, "--file", "f"],
-                "token" => vec!["swarmfeed", name, "list"],
+                "token" | "webhook" => vec!["swarmfeed", name, "list"],
                 _ => vec!["swarmfeed", name],
             };
             let parsed = Cli::try_parse_from(argv).unwrap().command;

@@ -15,6 +15,7 @@ use crate::retention::RetentionSettings;
 use crate::sessions::SessionSettings;
 use crate::swarm::coordinator::CoordinatorSettings;
 use crate::swarm::demo::DemoSettings;
+use crate::webhook::WebhookSettings;
 use crate::writer::WriterSettings;
 
 /// Most bytes of events in one frame (or SSE flush, or poll answer), beside at most
@@ -89,6 +90,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// How long browser sessions and login links live.
     pub sessions: SessionSettings,
+    /// Where webhooks may send and how they retry.
+    pub webhooks: WebhookSettings,
 }
 
 /// A configuration that cannot run.
@@ -131,6 +134,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             retention: RetentionSettings::default(),
             sessions: SessionSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -28,7 +28,8 @@
 //!   cursor; given a stream context, a revocation and a validated filter, they know
 //!   nothing of HTTP routing, auth or error bodies.
 //! - [`view`]: server-rendered, auto-escaped HTML: the page shell and the event row.
-//! - [`http`]: router, auth middleware and browser sessions, the JSON API, its
+//! - [`http`]: router, auth middleware and browser sessions, the JSON API (webhooks'
+//!   included), its
 //!   errors and its one filter extractor, the export (NDJSON or CSV, a page at a time),
 //!   the streaming endpoints' thin handlers over
 //!   [`transport`], the OpenAPI document and its schemas, the dashboard's pages and
@@ -42,13 +43,16 @@
 //! - [`alert`]: alert rules, their windows, and the evaluator that logs
 //!   `alert.firing` and `alert.resolved` as ordinary events (on the leader only).
 //! - [`metrics`]: counters and histograms for `/metrics`.
+//! - [`webhook`]: the log pushed to other programs: each webhook a durable cursor,
+//!   delivered signed (Standard Webhooks) by the leader, retried, SSRF-guarded.
 //! - [`cli`]: every setting declared once (flag, variable, default, help);
 //!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
 //!   and checks the result.
 //! - [`telemetry`], [`shutdown`], [`server`]: running it.
 //! - [`client`]: the command-line clients (`tail` watches the feed, or prints it up
 //!   to the head and exits, `emit` posts
-//!   events), which reach the server over HTTP like any other program.
+//!   events, `webhook` adds, lists and removes webhooks), which reach the server over
+//!   HTTP like any other program.
 
 // Items are `pub(crate)` unless the binary, the tests or the load generator need them;
 // the lint keeps a new `pub` from leaking out of a private module.
@@ -79,4 +83,5 @@ pub(crate) mod swarm;
 pub mod telemetry;
 pub mod transport;
 pub(crate) mod view;
+pub mod webhook;
 pub mod writer;

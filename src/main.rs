@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use swarmfeed::cli::{Cli, Command, EmitArgs, LoginLinkArgs, TailArgs, TokenCommand};
+use swarmfeed::cli::{Cli, Command, EmitArgs, LoginLinkArgs, TailArgs, TokenCommand, WebhookCommand};
 use swarmfeed::file_config;
 use swarmfeed::server::Application;
 
@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     let cli = parse(Cli::command());
     // The client commands speak to their user on stderr themselves; routine `info`
     // logs (such as the Ctrl-C notice) would only interleave with that.
-    let client = matches!(cli.command, Command::Tail(_) | Command::Emit(_));
+    let client = matches!(cli.command, Command::Tail(_) | Command::Emit(_) | Command::Webhook(_));
     let log = if client && cli.log == "info" { "warn" } else { cli.log.as_str() };
     swarmfeed::telemetry::init(log, cli.log_format);
     let layered = with_settings_file(cli.command, cli.config.as_deref());
@@ -104,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tail(args) => tail(args).await,
         Command::Emit(args) => emit(args).await,
         Command::LoginLink(args) => login_link(args).await,
+        Command::Webhook(command) => webhook(command).await,
         Command::Token(TokenCommand::Create { scope, name, data }) => {
             let store = open_store(&data).await?;
             let name = name.unwrap_or_else(|| format!("{scope} token"));
@@ -294,5 +295,57 @@ async fn emit(args: EmitArgs) -> anyhow::Result<()> {
         report.new,
         report.duplicates
     );
+    Ok(())
+}
+
+/// `swarmfeed webhook add|list|rm`, over the server's admin API.
+async fn webhook(command: WebhookCommand) -> anyhow::Result<()> {
+    use swarmfeed::client::webhook::{NewWebhook, WebhookClient};
+    let remote = match &command {
+        WebhookCommand::Add(args) => &args.remote,
+        WebhookCommand::List { remote } | WebhookCommand::Rm { remote, .. } => remote,
+    };
+    let token = remote.resolve_token().context("reading the admin token")?;
+    let client = WebhookClient::new(&remote.url, token).context("starting webhook")?;
+    match command {
+        WebhookCommand::Add(args) => {
+            let filter = swarmfeed::filter::FilterSpec {
+                types: args.types,
+                task_id: args.task,
+                agent_id: args.agent,
+                source: args.source,
+            };
+            let new = NewWebhook { url: args.target, filter, format: args.format, since: args.since };
+            let created = client.add(&new).await.context("adding the webhook")?;
+            eprintln!("webhook {} added; its signing secret is shown once, keep it safe:", created.id);
+            println!("{}", created.id);
+            println!("{}", created.secret);
+        }
+        WebhookCommand::List { .. } => {
+            let webhooks = client.list().await.context("listing the webhooks")?;
+            println!(
+                "{:<20} {:<8} {:>10} {:>8} {:<6} {:<25} URL",
+                "ID", "FORMAT", "DELIVERED", "LAG", "STATUS", "FAILING SINCE"
+            );
+            for w in webhooks {
+                let status = w.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                let failing = w.failing_since.unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<20} {:<8} {:>10} {:>8} {:<6} {:<25} {}",
+                    w.id, w.format, w.delivered_seq, w.lag, status, failing, w.url
+                );
+                if let Some(error) = w.last_error {
+                    println!("    last error: {error}");
+                }
+                if w.filter.as_object().is_some_and(|f| !f.is_empty()) {
+                    println!("    filter: {}", w.filter);
+                }
+            }
+        }
+        WebhookCommand::Rm { id, .. } => {
+            client.remove(&id).await.with_context(|| format!("removing webhook {id}"))?;
+            eprintln!("webhook {id} removed");
+        }
+    }
     Ok(())
 }

@@ -99,6 +99,12 @@ struct TypeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WebhookLabels {
+    /// A webhook's id: at most `webhook::MAX_WEBHOOKS` of them, made by an admin.
+    webhook: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RejectedLabels {
     /// One of the API's error codes (`ApiError::code`), all literals in the code.
     reason: &'static str,
@@ -209,6 +215,11 @@ pub struct Metrics {
     /// happens; a refusal is off the hot paths, so its lookup under a lock costs nothing
     /// that matters.
     rejected: Family<RejectedLabels, Counter>,
+    /// Per webhook, while this node delivers it: a `Family`, as webhooks come and go;
+    /// one delivery is far off any hot path.
+    webhook_deliveries: Family<WebhookLabels, Counter>,
+    webhook_failures: Family<WebhookLabels, Counter>,
+    webhook_lag: Family<WebhookLabels, ScrapeGauge>,
     open_connections: ScrapeGauge,
     writer_queue_events: ScrapeGauge,
     inflight_body_bytes: ScrapeGauge,
@@ -228,6 +239,9 @@ impl Default for Metrics {
             fanout_latency: Histogram::new(LATENCY_BUCKETS),
             cursor_lag: Histogram::new(LAG_BUCKETS),
             rejected: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_failures: Family::default(),
+            webhook_lag: Family::default(),
             open_connections: ScrapeGauge::default(),
             writer_queue_events: ScrapeGauge::default(),
             inflight_body_bytes: ScrapeGauge::default(),
@@ -304,6 +318,21 @@ impl Metrics {
             self.cursor_lag.clone(),
         );
         r.register("swarmfeed_rejected", "Requests and connections refused, by reason", self.rejected.clone());
+        r.register(
+            "swarmfeed_webhook_deliveries",
+            "Webhook deliveries the receiver took (2xx), by webhook",
+            self.webhook_deliveries.clone(),
+        );
+        r.register(
+            "swarmfeed_webhook_failures",
+            "Webhook delivery attempts that failed, by webhook",
+            self.webhook_failures.clone(),
+        );
+        r.register(
+            "swarmfeed_webhook_lag_events",
+            "Events committed after each webhook's position, on the node delivering it",
+            self.webhook_lag.clone(),
+        );
         self
     }
 
@@ -345,6 +374,34 @@ impl Metrics {
     /// A request or connection was refused with `code`.
     pub(crate) fn rejected(&self, code: &'static str) {
         self.rejected.get_or_create(&RejectedLabels { reason: code }).inc();
+    }
+
+    /// A webhook delivery the receiver took.
+    pub(crate) fn webhook_delivered(&self, webhook: &str) {
+        self.webhook_deliveries.get_or_create(&WebhookLabels { webhook: webhook.to_owned() }).inc();
+    }
+
+    /// A webhook delivery attempt failed.
+    pub(crate) fn webhook_failed(&self, webhook: &str) {
+        self.webhook_failures.get_or_create(&WebhookLabels { webhook: webhook.to_owned() }).inc();
+    }
+
+    /// A webhook was deleted: its series go.
+    pub(crate) fn webhook_removed(&self, webhook: &str) {
+        let labels = WebhookLabels { webhook: webhook.to_owned() };
+        self.webhook_deliveries.remove(&labels);
+        self.webhook_failures.remove(&labels);
+        self.webhook_lag.remove(&labels);
+    }
+
+    /// Sets each delivered webhook's lag from its position, at scrape time; webhooks
+    /// this node no longer delivers lose their lag series.
+    pub(crate) fn webhook_lags(&self, head: u64, positions: &[(String, u64)]) {
+        self.webhook_lag.clear();
+        for (webhook, position) in positions {
+            let labels = WebhookLabels { webhook: webhook.clone() };
+            self.webhook_lag.get_or_create(&labels).set(head.saturating_sub(*position));
+        }
     }
 
     /// The Prometheus text exposition, with `now`'s values for the gauges owned
@@ -425,6 +482,9 @@ mod tests {
     fn every_family_keeps_its_name_type_and_help() {
         let m = Arc::new(Metrics::default());
         m.rejected("unauthorized");
+        m.webhook_delivered("wh_1");
+        m.webhook_failed("wh_1");
+        m.webhook_lags(5, &[("wh_1".into(), 2)]);
         let text = m.render(Snapshot::default());
         let declared: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
         assert_eq!(
@@ -456,8 +516,36 @@ mod tests {
                 "# TYPE swarmfeed_cursor_lag_events histogram",
                 "# HELP swarmfeed_rejected_total Requests and connections refused, by reason.",
                 "# TYPE swarmfeed_rejected_total counter",
+                "# HELP swarmfeed_webhook_deliveries_total Webhook deliveries the receiver took (2xx), by webhook.",
+                "# TYPE swarmfeed_webhook_deliveries_total counter",
+                "# HELP swarmfeed_webhook_failures_total Webhook delivery attempts that failed, by webhook.",
+                "# TYPE swarmfeed_webhook_failures_total counter",
+                "# HELP swarmfeed_webhook_lag_events Events committed after each webhook's position, on the node delivering it.",
+                "# TYPE swarmfeed_webhook_lag_events gauge",
             ]
         );
+    }
+
+    #[test]
+    fn webhook_series_are_per_webhook_and_go_with_it() {
+        let m = Metrics::default();
+        m.webhook_delivered("wh_a");
+        m.webhook_delivered("wh_a");
+        m.webhook_failed("wh_b");
+        m.webhook_lags(10, &[("wh_a".into(), 7), ("wh_b".into(), 12)]);
+        let text = m.render(Snapshot::default());
+        for line in [
+            "swarmfeed_webhook_deliveries_total{webhook=\"wh_a\"} 2",
+            "swarmfeed_webhook_failures_total{webhook=\"wh_b\"} 1",
+            "swarmfeed_webhook_lag_events{webhook=\"wh_a\"} 3",
+            "swarmfeed_webhook_lag_events{webhook=\"wh_b\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        m.webhook_removed("wh_a");
+        m.webhook_lags(10, &[("wh_b".into(), 12)]);
+        let text = m.render(Snapshot::default());
+        assert!(!text.contains("wh_a"), "{text}");
     }
 
     #[test]

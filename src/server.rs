@@ -33,6 +33,9 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// The webhooks' HTTP client could not be built.
+    #[error("{0}")]
+    Webhooks(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -67,6 +70,8 @@ struct Tasks {
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
     revocations: Supervised,
+    /// Delivers webhooks while this node leads; stops with the listener.
+    webhooks: Supervised,
 }
 
 /// A long-running task by name. Each runs until its stop signal: one that ends
@@ -121,6 +126,7 @@ impl Tasks {
             ended = self.coordinator.ended() => ended,
             ended = self.alerts.ended() => ended,
             ended = self.revocations.ended() => ended,
+            ended = self.webhooks.ended() => ended,
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
@@ -183,6 +189,7 @@ impl Application {
         // One election for the coordinator and the alert evaluator: the node that
         // leads does both.
         let leadership = store.leadership().await?;
+        let webhook_leadership = leadership.follower();
         let coordinator_stop = CancellationToken::new();
         let (alerts, alerts_task) = crate::alert::spawn(
             crate::alert::Parts {
@@ -224,6 +231,17 @@ impl Application {
                 shutdown.clone(),
             )
         });
+        let webhooks = crate::webhook::Webhooks::default();
+        let webhooks_task = crate::webhook::spawn(
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            config.webhooks.clone(),
+            webhooks.clone(),
+            webhook_leadership,
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let retention_task = config.retention.is_enabled().then(|| {
             crate::retention::spawn(config.retention.clone(), Arc::clone(&hub), Arc::clone(&store), shutdown.clone())
         });
@@ -240,6 +258,7 @@ impl Application {
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
             shutdown,
+            webhooks,
             ended_early: std::sync::OnceLock::new(),
         });
         let revocations_task = {
@@ -259,6 +278,7 @@ impl Application {
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
             revocations: Supervised::new("revocations", revocations_task),
+            webhooks: Supervised::new("webhooks", webhooks_task),
         };
         Ok(Application { listener, addr, state, tasks, admin })
     }
@@ -335,6 +355,7 @@ impl Application {
             demo.join().await;
         }
         tasks.revocations.join().await;
+        tasks.webhooks.join().await;
         if let Some(retention) = tasks.retention {
             retention.join().await;
         }

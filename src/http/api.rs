@@ -425,6 +425,7 @@ pub(crate) async fn end_session(State(state): State<AppState>, Path(id): Path<St
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let bounds = state.hub.bounds();
+    state.metrics.webhook_lags(bounds.head, &state.webhooks.positions());
     let now = crate::metrics::Snapshot {
         head: bounds.head,
         oldest: bounds.oldest,

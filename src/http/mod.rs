@@ -21,6 +21,7 @@ pub(crate) mod serve;
 pub(crate) mod session;
 pub(crate) mod streams;
 pub(crate) mod swarm;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
+    /// Tells the webhooks' scheduler of this node's changes, and reads their positions.
+    pub webhooks: crate::webhook::Webhooks,
     /// Set when a long-running task (writer, coordinator, …) ended before shutdown:
     /// which, and why. The node is failing and about to exit; `/readyz` says so.
     pub ended_early: std::sync::OnceLock<String>,
@@ -119,6 +122,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/sessions/{id}", delete(api::end_session))
         .route("/api/alerts", post(alerts::create).get(alerts::list))
         .route("/api/alerts/{id}", delete(alerts::delete))
+        .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/webhooks/{id}", delete(webhooks::delete))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Admin), auth::require));
     // Pages send a browser without a session to /login instead of answering 401.
     let pages = Router::new()
@@ -130,6 +135,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/swarm/events", get(pages::log::page_handler))
         .route("/swarm/tasks/{id}", get(pages::task::page_handler))
         .route("/swarm/agents/{id}", get(pages::agent::page_handler))
+        .route("/swarm/webhooks", get(pages::webhooks::page_handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), pages::require_session));
     let open = Router::new()
         .route("/healthz", get(api::healthz))

@@ -14,9 +14,11 @@ use utoipa::{Modify, OpenApi};
 use super::alerts::AlertList;
 use super::api::{Accepted, AcceptedBody};
 use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
+use super::webhooks::{CreatedWebhook, NewWebhook, WebhookList};
 use crate::alert::rules::RuleBody;
 use crate::alert::{AlertState, AlertView};
 use crate::event::EventPayload;
+use crate::webhook::{Format, WebhookView};
 
 struct BearerAuth;
 
@@ -70,9 +72,12 @@ impl Modify for BearerAuth {
         super::swarm::retry,
         super::swarm::close,
         super::swarm::remove,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::delete,
     ),
     components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail,
-        RuleBody, AlertView, AlertState, AlertList)),
+        RuleBody, AlertView, AlertState, AlertList, NewWebhook, CreatedWebhook, WebhookList, WebhookView, Format)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -106,6 +111,8 @@ mod tests {
             "/swarm/tasks/{id}/bids",
             "/api/alerts",
             "/api/alerts/{id}",
+            "/api/webhooks",
+            "/api/webhooks/{id}",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }

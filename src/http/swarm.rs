@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::AppState;
 use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::schema::{CommandRefusals, Refusals};
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::swarm::coordinator::{Answer, Command, CommandError};
 use crate::swarm::rules::Rejected;
 use crate::swarm::snapshot::{MAX_PAGE, SwarmPage};
@@ -185,7 +185,7 @@ fn refused_page(principal: &Principal, error: &ApiError, back: &str) -> Response
         nav: Nav::Other,
         user: Some(&principal.name),
         chart: false,
-        admin: principal.may(crate::auth::Scope::Admin),
+        admin: principal.may(Scope::Admin),
     };
     (error.status, axum::response::Html(page(&shell, &body).into_string())).into_response()
 }

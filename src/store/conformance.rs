@@ -1,6 +1,6 @@
 //! Behaviour every store must show, written once and run against each engine's tests.
 
-use super::{AlertRuleRecord, Appended, Bounds, Order, Query, Store};
+use super::{AlertRuleRecord, Appended, Bounds, Order, Query, Store, WebhookOutcome, WebhookRecord};
 use crate::event::NewEvent;
 use crate::filter::Filter;
 
@@ -108,4 +108,47 @@ pub(crate) async fn alert_rules_are_kept_listed_capped_and_deleted(store: &dyn S
     assert!(!store.delete_alert_rule("a").await.unwrap(), "deleted once");
     assert!(store.insert_alert_rule(rule("c", 3), 2).await.unwrap(), "a deleted rule frees its place");
     assert_eq!(store.list_alert_rules().await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+}
+
+/// On an empty store: a webhook is stored and listed with its secret; its seq only
+/// moves forward; a failure run keeps its start until a delivery ends it; deleting it
+/// stops anything more being recorded.
+pub(crate) async fn webhooks_keep_their_progress_and_failures(store: &dyn Store) {
+    let record = |id: &str, created_ms| WebhookRecord {
+        id: id.into(),
+        url: "http://example.com/hook".into(),
+        filter: r#"{"types":["task.*"]}"#.into(),
+        format: "standard".into(),
+        secret: "whsec_c2VjcmV0".into(),
+        delivered_seq: 7,
+        created_ms,
+        last_status: None,
+        last_error: None,
+        failing_since_ms: None,
+        last_attempt_ms: None,
+    };
+    store.insert_webhook(record("wh_b", 20)).await.unwrap();
+    store.insert_webhook(record("wh_a", 10)).await.unwrap();
+    let listed = store.list_webhooks().await.unwrap();
+    assert_eq!(listed, vec![record("wh_a", 10), record("wh_b", 20)], "oldest first, as stored");
+
+    let failed = |status, error: &str| WebhookOutcome::Failed { status, error: error.into() };
+    assert!(store.record_webhook("wh_a", &failed(Some(503), "HTTP 503"), 100).await.unwrap());
+    assert!(store.record_webhook("wh_a", &failed(None, "timed out"), 200).await.unwrap());
+    let a = store.list_webhooks().await.unwrap().remove(0);
+    assert_eq!((a.last_status, a.last_error.as_deref()), (None, Some("timed out")));
+    assert_eq!((a.failing_since_ms, a.last_attempt_ms), (Some(100), Some(200)), "the run began at the first");
+
+    store.record_webhook("wh_a", &WebhookOutcome::Delivered { upto: 12, status: 204 }, 300).await.unwrap();
+    store.record_webhook("wh_a", &WebhookOutcome::Passed { upto: 9 }, 400).await.unwrap();
+    let a = store.list_webhooks().await.unwrap().remove(0);
+    assert_eq!(a.delivered_seq, 12, "never moves back");
+    assert_eq!((a.last_status, a.last_error, a.failing_since_ms), (Some(204), None, None));
+    store.record_webhook("wh_a", &WebhookOutcome::Passed { upto: 15 }, 500).await.unwrap();
+    assert_eq!(store.list_webhooks().await.unwrap()[0].delivered_seq, 15);
+
+    assert!(store.delete_webhook("wh_a").await.unwrap());
+    assert!(!store.delete_webhook("wh_a").await.unwrap(), "already gone");
+    assert!(!store.record_webhook("wh_a", &WebhookOutcome::Passed { upto: 20 }, 600).await.unwrap());
+    assert_eq!(store.list_webhooks().await.unwrap().len(), 1);
 }

@@ -219,6 +219,41 @@ pub struct AlertRuleRecord {
     pub created_ms: i64,
 }
 
+/// A webhook as stored (DESIGN §11): where it sends, what, and how far it got. The
+/// secret is kept as it is: the leader signs with it. The API never shows it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    /// The filter as `FilterSpec` JSON.
+    pub filter: String,
+    /// `standard` or `slack`.
+    pub format: String,
+    /// `whsec_<base64>`.
+    pub secret: String,
+    /// The last seq delivered (or passed over as not matching); delivery resumes after it.
+    pub delivered_seq: u64,
+    pub created_ms: i64,
+    /// The HTTP status of the last attempt, when it got one.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed; `None` after a success.
+    pub last_error: Option<String>,
+    /// When the current run of failures began; `None` while deliveries succeed.
+    pub failing_since_ms: Option<i64>,
+    pub last_attempt_ms: Option<i64>,
+}
+
+/// What one delivery attempt of a webhook came to, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The receiver answered 2xx: delivered up to `upto`, failures cleared.
+    Delivered { upto: u64, status: u16 },
+    /// Nothing matched up to `upto`: the position moves, nothing else.
+    Passed { upto: u64 },
+    /// The attempt failed; it will be made again.
+    Failed { status: Option<u16>, error: String },
+}
+
 /// How a node's hub learns of commits.
 pub enum CommitFeed {
     /// This node's writer is the only writer of the log: it publishes its own commits
@@ -310,6 +345,13 @@ impl Leadership {
     /// Leadership told by `held`, kept by the task `keeper`.
     pub(crate) fn kept_by(held: watch::Receiver<bool>, keeper: tokio::task::JoinHandle<()>) -> Self {
         Leadership { held, _keeper: Some(Arc::new(AbortOnDropHandle::new(keeper))) }
+    }
+
+    /// Another view of the same leadership, for a second task that acts only while
+    /// this node leads (the webhooks' scheduler beside the coordinator). It keeps no
+    /// lock of its own: it follows this one while this one lives.
+    pub(crate) fn follower(&self) -> Self {
+        Leadership { held: self.held.clone(), _keeper: None }
     }
 
     pub(crate) fn is_held(&self) -> bool {
@@ -536,6 +578,32 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a new webhook.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn insert_webhook(&self, record: WebhookRecord) -> Result<(), StoreError>;
+
+    /// Every webhook, oldest first.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    /// Deletes webhook `id`; false when there was none.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records an attempt's outcome for webhook `id` at `now_ms`. The stored seq never
+    /// moves back, so a node that lost leadership mid-delivery cannot undo its
+    /// successor's progress. False when the webhook no longer exists.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn record_webhook(&self, id: &str, outcome: &WebhookOutcome, now_ms: i64) -> Result<bool, StoreError>;
 
     /// A wake-up for revocations made by other processes on this same store, when the
     /// engine can send one (PostgreSQL: NOTIFY from [`Store::revoke_token`] and

@@ -20,6 +20,9 @@ pub(crate) const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.c
 
 /// The columns of an alert rule, in the order both stores read them.
 pub(crate) const ALERT_RULE_COLUMNS: &str = "id, name, filter, threshold, window_secs, absent_secs, created_ms";
+/// The columns of a webhook record, in the order both stores read them.
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, url, filter, format, secret, delivered_seq, created_ms, last_status, \
+     last_error, failing_since_ms, last_attempt_ms";
 
 /// A bound value of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]

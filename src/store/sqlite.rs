@@ -15,10 +15,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql};
 use super::{
     AlertRuleRecord, Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query,
-    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
+    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -114,6 +114,23 @@ const MIGRATIONS: &[&str] = &[
         created_ms  INTEGER NOT NULL
     );
     "#,
+    // 5: webhooks (DESIGN §11), each a durable cursor: its filter, its secret (a
+    // signing key, kept so the leader can sign) and the last seq it delivered.
+    r#"
+    CREATE TABLE webhooks (
+        id               TEXT    PRIMARY KEY,
+        url              TEXT    NOT NULL,
+        filter           TEXT    NOT NULL,
+        format           TEXT    NOT NULL,
+        secret           TEXT    NOT NULL,
+        delivered_seq    INTEGER NOT NULL,
+        created_ms       INTEGER NOT NULL,
+        last_status      INTEGER,
+        last_error       TEXT,
+        failing_since_ms INTEGER,
+        last_attempt_ms  INTEGER
+    );
+    "#,
 ];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -137,6 +154,22 @@ fn alert_rule_from_row(r: &Row<'_>) -> rusqlite::Result<AlertRuleRecord> {
         window_secs: secs(4)?,
         absent_secs: secs(5)?,
         created_ms: r.get(6)?,
+    })
+}
+
+fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRecord> {
+    Ok(WebhookRecord {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        filter: r.get(2)?,
+        format: r.get(3)?,
+        secret: r.get(4)?,
+        delivered_seq: r.get::<_, i64>(5)? as u64,
+        created_ms: r.get(6)?,
+        last_status: r.get::<_, Option<i64>>(7)?.and_then(|s| u16::try_from(s).ok()),
+        last_error: r.get(8)?,
+        failing_since_ms: r.get(9)?,
+        last_attempt_ms: r.get(10)?,
     })
 }
 
@@ -634,6 +667,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_webhook(&self, w: WebhookRecord) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO webhooks (id, url, filter, format, secret, delivered_seq, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![w.id, w.url, w.filter, w.format, w.secret, w.delivered_seq as i64, w.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn list_alert_rules(&self) -> Result<Vec<AlertRuleRecord>, StoreError> {
         self.readers
             .run(|conn| {
@@ -645,9 +690,49 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+        self.readers
+            .run(|conn| {
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_ms, id"))?;
+                let rows = stmt.query_map([], webhook_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| Ok(conn.execute("DELETE FROM alert_rules WHERE id = ?1", [id])? == 1)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| Ok(conn.execute("DELETE FROM webhooks WHERE id = ?1", [id])? == 1)).await
+    }
+
+    async fn record_webhook(&self, id: &str, outcome: &WebhookOutcome, now_ms: i64) -> Result<bool, StoreError> {
+        let (id, outcome) = (id.to_owned(), outcome.clone());
+        self.write(move |conn| {
+            let changed = match outcome {
+                WebhookOutcome::Delivered { upto, status } => conn.execute(
+                    "UPDATE webhooks SET delivered_seq = MAX(delivered_seq, ?2), last_status = ?3, last_error = NULL,
+                     failing_since_ms = NULL, last_attempt_ms = ?4 WHERE id = ?1",
+                    params![id, upto as i64, status, now_ms],
+                )?,
+                WebhookOutcome::Passed { upto } => conn.execute(
+                    "UPDATE webhooks SET delivered_seq = MAX(delivered_seq, ?2) WHERE id = ?1",
+                    params![id, upto as i64],
+                )?,
+                WebhookOutcome::Failed { status, error } => conn.execute(
+                    "UPDATE webhooks SET last_status = ?2, last_error = ?3,
+                     failing_since_ms = COALESCE(failing_since_ms, ?4), last_attempt_ms = ?4 WHERE id = ?1",
+                    params![id, status, error, now_ms],
+                )?,
+            };
+            Ok(changed == 1)
+        })
+        .await
     }
 }
 
@@ -791,6 +876,12 @@ mod tests {
     async fn alert_rules_are_kept_listed_capped_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
         conformance::alert_rules_are_kept_listed_capped_and_deleted(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn webhooks_keep_their_progress_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::webhooks_keep_their_progress_and_failures(&SqliteStore::open(dir.path(), 2).unwrap()).await;
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@ pub(crate) enum Nav {
     Live,
     Events,
     Alerts,
+    /// The webhooks (admins only).
+    Webhooks,
     /// A task or agent page, or the login page.
     Other,
 }
@@ -28,10 +30,10 @@ pub(crate) struct Shell<'a> {
     pub nav: Nav,
     /// The signed-in token's name; `None` on the login page (no header links then).
     pub user: Option<&'a str>,
+    /// The signed-in token is an admin's: the header links its pages too.
+    pub admin: bool,
     /// The page draws the events-per-minute chart (loads uPlot).
     pub chart: bool,
-    /// The signed-in token may administer: the header links to the admin pages.
-    pub admin: bool,
 }
 
 /// A whole page around `body`.
@@ -84,6 +86,7 @@ fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
                             @if shell.admin {
                                 a href="/swarm/alerts" aria-current=[(shell.nav == Nav::Alerts).then_some("page")] { "Alerts" }
+                                a href="/swarm/webhooks" aria-current=[(shell.nav == Nav::Webhooks).then_some("page")] { "Webhooks" }
                             }
                         }
                         form.logout method="post" action="/logout" {

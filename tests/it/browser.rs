@@ -427,10 +427,24 @@ async fn seed(app: &TestApp) -> String {
     "t-done".to_owned()
 }
 
+/// A webhook to a port nothing listens on, with a long path: the Webhooks page shows
+/// it failing (once an attempt has been made), and its URL must wrap on a phone.
+async fn seed_webhook(app: &TestApp) {
+    let url = "http://127.0.0.1:9/hooks/a-rather-long-path-that-has-to-wrap-on-a-phone-without-any-sideways-scrolling";
+    let body = json!({ "url": url, "since": 0, "filter": { "types": ["task.*", "agent.*"] } }).to_string();
+    let (status, answer) = app.post_raw("/api/webhooks", &body, Some(&app.admin)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+}
+
 #[tokio::test]
 async fn every_page_fits_375_and_1400_pixels_without_horizontal_scrolling() {
-    let app = spawn_with(|c: &mut Config| c.max_frames_per_sec = 0).await;
+    let app = spawn_with(|c: &mut Config| {
+        c.max_frames_per_sec = 0;
+        c.webhooks.allow_private = true;
+    })
+    .await;
     let task = seed(&app).await;
+    seed_webhook(&app).await;
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     browser.login(&base(&app), &app.admin).await;
     let pages = [
@@ -442,6 +456,7 @@ async fn every_page_fits_375_and_1400_pixels_without_horizontal_scrolling() {
             "/swarm/agents/quill-with-a-rather-long-agent-id".to_owned(),
             "document.getElementById('conn').dataset.state === 'live'",
         ),
+        ("webhooks", "/swarm/webhooks".to_owned(), "document.querySelector('.webhook')"),
     ];
     for (width, height) in [PHONE, DESKTOP] {
         browser.resize(width, height).await;
@@ -562,8 +577,13 @@ async fn assert_no_violations(browser: &Browser, page: &str) {
 
 #[tokio::test]
 async fn every_page_works_under_the_content_security_policy_without_a_violation() {
-    let app = spawn_with(|c: &mut Config| c.max_frames_per_sec = 0).await;
+    let app = spawn_with(|c: &mut Config| {
+        c.max_frames_per_sec = 0;
+        c.webhooks.allow_private = true;
+    })
+    .await;
     let task = seed(&app).await;
+    seed_webhook(&app).await;
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
     before_every_page(&browser, CSP_LISTENER).await;
     browser.goto(&format!("{}/login", base(&app))).await;
@@ -577,6 +597,7 @@ async fn every_page_works_under_the_content_security_policy_without_a_violation(
         ("/swarm/events".to_owned(), "document.querySelector('#chart .uplot')"),
         (format!("/swarm/tasks/{task}"), live),
         ("/swarm/agents/forge".to_owned(), live),
+        ("/swarm/webhooks".to_owned(), "document.querySelector('.webhook')"),
     ];
     for (path, ready) in &pages {
         browser.goto(&format!("{}{path}", base(&app))).await;

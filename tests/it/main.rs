@@ -22,4 +22,5 @@ mod revocation;
 mod security;
 mod sessions;
 mod swarm;
+mod webhooks;
 mod ws;

@@ -12,6 +12,7 @@ pub(crate) mod alerts;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod task;
+pub(crate) mod webhooks;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};

@@ -12,10 +12,12 @@ use tokio_postgres::types::ToSql;
 use super::notify::REVOKE_CHANNEL;
 use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
-use crate::store::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use crate::store::sql::{
+    ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql,
+};
 use crate::store::{
     AlertRuleRecord, Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup,
-    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
 };
 
 impl PostgresStore {
@@ -355,6 +357,77 @@ impl Store for PostgresStore {
         let client = self.pool.get().await?;
         Ok(client.execute("DELETE FROM alert_rules WHERE id = $1", &[&id]).await? == 1)
     }
+
+    async fn insert_webhook(&self, w: WebhookRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO webhooks (id, url, filter, format, secret, delivered_seq, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&w.id, &w.url, &w.filter, &w.format, &w.secret, &(w.delivered_seq as i64), &w.created_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+        let rows = self.rows(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_ms, id"), &[]).await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM webhooks WHERE id = $1", &[&id]).await? == 1)
+    }
+
+    async fn record_webhook(&self, id: &str, outcome: &WebhookOutcome, now_ms: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let changed = match outcome {
+            WebhookOutcome::Delivered { upto, status } => {
+                client
+                    .execute(
+                        "UPDATE webhooks SET delivered_seq = GREATEST(delivered_seq, $2), last_status = $3,
+                         last_error = NULL, failing_since_ms = NULL, last_attempt_ms = $4 WHERE id = $1",
+                        &[&id, &(*upto as i64), &i32::from(*status), &now_ms],
+                    )
+                    .await?
+            }
+            WebhookOutcome::Passed { upto } => {
+                client
+                    .execute(
+                        "UPDATE webhooks SET delivered_seq = GREATEST(delivered_seq, $2) WHERE id = $1",
+                        &[&id, &(*upto as i64)],
+                    )
+                    .await?
+            }
+            WebhookOutcome::Failed { status, error } => {
+                client
+                    .execute(
+                        "UPDATE webhooks SET last_status = $2, last_error = $3,
+                         failing_since_ms = COALESCE(failing_since_ms, $4), last_attempt_ms = $4 WHERE id = $1",
+                        &[&id, &status.map(i32::from), &error, &now_ms],
+                    )
+                    .await?
+            }
+        };
+        Ok(changed == 1)
+    }
+}
+
+fn webhook_from_row(r: &tokio_postgres::Row) -> Result<WebhookRecord, StoreError> {
+    Ok(WebhookRecord {
+        id: r.try_get(0)?,
+        url: r.try_get(1)?,
+        filter: r.try_get(2)?,
+        format: r.try_get(3)?,
+        secret: r.try_get(4)?,
+        delivered_seq: r.try_get::<_, i64>(5)? as u64,
+        created_ms: r.try_get(6)?,
+        last_status: r.try_get::<_, Option<i32>>(7)?.and_then(|s| u16::try_from(s).ok()),
+        last_error: r.try_get(8)?,
+        failing_since_ms: r.try_get(9)?,
+        last_attempt_ms: r.try_get(10)?,
+    })
 }
 
 fn alert_rule_from_row(r: &tokio_postgres::Row) -> Result<AlertRuleRecord, StoreError> {
@@ -412,6 +485,15 @@ mod tests {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         conformance::alert_rules_are_kept_listed_capped_and_deleted(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn webhooks_keep_their_progress_and_failures() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::webhooks_keep_their_progress_and_failures(&store).await;
         drop(store);
         db.drop().await;
     }

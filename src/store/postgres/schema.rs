@@ -88,6 +88,23 @@ const MIGRATIONS: &[&str] = &[
         created_ms  BIGINT NOT NULL
     );
     "#,
+    // 5: webhooks (DESIGN §11), each a durable cursor: its filter, its secret (a
+    // signing key, kept so the leader can sign) and the last seq it delivered.
+    r#"
+    CREATE TABLE webhooks (
+        id               TEXT    PRIMARY KEY,
+        url              TEXT    NOT NULL,
+        filter           TEXT    NOT NULL,
+        format           TEXT    NOT NULL,
+        secret           TEXT    NOT NULL,
+        delivered_seq    BIGINT  NOT NULL,
+        created_ms       BIGINT  NOT NULL,
+        last_status      INTEGER,
+        last_error       TEXT,
+        failing_since_ms BIGINT,
+        last_attempt_ms  BIGINT
+    );
+    "#,
 ];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
