@@ -23,6 +23,10 @@ pub(crate) const SESSION_COLUMNS: &str = "s.id, s.token_id, t.name, t.scope, s.c
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    /// SQL `NULL` in a text column (PostgreSQL checks a parameter's type even when null).
+    NullText,
+    /// SQL `NULL` in an integer column.
+    NullInt,
 }
 
 /// Builds the SQL of a [`Query`], numbering placeholders `{prefix}1`, `{prefix}2`, ….
