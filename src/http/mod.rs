@@ -9,6 +9,7 @@
 pub(crate) mod api;
 pub(crate) mod assets;
 pub(crate) mod auth;
+pub(crate) mod boards;
 pub(crate) mod error;
 pub(crate) mod export;
 pub(crate) mod limits;
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::swarm::board_follower::BoardHandle;
 use crate::swarm::coordinator::CoordinatorHandle;
 use crate::writer::WriterHandle;
 
@@ -47,6 +49,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     pub writer: WriterHandle,
     pub coordinator: CoordinatorHandle,
+    /// How far the task and agent boards have folded the log.
+    pub board: BoardHandle,
     pub tokens: Tokens,
     /// Browser sessions, kept in the store.
     pub sessions: Sessions,
@@ -89,6 +93,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))
         .route("/api/swarm", get(swarm::snapshot))
+        .route("/api/tasks", get(boards::list_tasks))
+        .route("/api/tasks/{id}", get(boards::get_task))
+        .route("/api/agents", get(boards::list_agents))
+        .route("/api/agents/{id}", get(boards::get_agent))
         .route("/metrics", get(api::metrics))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
     let write = Router::new()

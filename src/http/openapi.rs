@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::api::{Accepted, AcceptedBody};
+use super::boards::{AgentPage, BoardAgentView, TaskPage, TaskView};
 use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
 use crate::event::EventPayload;
 
@@ -64,8 +65,13 @@ impl Modify for BearerAuth {
         super::swarm::retry,
         super::swarm::close,
         super::swarm::remove,
+        super::boards::list_tasks,
+        super::boards::get_task,
+        super::boards::list_agents,
+        super::boards::get_agent,
     ),
-    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail)),
+    components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail,
+        TaskView, TaskPage, BoardAgentView, AgentPage)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -97,6 +103,10 @@ mod tests {
             "/ws",
             "/api/swarm",
             "/swarm/tasks/{id}/bids",
+            "/api/tasks",
+            "/api/tasks/{id}",
+            "/api/agents",
+            "/api/agents/{id}",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }
