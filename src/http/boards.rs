@@ -24,7 +24,7 @@ pub(crate) const DEFAULT_PAGE: usize = 50;
 pub(crate) const MAX_PAGE: usize = 1_000;
 /// How long a board read waits for the board to fold what was committed before it
 /// (it lags the log by one fold step, milliseconds); past it, it answers what it has.
-const CATCH_UP: Duration = Duration::from_secs(1);
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// A task as the board shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

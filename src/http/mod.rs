@@ -127,7 +127,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/swarm/live", get(pages::live::page_handler))
         .route("/swarm/live/panels", get(pages::live::panels))
         .route("/swarm/events", get(pages::log::page_handler))
+        .route("/swarm/tasks", get(pages::tasks::page_handler))
+        .route("/swarm/board/tasks", get(pages::tasks::board_fragment))
         .route("/swarm/tasks/{id}", get(pages::task::page_handler))
+        .route("/swarm/agents", get(pages::agents::page_handler))
+        .route("/swarm/board/agents", get(pages::agents::board_fragment))
         .route("/swarm/agents/{id}", get(pages::agent::page_handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), pages::require_session));
     let open = Router::new()

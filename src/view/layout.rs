@@ -17,6 +17,10 @@ const HTMX_CONFIG: &str =
 pub(crate) enum Nav {
     Live,
     Events,
+    /// The task board.
+    Tasks,
+    /// The agent board.
+    Agents,
     /// A task or agent page, or the login page.
     Other,
 }
@@ -79,6 +83,8 @@ fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
                         nav.top-nav aria-label="Main" {
                             a href="/swarm/live" aria-current=[(shell.nav == Nav::Live).then_some("page")] { "Live" }
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
+                            a href="/swarm/tasks" aria-current=[(shell.nav == Nav::Tasks).then_some("page")] { "Tasks" }
+                            a href="/swarm/agents" aria-current=[(shell.nav == Nav::Agents).then_some("page")] { "Agents" }
                         }
                         form.logout method="post" action="/logout" {
                             @if !user.is_empty() {

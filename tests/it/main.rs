@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod boards;
 mod browser;
 mod browser_actions;
 mod browser_login;

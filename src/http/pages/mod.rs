@@ -1,5 +1,6 @@
-//! The dashboard's pages (DESIGN §4): `/swarm/live`, `/swarm/events`,
-//! `/swarm/tasks/{id}` and `/swarm/agents/{id}`, rendered on the server with maud.
+//! The dashboard's pages (DESIGN §4, §10): `/swarm/live`, `/swarm/events`, the boards
+//! `/swarm/tasks` and `/swarm/agents`, `/swarm/tasks/{id}` and `/swarm/agents/{id}`,
+//! rendered on the server with maud.
 //!
 //! Pages read what the JSON API reads (the store, the coordinator's projection) and
 //! render it with [`crate::view`]; the live parts then follow the log over `/ws/html`
@@ -7,9 +8,11 @@
 //! to `/login` ([`require_session`]); the API keeps answering 401 JSON.
 
 pub(crate) mod agent;
+pub(crate) mod agents;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod task;
+pub(crate) mod tasks;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
