@@ -292,7 +292,10 @@ async fn the_post_form_lands_on_the_new_task_and_shows_a_refusal_in_the_form() {
     };
     assert!(page(app.admin.clone()).await.contains(r#"method="post" action="/swarm/tasks""#), "a writer sees the form");
     let read_only = page(reader.clone()).await;
-    assert!(!read_only.contains(r#"method="post" action="/swarm/tasks""#) && read_only.contains("Tasks"), "a reader does not");
+    assert!(
+        !read_only.contains(r#"method="post" action="/swarm/tasks""#) && read_only.contains("Tasks"),
+        "a reader does not"
+    );
 
     let resp = post_task_form(&app, &app.admin, "description=Rotate+the+keys").await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);

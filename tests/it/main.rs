@@ -6,6 +6,7 @@ mod auth;
 mod boards;
 mod browser;
 mod browser_actions;
+mod browser_boards;
 mod browser_login;
 mod chromium;
 mod cli;

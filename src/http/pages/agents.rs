@@ -26,7 +26,7 @@ use crate::view::layout::{Nav, Shell, page};
 const FEED_ROWS: usize = 20;
 
 /// The event types whose arrival changes the agent board.
-const AGENT_TYPES: &str = "agent.*,task.*";
+const AGENT_TYPES: &str = "agent.*,task.assigned,task.completed,task.failed,task.cancelled";
 
 /// `GET /swarm/agents`.
 #[tracing::instrument(skip_all)]

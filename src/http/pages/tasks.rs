@@ -225,11 +225,12 @@ fn filters(q: &TaskQuery) -> Markup {
 }
 
 /// The form that posts a task (`POST /swarm/tasks`, form-encoded): the coordinator
-/// opens its auction and the browser lands on the new task's page.
+/// opens its auction and the browser lands on the new task's page. Folded away until
+/// asked for (or refused), so the board comes first on a phone.
 fn post_form(form: &PostForm) -> Markup {
     html! {
-        section.panel.post-task aria-labelledby="post-title" {
-            h2 #post-title { "Post a task" }
+        details.panel.post-task open[form.error.is_some()] {
+            summary #post-title { "Post a task…" }
             form method="post" action="/swarm/tasks" {
                 label for="description" { "Description" }
                 textarea #description name="description" rows="2" required
