@@ -119,6 +119,13 @@ async fn the_board_keeps_every_finished_task_past_the_projections_bound_and_acro
     post_all_as(&app, &admin, lifecycle("t640", "After the restart", "echo", "task.failed")).await;
     let newest = &get_as(&app, &admin, "/api/tasks?limit=1").await["tasks"][0];
     assert_eq!((newest["task_id"].as_str(), newest["status"].as_str()), (Some("t640"), Some("failed")));
+    // The oldest failed task is long out of the projection; it is retried from the board.
+    let (status, retried) = app.post_raw("/swarm/tasks/t000/retry", "", Some(&admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{retried}");
+    let retry = get_as(&app, &admin, &format!("/api/tasks/{}", retried["task_id"].as_str().unwrap())).await;
+    assert_eq!((retry["retry_of"].as_str(), retry["description"].as_str()), (Some("t000"), Some("Job number 0")));
+    let (status, body) = app.post_raw("/swarm/tasks/t001/retry", "", Some(&admin)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a completed task is not retried: {body}");
     app.stop().await;
     if let Some(db) = database {
         db.drop().await;
