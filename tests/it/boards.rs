@@ -358,3 +358,38 @@ async fn the_boards_pages_show_tabs_with_counts_and_keep_filters_in_their_links(
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn nodes_sharing_one_log_fold_one_board_and_count_nothing_twice() {
+    // Always on PostgreSQL: the only store several nodes share.
+    let db = Database::fresh().await;
+    let node = || {
+        let url = db.url.clone();
+        spawn_with(move |c| c.database = Some(url))
+    };
+    let a = node().await;
+    let token = a.admin.clone();
+    let b = node().await;
+    post_all_as(
+        &a,
+        &token,
+        vec![json!({"event_type": "agent.joined", "source": "ext", "agent_id": "echo", "data": {"name": "Echo"}})],
+    )
+    .await;
+    // Both nodes take events at once; each follows the whole log.
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        let events = lifecycle(&format!("m{i:02}"), "shared", "echo", "task.completed");
+        if i % 2 == 0 { on_a.extend(events) } else { on_b.extend(events) }
+    }
+    tokio::join!(post_all_as(&a, &token, on_a), post_all_as(&b, &token, on_b));
+    for n in [&a, &b] {
+        let tasks = every_task(n, &token, "/api/tasks?status=completed&limit=25").await;
+        assert_eq!(tasks.len(), 60, "every node's board has every task");
+        let echo = get_as(n, &token, "/api/agents/echo").await;
+        assert_eq!((echo["tasks_done"].as_u64(), echo["sats_earned"].as_u64()), (Some(60), Some(60 * 7)), "{echo}");
+    }
+    a.stop().await;
+    b.stop().await;
+    db.drop().await;
+}
