@@ -7,10 +7,13 @@
 //!                                          │     follower ─┐
 //!                                          └───────────────┴─► hub (head + ring) ─► cursor ─► transport ─► viewers
 //!                                                                                     └─ reads the store when behind
+//!                                                                  hub ─► cursor ─► swarm::board_follower ─► store (boards)
 //! ```
 //!
 //! With one node the writer publishes its commits to the hub itself; with several
 //! nodes on one PostgreSQL log the follower publishes every node's commits, in order.
+//! The task and agent boards are folded from the log like any viewer's cursor, behind
+//! the writer, into tables of the store.
 //!
 //! - [`event`]: the event, its limits, the known-type table, its severity, its one
 //!   declared JSON shape and the encoding that writes it.
@@ -18,7 +21,7 @@
 //! - [`redact`]: secrets in event data, replaced before storage.
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
 //! - [`store`]: the only SQL; the `Store` interface, its SQLite and PostgreSQL
-//!   implementations.
+//!   implementations, and the task and agent board tables.
 //! - [`follower`]: in a log shared by several nodes, publishes every commit to the hub.
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
 //! - [`retention`]: pruning old events in the background, with exact resets.
@@ -31,12 +34,14 @@
 //! - [`http`]: router, auth middleware and browser sessions, the JSON API (webhooks'
 //!   included), its
 //!   errors and its one filter extractor, the export (NDJSON or CSV, a page at a time),
+//!   the task and agent boards' API,
 //!   the streaming endpoints' thin handlers over
 //!   [`transport`], the OpenAPI document and its schemas, the dashboard's pages and
 //!   embedded assets.
 //! - [`swarm`]: the swarm's events as a typed enum, their fold into agents and tasks,
 //!   the coordinator's pure rules and the task that runs auctions by them, the views
-//!   the API and the pages share, and the demo swarm.
+//!   the API and the pages share, the boards' fold and the task that keeps it in the
+//!   store behind the writer, and the demo swarm.
 //! - [`auth`]: tokens, scopes, the first admin token.
 //! - [`sessions`]: browser sessions kept in the store: start, resolve, expire, end.
 //! - [`login_link`]: one-time login codes, and the address a printed link points at.

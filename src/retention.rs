@@ -102,6 +102,11 @@ pub(crate) async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn S
     if total > 0 {
         tracing::info!(deleted = total, oldest = keep, "retention pruned old events");
     }
+    // Finished tasks whose story is gone leave the board with it; open ones stay.
+    let tasks = store.prune_board(keep).await?;
+    if tasks > 0 {
+        tracing::info!(tasks, "retention removed finished tasks from the board");
+    }
     Ok(total)
 }
 

@@ -67,6 +67,8 @@ struct Tasks {
     coordinator_stop: CancellationToken,
     demo: Option<Supervised>,
     retention: Option<Supervised>,
+    /// Folds the log into the task and agent boards; stops with the listener.
+    board: Supervised,
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
     revocations: Supervised,
@@ -129,6 +131,7 @@ impl Tasks {
             ended = self.webhooks.ended() => ended,
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
+            ended = self.board.ended() => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
         }
     }
@@ -245,6 +248,8 @@ impl Application {
         let retention_task = config.retention.is_enabled().then(|| {
             crate::retention::spawn(config.retention.clone(), Arc::clone(&hub), Arc::clone(&store), shutdown.clone())
         });
+        let (board, board_task) =
+            crate::swarm::board_follower::spawn(Arc::clone(&hub), Arc::clone(&store), shutdown.clone());
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
             sessions: Sessions::new(Arc::clone(&store), config.sessions.clone()),
@@ -254,6 +259,7 @@ impl Application {
             writer,
             coordinator,
             alerts,
+            board,
             limiters: crate::http::limits::Limiters::new(&config_limits),
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
@@ -277,6 +283,7 @@ impl Application {
             coordinator_stop,
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
+            board: Supervised::new("board", board_task),
             revocations: Supervised::new("revocations", revocations_task),
             webhooks: Supervised::new("webhooks", webhooks_task),
         };
@@ -338,7 +345,7 @@ impl Application {
         let served = tokio::select! {
             served = &mut serving => served,
             (task, why) = tasks.first_to_end() => {
-                // Tasks that stop with the listener (revocations, retention, the demo)
+                // Tasks that stop with the listener (revocations, retention, the board, the demo)
                 // end as soon as shutdown is signalled, before serving has wound down:
                 // that is their stop, not a failure.
                 if !shutdown.is_cancelled() {
@@ -359,6 +366,7 @@ impl Application {
         if let Some(retention) = tasks.retention {
             retention.join().await;
         }
+        tasks.board.join().await;
         tasks.coordinator_stop.cancel();
         tasks.coordinator.join().await;
         tasks.alerts.join().await;

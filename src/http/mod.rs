@@ -10,6 +10,7 @@ pub(crate) mod alerts;
 pub(crate) mod api;
 pub(crate) mod assets;
 pub(crate) mod auth;
+pub(crate) mod boards;
 pub(crate) mod error;
 pub(crate) mod export;
 pub(crate) mod limits;
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::swarm::board_follower::BoardHandle;
 use crate::swarm::coordinator::CoordinatorHandle;
 use crate::writer::WriterHandle;
 
@@ -52,6 +54,8 @@ pub struct Shared {
     pub coordinator: CoordinatorHandle,
     /// The alert evaluator: rules' states, and a reload after one is added or deleted.
     pub(crate) alerts: AlertsHandle,
+    /// How far the task and agent boards have folded the log.
+    pub board: BoardHandle,
     pub tokens: Tokens,
     /// Browser sessions, kept in the store.
     pub sessions: Sessions,
@@ -96,6 +100,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/summary", get(api::summary))
         .route("/api/event-types", get(api::event_types))
         .route("/api/swarm", get(swarm::snapshot))
+        .route("/api/tasks", get(boards::list_tasks))
+        .route("/api/tasks/{id}", get(boards::get_task))
+        .route("/api/agents", get(boards::list_agents))
+        .route("/api/agents/{id}", get(boards::get_agent))
         .route("/metrics", get(api::metrics))
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
     let write = Router::new()
@@ -133,7 +141,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/swarm/alerts", get(pages::alerts::page_handler).post(pages::alerts::add))
         .route("/swarm/alerts/{id}/delete", post(pages::alerts::remove))
         .route("/swarm/events", get(pages::log::page_handler))
+        .route("/swarm/tasks", get(pages::tasks::page_handler))
+        .route("/swarm/board/tasks", get(pages::tasks::board_fragment))
         .route("/swarm/tasks/{id}", get(pages::task::page_handler))
+        .route("/swarm/agents", get(pages::agents::page_handler))
+        .route("/swarm/board/agents", get(pages::agents::board_fragment))
         .route("/swarm/agents/{id}", get(pages::agent::page_handler))
         .route("/swarm/webhooks", get(pages::webhooks::page_handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), pages::require_session));

@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::alerts::AlertList;
 use super::api::{Accepted, AcceptedBody};
+use super::boards::{AgentPage, BoardAgentView, TaskPage, TaskView};
 use super::schema::{ErrorBody, ErrorDetail, EventIn, EventPage, PollAnswer};
 use super::webhooks::{CreatedWebhook, NewWebhook, WebhookList};
 use crate::alert::rules::RuleBody;
@@ -75,9 +76,13 @@ impl Modify for BearerAuth {
         super::webhooks::create,
         super::webhooks::list,
         super::webhooks::delete,
+        super::boards::list_tasks,
+        super::boards::get_task,
+        super::boards::list_agents,
+        super::boards::get_agent,
     ),
     components(schemas(EventPayload, EventIn, AcceptedBody, Accepted, EventPage, PollAnswer, ErrorBody, ErrorDetail,
-        RuleBody, AlertView, AlertState, AlertList, NewWebhook, CreatedWebhook, WebhookList, WebhookView, Format)),
+        RuleBody, AlertView, AlertState, AlertList, NewWebhook, CreatedWebhook, WebhookList, WebhookView, Format, TaskView, TaskPage, BoardAgentView, AgentPage)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -113,6 +118,10 @@ mod tests {
             "/api/alerts/{id}",
             "/api/webhooks",
             "/api/webhooks/{id}",
+            "/api/tasks",
+            "/api/tasks/{id}",
+            "/api/agents",
+            "/api/agents/{id}",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }

@@ -126,6 +126,8 @@ impl CommandBody {
 enum Back {
     Task(String),
     Agent(String),
+    /// The task board's post form: a refusal is shown in the form, with what was typed.
+    PostForm,
 }
 
 impl Back {
@@ -159,6 +161,13 @@ async fn run(
     };
     let answer = match answer {
         Ok(answer) => answer,
+        Err(e) if body.from_page && matches!(back, Back::PostForm) => {
+            let description = form_urlencoded::parse(&body.raw)
+                .find(|(name, _)| name == "description")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            return Ok(super::pages::tasks::refused_post(state, principal, description, &e).await);
+        }
         Err(e) if body.from_page => return Ok(refused_page(principal, &e, &back.href(None))),
         Err(e) => return Err(e),
     };
@@ -309,7 +318,7 @@ pub(crate) async fn post_task(
     body: CommandBody,
 ) -> Result<Response, ApiError> {
     let command = body.parse(FormFields::default()).map(|b: TaskBody| Command::PostTask { description: b.description });
-    run(&state, &who, &body, command, true, Back::Task(String::new())).await
+    run(&state, &who, &body, command, true, Back::PostForm).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

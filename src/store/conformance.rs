@@ -1,5 +1,6 @@
 //! Behaviour every store must show, written once and run against each engine's tests.
 
+use super::board::BoardTask;
 use super::{AlertRuleRecord, Appended, Bounds, Order, Query, Store, WebhookOutcome, WebhookRecord};
 use crate::event::NewEvent;
 use crate::filter::Filter;
@@ -151,4 +152,95 @@ pub(crate) async fn webhooks_keep_their_progress_and_failures(store: &dyn Store)
     assert!(!store.delete_webhook("wh_a").await.unwrap(), "already gone");
     assert!(!store.record_webhook("wh_a", &WebhookOutcome::Passed { upto: 20 }, 600).await.unwrap());
     assert_eq!(store.list_webhooks().await.unwrap().len(), 1);
+}
+
+/// A task row as the boards' fold would save it.
+fn board_task(id: &str, seq: u64, status: crate::store::board::BoardStatus) -> crate::store::board::BoardTask {
+    crate::store::board::BoardTask {
+        task_id: id.into(),
+        description: format!("Sort the {id} logs"),
+        status,
+        created_seq: seq,
+        created_ms: 1_000 * seq as i64,
+        updated_ms: 1_000 * seq as i64 + 5,
+        agent_id: (seq % 2 == 0).then(|| "echo".to_owned()),
+        bid_sats: (seq % 2 == 0).then_some(u64::MAX),
+        bids: 2,
+        retry_of: None,
+        reason: None,
+        auction_closed: false,
+    }
+}
+
+/// On an empty store: the boards' rows save with their seq only from the seq they were
+/// folded from, read back as saved, filter, count and page newest first, and finished
+/// tasks go with retention while open ones stay.
+pub(crate) async fn board_rows_save_filter_page_and_prune(store: &dyn Store) {
+    use crate::store::board::{
+        AgentQuery, BoardAgent, BoardAgentStatus, BoardChanges, BoardStatus, TaskQuery, to_sql_int,
+    };
+    assert_eq!(store.board_seq().await.unwrap(), 0);
+    let statuses = [BoardStatus::Failed, BoardStatus::Completed, BoardStatus::Bidding, BoardStatus::Failed];
+    let tasks: Vec<_> = (1..=8).map(|i| board_task(&format!("t{i}"), i, statuses[i as usize % 4])).collect();
+    let echo = BoardAgent {
+        agent_id: "echo".into(),
+        name: "Echo".into(),
+        status: BoardAgentStatus::Busy,
+        capabilities: vec!["code".into(), "ü".into()],
+        tasks_done: 3,
+        tasks_failed: 1,
+        sats_earned: 90,
+        last_seen_ms: 8_000,
+        open_tasks: 1,
+        reported: Some(BoardAgentStatus::Idle),
+    };
+    let forge =
+        BoardAgent { agent_id: "forge".into(), status: BoardAgentStatus::Offline, reported: None, ..echo.clone() };
+    let changes = BoardChanges { from_seq: 0, to_seq: 8, tasks: tasks.clone(), agents: vec![echo.clone(), forge] };
+    assert!(store.save_board(changes.clone()).await.unwrap());
+    assert!(!store.save_board(changes).await.unwrap(), "a save from a seq that moved on is refused");
+    assert_eq!(store.board_seq().await.unwrap(), 8);
+
+    let (read, agents) = store.board_rows(vec!["t2".into(), "nope".into()], vec!["echo".into()]).await.unwrap();
+    assert_eq!(read, vec![BoardTask { bid_sats: Some(to_sql_int(u64::MAX) as u64), ..tasks[1].clone() }]);
+    assert_eq!(agents, vec![echo.clone()]);
+
+    let all = store.list_tasks(TaskQuery { limit: 3, ..TaskQuery::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 6], "newest first");
+    let page = store.list_tasks(TaskQuery { limit: 3, before_seq: Some(6), ..TaskQuery::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [5, 4, 3]);
+    let failed = TaskQuery { status: Some(BoardStatus::Failed), limit: 10, ..TaskQuery::default() };
+    let failed = store.list_tasks(failed).await.unwrap();
+    assert_eq!(failed.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 4, 3]);
+    let found = store.list_tasks(TaskQuery { q: Some("T7 LOGS".into()), limit: 10, ..TaskQuery::default() }).await;
+    assert_eq!(found.unwrap().iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t7"], "any case");
+    let literal = store.list_tasks(TaskQuery { q: Some("t_".into()), limit: 10, ..TaskQuery::default() }).await;
+    assert!(literal.unwrap().is_empty(), "_ is no wildcard");
+    let by_id = store.list_tasks(TaskQuery { q: Some("t1".into()), limit: 10, ..TaskQuery::default() }).await;
+    assert_eq!(by_id.unwrap().len(), 1);
+    let echo_tasks = TaskQuery { agent_id: Some("echo".into()), limit: 10, ..TaskQuery::default() };
+    assert_eq!(store.list_tasks(echo_tasks.clone()).await.unwrap().len(), 4);
+    let mut counts = store.count_tasks(echo_tasks).await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(BoardStatus::Bidding, 2), (BoardStatus::Failed, 2)]);
+
+    let offline = AgentQuery { status: Some(BoardAgentStatus::Offline), limit: 10, ..AgentQuery::default() };
+    let offline = store.list_agents(offline).await.unwrap();
+    assert_eq!(offline.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(), ["forge"]);
+    let after = AgentQuery { after: Some("echo".into()), limit: 10, ..AgentQuery::default() };
+    assert_eq!(store.list_agents(after).await.unwrap().len(), 1);
+
+    // An update of a row replaces it.
+    let mut t2 = tasks[1].clone();
+    t2.status = BoardStatus::Cancelled;
+    t2.reason = Some("wrong repo".into());
+    let update = BoardChanges { from_seq: 8, to_seq: 9, tasks: vec![t2.clone()], agents: vec![] };
+    assert!(store.save_board(update).await.unwrap());
+    let (read, _) = store.board_rows(vec!["t2".into()], vec![]).await.unwrap();
+    assert_eq!(read[0].reason.as_deref(), Some("wrong repo"));
+
+    // Tasks 1 to 6 were created before seq 7: the finished ones go, t6 (bidding) stays.
+    assert_eq!(store.prune_board(7).await.unwrap(), 5);
+    let left = store.list_tasks(TaskQuery { limit: 10, ..TaskQuery::default() }).await.unwrap();
+    assert_eq!(left.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 6]);
 }

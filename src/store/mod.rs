@@ -8,6 +8,7 @@
 //! as capabilities, [`CommitFeed`] (who publishes commits to the hub) and
 //! [`Leadership`] (whether this node runs the coordinator). [`open`] picks the engine.
 
+pub mod board;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod postgres;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
+use self::board::{AgentQuery, BoardAgent, BoardChanges, BoardStatus, BoardTask, TaskQuery};
 use crate::event::{CorruptData, Event, NewEvent};
 use crate::filter::Filter;
 
@@ -501,6 +503,56 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The write failed.
     async fn forget_pruned_ids(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// The last seq folded into the task and agent boards; 0 before any.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn board_seq(&self) -> Result<u64, StoreError>;
+
+    /// The board rows of those of `task_ids` and `agent_ids` that have one.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn board_rows(
+        &self,
+        task_ids: Vec<String>,
+        agent_ids: Vec<String>,
+    ) -> Result<(Vec<BoardTask>, Vec<BoardAgent>), StoreError>;
+
+    /// Writes folded rows and moves the board's seq from `changes.from_seq` to
+    /// `changes.to_seq`, in one transaction. Returns false, having written nothing,
+    /// when the board's seq is no longer `from_seq` (another node saved first).
+    ///
+    /// # Errors
+    /// The write failed and was rolled back.
+    async fn save_board(&self, changes: BoardChanges) -> Result<bool, StoreError>;
+
+    /// Tasks on the board, newest first (by their `task.created`).
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_tasks(&self, q: TaskQuery) -> Result<Vec<BoardTask>, StoreError>;
+
+    /// How many tasks of each status match `q`'s agent and text.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn count_tasks(&self, q: TaskQuery) -> Result<Vec<(BoardStatus, u64)>, StoreError>;
+
+    /// Agents on the board, by id.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn list_agents(&self, q: AgentQuery) -> Result<Vec<BoardAgent>, StoreError>;
+
+    /// Removes finished tasks created before `before_seq` from the board: retention
+    /// pruned their story, so the board lets them go too. Unfinished tasks and agents
+    /// stay. Returns how many went.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError>;
 
     /// Stores a new browser session by the SHA-256 hash of its cookie's secret.
     ///

@@ -29,6 +29,10 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "id, url, filter, format, secret, deliv
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    /// SQL `NULL` in a text column (PostgreSQL checks a parameter's type even when null).
+    NullText,
+    /// SQL `NULL` in an integer column.
+    NullInt,
 }
 
 /// Builds the SQL of a [`Query`], numbering placeholders `{prefix}1`, `{prefix}2`, ….

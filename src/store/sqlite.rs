@@ -15,6 +15,11 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::board::{
+    AGENT_COLUMNS, AgentQuery, AgentRow, BoardAgent, BoardChanges, BoardStatus, BoardTask, TASK_COLUMNS, TaskQuery,
+    TaskRow, agent_args, count_tasks_sql, list_agents_sql, list_tasks_sql, task_args, to_sql_int, upsert_agent_sql,
+    upsert_task_sql,
+};
 use super::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql};
 use super::{
     AlertRuleRecord, Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query,
@@ -129,6 +134,43 @@ const MIGRATIONS: &[&str] = &[
         last_error       TEXT,
         failing_since_ms INTEGER,
         last_attempt_ms  INTEGER
+    );
+    "#,
+    // 6: the task and agent boards (DESIGN §10), folded from the log behind the
+    // writer; `board_head.seq` is the last seq folded into them (see `store::board`).
+    r#"
+    CREATE TABLE board_head (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        seq INTEGER NOT NULL
+    );
+    INSERT INTO board_head (one, seq) VALUES (1, 0);
+    CREATE TABLE board_tasks (
+        task_id        TEXT    PRIMARY KEY,
+        description    TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        created_seq    INTEGER NOT NULL UNIQUE,
+        created_ms     INTEGER NOT NULL,
+        updated_ms     INTEGER NOT NULL,
+        agent_id       TEXT,
+        bid_sats       INTEGER,
+        bids           INTEGER NOT NULL,
+        retry_of       TEXT,
+        reason         TEXT,
+        auction_closed INTEGER NOT NULL
+    );
+    CREATE INDEX board_tasks_by_status ON board_tasks (status, created_seq);
+    CREATE INDEX board_tasks_by_agent  ON board_tasks (agent_id, created_seq) WHERE agent_id IS NOT NULL;
+    CREATE TABLE board_agents (
+        agent_id     TEXT    PRIMARY KEY,
+        name         TEXT    NOT NULL,
+        status       TEXT    NOT NULL,
+        capabilities TEXT    NOT NULL,
+        tasks_done   INTEGER NOT NULL,
+        tasks_failed INTEGER NOT NULL,
+        sats_earned  INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        open_tasks   INTEGER NOT NULL,
+        reported     TEXT
     );
     "#,
 ];
@@ -345,6 +387,7 @@ fn sqlite_args(args: Vec<Arg>) -> Vec<SqlValue> {
         .map(|a| match a {
             Arg::Text(t) => SqlValue::Text(t),
             Arg::Int(i) => SqlValue::Integer(i),
+            Arg::NullText | Arg::NullInt => SqlValue::Null,
         })
         .collect()
 }
@@ -701,6 +744,42 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn board_seq(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(|conn| Ok(conn.query_row("SELECT seq FROM board_head", [], |r| r.get::<_, i64>(0))?.max(0) as u64))
+            .await
+    }
+
+    async fn board_rows(
+        &self,
+        task_ids: Vec<String>,
+        agent_ids: Vec<String>,
+    ) -> Result<(Vec<BoardTask>, Vec<BoardAgent>), StoreError> {
+        self.readers
+            .run(move |conn| {
+                // One indexed lookup each: SQLite answers them in microseconds, and a
+                // statement per id needs no limit on the number of parameters.
+                let mut tasks = Vec::with_capacity(task_ids.len());
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM board_tasks WHERE task_id = ?1"))?;
+                for id in &task_ids {
+                    if let Some(t) = stmt.query_row([id], task_from_row).optional()?.and_then(TaskRow::into_task) {
+                        tasks.push(t);
+                    }
+                }
+                let mut agents = Vec::with_capacity(agent_ids.len());
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM board_agents WHERE agent_id = ?1"))?;
+                for id in &agent_ids {
+                    if let Some(a) = stmt.query_row([id], agent_from_row).optional()?.and_then(AgentRow::into_agent) {
+                        agents.push(a);
+                    }
+                }
+                Ok((tasks, agents))
+            })
+            .await
+    }
+
     async fn delete_alert_rule(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |conn| Ok(conn.execute("DELETE FROM alert_rules WHERE id = ?1", [id])? == 1)).await
@@ -734,6 +813,122 @@ impl Store for SqliteStore {
         })
         .await
     }
+    async fn save_board(&self, changes: BoardChanges) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let moved = tx.execute(
+                "UPDATE board_head SET seq = ?1 WHERE seq = ?2",
+                params![to_sql_int(changes.to_seq), to_sql_int(changes.from_seq)],
+            )?;
+            if moved == 0 {
+                return Ok(false);
+            }
+            {
+                let mut stmt = tx.prepare_cached(&upsert_task_sql('?'))?;
+                for t in &changes.tasks {
+                    stmt.execute(params_from_iter(sqlite_args(task_args(t))))?;
+                }
+                let mut stmt = tx.prepare_cached(&upsert_agent_sql('?'))?;
+                for a in &changes.agents {
+                    stmt.execute(params_from_iter(sqlite_args(agent_args(a))))?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, q: TaskQuery) -> Result<Vec<BoardTask>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let (sql, args) = list_tasks_sql(&q, '?');
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(sqlite_args(args)), task_from_row)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.extend(row?.into_task());
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn count_tasks(&self, q: TaskQuery) -> Result<Vec<(BoardStatus, u64)>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let (sql, args) = count_tasks_sql(&q, '?');
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(sqlite_args(args)), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (status, n) = row?;
+                    out.extend(BoardStatus::parse(&status).map(|s| (s, n.max(0) as u64)));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn list_agents(&self, q: AgentQuery) -> Result<Vec<BoardAgent>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let (sql, args) = list_agents_sql(&q, '?');
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(sqlite_args(args)), agent_from_row)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.extend(row?.into_agent());
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError> {
+        let before = to_sql_int(before_seq);
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM board_tasks WHERE created_seq < ?1 AND status IN ('completed', 'failed', 'cancelled')",
+                [before],
+            )? as u64)
+        })
+        .await
+    }
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        task_id: r.get(0)?,
+        description: r.get(1)?,
+        status: r.get(2)?,
+        created_seq: r.get(3)?,
+        created_ms: r.get(4)?,
+        updated_ms: r.get(5)?,
+        agent_id: r.get(6)?,
+        bid_sats: r.get(7)?,
+        bids: r.get(8)?,
+        retry_of: r.get(9)?,
+        reason: r.get(10)?,
+        auction_closed: r.get(11)?,
+    })
+}
+
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        agent_id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        capabilities: r.get(3)?,
+        tasks_done: r.get(4)?,
+        tasks_failed: r.get(5)?,
+        sats_earned: r.get(6)?,
+        last_seen_ms: r.get(7)?,
+        open_tasks: r.get(8)?,
+        reported: r.get(9)?,
+    })
 }
 
 /// The single write connection, owned by the writer task.
@@ -888,6 +1083,12 @@ mod tests {
     async fn queries_apply_filters_windows_and_order() {
         let dir = tempfile::tempdir().unwrap();
         conformance::queries_apply_filters_windows_and_order(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn board_rows_save_filter_page_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::board_rows_save_filter_page_and_prune(&SqliteStore::open(dir.path(), 2).unwrap()).await;
     }
 
     #[tokio::test]

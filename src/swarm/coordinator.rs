@@ -674,8 +674,20 @@ impl Coordinator {
             Command::Retry { task_id: retry_of } => {
                 let task_id = self.new_task_id();
                 let window = self.settings.bid_window;
-                let command = rules::Command::Retry { task_id: task_id.clone(), retry_of: retry_of.clone(), window };
-                let events = decide(&self.projection, command, now_ms())?;
+                let events = if self.projection.task(&retry_of).is_some() {
+                    let command =
+                        rules::Command::Retry { task_id: task_id.clone(), retry_of: retry_of.clone(), window };
+                    decide(&self.projection, command, now_ms())?
+                } else {
+                    // An older task than the projection keeps: the board has it.
+                    let (found, _) = self
+                        .store
+                        .board_rows(vec![retry_of.clone()], Vec::new())
+                        .await
+                        .map_err(|e| AppendError::Store(Arc::new(e)))?;
+                    let original = found.first().ok_or_else(|| Rejected::NotFound(format!("no task {retry_of:?}")))?;
+                    rules::retry_from_board(task_id.clone(), original, window, now_ms())?
+                };
                 let closes_at = closes_at(&events);
                 self.append(&events, None, actor).await?;
                 Ok(Answer::Retried { task_id, retry_of, closes_at })

@@ -12,11 +12,17 @@
 //! - [`coordinator`]: the task that owns the live projection, decides commands,
 //!   appends what they yield and folds it (I/O only: channels, writer, cursor,
 //!   leadership, timers).
+//! - [`board`]: the pure fold of committed events into the task and agent boards'
+//!   stored rows, which keep every task of the retained log.
+//! - [`board_follower`]: the task that folds the log into the boards behind the writer
+//!   and saves them with the seq they reach.
 //! - [`snapshot`]: the typed views of agents, tasks, bids, auctions and totals that
 //!   `GET /api/swarm` and the pages share.
 //! - [`demo`]: persona agents that use the coordinator like real ones would.
 
 pub(crate) mod auction;
+pub(crate) mod board;
+pub(crate) mod board_follower;
 pub(crate) mod coordinator;
 pub(crate) mod demo;
 pub(crate) mod events;

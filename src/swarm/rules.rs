@@ -252,6 +252,25 @@ fn bid(
 }
 
 /// A new task and its open auction.
+/// A retry of `original`, a task the projection has let go of (it keeps the latest
+/// finished tasks only) but the board keeps: the same rule as [`Command::Retry`].
+pub(crate) fn retry_from_board(
+    task_id: String,
+    original: &crate::store::board::BoardTask,
+    window: Duration,
+    now_ms: i64,
+) -> Result<Vec<SwarmEvent>, Rejected> {
+    use crate::store::board::BoardStatus;
+    if !matches!(original.status, BoardStatus::Failed | BoardStatus::Cancelled) {
+        return Err(Rejected::Conflict(format!(
+            "task {:?} is {}; only a failed or cancelled task is retried",
+            original.task_id,
+            original.status.as_str()
+        )));
+    }
+    Ok(post(task_id, original.description.clone(), Some(original.task_id.clone()), window, now_ms))
+}
+
 fn post(
     task_id: String,
     description: String,

@@ -20,6 +20,10 @@ pub(crate) enum Nav {
     Alerts,
     /// The webhooks (admins only).
     Webhooks,
+    /// The task board.
+    Tasks,
+    /// The agent board.
+    Agents,
     /// A task or agent page, or the login page.
     Other,
 }
@@ -84,6 +88,8 @@ fn render(shell: &Shell<'_>, body: &Markup, moving_on: Option<&str>) -> Markup {
                         nav.top-nav aria-label="Main" {
                             a href="/swarm/live" aria-current=[(shell.nav == Nav::Live).then_some("page")] { "Live" }
                             a href="/swarm/events" aria-current=[(shell.nav == Nav::Events).then_some("page")] { "Events" }
+                            a href="/swarm/tasks" aria-current=[(shell.nav == Nav::Tasks).then_some("page")] { "Tasks" }
+                            a href="/swarm/agents" aria-current=[(shell.nav == Nav::Agents).then_some("page")] { "Agents" }
                             @if shell.admin {
                                 a href="/swarm/alerts" aria-current=[(shell.nav == Nav::Alerts).then_some("page")] { "Alerts" }
                                 a href="/swarm/webhooks" aria-current=[(shell.nav == Nav::Webhooks).then_some("page")] { "Webhooks" }

@@ -362,6 +362,8 @@ async fn markup_in_events_shows_as_text_on_every_page_and_nothing_runs() {
         ("/swarm/events", vec![IMG, SCRIPT, "<b>src</b>"]),
         (&*format!("/swarm/tasks/{task_id}"), vec![IMG, SCRIPT]),
         ("/swarm/agents/evil", vec![SCRIPT, IMG]),
+        ("/swarm/tasks", vec![IMG]),
+        ("/swarm/agents", vec![SCRIPT]),
     ];
     for (path, texts) in &pages {
         browser.goto(&format!("{}{path}", base(&app))).await;
@@ -457,6 +459,8 @@ async fn every_page_fits_375_and_1400_pixels_without_horizontal_scrolling() {
             "document.getElementById('conn').dataset.state === 'live'",
         ),
         ("webhooks", "/swarm/webhooks".to_owned(), "document.querySelector('.webhook')"),
+        ("tasks", "/swarm/tasks".to_owned(), "document.getElementById('conn').dataset.state === 'live'"),
+        ("agents", "/swarm/agents".to_owned(), "document.getElementById('conn').dataset.state === 'live'"),
     ];
     for (width, height) in [PHONE, DESKTOP] {
         browser.resize(width, height).await;
@@ -598,6 +602,15 @@ async fn every_page_works_under_the_content_security_policy_without_a_violation(
         (format!("/swarm/tasks/{task}"), live),
         ("/swarm/agents/forge".to_owned(), live),
         ("/swarm/webhooks".to_owned(), "document.querySelector('.webhook')"),
+        // The boards follow task and agent events, not tool calls: live is enough here.
+        (
+            "/swarm/tasks".to_owned(),
+            "!!document.getElementById('task-board') && document.getElementById('conn').dataset.state === 'live'",
+        ),
+        (
+            "/swarm/agents".to_owned(),
+            "!!document.getElementById('agent-board') && document.getElementById('conn').dataset.state === 'live'",
+        ),
     ];
     for (path, ready) in &pages {
         browser.goto(&format!("{}{path}", base(&app))).await;

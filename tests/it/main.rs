@@ -4,8 +4,10 @@
 mod alerts;
 mod api;
 mod auth;
+mod boards;
 mod browser;
 mod browser_actions;
+mod browser_boards;
 mod browser_login;
 mod chromium;
 mod cli;

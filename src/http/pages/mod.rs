@@ -1,5 +1,6 @@
-//! The dashboard's pages (DESIGN §4): `/swarm/live`, `/swarm/events`,
-//! `/swarm/tasks/{id}`, `/swarm/agents/{id}` and, for admins, `/swarm/alerts`,
+//! The dashboard's pages (DESIGN §4, §10, §11): `/swarm/live`, `/swarm/events`, the
+//! boards `/swarm/tasks` and `/swarm/agents`, `/swarm/tasks/{id}`, `/swarm/agents/{id}`
+//! and, for admins, `/swarm/alerts` and `/swarm/webhooks`,
 //! rendered on the server with maud.
 //!
 //! Pages read what the JSON API reads (the store, the coordinator's projection) and
@@ -8,10 +9,12 @@
 //! to `/login` ([`require_session`]); the API keeps answering 401 JSON.
 
 pub(crate) mod agent;
+pub(crate) mod agents;
 pub(crate) mod alerts;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod task;
+pub(crate) mod tasks;
 pub(crate) mod webhooks;
 
 use axum::extract::{Request, State};

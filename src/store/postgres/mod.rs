@@ -28,6 +28,7 @@
 //! [`Leadership`]: super::Leadership
 //! [`Store`]: super::Store
 
+mod board;
 mod leader;
 mod notify;
 mod reads;

@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::notify::REVOKE_CHANNEL;
 use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
+use crate::store::board::{AgentQuery, BoardAgent, BoardChanges, BoardStatus, BoardTask, TaskQuery};
 use crate::store::sql::{
     ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql,
 };
@@ -36,6 +37,20 @@ impl PostgresStore {
         }
         result
     }
+}
+
+/// Binds the shared statements' arguments as PostgreSQL parameters.
+pub(super) fn pg_args(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    args.into_iter()
+        .map(|a| -> Box<dyn ToSql + Sync + Send> {
+            match a {
+                Arg::Text(t) => Box::new(t),
+                Arg::Int(i) => Box::new(i),
+                Arg::NullText => Box::new(None::<String>),
+                Arg::NullInt => Box::new(None::<i64>),
+            }
+        })
+        .collect()
 }
 
 fn event_from_row(row: &Row) -> Result<Arc<Event>, StoreError> {
@@ -69,15 +84,7 @@ impl Store for PostgresStore {
     #[tracing::instrument(skip_all, fields(limit = q.limit))]
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
         let (sql, args) = query_sql(&q, '$');
-        let args: Vec<Box<dyn ToSql + Sync + Send>> = args
-            .into_iter()
-            .map(|a| -> Box<dyn ToSql + Sync + Send> {
-                match a {
-                    Arg::Text(t) => Box::new(t),
-                    Arg::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
+        let args = pg_args(args);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         self.rows(&sql, &params).await?.iter().map(event_from_row).collect()
     }
@@ -327,6 +334,38 @@ impl Store for PostgresStore {
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
 
+    async fn board_seq(&self) -> Result<u64, StoreError> {
+        self.read_board_seq().await
+    }
+
+    async fn board_rows(
+        &self,
+        task_ids: Vec<String>,
+        agent_ids: Vec<String>,
+    ) -> Result<(Vec<BoardTask>, Vec<BoardAgent>), StoreError> {
+        self.read_board_rows(task_ids, agent_ids).await
+    }
+
+    async fn save_board(&self, changes: BoardChanges) -> Result<bool, StoreError> {
+        self.write_board(changes).await
+    }
+
+    async fn list_tasks(&self, q: TaskQuery) -> Result<Vec<BoardTask>, StoreError> {
+        self.read_tasks(q).await
+    }
+
+    async fn count_tasks(&self, q: TaskQuery) -> Result<Vec<(BoardStatus, u64)>, StoreError> {
+        self.read_task_counts(q).await
+    }
+
+    async fn list_agents(&self, q: AgentQuery) -> Result<Vec<BoardAgent>, StoreError> {
+        self.read_agents(q).await
+    }
+
+    async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError> {
+        self.delete_finished_board_tasks(before_seq).await
+    }
+
     async fn insert_alert_rule(&self, rule: AlertRuleRecord, max: usize) -> Result<bool, StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let opt = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
@@ -494,6 +533,15 @@ mod tests {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         conformance::webhooks_keep_their_progress_and_failures(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn board_rows_save_filter_page_and_prune() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::board_rows_save_filter_page_and_prune(&store).await;
         drop(store);
         db.drop().await;
     }

@@ -105,6 +105,43 @@ const MIGRATIONS: &[&str] = &[
         last_attempt_ms  BIGINT
     );
     "#,
+    // 6: the task and agent boards (DESIGN §10), folded from the log behind the
+    // writer; `board_head.seq` is the last seq folded into them (see `store::board`).
+    r#"
+    CREATE TABLE board_head (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        seq BIGINT NOT NULL
+    );
+    INSERT INTO board_head (one, seq) VALUES (1, 0);
+    CREATE TABLE board_tasks (
+        task_id        TEXT COLLATE "C" PRIMARY KEY,
+        description    TEXT   NOT NULL,
+        status         TEXT COLLATE "C" NOT NULL,
+        created_seq    BIGINT NOT NULL UNIQUE,
+        created_ms     BIGINT NOT NULL,
+        updated_ms     BIGINT NOT NULL,
+        agent_id       TEXT COLLATE "C",
+        bid_sats       BIGINT,
+        bids           BIGINT NOT NULL,
+        retry_of       TEXT COLLATE "C",
+        reason         TEXT,
+        auction_closed BIGINT NOT NULL
+    );
+    CREATE INDEX board_tasks_by_status ON board_tasks (status, created_seq);
+    CREATE INDEX board_tasks_by_agent  ON board_tasks (agent_id, created_seq) WHERE agent_id IS NOT NULL;
+    CREATE TABLE board_agents (
+        agent_id     TEXT COLLATE "C" PRIMARY KEY,
+        name         TEXT   NOT NULL,
+        status       TEXT COLLATE "C" NOT NULL,
+        capabilities TEXT   NOT NULL,
+        tasks_done   BIGINT NOT NULL,
+        tasks_failed BIGINT NOT NULL,
+        sats_earned  BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        open_tasks   BIGINT NOT NULL,
+        reported     TEXT
+    );
+    "#,
 ];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
