@@ -61,6 +61,8 @@ struct Tasks {
     coordinator_stop: CancellationToken,
     demo: Option<Supervised>,
     retention: Option<Supervised>,
+    /// Indexes committed events for search, behind the writer; stops with the listener.
+    search: Supervised,
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
     revocations: Supervised,
@@ -119,6 +121,7 @@ impl Tasks {
             ended = self.revocations.ended() => ended,
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
+            ended = self.search.ended() => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
         }
     }
@@ -208,6 +211,9 @@ impl Application {
         let retention_task = config.retention.is_enabled().then(|| {
             crate::retention::spawn(config.retention.clone(), Arc::clone(&hub), Arc::clone(&store), shutdown.clone())
         });
+        let search = crate::search::SearchProgress::default();
+        let search_task =
+            tokio::spawn(crate::search::run_indexer(Arc::clone(&store), search.clone(), shutdown.clone()));
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
             sessions: Sessions::new(Arc::clone(&store), config.sessions.clone()),
@@ -219,6 +225,7 @@ impl Application {
             limiters: crate::http::limits::Limiters::new(&config_limits),
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
+            search,
             shutdown,
             ended_early: std::sync::OnceLock::new(),
         });
@@ -237,6 +244,7 @@ impl Application {
             coordinator_stop,
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
+            search: Supervised::new("search indexer", search_task),
             revocations: Supervised::new("revocations", revocations_task),
         };
         Ok(Application { listener, addr, state, tasks, admin })
@@ -297,7 +305,7 @@ impl Application {
         let served = tokio::select! {
             served = &mut serving => served,
             (task, why) = tasks.first_to_end() => {
-                // Tasks that stop with the listener (revocations, retention, the demo)
+                // Tasks that stop with the listener (revocations, retention, search, the demo)
                 // end as soon as shutdown is signalled, before serving has wound down:
                 // that is their stop, not a failure.
                 if !shutdown.is_cancelled() {
@@ -314,6 +322,7 @@ impl Application {
             demo.join().await;
         }
         tasks.revocations.join().await;
+        tasks.search.join().await;
         if let Some(retention) = tasks.retention {
             retention.join().await;
         }

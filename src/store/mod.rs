@@ -82,6 +82,8 @@ pub struct Query {
     pub to_ms: Option<i64>,
     pub order: Order,
     pub limit: usize,
+    /// Only events whose words match this full-text search (DESIGN §10).
+    pub text: Option<crate::search::SearchQuery>,
 }
 
 /// What committing one incoming event produced.
@@ -109,11 +111,11 @@ pub struct Bounds {
     pub head: u64,
 }
 
-/// Event counts of one minute and type, for `GET /api/summary`.
+/// Event counts of one time bucket and type, for `GET /api/summary`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MinuteCount {
-    /// Start of the minute, ms since the epoch.
-    pub minute_ms: i64,
+pub struct BucketCount {
+    /// Start of the bucket, ms since the epoch: a multiple of the bucket's width.
+    pub start_ms: i64,
     pub event_type: String,
     pub count: u64,
 }
@@ -334,11 +336,32 @@ pub trait Store: Send + Sync + 'static {
     /// The read failed.
     async fn bounds(&self) -> Result<Bounds, StoreError>;
 
-    /// Counts per minute and type of events committed at or after `since_ms`.
+    /// Counts per time bucket of `width_ms` (buckets start at multiples of it) and
+    /// type, of events committed at or after `since_ms`, grouped in SQL.
     ///
     /// # Errors
     /// The read failed.
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError>;
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError>;
+
+    /// The last seq the search index has taken in; 0 for none.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn search_position(&self) -> Result<u64, StoreError>;
+
+    /// Adds each `(seq, words)` to the search index and records `position` as the last
+    /// seq taken in, in one transaction; with `drop_below`, also drops the index rows of
+    /// events below it (the ones retention pruned). Only the indexer calls it
+    /// ([`crate::search::run_indexer`]).
+    ///
+    /// # Errors
+    /// The write failed; nothing of it is stored.
+    async fn index_for_search(
+        &self,
+        docs: Vec<(u64, String)>,
+        position: u64,
+        drop_below: Option<u64>,
+    ) -> Result<(), StoreError>;
 
     /// Stores a new token by the SHA-256 hash of its secret.
     ///

@@ -15,15 +15,23 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, query_sql};
 use super::{
-    Appended, Bounds, Commit, CommitFeed, Leadership, LogWriter, MinuteCount, Query, SessionLookup, SessionRecord,
+    Appended, Bounds, BucketCount, Commit, CommitFeed, Leadership, LogWriter, Query, SessionLookup, SessionRecord,
     Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// File name of the database inside the data directory.
 pub(crate) const DB_FILE: &str = "swarmfeed.db";
+
+/// File name of the search index inside the data directory. A database of its own, so
+/// that the indexer writing it never takes the log's write lock from the writer (in
+/// one file, every index batch would make a commit wait), and so that it can skip the
+/// fsync of each commit: it is derived from the log, and its position is stored in
+/// the same transactions as its rows, so a power cut costs the last batches, which are
+/// indexed again, never a row without its position or a position without its rows.
+pub(crate) const SEARCH_FILE: &str = "search.db";
 
 /// Default number of read-only connections; reads beyond it wait for one.
 pub(crate) const DEFAULT_READ_CONNECTIONS: usize = 4;
@@ -101,6 +109,33 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
     "#,
+    // 4: the time index also carries the type, so the summary's counts per time bucket
+    // and type (`bucket_counts`) read the index alone, never the rows. It replaces the
+    // time index, so a commit maintains as many indexes as before.
+    r#"
+    CREATE INDEX events_by_time_type ON events (ts_ms, event_type);
+    DROP INDEX events_by_time;
+    "#,
+];
+
+/// The search database's migrations, counted by its own `user_version`. Deleting the
+/// file is always safe: it is rebuilt from the log from seq 0.
+const SEARCH_MIGRATIONS: &[&str] = &[
+    // 1: the words of each event (rowid = seq), contentless: the text lives in the
+    // log, the index only says which seqs hold which words. `contentless_delete` lets
+    // the rows of pruned events go. The words come split and lowercased by
+    // `crate::search`; `unicode61` without diacritic folding splits them no further,
+    // as PostgreSQL's `simple` configuration does not.
+    r#"
+    CREATE VIRTUAL TABLE event_text USING fts5(
+        words, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0'
+    );
+    CREATE TABLE search_position (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        seq INTEGER NOT NULL
+    );
+    INSERT INTO search_position (one, seq) VALUES (1, 0);
+    "#,
 ];
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -127,8 +162,13 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
+    search_path: PathBuf,
     readers: Arc<ReadPool>,
     writer_taken: AtomicBool,
+    /// The search index's write connection, opened at the indexer's first batch. Only
+    /// the indexer writes; locked only inside the blocking closure, never across an
+    /// await.
+    indexer: Arc<Mutex<Option<Connection>>>,
 }
 
 impl SqliteStore {
@@ -149,13 +189,26 @@ impl SqliteStore {
         };
         let mut conn = open_rw(&path).map_err(named)?;
         migrate(&mut conn).map_err(named)?;
+        let head: i64 = conn.query_row("SELECT head FROM log_head", [], |r| r.get(0)).map_err(|e| named(e.into()))?;
         drop(conn);
-        let readers =
-            (0..read_connections.max(1)).map(|_| open_ro(&path)).collect::<Result<Vec<_>, _>>().map_err(named)?;
+        let search_path = data_dir.join(SEARCH_FILE);
+        let search_named = |e: StoreError| match e {
+            StoreError::Sqlite(source) => StoreError::File { path: search_path.display().to_string(), source },
+            other => other,
+        };
+        let mut search = open_search(&search_path).map_err(search_named)?;
+        migrate_search(&mut search, head).map_err(search_named)?;
+        drop(search);
+        let readers = (0..read_connections.max(1))
+            .map(|_| open_ro(&path, &search_path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(named)?;
         Ok(SqliteStore {
             path,
+            search_path,
             readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), idle: Mutex::new(readers) }),
             writer_taken: AtomicBool::new(false),
+            indexer: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -185,13 +238,53 @@ fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+/// A read-only connection to the log, with the search index attached as `search`
+/// (read-only too: an attached database takes the main one's open flags).
+fn open_ro(path: &Path, search_path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    let search = search_path.to_str().ok_or_else(|| StoreError::DataDir {
+        path: search_path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+    })?;
+    conn.execute("ATTACH DATABASE ?1 AS search", [search])?;
     Ok(conn)
+}
+
+/// The search index's connection. `synchronous=NORMAL`: see [`SEARCH_FILE`].
+fn open_search(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Migrates the search database. An index ahead of the log (`head`) belongs to
+/// another log, the database file having been replaced beside it: it is emptied, to be
+/// rebuilt from seq 0.
+fn migrate_search(conn: &mut Connection, head: i64) -> Result<(), StoreError> {
+    let known = SEARCH_MIGRATIONS.len() as i64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for step in SEARCH_MIGRATIONS.iter().skip(found as usize) {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    let position: i64 = tx.query_row("SELECT seq FROM search_position", [], |r| r.get(0))?;
+    if position > head {
+        tracing::warn!(position, head, "the search index is ahead of the log; rebuilding it");
+        tx.execute("INSERT INTO event_text (event_text) VALUES ('delete-all')", [])?;
+        tx.execute("UPDATE search_position SET seq = 0", [])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -306,7 +399,7 @@ impl Store for SqliteStore {
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
         self.readers
             .run(move |conn| {
-                let (sql, args) = query_sql(&q, '?');
+                let (sql, args) = query_sql(&q, '?', TextSearch::Fts5);
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(params_from_iter(sqlite_args(args)))?;
                 let mut out = Vec::with_capacity(q.limit.min(1024));
@@ -350,19 +443,60 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError> {
+        let width_ms = width_ms.max(1);
         self.readers
             .run(move |conn| {
+                // A covering index scan of `events_by_time_type` from `since_ms`.
                 let mut stmt = conn.prepare_cached(
-                    "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
-                     WHERE ts_ms >= ?1 GROUP BY minute, event_type ORDER BY minute, event_type",
+                    "SELECT (ts_ms / ?2) * ?2 AS bucket, event_type, COUNT(*) FROM events
+                     WHERE ts_ms >= ?1 GROUP BY bucket, event_type ORDER BY bucket, event_type",
                 )?;
-                let rows = stmt.query_map([since_ms], |r| {
-                    Ok(MinuteCount { minute_ms: r.get(0)?, event_type: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
+                let rows = stmt.query_map([since_ms, width_ms], |r| {
+                    Ok(BucketCount { start_ms: r.get(0)?, event_type: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
+    }
+
+    async fn search_position(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(
+                |conn| Ok(conn.query_row("SELECT seq FROM search.search_position", [], |r| r.get::<_, i64>(0))? as u64),
+            )
+            .await
+    }
+
+    async fn index_for_search(
+        &self,
+        docs: Vec<(u64, String)>,
+        position: u64,
+        drop_below: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (slot, path) = (Arc::clone(&self.indexer), self.search_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = match slot.as_mut() {
+                Some(conn) => conn,
+                None => slot.insert(open_search(&path)?),
+            };
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached("INSERT INTO event_text (rowid, words) VALUES (?1, ?2)")?;
+                for (seq, words) in &docs {
+                    insert.execute(params![*seq as i64, words])?;
+                }
+            }
+            if let Some(below) = drop_below {
+                tx.execute("DELETE FROM event_text WHERE rowid < ?1", [below as i64])?;
+            }
+            tx.execute("UPDATE search_position SET seq = MAX(seq, ?1)", [position as i64])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
@@ -711,6 +845,49 @@ mod tests {
     async fn queries_apply_filters_windows_and_order() {
         let dir = tempfile::tempdir().unwrap();
         conformance::queries_apply_filters_windows_and_order(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn search_matches_words_phrases_prefixes_with_filters_and_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 2).unwrap();
+        conformance::search_matches_words_phrases_prefixes_with_filters_and_paging(&store).await;
+    }
+
+    #[tokio::test]
+    async fn pruned_events_leave_the_search_index() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::pruned_events_leave_the_search_index(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+        let index = Connection::open(dir.path().join(SEARCH_FILE)).unwrap();
+        let count = |word: &str| -> i64 {
+            index.query_row("SELECT count(*) FROM event_text WHERE event_text MATCH ?1", [word], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(count("common"), 0, "the pruned events' rows are gone");
+        assert_eq!(count("late"), 1, "the kept event's row stays");
+    }
+
+    #[tokio::test]
+    async fn an_existing_log_is_indexed_from_the_start_and_a_foreign_index_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        let mut writer = store.writer().await.unwrap();
+        writer.append((0..3).map(|i| conformance::new_event(&format!("e{i}"), "old.kind")).collect()).await.unwrap();
+        drop((writer, store));
+        // A log from before search: no index file at all.
+        std::fs::remove_file(dir.path().join(SEARCH_FILE)).unwrap();
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.search_position().await.unwrap(), 0);
+        assert_eq!(crate::search::catch_up(&store).await.unwrap(), 3);
+        drop(store);
+        // An index ahead of the log beside it (the log file replaced) starts over.
+        let conn = Connection::open(dir.path().join(SEARCH_FILE)).unwrap();
+        conn.execute("UPDATE search_position SET seq = 99", []).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.search_position().await.unwrap(), 0);
+        assert_eq!(crate::search::catch_up(&store).await.unwrap(), 3);
+        let text = crate::search::SearchQuery::parse("kind").unwrap();
+        assert_eq!(store.query(Query { text, limit: 10, ..Query::default() }).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

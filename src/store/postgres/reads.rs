@@ -12,9 +12,9 @@ use tokio_postgres::types::ToSql;
 use super::PostgresStore;
 use super::notify::REVOKE_CHANNEL;
 use crate::event::{Event, EventParts};
-use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, query_sql};
+use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, query_sql};
 use crate::store::{
-    Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup, SessionRecord,
+    Bounds, BucketCount, CommitFeed, Leadership, LogWriter, Query, RevocationSignal, SessionLookup, SessionRecord,
     Store, StoreError, TakenLoginCode, TokenRecord,
 };
 
@@ -58,7 +58,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(limit = q.limit))]
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
-        let (sql, args) = query_sql(&q, '$');
+        let (sql, args) = query_sql(&q, '$', TextSearch::TsQuery);
         let args: Vec<Box<dyn ToSql + Sync + Send>> = args
             .into_iter()
             .map(|a| -> Box<dyn ToSql + Sync + Send> {
@@ -92,23 +92,57 @@ impl Store for PostgresStore {
         Ok(Bounds { head: head as u64, oldest: oldest.map_or(head as u64 + 1, |o| o as u64) })
     }
 
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError> {
+        let width_ms = width_ms.max(1);
+        // An index-only scan of `events_by_time_type` from `since_ms`.
         let rows = self
             .rows(
-                "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
-                 WHERE ts_ms >= $1 GROUP BY minute, event_type ORDER BY minute, event_type",
-                &[&since_ms],
+                "SELECT (ts_ms / $2) * $2 AS bucket, event_type, COUNT(*) FROM events
+                 WHERE ts_ms >= $1 GROUP BY bucket, event_type ORDER BY bucket, event_type",
+                &[&since_ms, &width_ms],
             )
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(MinuteCount {
-                    minute_ms: r.try_get(0)?,
+                Ok(BucketCount {
+                    start_ms: r.try_get(0)?,
                     event_type: r.try_get(1)?,
                     count: r.try_get::<_, i64>(2)? as u64,
                 })
             })
             .collect()
+    }
+
+    async fn search_position(&self) -> Result<u64, StoreError> {
+        let rows = self.rows("SELECT seq FROM search_position", &[]).await?;
+        let seq: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(seq as u64)
+    }
+
+    async fn index_for_search(
+        &self,
+        docs: Vec<(u64, String)>,
+        position: u64,
+        drop_below: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (seqs, words): (Vec<i64>, Vec<String>) = docs.into_iter().map(|(s, w)| (s as i64, w)).unzip();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Every node runs an indexer over the same tables: rows another node indexed
+        // first are skipped, and the position only moves forward.
+        tx.execute(
+            "INSERT INTO event_search (seq, doc)
+             SELECT s, to_tsvector('simple', w) FROM unnest($1::bigint[], $2::text[]) AS t (s, w)
+             ON CONFLICT (seq) DO NOTHING",
+            &[&seqs, &words],
+        )
+        .await?;
+        if let Some(below) = drop_below {
+            tx.execute("DELETE FROM event_search WHERE seq < $1", &[&(below as i64)]).await?;
+        }
+        tx.execute("UPDATE search_position SET seq = GREATEST(seq, $1)", &[&(position as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
@@ -296,7 +330,8 @@ impl Store for PostgresStore {
             .execute(
                 "WITH gone AS (
                      DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)
-                     RETURNING id, seq, ts_ms)
+                     RETURNING id, seq, ts_ms),
+                 unindexed AS (DELETE FROM event_search WHERE seq IN (SELECT seq FROM gone))
                  INSERT INTO pruned_ids (id, seq, ts_ms) SELECT id, seq, ts_ms FROM gone
                  ON CONFLICT (id) DO NOTHING",
                 &[&before, &limit],
@@ -351,6 +386,34 @@ mod tests {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         conformance::queries_apply_filters_windows_and_order(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn search_matches_words_phrases_prefixes_with_filters_and_paging() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::search_matches_words_phrases_prefixes_with_filters_and_paging(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn pruned_events_leave_the_search_index() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::pruned_events_leave_the_search_index(&store).await;
+        let count = |word: &'static str| {
+            let client = store.pool.get();
+            async move {
+                let client = client.await.unwrap();
+                let sql = "SELECT count(*) FROM event_search WHERE doc @@ to_tsquery('simple', $1)";
+                client.query_one(sql, &[&word]).await.unwrap().get::<_, i64>(0)
+            }
+        };
+        assert_eq!(count("common").await, 0, "the pruned events' rows are gone");
+        assert_eq!(count("late").await, 1, "the kept event's row stays");
         drop(store);
         db.drop().await;
     }
