@@ -17,6 +17,7 @@ mod pages;
 mod poll_sse;
 mod projection;
 mod revocation;
+mod search;
 mod security;
 mod sessions;
 mod swarm;
