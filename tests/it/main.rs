@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod browser_actions;
 mod browser_login;
+mod browser_search;
 mod chromium;
 mod cli;
 mod config_file;

@@ -22,7 +22,7 @@ async fn search_lag(app: &TestApp) -> (u64, u64) {
 /// Waits until the search index has taken in every event up to `head`. The indexer
 /// gives no signal outside the process but its gauge, so the gauge is read until it
 /// says so, within [`WAIT`].
-async fn indexed_up_to(app: &TestApp, head: u64) {
+pub async fn indexed_up_to(app: &TestApp, head: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
         let (lag, seen) = search_lag(app).await;
@@ -35,7 +35,7 @@ async fn indexed_up_to(app: &TestApp, head: u64) {
 }
 
 /// A batch of events a search can tell apart, committed; returns the head.
-async fn post_disk_events(app: &TestApp) -> u64 {
+pub async fn post_disk_events(app: &TestApp) -> u64 {
     let (status, body) = app
         .post_events(&json!([
             {"event_type": "system.error", "source": "node-a", "data": {"message": "Disk full on /var"}},
