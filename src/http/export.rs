@@ -41,7 +41,8 @@ pub(crate) struct ExportParams {
     before: Option<u64>,
     from: Option<String>,
     to: Option<String>,
-    /// Full-text search, as on `GET /api/events`.
+    /// Full-text search, as on `GET /api/events`: words (all must match), `"a phrase"`,
+    /// `prefix*`.
     q: Option<String>,
 }
 

@@ -243,3 +243,21 @@ async fn the_events_page_searches_and_its_export_links_and_chart_keep_q_and_the_
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_q_and_the_summarys_range() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get_as("/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let params = |path: &str, name: &str| -> Value {
+        let list = doc["paths"][path]["get"]["parameters"].as_array().unwrap_or_else(|| panic!("{path}"));
+        list.iter().find(|p| p["name"] == name).cloned().unwrap_or_else(|| panic!("{path} has no {name}"))
+    };
+    for path in ["/api/events", "/api/events/export"] {
+        let q = params(path, "q");
+        assert!(q["description"].as_str().unwrap().contains("phrase"), "{path}: {q}");
+    }
+    assert!(params("/api/summary", "range")["description"].as_str().unwrap().contains("week"));
+    assert!(params("/api/summary", "minutes").is_object());
+    app.stop().await;
+}
