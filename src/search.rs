@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{EventPayload, render_display};
-use crate::store::{Query, Store, StoreError};
+use crate::event::render_display;
+use crate::store::{Store, StoreError};
 
 /// Longest `q` accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -157,11 +157,7 @@ pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 /// The words an event is found by: its display text (the known-type table's, as every
 /// view shows it) and every string, number and boolean in its data, at any depth,
 /// separated by spaces.
-pub(crate) fn document(
-    event_type: &str,
-    agent_id: Option<&str>,
-    data: &serde_json::Map<String, serde_json::Value>,
-) -> String {
+pub fn document(event_type: &str, agent_id: Option<&str>, data: &serde_json::Map<String, serde_json::Value>) -> String {
     let mut doc = Doc { out: String::new(), count: 0 };
     doc.push(&render_display(event_type, agent_id, data));
     for value in data.values() {
@@ -269,43 +265,22 @@ pub async fn catch_up(store: &dyn Store) -> Result<u64, StoreError> {
     Ok(position.unwrap_or_default())
 }
 
-/// One batch: reads up to [`INDEX_BATCH`] events past the index's position and stores
-/// their words and the new position. Returns whether the batch was full (more may wait).
+/// One batch: indexes up to [`INDEX_BATCH`] events past the index's position, and
+/// drops the rows of pruned events once retention has moved the oldest seq. Returns
+/// whether the batch was full (more may wait).
 async fn index_once(store: &dyn Store, position: &mut Option<u64>, swept: &mut u64) -> Result<bool, StoreError> {
     let from = match *position {
         Some(p) => p,
         None => store.search_position().await?,
     };
-    // Read before the events: every seq up to this head is committed, so one that the
-    // read below does not return was pruned, and the position may pass it.
-    let bounds = store.bounds().await?;
-    let events = store.query(Query { after: Some(from), limit: INDEX_BATCH, ..Query::default() }).await?;
-    let full = events.len() == INDEX_BATCH;
-    let to = match events.last() {
-        Some(last) => last.seq,
-        None => bounds.head.max(from),
-    };
-    let mut docs = Vec::with_capacity(events.len());
-    for e in &events {
-        // The payload is what the store encoded from its row, so it parses; one that
-        // does not is skipped rather than stopping search for every later event.
-        match serde_json::from_slice::<EventPayload>(&e.payload()) {
-            Ok(p) => {
-                let data = serde_json::from_str(p.data.get()).unwrap_or_default();
-                docs.push((e.seq, document(&p.event_type, p.agent_id.as_deref(), &data)));
-            }
-            Err(err) => tracing::warn!(seq = e.seq, error = %err, "event skipped by the search index"),
-        }
-    }
-    let drop_below = (bounds.oldest > *swept).then_some(bounds.oldest);
-    if to != from || drop_below.is_some() {
-        store.index_for_search(docs, to, drop_below).await?;
-    }
+    let oldest = store.bounds().await?.oldest;
+    let drop_below = (oldest > *swept).then_some(oldest);
+    let done = store.index_for_search(from, INDEX_BATCH, drop_below).await?;
     if let Some(oldest) = drop_below {
         *swept = oldest;
     }
-    *position = Some(to);
-    Ok(full)
+    *position = Some(done.position);
+    Ok(done.events == INDEX_BATCH)
 }
 
 #[cfg(test)]

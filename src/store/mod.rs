@@ -120,6 +120,15 @@ pub struct BucketCount {
     pub count: u64,
 }
 
+/// What one [`Store::index_for_search`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    /// The index's position now: every event up to it is indexed or was pruned.
+    pub position: u64,
+    /// How many events it read and indexed.
+    pub events: usize,
+}
+
 /// A token's stored record; the token itself is never stored, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenRecord {
@@ -349,19 +358,18 @@ pub trait Store: Send + Sync + 'static {
     /// The read failed.
     async fn search_position(&self) -> Result<u64, StoreError>;
 
-    /// Adds each `(seq, words)` to the search index and records `position` as the last
-    /// seq taken in, in one transaction; with `drop_below`, also drops the index rows of
-    /// events below it (the ones retention pruned). Only the indexer calls it
-    /// ([`crate::search::run_indexer`]).
+    /// Indexes for search up to `limit` of the events committed after `after` (the
+    /// index's position) and records the new position, in one transaction: the last
+    /// seq read, or the head when fewer than `limit` were left (so events retention
+    /// pruned before they were indexed are passed over). With `drop_below`, also drops
+    /// the index rows of events below it (the ones retention pruned). The words of each
+    /// event are [`crate::search::document`]'s. Only the indexer calls it
+    /// ([`crate::search::run_indexer`]); on SQLite it runs on a thread of its own at a
+    /// lower CPU priority, so that indexing takes CPU time ingest leaves idle.
     ///
     /// # Errors
-    /// The write failed; nothing of it is stored.
-    async fn index_for_search(
-        &self,
-        docs: Vec<(u64, String)>,
-        position: u64,
-        drop_below: Option<u64>,
-    ) -> Result<(), StoreError>;
+    /// The read or write failed; nothing of it is stored.
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError>;
 
     /// Stores a new token by the SHA-256 hash of its secret.
     ///

@@ -17,8 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, query_sql};
 use super::{
-    Appended, Bounds, BucketCount, Commit, CommitFeed, Leadership, LogWriter, Query, SessionLookup, SessionRecord,
-    Store, StoreError, TakenLoginCode, TokenRecord,
+    Appended, Bounds, BucketCount, Commit, CommitFeed, Indexed, Leadership, LogWriter, Query, SessionLookup,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
@@ -162,13 +162,10 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
-    search_path: PathBuf,
     readers: Arc<ReadPool>,
     writer_taken: AtomicBool,
-    /// The search index's write connection, opened at the indexer's first batch. Only
-    /// the indexer writes; locked only inside the blocking closure, never across an
-    /// await.
-    indexer: Arc<Mutex<Option<Connection>>>,
+    /// The thread that writes the search index; see [`SearchWriter`].
+    indexer: SearchWriter,
 }
 
 impl SqliteStore {
@@ -203,12 +200,12 @@ impl SqliteStore {
             .map(|_| open_ro(&path, &search_path))
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
+        let indexer = SearchWriter::start(&search_path, &path)?;
         Ok(SqliteStore {
             path,
-            search_path,
             readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), idle: Mutex::new(readers) }),
             writer_taken: AtomicBool::new(false),
-            indexer: Arc::new(Mutex::new(None)),
+            indexer,
         })
     }
 
@@ -468,35 +465,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn index_for_search(
-        &self,
-        docs: Vec<(u64, String)>,
-        position: u64,
-        drop_below: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let (slot, path) = (Arc::clone(&self.indexer), self.search_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            let conn = match slot.as_mut() {
-                Some(conn) => conn,
-                None => slot.insert(open_search(&path)?),
-            };
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut insert = tx.prepare_cached("INSERT INTO event_text (rowid, words) VALUES (?1, ?2)")?;
-                for (seq, words) in &docs {
-                    insert.execute(params![*seq as i64, words])?;
-                }
-            }
-            if let Some(below) = drop_below {
-                tx.execute("DELETE FROM event_text WHERE rowid < ?1", [below as i64])?;
-            }
-            tx.execute("UPDATE search_position SET seq = MAX(seq, ?1)", [position as i64])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        self.indexer.index(after, limit, drop_below).await
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
@@ -703,6 +673,139 @@ impl Store for SqliteStore {
             .run(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get::<_, i64>(0))? as u64))
             .await
     }
+}
+
+/// Nice value of the search index's thread: on a machine whose cores ingest keeps busy,
+/// a thread at 10 gets about a tenth of the CPU time of one at 0 (the kernel's weights
+/// 110 and 1 024), so indexing slows ingest by little and lags instead; when there is
+/// idle time, it runs at full speed.
+const SEARCH_THREAD_NICE: i32 = 10;
+
+/// One batch for the search thread, and where its outcome goes.
+struct IndexJob {
+    after: u64,
+    limit: usize,
+    drop_below: Option<u64>,
+    reply: tokio::sync::oneshot::Sender<Result<Indexed, StoreError>>,
+}
+
+/// Writes the search index on a thread of its own, at [`SEARCH_THREAD_NICE`], with its
+/// own connection: to `search.db`, with the log attached to read from. Everything a
+/// batch costs (reading the events, building their words, FTS5's inserts) is spent
+/// there, not on the runtime or the blocking pool that serve ingest and viewers.
+struct SearchWriter {
+    /// One job at a time: the indexer waits for each. Dropping it ends the thread.
+    jobs: tokio::sync::mpsc::Sender<IndexJob>,
+}
+
+impl SearchWriter {
+    fn start(search_path: &Path, log_path: &Path) -> Result<Self, StoreError> {
+        let (jobs, mut incoming) = tokio::sync::mpsc::channel::<IndexJob>(1);
+        let (search_path, log_path) = (search_path.to_path_buf(), log_path.to_path_buf());
+        std::thread::Builder::new()
+            .name("search-index".into())
+            .spawn(move || {
+                lower_this_threads_priority(SEARCH_THREAD_NICE);
+                let mut conn = None;
+                while let Some(job) = incoming.blocking_recv() {
+                    let result = match &mut conn {
+                        Some(conn) => index_batch(conn, job.after, job.limit, job.drop_below),
+                        None => open_indexer(&search_path, &log_path)
+                            .and_then(|c| index_batch(conn.insert(c), job.after, job.limit, job.drop_below)),
+                    };
+                    // The indexer stopped waiting (shutdown): the batch is stored, or not,
+                    // all the same.
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| StoreError::Worker(format!("starting the search index thread: {e}")))?;
+        Ok(SearchWriter { jobs })
+    }
+
+    async fn index(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let job = IndexJob { after, limit, drop_below, reply };
+        self.jobs.send(job).await.map_err(|_| StoreError::Worker("the search index thread stopped".into()))?;
+        outcome.await.map_err(|_| StoreError::Worker("the search index thread stopped".into()))?
+    }
+}
+
+/// Gives the calling thread (and threads it starts) a lower CPU priority. Linux only:
+/// there each thread has its own nice value. A failure leaves the thread as it was.
+fn lower_this_threads_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` takes no arguments and cannot fail; `setpriority` only reads
+        // its integer arguments.
+        let failed = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+        };
+        if failed {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the search index thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// The search thread's connection: `search.db`, with the log attached as `log`. Only
+/// read from: transactions here are deferred, so they take the log's read lock, never
+/// its write lock.
+fn open_indexer(search_path: &Path, log_path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_search(search_path)?;
+    let log = log_path.to_str().ok_or_else(|| StoreError::DataDir {
+        path: log_path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+    })?;
+    conn.execute("ATTACH DATABASE ?1 AS log", [log])?;
+    Ok(conn)
+}
+
+/// One batch of [`Store::index_for_search`]. The head and the events are read in the
+/// same transaction, so from one snapshot of the log: when fewer than `limit` events
+/// follow `after`, every event up to that head has been read (or was pruned).
+fn index_batch(
+    conn: &mut Connection,
+    after: u64,
+    limit: usize,
+    drop_below: Option<u64>,
+) -> Result<Indexed, StoreError> {
+    let tx = conn.transaction()?;
+    let head: i64 = tx.query_row("SELECT head FROM log.log_head", [], |r| r.get(0))?;
+    let mut docs = Vec::with_capacity(limit.min(4096));
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT seq, event_type, agent_id, data FROM log.events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = read.query(params![after.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64])?;
+        while let Some(row) = rows.next()? {
+            let (seq, event_type, agent_id, data): (i64, String, Option<String>, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            // Stored data is always a JSON object; a damaged one is indexed by its
+            // display text alone rather than holding up every later event.
+            let data = serde_json::from_str(&data).unwrap_or_default();
+            docs.push((seq, crate::search::document(&event_type, agent_id.as_deref(), &data)));
+        }
+    }
+    let position = match docs.last() {
+        Some((last, _)) if docs.len() == limit => *last as u64,
+        _ => (head.max(0) as u64).max(after),
+    };
+    {
+        let mut insert = tx.prepare_cached("INSERT INTO event_text (rowid, words) VALUES (?1, ?2)")?;
+        for (seq, words) in &docs {
+            insert.execute(params![seq, words])?;
+        }
+    }
+    if let Some(below) = drop_below {
+        tx.execute("DELETE FROM event_text WHERE rowid < ?1", [below.min(i64::MAX as u64) as i64])?;
+    }
+    if position != after {
+        tx.execute("UPDATE search_position SET seq = MAX(seq, ?1)", [position as i64])?;
+    }
+    tx.commit()?;
+    Ok(Indexed { position, events: docs.len() })
 }
 
 /// The single write connection, owned by the writer task.

@@ -14,8 +14,8 @@ use super::notify::REVOKE_CHANNEL;
 use crate::event::{Event, EventParts};
 use crate::store::sql::{Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, query_sql};
 use crate::store::{
-    Bounds, BucketCount, CommitFeed, Leadership, LogWriter, Query, RevocationSignal, SessionLookup, SessionRecord,
-    Store, StoreError, TakenLoginCode, TokenRecord,
+    Bounds, BucketCount, CommitFeed, Indexed, Leadership, LogWriter, Query, RevocationSignal, SessionLookup,
+    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord,
 };
 
 impl PostgresStore {
@@ -119,15 +119,30 @@ impl Store for PostgresStore {
         Ok(seq as u64)
     }
 
-    async fn index_for_search(
-        &self,
-        docs: Vec<(u64, String)>,
-        position: u64,
-        drop_below: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let (seqs, words): (Vec<i64>, Vec<String>) = docs.into_iter().map(|(s, w)| (s as i64, w)).unzip();
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        let after_seq = after.min(i64::MAX as u64) as i64;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // The head first: every seq up to it is committed (seqs commit in order), so if
+        // fewer than `limit` events follow `after`, none up to the head is missing but
+        // the pruned.
+        let head: i64 = tx.query_one("SELECT head FROM log_head", &[]).await?.try_get(0)?;
+        let rows = tx
+            .query(
+                "SELECT seq, event_type, agent_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after_seq, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await?;
+        let (mut seqs, mut words) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for row in &rows {
+            let agent_id: Option<&str> = row.try_get(2)?;
+            // A damaged data column is indexed by the display text alone.
+            let data = serde_json::from_str(row.try_get(3)?).unwrap_or_default();
+            seqs.push(row.try_get::<_, i64>(0)?);
+            words.push(crate::search::document(row.try_get(1)?, agent_id, &data));
+        }
+        let last = seqs.last().copied().unwrap_or(after_seq);
+        let position = if rows.len() == limit { last } else { head.max(last).max(after_seq) };
         // Every node runs an indexer over the same tables: rows another node indexed
         // first are skipped, and the position only moves forward.
         tx.execute(
@@ -138,11 +153,13 @@ impl Store for PostgresStore {
         )
         .await?;
         if let Some(below) = drop_below {
-            tx.execute("DELETE FROM event_search WHERE seq < $1", &[&(below as i64)]).await?;
+            tx.execute("DELETE FROM event_search WHERE seq < $1", &[&(below.min(i64::MAX as u64) as i64)]).await?;
         }
-        tx.execute("UPDATE search_position SET seq = GREATEST(seq, $1)", &[&(position as i64)]).await?;
+        if position != after_seq {
+            tx.execute("UPDATE search_position SET seq = GREATEST(seq, $1)", &[&position]).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(Indexed { position: position as u64, events: rows.len() })
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
