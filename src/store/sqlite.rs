@@ -3,8 +3,10 @@
 //!
 //! Owns the schema and its migrations, the single write connection (handed to the
 //! writer task as [`SqliteWriter`]), the checkpointer thread that keeps the WAL short,
-//! and a small pool of read-only connections. Every call into SQLite runs on the
-//! blocking pool or that thread, never on the async runtime.
+//! the search index (a second file, `search.db`, attached to every reader) and the
+//! low-priority thread that writes it ([`SearchWriter`]), and a small pool of
+//! read-only connections. Every call into SQLite runs on the blocking pool or one of
+//! those threads, never on the async runtime.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
