@@ -111,13 +111,6 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
     "#,
-    // 4: the time index also carries the type, so the summary's counts per time bucket
-    // and type (`bucket_counts`) read the index alone, never the rows. It replaces the
-    // time index, so a commit maintains as many indexes as before.
-    r#"
-    CREATE INDEX events_by_time_type ON events (ts_ms, event_type);
-    DROP INDEX events_by_time;
-    "#,
 ];
 
 /// The search database's migrations, counted by its own `user_version`. Deleting the
@@ -446,7 +439,7 @@ impl Store for SqliteStore {
         let width_ms = width_ms.max(1);
         self.readers
             .run(move |conn| {
-                // A covering index scan of `events_by_time_type` from `since_ms`.
+                // A range of `events_by_time` from `since_ms`, each row read for its type.
                 let mut stmt = conn.prepare_cached(
                     "SELECT (ts_ms / ?2) * ?2 AS bucket, event_type, COUNT(*) FROM events
                      WHERE ts_ms >= ?1 GROUP BY bucket, event_type ORDER BY bucket, event_type",

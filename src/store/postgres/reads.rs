@@ -94,7 +94,7 @@ impl Store for PostgresStore {
 
     async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError> {
         let width_ms = width_ms.max(1);
-        // An index-only scan of `events_by_time_type` from `since_ms`.
+        // A range of `events_by_time` from `since_ms`.
         let rows = self
             .rows(
                 "SELECT (ts_ms / $2) * $2 AS bucket, event_type, COUNT(*) FROM events

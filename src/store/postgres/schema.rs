@@ -75,12 +75,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pruned_ids_by_time ON pruned_ids (ts_ms);
     "#,
-    // 4: full-text search (DESIGN §10) and the summary's buckets. The words of each
-    // event, split and lowercased by `crate::search` and parsed with the `simple`
-    // configuration (no stemming, no stop words, as SQLite's FTS5 index), written by
-    // the indexer behind the writer, from seq 0 for a log that predates this step. The
-    // time index also carries the type, so counts per bucket and type are an
-    // index-only scan; it replaces the time index, so a commit maintains as many.
+    // 4: full-text search (DESIGN §10). The words of each event, split and lowercased
+    // by `crate::search` and parsed with the `simple` configuration (no stemming, no
+    // stop words, as SQLite's FTS5 index), written by the indexer behind the writer,
+    // from seq 0 for a log that predates this step.
     r#"
     CREATE TABLE event_search (
         seq BIGINT PRIMARY KEY,
@@ -92,8 +90,6 @@ const MIGRATIONS: &[&str] = &[
         seq BIGINT NOT NULL
     );
     INSERT INTO search_position (one, seq) VALUES (1, 0);
-    CREATE INDEX events_by_time_type ON events (ts_ms, event_type);
-    DROP INDEX events_by_time;
     "#,
 ];
 
