@@ -49,8 +49,8 @@ pub(crate) const INDEX_INTERVAL: Duration = Duration::from_millis(200);
 /// [`INDEX_BATCH`] events per pause, 20 000 a second, and catches up at full speed once
 /// ingest slows. Without it, indexing back to back beside a writer at full speed took
 /// in-process ingest from about 165 000 to 130 000 events/s (`swarmfeed-bench
-/// ingest-local`), though its thread runs at a lower priority: the two cores were not
-/// short of time but the writer's fsyncs shared the disk with the index's writes.
+/// ingest-local`), though its thread runs at a lower priority and kept up: what the
+/// two share is then not CPU time but, most likely, the disk the writer fsyncs.
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
 /// Growth of the head during one batch above which ingest counts as busy.
 const BUSY_GROWTH: u64 = INDEX_BATCH as u64 / 2;
