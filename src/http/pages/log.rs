@@ -135,7 +135,8 @@ pub(crate) async fn page_handler(
                 }
                 @if search_lag > 0 {
                     p.muted.search-lag role="status" {
-                        "Search is " (search_lag) " events behind the log: the newest may not be found yet."
+                        "Search is " (search_lag) (if search_lag == 1 { " event" } else { " events" })
+                        " behind the log: the newest may not be found yet."
                     }
                 }
                 @if events.is_empty() {
