@@ -1,6 +1,7 @@
-// The events page's chart: events per minute by type for the last hour, drawn with
-// uPlot from GET /api/summary (the same numbers as the counts beside it), redrawn
-// every 30 s and on resize. Labels come from the page (data-labels, rendered from the
+// The events page's chart: events per time bucket by type for the range the page
+// chose (hour, day or week, named in data-summary; the store counts the buckets),
+// drawn with uPlot from GET /api/summary (the same numbers as the counts beside it),
+// redrawn every 30 s and on resize. Labels come from the page (data-labels, rendered from the
 // server's known-type table), never from a copy here.
 (function () {
   "use strict";

@@ -25,6 +25,8 @@
 //! - [`follower`]: in a log shared by several nodes, publishes every commit to the hub.
 //! - [`hub`]: head seq, ring of recent events, wake-ups.
 //! - [`retention`]: pruning old events in the background, with exact resets.
+//! - [`search`]: full-text search: the words of an event and of `q=`, and the indexer
+//!   that follows the log to keep the store's search index a moment behind the writer.
 //! - [`cursor`]: one subscription's filter and position; ring or store.
 //! - [`filter`]: what a viewer wants: its four fields declared once, parsed and matched.
 //! - [`transport`]: WebSocket (JSON and HTML), SSE and long-poll encoders over one
@@ -80,6 +82,7 @@ pub mod login_link;
 pub mod metrics;
 pub mod redact;
 pub(crate) mod retention;
+pub mod search;
 pub mod server;
 pub(crate) mod sessions;
 pub mod shutdown;

@@ -225,6 +225,7 @@ pub struct Metrics {
     inflight_body_bytes: ScrapeGauge,
     head_seq: ScrapeGauge,
     oldest_seq: ScrapeGauge,
+    search_lag: ScrapeGauge,
 }
 
 impl Default for Metrics {
@@ -247,6 +248,7 @@ impl Default for Metrics {
             inflight_body_bytes: ScrapeGauge::default(),
             head_seq: ScrapeGauge::default(),
             oldest_seq: ScrapeGauge::default(),
+            search_lag: ScrapeGauge::default(),
         };
         metrics.registered()
     }
@@ -282,6 +284,8 @@ pub(crate) struct Snapshot {
     pub open_connections: u32,
     /// Bytes of request bodies being received, against `--max-inflight-body-bytes`.
     pub inflight_body_bytes: usize,
+    /// Committed events a search cannot find yet.
+    pub search_lag: u64,
 }
 
 impl Metrics {
@@ -300,6 +304,11 @@ impl Metrics {
         );
         r.register("swarmfeed_head_seq", "Seq of the last committed event", self.head_seq.clone());
         r.register("swarmfeed_oldest_seq", "Oldest retained seq", self.oldest_seq.clone());
+        r.register(
+            "swarmfeed_search_lag_events",
+            "Committed events the search index has not taken in yet",
+            self.search_lag.clone(),
+        );
         r.register("swarmfeed_events_ingested", "Events committed, by type", self.ingested.clone());
         r.register("swarmfeed_events_delivered", "Events sent to viewers, by type", self.delivered.clone());
         r.register(
@@ -413,6 +422,7 @@ impl Metrics {
         self.inflight_body_bytes.set(now.inflight_body_bytes as u64);
         self.head_seq.set(now.head);
         self.oldest_seq.set(now.oldest);
+        self.search_lag.set(now.search_lag);
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail, and no metric here returns an error.
         prometheus_text::encode(&mut out, &self.registry).expect("metrics encode into a String");
@@ -504,6 +514,8 @@ mod tests {
                 "# TYPE swarmfeed_head_seq gauge",
                 "# HELP swarmfeed_oldest_seq Oldest retained seq.",
                 "# TYPE swarmfeed_oldest_seq gauge",
+                "# HELP swarmfeed_search_lag_events Committed events the search index has not taken in yet.",
+                "# TYPE swarmfeed_search_lag_events gauge",
                 "# HELP swarmfeed_events_ingested_total Events committed, by type.",
                 "# TYPE swarmfeed_events_ingested_total counter",
                 "# HELP swarmfeed_events_delivered_total Events sent to viewers, by type.",

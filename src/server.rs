@@ -69,6 +69,8 @@ struct Tasks {
     retention: Option<Supervised>,
     /// Folds the log into the task and agent boards; stops with the listener.
     board: Supervised,
+    /// Indexes committed events for search, behind the writer; stops with the listener.
+    search: Supervised,
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
     /// stops with the listener.
     revocations: Supervised,
@@ -132,6 +134,7 @@ impl Tasks {
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
             ended = self.board.ended() => ended,
+            ended = self.search.ended() => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
         }
     }
@@ -250,6 +253,9 @@ impl Application {
         });
         let (board, board_task) =
             crate::swarm::board_follower::spawn(Arc::clone(&hub), Arc::clone(&store), shutdown.clone());
+        let search = crate::search::SearchProgress::default();
+        let search_task =
+            tokio::spawn(crate::search::run_indexer(Arc::clone(&store), search.clone(), shutdown.clone()));
         let state = AppState::new(Shared {
             tokens: Tokens::new(Arc::clone(&store)),
             sessions: Sessions::new(Arc::clone(&store), config.sessions.clone()),
@@ -263,6 +269,7 @@ impl Application {
             limiters: crate::http::limits::Limiters::new(&config_limits),
             conns: crate::http::limits::ConnCounter::new(&config_limits),
             metrics,
+            search,
             shutdown,
             webhooks,
             ended_early: std::sync::OnceLock::new(),
@@ -284,6 +291,7 @@ impl Application {
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
             board: Supervised::new("board", board_task),
+            search: Supervised::new("search indexer", search_task),
             revocations: Supervised::new("revocations", revocations_task),
             webhooks: Supervised::new("webhooks", webhooks_task),
         };
@@ -345,7 +353,7 @@ impl Application {
         let served = tokio::select! {
             served = &mut serving => served,
             (task, why) = tasks.first_to_end() => {
-                // Tasks that stop with the listener (revocations, retention, the board, the demo)
+                // Tasks that stop with the listener (revocations, retention, the board, search, the demo)
                 // end as soon as shutdown is signalled, before serving has wound down:
                 // that is their stop, not a failure.
                 if !shutdown.is_cancelled() {
@@ -363,6 +371,7 @@ impl Application {
         }
         tasks.revocations.join().await;
         tasks.webhooks.join().await;
+        tasks.search.join().await;
         if let Some(retention) = tasks.retention {
             retention.join().await;
         }

@@ -8,7 +8,9 @@
 //! event its id), then hand the batch to the writer and wait until it is durable and
 //! published. The figure is therefore the server's ingest ceiling with the HTTP layer
 //! taken away. The runtime has `--threads` workers, the server's default being one per
-//! core.
+//! core. As in the server, the search indexer follows the log beside the writer
+//! (`--no-search` leaves it out); the report says how far behind the head it was when
+//! the producers finished and how long it then took to catch up.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,13 +30,16 @@ use crate::ingest::{Budget, batch_body};
 use crate::procfs::Proc;
 use crate::report::{self, Latency, Report, grouped};
 
-/// Read connections the store opens; this run only writes.
-const READ_CONNECTIONS: usize = 1;
+/// Read connections the store opens: the search indexer's reads.
+const READ_CONNECTIONS: usize = 2;
 /// Pause before offering a batch again when the writer's queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Args)]
 pub struct IngestLocalArgs {
+    /// Leave the search indexer out, to measure the writer alone.
+    #[arg(long)]
+    no_search: bool,
     /// Concurrent producers, each with one batch in flight.
     #[arg(long, default_value_t = 2)]
     producers: usize,
@@ -101,6 +106,9 @@ pub async fn run(args: IngestLocalArgs) -> anyhow::Result<Report> {
         WriterSettings::default(),
         stop.clone(),
     );
+    let progress = swarmfeed::search::SearchProgress::default();
+    let indexer = (!args.no_search)
+        .then(|| tokio::spawn(swarmfeed::search::run_indexer(Arc::clone(&store), progress.clone(), stop.clone())));
     let me = Proc::pid(std::process::id());
     let before = me.usage().context("reading this process's /proc")?;
     let start = Instant::now();
@@ -124,9 +132,38 @@ pub async fn run(args: IngestLocalArgs) -> anyhow::Result<Report> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = me.usage().context("reading this process's /proc")?;
+    let head = tally.last_seq.load(Ordering::Relaxed);
+    let search = match indexer {
+        Some(_) => {
+            let lag = progress.lag(head);
+            let waiting = Instant::now();
+            let deadline = waiting + Duration::from_secs(args.max_secs);
+            // The indexer reports its position after each batch; polled, as it has no
+            // other signal to give.
+            while progress.lag(head) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some((lag, waiting.elapsed().as_secs_f64(), progress.lag(head)))
+        }
+        None => None,
+    };
     stop.cancel();
     writer_task.await.context("the writer task panicked")?;
-    Ok(summarise(&args, &dir, &tally, elapsed, after.cpu_secs - before.cpu_secs))
+    if let Some(indexer) = indexer {
+        indexer.await.context("the search indexer panicked")?;
+    }
+    let mut report = summarise(&args, &dir, &tally, elapsed, after.cpu_secs - before.cpu_secs);
+    if let Some((lag, catch_up, left)) = search {
+        report
+            .field("search_lag_at_end", lag)
+            .field("search_catch_up_s", catch_up)
+            .field("search_unindexed", left)
+            .row(
+                "search index",
+                format!("{lag} events behind at the end, caught up {catch_up:.2} s later ({left} left)"),
+            );
+    }
+    Ok(report)
 }
 
 async fn produce(writer: &writer::WriterHandle, rules: &IngestRules, tally: &Tally, batch: u64) -> anyhow::Result<()> {

@@ -18,14 +18,13 @@ use super::error::{ApiBody, ApiError, ApiQuery, Filtered, json_body};
 use super::schema::{ErrorBody, EventIn, EventPage, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::event::{Event, KNOWN_TYPES, UNKNOWN_ICON, events_object, format_timestamp, parse_timestamp};
+use crate::search::SearchQuery;
 use crate::store::{Order, Query, Store, StoreError};
 
 /// Most events one `GET /api/events` page returns (DESIGN §4).
 pub(crate) const MAX_PAGE: usize = 1000;
 /// Page size when `limit` is not given.
 const DEFAULT_PAGE: usize = 100;
-/// Longest window `GET /api/summary` covers, minutes (one day).
-const MAX_SUMMARY_MINUTES: u32 = 24 * 60;
 /// Types a summary names; the rest are summed as `other`, so a producer inventing a
 /// new type per event cannot make the summary, or the events page, grow with them.
 pub(crate) const MAX_SUMMARY_TYPES: usize = 20;
@@ -99,6 +98,18 @@ pub(crate) struct ListParams {
     /// `asc` (default) or `desc`.
     #[param(value_type = Option<String>)]
     order: Option<Order>,
+    /// Full-text search of the display text and data values: words (all must match),
+    /// `"a phrase"`, `prefix*`; case-insensitive; at most 200 characters and 16 terms.
+    q: Option<String>,
+}
+
+/// The `q` parameter as a search; blank means none.
+///
+/// # Errors
+/// 400 naming `q` when it is too long, has no words, or too many terms.
+pub(crate) fn search_param(q: Option<&str>) -> Result<Option<SearchQuery>, ApiError> {
+    let parsed = q.map(SearchQuery::parse).transpose();
+    parsed.map(Option::flatten).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()).with_field("q"))
 }
 
 pub(crate) fn time_param(field: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -137,6 +148,7 @@ pub(crate) async fn list_events(
         to_ms: time_param("to", p.to.as_deref())?,
         order,
         limit,
+        text: search_param(p.q.as_deref())?,
     };
     // The first chunk is read before answering, so a store error is still a clean 500.
     let first = state.store.query(Query { limit: limit.min(PAGE_CHUNK_EVENTS), ..query.clone() }).await?;
@@ -244,13 +256,81 @@ pub(crate) async fn get_event(State(state): State<AppState>, Path(key): Path<Str
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SummaryParams {
+    /// `hour` (default), `day` or `week`: the window and its bucket width (1 minute,
+    /// 15 minutes, 1 hour).
+    range: Option<String>,
+    /// A window of this many minutes (1 to 10080) instead of a named range; buckets
+    /// are the narrowest of 1, 5, 15, 30, 60 or 120 minutes that make at most 200.
     minutes: Option<u32>,
 }
 
-/// One minute of `GET /api/summary`.
+/// Longest window `GET /api/summary` covers, minutes (a week).
+const MAX_SUMMARY_MINUTES: u32 = 7 * 24 * 60;
+/// Most buckets a summary has: a chart's worth, however long the window.
+const MAX_SUMMARY_BUCKETS: u32 = 200;
+/// The bucket widths a summary chooses from, minutes.
+const BUCKET_MINUTES: &[u32] = &[1, 5, 15, 30, 60, 120];
+
+/// A summary's window: how many minutes, in buckets of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SummaryRange {
+    pub minutes: u32,
+    pub bucket_minutes: u32,
+}
+
+impl SummaryRange {
+    /// The ranges the events page offers, by name: (name, label, range).
+    pub(crate) const NAMED: &[(&str, &str, SummaryRange)] = &[
+        ("hour", "last hour", SummaryRange { minutes: 60, bucket_minutes: 1 }),
+        ("day", "last day", SummaryRange { minutes: 1440, bucket_minutes: 15 }),
+        ("week", "last week", SummaryRange { minutes: 10_080, bucket_minutes: 60 }),
+    ];
+
+    /// The range called `name`, if there is one.
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        Self::NAMED.iter().find(|(n, _, _)| *n == name).map(|(_, _, r)| *r)
+    }
+
+    /// A window of `minutes`, in the narrowest buckets of which it takes at most
+    /// [`MAX_SUMMARY_BUCKETS`].
+    ///
+    /// # Errors
+    /// 400 when `minutes` is 0 or over a week.
+    pub(crate) fn of_minutes(minutes: u32) -> Result<Self, ApiError> {
+        if minutes == 0 || minutes > MAX_SUMMARY_MINUTES {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("minutes must be between 1 and {MAX_SUMMARY_MINUTES}"),
+            )
+            .with_field("minutes"));
+        }
+        let bucket_minutes = BUCKET_MINUTES
+            .iter()
+            .copied()
+            .find(|b| minutes.div_ceil(*b) <= MAX_SUMMARY_BUCKETS)
+            .unwrap_or(BUCKET_MINUTES[BUCKET_MINUTES.len() - 1]);
+        Ok(SummaryRange { minutes, bucket_minutes })
+    }
+
+    fn from_params(p: &SummaryParams) -> Result<Self, ApiError> {
+        match (p.range.as_deref(), p.minutes) {
+            (Some(_), Some(_)) => {
+                Err(ApiError::bad_request("invalid_query", "give range or minutes, not both").with_field("range"))
+            }
+            (Some(name), None) => Self::named(name).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("range must be hour, day or week, not {name:?}"))
+                    .with_field("range")
+            }),
+            (None, Some(minutes)) => Self::of_minutes(minutes),
+            (None, None) => Ok(Self::NAMED[0].2),
+        }
+    }
+}
+
+/// One time bucket of `GET /api/summary`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Bucket {
-    /// Start of the minute, RFC 3339.
+    /// Start of the bucket, RFC 3339 (named for the one-minute buckets it began with).
     pub minute: String,
     pub total: u64,
     /// The summary's named types only.
@@ -263,6 +343,8 @@ pub(crate) struct Bucket {
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
     pub minutes: u32,
+    /// Width of each bucket, minutes.
+    pub bucket_minutes: u32,
     pub from: String,
     pub to: String,
     pub total: u64,
@@ -273,36 +355,32 @@ pub(crate) struct Summary {
     pub buckets: Vec<Bucket>,
 }
 
-/// `GET /api/summary?minutes=60`: counts of the busiest types (at most 20; `other` sums
-/// the rest), and one bucket per minute (empty minutes included, so charts need no gap
-/// filling).
+/// `GET /api/summary?range=hour|day|week` (or `minutes=N`): counts of the busiest types
+/// (at most 20; `other` sums the rest), and one bucket per 1, 15 or 60 minutes (empty
+/// buckets included, so charts need no gap filling), counted by the store.
 #[utoipa::path(get, path = "/api/summary", tag = "events", params(SummaryParams),
-    responses((status = 200, description = "Counts by type and per-minute buckets", body = Object), Refusals))]
+    responses((status = 200, description = "Counts by type, and per time bucket (`bucket_minutes` wide) by type", body = Object), Refusals))]
 pub(crate) async fn summary(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<SummaryParams>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(summarise(&state, p.minutes.unwrap_or(60)).await?).into_response())
+    Ok(Json(summarise(&state, SummaryRange::from_params(&p)?).await?).into_response())
 }
 
-/// Counts of the last `minutes` minutes, the current one included.
+/// Counts of the last `range.minutes` minutes, in buckets aligned to their width, the
+/// current one included.
 ///
 /// # Errors
-/// 400 when `minutes` is out of range; the store's errors.
-pub(crate) async fn summarise(state: &AppState, minutes: u32) -> Result<Summary, ApiError> {
-    if minutes == 0 || minutes > MAX_SUMMARY_MINUTES {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("minutes must be between 1 and {MAX_SUMMARY_MINUTES}"),
-        )
-        .with_field("minutes"));
-    }
+/// The store's errors.
+pub(crate) async fn summarise(state: &AppState, range: SummaryRange) -> Result<Summary, ApiError> {
+    let width = i64::from(range.bucket_minutes) * 60_000;
     let now = chrono::Utc::now().timestamp_millis();
-    let this_minute = now - now.rem_euclid(60_000);
-    let first = this_minute - i64::from(minutes - 1) * 60_000;
-    let counts = state.store.minute_counts(first).await?;
-    let mut buckets: Vec<Bucket> = (0..i64::from(minutes))
-        .map(|i| Bucket { minute: format_timestamp(first + i * 60_000), total: 0, by_type: BTreeMap::new(), other: 0 })
+    let this_bucket = now - now.rem_euclid(width);
+    let count = i64::from(range.minutes.div_ceil(range.bucket_minutes));
+    let first = this_bucket - (count - 1) * width;
+    let counts = state.store.bucket_counts(first, width).await?;
+    let mut buckets: Vec<Bucket> = (0..count)
+        .map(|i| Bucket { minute: format_timestamp(first + i * width), total: 0, by_type: BTreeMap::new(), other: 0 })
         .collect();
     let mut all_types: HashMap<&str, u64> = HashMap::new();
     for c in &counts {
@@ -314,8 +392,8 @@ pub(crate) async fn summarise(state: &AppState, minutes: u32) -> Result<Summary,
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     let (mut total, mut other) = (0, 0);
     for c in &counts {
-        let Ok(i) = usize::try_from((c.minute_ms - first) / 60_000) else { continue };
-        // Events stamped in a minute after "now" (a clock step back) land in the last bucket.
+        let Ok(i) = usize::try_from((c.start_ms - first) / width) else { continue };
+        // Events stamped in a bucket after "now" (a clock step back) land in the last one.
         let last = buckets.len() - 1;
         let bucket = &mut buckets[i.min(last)];
         bucket.total += c.count;
@@ -328,7 +406,16 @@ pub(crate) async fn summarise(state: &AppState, minutes: u32) -> Result<Summary,
             other += c.count;
         }
     }
-    Ok(Summary { minutes, from: format_timestamp(first), to: format_timestamp(now), total, by_type, other, buckets })
+    Ok(Summary {
+        minutes: range.minutes,
+        bucket_minutes: range.bucket_minutes,
+        from: format_timestamp(first),
+        to: format_timestamp(now),
+        total,
+        by_type,
+        other,
+        buckets,
+    })
 }
 
 /// `GET /api/event-types`: the known-type table of DESIGN §2.
@@ -432,6 +519,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         writer_queue_events: state.writer.queued_events(&state.config.writer),
         open_connections: state.conns.open(),
         inflight_body_bytes: state.limiters.bodies.held(),
+        search_lag: state.search.lag(bounds.head),
     };
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render(now)).into_response()
 }

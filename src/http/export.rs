@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::api::time_param;
+use super::api::{search_param, time_param};
 use super::error::{ApiError, Filtered};
 use super::schema::Refusals;
 use crate::event::{Event, EventPayload, render_display};
@@ -41,6 +41,9 @@ pub(crate) struct ExportParams {
     before: Option<u64>,
     from: Option<String>,
     to: Option<String>,
+    /// Full-text search, as on `GET /api/events`: words (all must match), `"a phrase"`,
+    /// `prefix*`.
+    q: Option<String>,
 }
 
 /// The two shapes an export is written in.
@@ -93,11 +96,13 @@ pub(crate) async fn export_events(
     let format = Format::parse(p.format.as_deref())?;
     let from_ms = time_param("from", p.from.as_deref())?;
     let to_ms = time_param("to", p.to.as_deref())?;
+    let text = search_param(p.q.as_deref())?;
     // Read before answering, so a store that does not answer is still a clean 500.
     let head = state.store.bounds().await?.head;
     let end = head.saturating_add(1);
     let before = Some(p.before.map_or(end, |b| b.min(end)));
-    let query = Query { filter, after: p.after, before, from_ms, to_ms, order: Order::Asc, limit: EXPORT_PAGE_EVENTS };
+    let query =
+        Query { filter, after: p.after, before, from_ms, to_ms, order: Order::Asc, limit: EXPORT_PAGE_EVENTS, text };
     let pages = Pages {
         store: Arc::clone(&state.store),
         shutdown: state.shutdown.clone(),

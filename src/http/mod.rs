@@ -64,6 +64,8 @@ pub struct Shared {
     /// Open connections per IP and in all.
     pub conns: Arc<limits::ConnCounter>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How far the search index has come, set by its indexer.
+    pub search: crate::search::SearchProgress,
     /// Cancelled once, on shutdown; every stream and loop watches it.
     pub shutdown: CancellationToken,
     /// Tells the webhooks' scheduler of this node's changes, and reads their positions.

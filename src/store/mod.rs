@@ -129,6 +129,8 @@ pub struct Query {
     pub to_ms: Option<i64>,
     pub order: Order,
     pub limit: usize,
+    /// Only events whose words match this full-text search (DESIGN §10).
+    pub text: Option<crate::search::SearchQuery>,
 }
 
 /// What committing one incoming event produced.
@@ -156,13 +158,22 @@ pub struct Bounds {
     pub head: u64,
 }
 
-/// Event counts of one minute and type, for `GET /api/summary`.
+/// Event counts of one time bucket and type, for `GET /api/summary`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MinuteCount {
-    /// Start of the minute, ms since the epoch.
-    pub minute_ms: i64,
+pub struct BucketCount {
+    /// Start of the bucket, ms since the epoch: a multiple of the bucket's width.
+    pub start_ms: i64,
     pub event_type: String,
     pub count: u64,
+}
+
+/// What one [`Store::index_for_search`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    /// The index's position now: every event up to it is indexed or was pruned.
+    pub position: u64,
+    /// How many events it read and indexed.
+    pub events: usize,
 }
 
 /// A token's stored record; the token itself is never stored, only its hash.
@@ -444,11 +455,31 @@ pub trait Store: Send + Sync + 'static {
     /// The read failed.
     async fn bounds(&self) -> Result<Bounds, StoreError>;
 
-    /// Counts per minute and type of events committed at or after `since_ms`.
+    /// Counts per time bucket of `width_ms` (buckets start at multiples of it) and
+    /// type, of events committed at or after `since_ms`, grouped in SQL.
     ///
     /// # Errors
     /// The read failed.
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError>;
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError>;
+
+    /// The last seq the search index has taken in; 0 for none.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn search_position(&self) -> Result<u64, StoreError>;
+
+    /// Indexes for search up to `limit` of the events committed after `after` (the
+    /// index's position) and records the new position, in one transaction: the last
+    /// seq read, or the head when fewer than `limit` were left (so events retention
+    /// pruned before they were indexed are passed over). With `drop_below`, also drops
+    /// the index rows of events below it (the ones retention pruned). The words of each
+    /// event are [`crate::search::document`]'s. Only the indexer calls it
+    /// ([`crate::search::run_indexer`]); on SQLite it runs on a thread of its own at a
+    /// lower CPU priority, so that indexing takes CPU time ingest leaves idle.
+    ///
+    /// # Errors
+    /// The read or write failed; nothing of it is stored.
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError>;
 
     /// Stores a new token by the SHA-256 hash of its secret.
     ///

@@ -35,11 +35,38 @@ pub(crate) enum Arg {
     NullInt,
 }
 
+/// How an engine finds the seqs whose words match a full-text search: the one piece
+/// of a read that differs between them besides the placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextSearch {
+    /// SQLite: FTS5 table `event_text` in the attached `search` database, rowid = seq.
+    Fts5,
+    /// PostgreSQL: table `event_search`, a `tsvector` under a GIN index.
+    TsQuery,
+}
+
+impl TextSearch {
+    /// The condition on `seq`, with the query's text bound at `placeholder`, and that
+    /// text in the engine's query language.
+    fn clause(self, placeholder: &str, q: &crate::search::SearchQuery) -> (String, Arg) {
+        match self {
+            TextSearch::Fts5 => (
+                format!("seq IN (SELECT rowid FROM search.event_text WHERE event_text MATCH {placeholder})"),
+                Arg::Text(q.fts5()),
+            ),
+            TextSearch::TsQuery => (
+                format!("seq IN (SELECT seq FROM event_search WHERE doc @@ to_tsquery('simple', {placeholder}))"),
+                Arg::Text(q.tsquery()),
+            ),
+        }
+    }
+}
+
 /// Builds the SQL of a [`Query`], numbering placeholders `{prefix}1`, `{prefix}2`, ….
 /// Type prefixes become a range on the type index: `task.` matches
 /// `event_type >= 'task.' AND event_type < 'task/'` ('/' follows '.'), which needs a
 /// bytewise collation (SQLite's default, `COLLATE "C"` in PostgreSQL).
-pub(crate) fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
+pub(crate) fn query_sql(q: &Query, prefix: char, search: TextSearch) -> (String, Vec<Arg>) {
     let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
     let mut args: Vec<Arg> = Vec::new();
     let f = &q.filter;
@@ -80,6 +107,11 @@ pub(crate) fn query_sql(q: &Query, prefix: char) -> (String, Vec<Arg>) {
     cmp("seq <", q.before.map(|s| s.min(i64::MAX as u64) as i64));
     cmp("ts_ms >=", q.from_ms);
     cmp("ts_ms <=", q.to_ms);
+    if let Some(text) = &q.text {
+        let (clause, arg) = search.clause(&format!("{prefix}{}", args.len() + 1), text);
+        args.push(arg);
+        sql.push_str(&format!(" AND {clause}"));
+    }
     sql.push_str(match q.order {
         Order::Asc => " ORDER BY seq ASC",
         Order::Desc => " ORDER BY seq DESC",
@@ -102,12 +134,25 @@ mod tests {
         })
         .unwrap();
         let q = Query { filter, after: Some(3), order: Order::Desc, limit: 10, ..Query::default() };
-        let (lite, lite_args) = query_sql(&q, '?');
-        let (pg, pg_args) = query_sql(&q, '$');
+        let (lite, lite_args) = query_sql(&q, '?', TextSearch::Fts5);
+        let (pg, pg_args) = query_sql(&q, '$', TextSearch::TsQuery);
         assert_eq!(lite.replace('?', "$"), pg);
         assert_eq!(lite_args, pg_args);
         assert!(pg.contains("(event_type >= $1 AND event_type < $2) OR event_type = $3"), "{pg}");
         assert!(pg.ends_with("AND seq > $4 ORDER BY seq DESC LIMIT $5"), "{pg}");
         assert_eq!(pg_args[1], Arg::Text("task/".into()));
+    }
+
+    #[test]
+    fn a_search_is_one_more_bound_condition_in_each_engines_language() {
+        let text = crate::search::SearchQuery::parse("disk full").unwrap();
+        let q = Query { after: Some(3), limit: 10, text, ..Query::default() };
+        let (lite, lite_args) = query_sql(&q, '?', TextSearch::Fts5);
+        let (pg, pg_args) = query_sql(&q, '$', TextSearch::TsQuery);
+        assert!(lite.contains("AND seq IN (SELECT rowid FROM search.event_text WHERE event_text MATCH ?2)"), "{lite}");
+        assert!(pg.contains("AND seq IN (SELECT seq FROM event_search WHERE doc @@ to_tsquery('simple', $2))"), "{pg}");
+        assert_eq!(lite_args[1], Arg::Text(r#""disk" "full""#.into()));
+        assert_eq!(pg_args[1], Arg::Text("('disk') & ('full')".into()));
+        assert!(pg.ends_with("ORDER BY seq ASC LIMIT $3"), "{pg}");
     }
 }

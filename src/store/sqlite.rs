@@ -3,8 +3,10 @@
 //!
 //! Owns the schema and its migrations, the single write connection (handed to the
 //! writer task as [`SqliteWriter`]), the checkpointer thread that keeps the WAL short,
-//! and a small pool of read-only connections. Every call into SQLite runs on the
-//! blocking pool or that thread, never on the async runtime.
+//! the search index (a second file, `search.db`, attached to every reader) and the
+//! low-priority thread that writes it ([`SearchWriter`]), and a small pool of
+//! read-only connections. Every call into SQLite runs on the blocking pool or one of
+//! those threads, never on the async runtime.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +22,25 @@ use super::board::{
     TaskRow, agent_args, count_tasks_sql, list_agents_sql, list_tasks_sql, task_args, to_sql_int, upsert_agent_sql,
     upsert_task_sql,
 };
-use super::sql::{ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql};
+use super::sql::{
+    ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, WEBHOOK_COLUMNS, query_sql,
+};
 use super::{
-    AlertRuleRecord, Appended, Bounds, Commit, CommitFeed, Condition, Leadership, LogWriter, MinuteCount, Query,
-    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
+    AlertRuleRecord, Appended, Bounds, BucketCount, Commit, CommitFeed, Condition, Indexed, Leadership, LogWriter,
+    Query, SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
 };
 use crate::event::{Event, EventParts, NewEvent, format_timestamp};
 
 /// File name of the database inside the data directory.
 pub(crate) const DB_FILE: &str = "swarmfeed.db";
+
+/// File name of the search index inside the data directory. A database of its own, so
+/// that the indexer writing it never takes the log's write lock from the writer (in
+/// one file, every index batch would make a commit wait), and so that it can skip the
+/// fsync of each commit: it is derived from the log, and its position is stored in
+/// the same transactions as its rows, so a power cut costs the last batches, which are
+/// indexed again, never a row without its position or a position without its rows.
+pub(crate) const SEARCH_FILE: &str = "search.db";
 
 /// Default number of read-only connections; reads beyond it wait for one.
 pub(crate) const DEFAULT_READ_CONNECTIONS: usize = 4;
@@ -175,6 +187,26 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The search database's migrations, counted by its own `user_version`. Deleting the
+/// file is always safe: it is rebuilt from the log from seq 0.
+const SEARCH_MIGRATIONS: &[&str] = &[
+    // 1: the words of each event (rowid = seq), contentless: the text lives in the
+    // log, the index only says which seqs hold which words. `contentless_delete` lets
+    // the rows of pruned events go. The words come split and lowercased by
+    // `crate::search`; `unicode61` without diacritic folding splits them no further,
+    // as PostgreSQL's `simple` configuration does not.
+    r#"
+    CREATE VIRTUAL TABLE event_text USING fts5(
+        words, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0'
+    );
+    CREATE TABLE search_position (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        seq INTEGER NOT NULL
+    );
+    INSERT INTO search_position (one, seq) VALUES (1, 0);
+    "#,
+];
+
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: r.get(0)?,
@@ -230,6 +262,8 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: Arc<ReadPool>,
     writer_taken: AtomicBool,
+    /// The thread that writes the search index; see [`SearchWriter`].
+    indexer: SearchWriter,
 }
 
 impl SqliteStore {
@@ -250,13 +284,26 @@ impl SqliteStore {
         };
         let mut conn = open_rw(&path).map_err(named)?;
         migrate(&mut conn).map_err(named)?;
+        let head: i64 = conn.query_row("SELECT head FROM log_head", [], |r| r.get(0)).map_err(|e| named(e.into()))?;
         drop(conn);
-        let readers =
-            (0..read_connections.max(1)).map(|_| open_ro(&path)).collect::<Result<Vec<_>, _>>().map_err(named)?;
+        let search_path = data_dir.join(SEARCH_FILE);
+        let search_named = |e: StoreError| match e {
+            StoreError::Sqlite(source) => StoreError::File { path: search_path.display().to_string(), source },
+            other => other,
+        };
+        let mut search = open_search(&search_path).map_err(search_named)?;
+        migrate_search(&mut search, head).map_err(search_named)?;
+        drop(search);
+        let readers = (0..read_connections.max(1))
+            .map(|_| open_ro(&path, &search_path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(named)?;
+        let indexer = SearchWriter::start(&search_path, &path)?;
         Ok(SqliteStore {
             path,
             readers: Arc::new(ReadPool { permits: Arc::new(Semaphore::new(readers.len())), idle: Mutex::new(readers) }),
             writer_taken: AtomicBool::new(false),
+            indexer,
         })
     }
 
@@ -299,13 +346,53 @@ fn open_rw(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+/// A read-only connection to the log, with the search index attached as `search`
+/// (read-only too: an attached database takes the main one's open flags).
+fn open_ro(path: &Path, search_path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    let search = search_path.to_str().ok_or_else(|| StoreError::DataDir {
+        path: search_path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+    })?;
+    conn.execute("ATTACH DATABASE ?1 AS search", [search])?;
     Ok(conn)
+}
+
+/// The search index's connection. `synchronous=NORMAL`: see [`SEARCH_FILE`].
+fn open_search(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Migrates the search database. An index ahead of the log (`head`) belongs to
+/// another log, the database file having been replaced beside it: it is emptied, to be
+/// rebuilt from seq 0.
+fn migrate_search(conn: &mut Connection, head: i64) -> Result<(), StoreError> {
+    let known = SEARCH_MIGRATIONS.len() as i64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for step in SEARCH_MIGRATIONS.iter().skip(found as usize) {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    let position: i64 = tx.query_row("SELECT seq FROM search_position", [], |r| r.get(0))?;
+    if position > head {
+        tracing::warn!(position, head, "the search index is ahead of the log; rebuilding it");
+        tx.execute("INSERT INTO event_text (event_text) VALUES ('delete-all')", [])?;
+        tx.execute("UPDATE search_position SET seq = 0", [])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -421,7 +508,7 @@ impl Store for SqliteStore {
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
         self.readers
             .run(move |conn| {
-                let (sql, args) = query_sql(&q, '?');
+                let (sql, args) = query_sql(&q, '?', TextSearch::Fts5);
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(params_from_iter(sqlite_args(args)))?;
                 let mut out = Vec::with_capacity(q.limit.min(1024));
@@ -465,19 +552,33 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError> {
+        let width_ms = width_ms.max(1);
         self.readers
             .run(move |conn| {
+                // A range of `events_by_time` from `since_ms`, each row read for its type.
                 let mut stmt = conn.prepare_cached(
-                    "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
-                     WHERE ts_ms >= ?1 GROUP BY minute, event_type ORDER BY minute, event_type",
+                    "SELECT (ts_ms / ?2) * ?2 AS bucket, event_type, COUNT(*) FROM events
+                     WHERE ts_ms >= ?1 GROUP BY bucket, event_type ORDER BY bucket, event_type",
                 )?;
-                let rows = stmt.query_map([since_ms], |r| {
-                    Ok(MinuteCount { minute_ms: r.get(0)?, event_type: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
+                let rows = stmt.query_map([since_ms, width_ms], |r| {
+                    Ok(BucketCount { start_ms: r.get(0)?, event_type: r.get(1)?, count: r.get::<_, i64>(2)? as u64 })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
+    }
+
+    async fn search_position(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(
+                |conn| Ok(conn.query_row("SELECT seq FROM search.search_position", [], |r| r.get::<_, i64>(0))? as u64),
+            )
+            .await
+    }
+
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        self.indexer.index(after, limit, drop_below).await
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
@@ -931,6 +1032,139 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
     })
 }
 
+/// Nice value of the search index's thread: on a machine whose cores ingest keeps busy,
+/// a thread at 10 gets about a tenth of the CPU time of one at 0 (the kernel's weights
+/// 110 and 1 024), so indexing slows ingest by little and lags instead; when there is
+/// idle time, it runs at full speed.
+const SEARCH_THREAD_NICE: i32 = 10;
+
+/// One batch for the search thread, and where its outcome goes.
+struct IndexJob {
+    after: u64,
+    limit: usize,
+    drop_below: Option<u64>,
+    reply: tokio::sync::oneshot::Sender<Result<Indexed, StoreError>>,
+}
+
+/// Writes the search index on a thread of its own, at [`SEARCH_THREAD_NICE`], with its
+/// own connection: to `search.db`, with the log attached to read from. Everything a
+/// batch costs (reading the events, building their words, FTS5's inserts) is spent
+/// there, not on the runtime or the blocking pool that serve ingest and viewers.
+struct SearchWriter {
+    /// One job at a time: the indexer waits for each. Dropping it ends the thread.
+    jobs: tokio::sync::mpsc::Sender<IndexJob>,
+}
+
+impl SearchWriter {
+    fn start(search_path: &Path, log_path: &Path) -> Result<Self, StoreError> {
+        let (jobs, mut incoming) = tokio::sync::mpsc::channel::<IndexJob>(1);
+        let (search_path, log_path) = (search_path.to_path_buf(), log_path.to_path_buf());
+        std::thread::Builder::new()
+            .name("search-index".into())
+            .spawn(move || {
+                lower_this_threads_priority(SEARCH_THREAD_NICE);
+                let mut conn = None;
+                while let Some(job) = incoming.blocking_recv() {
+                    let result = match &mut conn {
+                        Some(conn) => index_batch(conn, job.after, job.limit, job.drop_below),
+                        None => open_indexer(&search_path, &log_path)
+                            .and_then(|c| index_batch(conn.insert(c), job.after, job.limit, job.drop_below)),
+                    };
+                    // The indexer stopped waiting (shutdown): the batch is stored, or not,
+                    // all the same.
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|e| StoreError::Worker(format!("starting the search index thread: {e}")))?;
+        Ok(SearchWriter { jobs })
+    }
+
+    async fn index(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let job = IndexJob { after, limit, drop_below, reply };
+        self.jobs.send(job).await.map_err(|_| StoreError::Worker("the search index thread stopped".into()))?;
+        outcome.await.map_err(|_| StoreError::Worker("the search index thread stopped".into()))?
+    }
+}
+
+/// Gives the calling thread (and threads it starts) a lower CPU priority. Linux only:
+/// there each thread has its own nice value. A failure leaves the thread as it was.
+fn lower_this_threads_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` takes no arguments and cannot fail; `setpriority` only reads
+        // its integer arguments.
+        let failed = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0
+        };
+        if failed {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the search index thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// The search thread's connection: `search.db`, with the log attached as `log`. Only
+/// read from: transactions here are deferred, so they take the log's read lock, never
+/// its write lock.
+fn open_indexer(search_path: &Path, log_path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_search(search_path)?;
+    let log = log_path.to_str().ok_or_else(|| StoreError::DataDir {
+        path: log_path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+    })?;
+    conn.execute("ATTACH DATABASE ?1 AS log", [log])?;
+    Ok(conn)
+}
+
+/// One batch of [`Store::index_for_search`]. The head and the events are read in the
+/// same transaction, so from one snapshot of the log: when fewer than `limit` events
+/// follow `after`, every event up to that head has been read (or was pruned).
+fn index_batch(
+    conn: &mut Connection,
+    after: u64,
+    limit: usize,
+    drop_below: Option<u64>,
+) -> Result<Indexed, StoreError> {
+    let tx = conn.transaction()?;
+    let head: i64 = tx.query_row("SELECT head FROM log.log_head", [], |r| r.get(0))?;
+    let mut docs = Vec::with_capacity(limit.min(4096));
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT seq, event_type, agent_id, data FROM log.events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = read.query(params![after.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64])?;
+        while let Some(row) = rows.next()? {
+            let (seq, event_type, agent_id, data): (i64, String, Option<String>, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            // Stored data is always a JSON object; a damaged one is indexed by its
+            // display text alone rather than holding up every later event.
+            let data = serde_json::from_str(&data).unwrap_or_default();
+            docs.push((seq, crate::search::document(&event_type, agent_id.as_deref(), &data)));
+        }
+    }
+    let position = match docs.last() {
+        Some((last, _)) if docs.len() == limit => *last as u64,
+        _ => (head.max(0) as u64).max(after),
+    };
+    {
+        let mut insert = tx.prepare_cached("INSERT INTO event_text (rowid, words) VALUES (?1, ?2)")?;
+        for (seq, words) in &docs {
+            insert.execute(params![seq, words])?;
+        }
+    }
+    if let Some(below) = drop_below {
+        tx.execute("DELETE FROM event_text WHERE rowid < ?1", [below.min(i64::MAX as u64) as i64])?;
+    }
+    if position != after {
+        tx.execute("UPDATE search_position SET seq = MAX(seq, ?1)", [position as i64])?;
+    }
+    tx.commit()?;
+    Ok(Indexed { position, events: docs.len() })
+}
+
 /// The single write connection, owned by the writer task.
 pub(crate) struct SqliteWriter {
     /// `None` only while a commit runs on the blocking pool.
@@ -1089,6 +1323,49 @@ mod tests {
     async fn board_rows_save_filter_page_and_prune() {
         let dir = tempfile::tempdir().unwrap();
         conformance::board_rows_save_filter_page_and_prune(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn search_matches_words_phrases_prefixes_with_filters_and_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 2).unwrap();
+        conformance::search_matches_words_phrases_prefixes_with_filters_and_paging(&store).await;
+    }
+
+    #[tokio::test]
+    async fn pruned_events_leave_the_search_index() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::pruned_events_leave_the_search_index(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+        let index = Connection::open(dir.path().join(SEARCH_FILE)).unwrap();
+        let count = |word: &str| -> i64 {
+            index.query_row("SELECT count(*) FROM event_text WHERE event_text MATCH ?1", [word], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(count("common"), 0, "the pruned events' rows are gone");
+        assert_eq!(count("late"), 1, "the kept event's row stays");
+    }
+
+    #[tokio::test]
+    async fn an_existing_log_is_indexed_from_the_start_and_a_foreign_index_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        let mut writer = store.writer().await.unwrap();
+        writer.append((0..3).map(|i| conformance::new_event(&format!("e{i}"), "old.kind")).collect()).await.unwrap();
+        drop((writer, store));
+        // A log from before search: no index file at all.
+        std::fs::remove_file(dir.path().join(SEARCH_FILE)).unwrap();
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.search_position().await.unwrap(), 0);
+        assert_eq!(crate::search::catch_up(&store).await.unwrap(), 3);
+        drop(store);
+        // An index ahead of the log beside it (the log file replaced) starts over.
+        let conn = Connection::open(dir.path().join(SEARCH_FILE)).unwrap();
+        conn.execute("UPDATE search_position SET seq = 99", []).unwrap();
+        drop(conn);
+        let store = SqliteStore::open(dir.path(), 1).unwrap();
+        assert_eq!(store.search_position().await.unwrap(), 0);
+        assert_eq!(crate::search::catch_up(&store).await.unwrap(), 3);
+        let text = crate::search::SearchQuery::parse("kind").unwrap();
+        assert_eq!(store.query(Query { text, limit: 10, ..Query::default() }).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -467,7 +467,7 @@ async fn export_writes_the_filtered_log_as_ndjson_and_csv_attachments() {
     assert_eq!(export(&app, "", None).await.0, StatusCode::UNAUTHORIZED);
     for (bad, field) in [
         ("format=xml", Some("format")),
-        ("q=disk", None),
+        ("q=%22%22", Some("q")),
         ("limit=5", None),
         ("from=yesterday", Some("from")),
         ("types=Bad", Some("types")),

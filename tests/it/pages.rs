@@ -259,3 +259,39 @@ async fn the_events_page_offers_exports_of_its_filter_that_the_session_may_downl
     assert_eq!(seqs, vec!["1"], "seq 1 is the only task.created from s0 (seq 4 is from s0 but a tool call)");
     app.stop().await;
 }
+
+/// SQLite only: the test holds the search database's write lock itself, which is how
+/// it makes the index fall behind on purpose.
+#[tokio::test]
+async fn the_events_page_says_when_search_lags_behind_the_log() {
+    if crate::database::suite_on_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    let page = |q: &'static str| {
+        let req = app.http.get(app.url(&format!("/swarm/events?q={q}"))).bearer_auth(&app.admin);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let found = |html: &str| html.contains("data-seq=\"1\"");
+    // The indexer cannot write while this transaction holds the lock.
+    let mut lock = rusqlite::Connection::open(app.dir.path().join("search.db")).unwrap();
+    let held = lock.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    let (status, _) =
+        app.post_events(&json!({"event_type": "system.info", "source": "s", "data": {"m": "walrus"}})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let html = page("walrus").await;
+    assert!(html.contains("Search is 1 event behind the log"), "{html}");
+    assert!(!found(&html), "not indexed yet");
+    drop(held);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let html = page("walrus").await;
+        if found(&html) {
+            assert!(!html.contains("behind the log"), "caught up, no note");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never indexed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

@@ -161,7 +161,7 @@ pub(crate) async fn panels(State(state): State<AppState>) -> Result<Response, Pa
 async fn events_per_minute(state: &AppState) -> Result<f64, PageError> {
     let now = chrono::Utc::now().timestamp_millis();
     let first = now - now.rem_euclid(60_000) - (RATE_MINUTES - 1) * 60_000;
-    let total: u64 = state.store.minute_counts(first).await?.iter().map(|c| c.count).sum();
+    let total: u64 = state.store.bucket_counts(first, 60_000).await?.iter().map(|c| c.count).sum();
     Ok(total as f64 / ((now - first) as f64 / 60_000.0))
 }
 

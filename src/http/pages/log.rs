@@ -1,7 +1,8 @@
 //! `/swarm/events`: the event log with filters (type, task, agent, source, time
-//! range), cursor paging by seq (newest first, "Older" continues `before` the last
-//! row, never an offset), counts per type for the last hour and a chart of events per
-//! minute by type (uPlot, drawn by `assets/chart.js` from `GET /api/summary`), and
+//! range) and a full-text search box (`q`), cursor paging by seq (newest first,
+//! "Older" continues `before` the last row, never an offset), counts per type and a
+//! chart of events by type for the last hour, day or week (`chart=`; uPlot, drawn by
+//! `assets/chart.js` from `GET /api/summary`, whose buckets the store counts), and
 //! links that download every match through `GET /api/events/export`.
 
 use axum::Extension;
@@ -16,7 +17,7 @@ use crate::auth::Principal;
 use crate::event::{KNOWN_TYPES, UNKNOWN_ICON, format_timestamp, known_type};
 use crate::filter::{Filter, FilterSpec};
 use crate::http::AppState;
-use crate::http::api::summarise;
+use crate::http::api::{SummaryRange, search_param, summarise};
 use crate::http::error::{ApiError, split_query};
 use crate::store::{Order, Query as StoreQuery};
 use crate::view::event::{Detail, query_value, rows};
@@ -24,8 +25,6 @@ use crate::view::layout::{Nav, Shell, page};
 
 /// Rows per page.
 const PAGE_ROWS: usize = 50;
-/// Minutes the counts and the chart cover.
-const SUMMARY_MINUTES: u32 = 60;
 
 /// The time ranges offered, as (parameter, label, minutes).
 const RANGES: &[(&str, &str, i64)] = &[
@@ -42,6 +41,10 @@ pub(crate) struct LogParams {
     range: Option<String>,
     /// Show events older than this seq (the "Older" link).
     before: Option<u64>,
+    /// Full-text search, as `GET /api/events` reads it.
+    q: Option<String>,
+    /// The chart's range: one of [`SummaryRange::NAMED`]; absent means the first.
+    chart: Option<String>,
 }
 
 /// `GET /swarm/events`.
@@ -60,6 +63,14 @@ pub(crate) async fn page_handler(
     let types = (!q.types.is_empty()).then(|| q.types.join(","));
     let range = given(p.range).and_then(|r| RANGES.iter().find(|(k, _, _)| *k == r));
     let from_ms = range.map(|(_, _, minutes)| chrono::Utc::now().timestamp_millis() - minutes * 60_000);
+    let search = given(p.q);
+    let text = search_param(search.as_deref())?;
+    let (chart, chart_label, chart_range) = given(p.chart)
+        .and_then(|c| SummaryRange::NAMED.iter().find(|(name, _, _)| *name == c))
+        .copied()
+        .unwrap_or(SummaryRange::NAMED[0]);
+    // A search cannot find what is not indexed yet: say so when that is the case.
+    let search_lag = if text.is_some() { state.search.lag(state.hub.head()) } else { 0 };
     let events = state
         .store
         .query(StoreQuery {
@@ -68,11 +79,12 @@ pub(crate) async fn page_handler(
             from_ms,
             order: Order::Desc,
             limit: PAGE_ROWS,
+            text,
             ..StoreQuery::default()
         })
         .await?;
     let older = (events.len() == PAGE_ROWS).then(|| events.last().map(|e| e.seq)).flatten();
-    let summary = summarise(&state, SUMMARY_MINUTES).await?;
+    let summary = summarise(&state, chart_range).await?;
 
     // The filter as a query string, for the paging links.
     let mut base = Vec::new();
@@ -81,14 +93,20 @@ pub(crate) async fn page_handler(
             base.push(format!("{k}={}", query_value(v)));
         }
     }
+    if let Some(search) = &search {
+        base.push(format!("q={}", query_value(search)));
+    }
     if let Some((k, _, _)) = range {
         base.push(format!("range={k}"));
     }
-    let link = |extra: Option<String>| {
+    let with_chart = |name: &str| if name == SummaryRange::NAMED[0].0 { None } else { Some(format!("chart={name}")) };
+    let link_for = |chart: &str, extra: Option<String>| {
         let mut parts = base.clone();
+        parts.extend(with_chart(chart));
         parts.extend(extra);
         if parts.is_empty() { "/swarm/events".to_owned() } else { format!("/swarm/events?{}", parts.join("&")) }
     };
+    let link = |extra: Option<String>| link_for(chart, extra);
     // The export takes the same filter; the page's range becomes the `from` it stood
     // for when the page was drawn, so the download is what the page showed, and more.
     let export = |format: &str| {
@@ -108,12 +126,18 @@ pub(crate) async fn page_handler(
 
     let body = html! {
         h1.page-title { "Event log" }
-        (filters(&q, types.as_deref(), range.map(|(k, _, _)| *k)))
+        (filters(&q, types.as_deref(), search.as_deref(), range.map(|(k, _, _)| *k), chart))
         div.log-grid {
             section.panel aria-labelledby="events-title" {
                 h2 #events-title {
                     "Events"
                     @if p.before.is_some() { span.muted { " · before #" (p.before.unwrap_or_default()) } }
+                }
+                @if search_lag > 0 {
+                    p.muted.search-lag role="status" {
+                        "Search is " (search_lag) (if search_lag == 1 { " event" } else { " events" })
+                        " behind the log: the newest may not be found yet."
+                    }
                 }
                 @if events.is_empty() {
                     p.muted { "No event matches." }
@@ -132,15 +156,21 @@ pub(crate) async fn page_handler(
             }
             div.log-side {
                 section.panel aria-labelledby="chart-title" {
-                    h2 #chart-title { "Events per minute, last hour" }
-                    div #chart .chart data-summary=(format!("/api/summary?minutes={SUMMARY_MINUTES}"))
+                    h2 #chart-title { "Events per " (bucket_label(chart_range.bucket_minutes)) ", " (chart_label) }
+                    nav.chart-range aria-label="Chart range" {
+                        @for (name, label, _) in SummaryRange::NAMED {
+                            a.btn href=(link_for(name, p.before.map(|b| format!("before={b}"))))
+                                aria-current=[(*name == chart).then_some("true")] title=(label) { (name) }
+                        }
+                    }
+                    div #chart .chart data-summary=(format!("/api/summary?range={chart}"))
                         data-labels=(serde_json::Value::Object(labels).to_string()) {
                         p.muted { "Loading the chart…" }
                     }
                 }
                 section.panel aria-labelledby="counts-title" {
-                    h2 #counts-title { "By type, last hour" }
-                    @if counts.is_empty() { p.muted { "No events in the last hour." } }
+                    h2 #counts-title { "By type, " (chart_label) }
+                    @if counts.is_empty() { p.muted { "No events in the " (chart_label) "." } }
                     ul.counts {
                         @for (t, n) in &counts {
                             @let known = known_type(t);
@@ -171,9 +201,24 @@ pub(crate) async fn page_handler(
     Ok(html_page(page(&shell, &body)))
 }
 
-fn filters(q: &FilterSpec, types: Option<&str>, range: Option<&str>) -> Markup {
+/// "minute", "15 minutes", "hour", … for a bucket `minutes` wide.
+fn bucket_label(minutes: u32) -> String {
+    match minutes {
+        1 => "minute".to_owned(),
+        60 => "hour".to_owned(),
+        m if m % 60 == 0 => format!("{} hours", m / 60),
+        m => format!("{m} minutes"),
+    }
+}
+
+fn filters(q: &FilterSpec, types: Option<&str>, search: Option<&str>, range: Option<&str>, chart: &str) -> Markup {
     html! {
-        form.panel.filters method="get" action="/swarm/events" {
+        form.panel.filters method="get" action="/swarm/events" role="search" {
+            label.search { "Search"
+                input type="search" name="q" value=[search] placeholder="words, \"a phrase\", prefix*"
+                    maxlength=(crate::search::MAX_QUERY_CHARS) spellcheck="false";
+            }
+            @if chart != SummaryRange::NAMED[0].0 { input type="hidden" name="chart" value=(chart); }
             label { "Type" input name="types" value=[types] placeholder="task.*, bid.submitted" list="known-types" spellcheck="false"; }
             datalist #known-types {
                 @for k in KNOWN_TYPES { option value=(k.event_type) { (k.label) } }

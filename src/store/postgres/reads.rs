@@ -14,11 +14,11 @@ use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
 use crate::store::board::{AgentQuery, BoardAgent, BoardChanges, BoardStatus, BoardTask, TaskQuery};
 use crate::store::sql::{
-    ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, WEBHOOK_COLUMNS, query_sql,
+    ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, WEBHOOK_COLUMNS, query_sql,
 };
 use crate::store::{
-    AlertRuleRecord, Bounds, CommitFeed, Leadership, LogWriter, MinuteCount, Query, RevocationSignal, SessionLookup,
-    SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
+    AlertRuleRecord, Bounds, BucketCount, CommitFeed, Indexed, Leadership, LogWriter, Query, RevocationSignal,
+    SessionLookup, SessionRecord, Store, StoreError, TakenLoginCode, TokenRecord, WebhookOutcome, WebhookRecord,
 };
 
 impl PostgresStore {
@@ -83,7 +83,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(limit = q.limit))]
     async fn query(&self, q: Query) -> Result<Vec<Arc<Event>>, StoreError> {
-        let (sql, args) = query_sql(&q, '$');
+        let (sql, args) = query_sql(&q, '$', TextSearch::TsQuery);
         let args = pg_args(args);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         self.rows(&sql, &params).await?.iter().map(event_from_row).collect()
@@ -109,23 +109,74 @@ impl Store for PostgresStore {
         Ok(Bounds { head: head as u64, oldest: oldest.map_or(head as u64 + 1, |o| o as u64) })
     }
 
-    async fn minute_counts(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+    async fn bucket_counts(&self, since_ms: i64, width_ms: i64) -> Result<Vec<BucketCount>, StoreError> {
+        let width_ms = width_ms.max(1);
+        // A range of `events_by_time` from `since_ms`.
         let rows = self
             .rows(
-                "SELECT (ts_ms / 60000) * 60000 AS minute, event_type, COUNT(*) FROM events
-                 WHERE ts_ms >= $1 GROUP BY minute, event_type ORDER BY minute, event_type",
-                &[&since_ms],
+                "SELECT (ts_ms / $2) * $2 AS bucket, event_type, COUNT(*) FROM events
+                 WHERE ts_ms >= $1 GROUP BY bucket, event_type ORDER BY bucket, event_type",
+                &[&since_ms, &width_ms],
             )
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(MinuteCount {
-                    minute_ms: r.try_get(0)?,
+                Ok(BucketCount {
+                    start_ms: r.try_get(0)?,
                     event_type: r.try_get(1)?,
                     count: r.try_get::<_, i64>(2)? as u64,
                 })
             })
             .collect()
+    }
+
+    async fn search_position(&self) -> Result<u64, StoreError> {
+        let rows = self.rows("SELECT seq FROM search_position", &[]).await?;
+        let seq: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(seq as u64)
+    }
+
+    async fn index_for_search(&self, after: u64, limit: usize, drop_below: Option<u64>) -> Result<Indexed, StoreError> {
+        let after_seq = after.min(i64::MAX as u64) as i64;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The head first: every seq up to it is committed (seqs commit in order), so if
+        // fewer than `limit` events follow `after`, none up to the head is missing but
+        // the pruned.
+        let head: i64 = tx.query_one("SELECT head FROM log_head", &[]).await?.try_get(0)?;
+        let rows = tx
+            .query(
+                "SELECT seq, event_type, agent_id, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after_seq, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await?;
+        let (mut seqs, mut words) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for row in &rows {
+            let agent_id: Option<&str> = row.try_get(2)?;
+            // A damaged data column is indexed by the display text alone.
+            let data = serde_json::from_str(row.try_get(3)?).unwrap_or_default();
+            seqs.push(row.try_get::<_, i64>(0)?);
+            words.push(crate::search::document(row.try_get(1)?, agent_id, &data));
+        }
+        let last = seqs.last().copied().unwrap_or(after_seq);
+        let position = if rows.len() == limit { last } else { head.max(last).max(after_seq) };
+        // Every node runs an indexer over the same tables: rows another node indexed
+        // first are skipped, and the position only moves forward.
+        tx.execute(
+            "INSERT INTO event_search (seq, doc)
+             SELECT s, to_tsvector('simple', w) FROM unnest($1::bigint[], $2::text[]) AS t (s, w)
+             ON CONFLICT (seq) DO NOTHING",
+            &[&seqs, &words],
+        )
+        .await?;
+        if let Some(below) = drop_below {
+            tx.execute("DELETE FROM event_search WHERE seq < $1", &[&(below.min(i64::MAX as u64) as i64)]).await?;
+        }
+        if position != after_seq {
+            tx.execute("UPDATE search_position SET seq = GREATEST(seq, $1)", &[&position]).await?;
+        }
+        tx.commit().await?;
+        Ok(Indexed { position: position as u64, events: rows.len() })
     }
 
     async fn insert_token(&self, record: TokenRecord, hash: String) -> Result<(), StoreError> {
@@ -313,7 +364,8 @@ impl Store for PostgresStore {
             .execute(
                 "WITH gone AS (
                      DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < $1 ORDER BY seq LIMIT $2)
-                     RETURNING id, seq, ts_ms)
+                     RETURNING id, seq, ts_ms),
+                 unindexed AS (DELETE FROM event_search WHERE seq IN (SELECT seq FROM gone))
                  INSERT INTO pruned_ids (id, seq, ts_ms) SELECT id, seq, ts_ms FROM gone
                  ON CONFLICT (id) DO NOTHING",
                 &[&before, &limit],
@@ -529,6 +581,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn search_matches_words_phrases_prefixes_with_filters_and_paging() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::search_matches_words_phrases_prefixes_with_filters_and_paging(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
     async fn webhooks_keep_their_progress_and_failures() {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
@@ -542,6 +603,25 @@ mod tests {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();
         conformance::board_rows_save_filter_page_and_prune(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn pruned_events_leave_the_search_index() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::pruned_events_leave_the_search_index(&store).await;
+        let count = |word: &'static str| {
+            let client = store.pool.get();
+            async move {
+                let client = client.await.unwrap();
+                let sql = "SELECT count(*) FROM event_search WHERE doc @@ to_tsquery('simple', $1)";
+                client.query_one(sql, &[&word]).await.unwrap().get::<_, i64>(0)
+            }
+        };
+        assert_eq!(count("common").await, 0, "the pruned events' rows are gone");
+        assert_eq!(count("late").await, 1, "the kept event's row stays");
         drop(store);
         db.drop().await;
     }

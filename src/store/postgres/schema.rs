@@ -142,6 +142,22 @@ const MIGRATIONS: &[&str] = &[
         reported     TEXT
     );
     "#,
+    // 7: full-text search (DESIGN §10). The words of each event, split and lowercased
+    // by `crate::search` and parsed with the `simple` configuration (no stemming, no
+    // stop words, as SQLite's FTS5 index), written by the indexer behind the writer,
+    // from seq 0 for a log that predates this step.
+    r#"
+    CREATE TABLE event_search (
+        seq BIGINT PRIMARY KEY,
+        doc tsvector NOT NULL
+    );
+    CREATE INDEX event_search_doc ON event_search USING GIN (doc);
+    CREATE TABLE search_position (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        seq BIGINT NOT NULL
+    );
+    INSERT INTO search_position (one, seq) VALUES (1, 0);
+    "#,
 ];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
