@@ -80,6 +80,8 @@ pub(crate) const KNOWN_TYPES: &[KnownType] = &[
     KnownType { event_type: "system.info", icon: "ℹ️", label: "Info", display: "{message}" },
     KnownType { event_type: "alert.firing", icon: "🚨", label: "Alert firing", display: "Alert: {name}" },
     KnownType { event_type: "alert.resolved", icon: "🔕", label: "Alert resolved", display: "Resolved: {name}" },
+    // An OpenTelemetry span that is not a tool call (`otlp`, DESIGN §12).
+    KnownType { event_type: "otel.span", icon: "🔭", label: "Span", display: "Span: {name}" },
 ];
 
 /// The icon shown for a type that is not in [`KNOWN_TYPES`].

@@ -19,6 +19,8 @@
 //!   declared JSON shape and the encoding that writes it.
 //! - [`ingest`]: producer JSON → validated, redacted events (all or nothing).
 //! - [`redact`]: secrets in event data, replaced before storage.
+//! - [`otlp`]: OpenTelemetry spans and log records (OTLP/HTTP) → events through the same
+//!   rules.
 //! - [`writer`]: the single writer task; group commit behind a bounded queue.
 //! - [`store`]: the only SQL; the `Store` interface, its SQLite and PostgreSQL
 //!   implementations, and the task and agent board tables.
@@ -80,6 +82,7 @@ pub mod hub;
 pub mod ingest;
 pub mod login_link;
 pub mod metrics;
+pub mod otlp;
 pub mod redact;
 pub(crate) mod retention;
 pub mod search;

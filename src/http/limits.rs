@@ -300,11 +300,11 @@ impl Drop for Charge {
 
 /// Most bytes a request body to `path` may have. Only ingest gets the large,
 /// configurable cap; forms get a few KiB; everything else, commands and admin
-/// requests and any route added later, 64 KiB. A new ingest route (OTLP, say) must be
-/// named here to get the large cap.
+/// requests and any route added later, 64 KiB. A new ingest route must be named here
+/// to get the large cap, as OTLP's are.
 pub(crate) fn body_limit(method: &Method, path: &str, ingest_max: usize) -> usize {
     match path {
-        "/api/events" if method == Method::POST => ingest_max,
+        "/api/events" | "/v1/traces" | "/v1/logs" if method == Method::POST => ingest_max,
         "/login" | "/logout" => FORM_MAX_BODY_BYTES,
         _ => COMMAND_MAX_BODY_BYTES,
     }
@@ -445,6 +445,8 @@ mod tests {
     #[test]
     fn only_ingest_gets_the_large_body_cap() {
         assert_eq!(body_limit(&Method::POST, "/api/events", 1 << 24), 1 << 24);
+        assert_eq!(body_limit(&Method::POST, "/v1/traces", 1 << 24), 1 << 24);
+        assert_eq!(body_limit(&Method::POST, "/v1/logs", 1 << 24), 1 << 24);
         assert_eq!(body_limit(&Method::POST, "/login", 1 << 24), FORM_MAX_BODY_BYTES);
         assert_eq!(body_limit(&Method::POST, "/logout", 1 << 24), FORM_MAX_BODY_BYTES);
         assert_eq!(body_limit(&Method::POST, "/swarm/tasks", 1 << 24), COMMAND_MAX_BODY_BYTES);

@@ -16,6 +16,7 @@ pub(crate) mod export;
 pub(crate) mod limits;
 pub(crate) mod openapi;
 pub(crate) mod origin;
+pub(crate) mod otlp;
 pub(crate) mod pages;
 pub(crate) mod schema;
 pub(crate) mod serve;
@@ -110,6 +111,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state((state.clone(), Scope::Read), auth::require));
     let write = Router::new()
         .route("/api/events", post(api::post_events))
+        .route("/v1/traces", post(otlp::traces))
+        .route("/v1/logs", post(otlp::logs))
         .route("/swarm/agents", post(swarm::join))
         .route("/swarm/agents/{id}", delete(swarm::leave))
         .route("/swarm/agents/{id}/remove", post(swarm::remove))

@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         Streams (`/ws`, `/api/stream`) are described in docs/PROTOCOL.md."),
     paths(
         super::api::post_events,
+        super::otlp::traces,
+        super::otlp::logs,
         super::api::list_events,
         super::export::export_events,
         super::api::get_event,
@@ -122,6 +124,8 @@ mod tests {
             "/api/tasks/{id}",
             "/api/agents",
             "/api/agents/{id}",
+            "/v1/traces",
+            "/v1/logs",
         ] {
             assert!(paths.iter().any(|x| x.as_str() == p), "{p} missing from {paths:?}");
         }

@@ -18,6 +18,7 @@ mod durability;
 mod faults;
 mod harness;
 mod multinode;
+mod otlp;
 mod pages;
 mod poll_sse;
 mod projection;
