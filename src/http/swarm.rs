@@ -23,8 +23,8 @@ use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::schema::{CommandRefusals, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::swarm::coordinator::{Answer, Command, CommandError};
-use crate::swarm::rules::Rejected;
 use crate::swarm::history::{self, PastError};
+use crate::swarm::rules::Rejected;
 use crate::swarm::snapshot::{MAX_PAGE, SwarmPage, SwarmSnapshot};
 
 impl From<CommandError> for ApiError {
@@ -556,7 +556,11 @@ pub(crate) struct AtView {
 /// # Errors
 /// 400 naming `at` when it is neither; 410 before the oldest event kept; 503 while the
 /// history has not reached the moment; the store failed.
-pub(crate) async fn swarm_at(state: &AppState, at: &str, page: &SwarmPage) -> Result<(AtView, SwarmSnapshot), ApiError> {
+pub(crate) async fn swarm_at(
+    state: &AppState,
+    at: &str,
+    page: &SwarmPage,
+) -> Result<(AtView, SwarmSnapshot), ApiError> {
     let at = history::At::parse(at).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_query",

@@ -591,8 +591,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// The write failed and was rolled back.
-    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize)
-    -> Result<(), StoreError>;
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError>;
 
     /// The newest swarm snapshot folded under `limits` up to `seq` or before: its seq
     /// and body.

@@ -1004,14 +1004,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn save_swarm_snapshot(
-        &self,
-        limits: &str,
-        seq: u64,
-        body: Vec<u8>,
-        keep: usize,
-    ) -> Result<(), StoreError> {
-        let (limits, seq, keep) = (limits.to_owned(), to_sql_int(seq), i64::try_from(keep.max(1)).unwrap_or(i64::MAX));
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError> {
+        let (limits, seq, keep) =
+            (limits.to_owned(), to_sql_int(seq), i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX));
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
@@ -1020,7 +1015,7 @@ impl Store for SqliteStore {
             )?;
             tx.execute(
                 "DELETE FROM swarm_snapshots WHERE limits = ?1 AND seq < (SELECT seq FROM swarm_snapshots
-                 WHERE limits = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1)",
+                 WHERE limits = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
                 params![limits, keep],
             )?;
             tx.commit()?;

@@ -228,7 +228,11 @@ pub(crate) fn spawn(
 }
 
 /// Follows the log from the newest usable snapshot until the store fails.
-async fn follow(hub: &Hub, store: &dyn Store, limits: &ProjectionLimits) -> Result<std::convert::Infallible, StoreError> {
+async fn follow(
+    hub: &Hub,
+    store: &dyn Store,
+    limits: &ProjectionLimits,
+) -> Result<std::convert::Infallible, StoreError> {
     let key = limits_key(limits);
     let oldest = store.bounds().await?.oldest;
     let mut p = match store.swarm_snapshot_at_or_before(&key, u64::MAX).await? {

@@ -747,8 +747,12 @@ mod tests {
         first.iter().for_each(|e| live.apply(e));
         let mut restored = Projection::from_stored(&live.to_stored(), limits).unwrap();
         assert_eq!(format!("{restored:?}"), format!("{live:?}"), "every field, the limits and created_seq included");
-        log.push("task.completed", Some("t1"), Some("echo"), json!({}))
-            .push("task.failed", Some("t2"), None, json!({"reason": "r"}));
+        log.push("task.completed", Some("t1"), Some("echo"), json!({})).push(
+            "task.failed",
+            Some("t2"),
+            None,
+            json!({"reason": "r"}),
+        );
         for e in &log.events[split..] {
             live.apply(e);
             restored.apply(e);

@@ -157,7 +157,8 @@ impl PostgresStore {
         body: Vec<u8>,
         keep: usize,
     ) -> Result<(), StoreError> {
-        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        // The newest `keep` stay: delete below the one `keep - 1` places under the newest.
+        let keep = i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -167,7 +168,7 @@ impl PostgresStore {
         .await?;
         tx.execute(
             "DELETE FROM swarm_snapshots WHERE limits = $1 AND seq < (SELECT seq FROM swarm_snapshots
-             WHERE limits = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2 - 1)",
+             WHERE limits = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
             &[&limits, &keep],
         )
         .await?;

@@ -414,13 +414,7 @@ impl Store for PostgresStore {
         self.read_agents(q).await
     }
 
-    async fn save_swarm_snapshot(
-        &self,
-        limits: &str,
-        seq: u64,
-        body: Vec<u8>,
-        keep: usize,
-    ) -> Result<(), StoreError> {
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError> {
         self.write_swarm_snapshot(limits, seq, body, keep).await
     }
 
