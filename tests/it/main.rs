@@ -10,6 +10,7 @@ mod browser_actions;
 mod browser_boards;
 mod browser_login;
 mod browser_search;
+mod browser_time_travel;
 mod chromium;
 mod cli;
 mod config_file;
