@@ -28,10 +28,10 @@ use crate::hub::Hub;
 use crate::store::{Query, Store, StoreError};
 
 /// Seqs between two stored snapshots: the most events a past fold reads and folds
-/// after its snapshot. Chosen from measurement (docs/BENCHMARKS.md, "The swarm at any
-/// moment"): on a log of 10 000 000 swarm events the worst fold, 9 999 events after a
-/// snapshot, answered in about 60 ms on SQLite, and each snapshot (about 140 KB of
-/// JSON for that log) costs ingest nothing measurable at this spacing.
+/// after its snapshot. Chosen from the projection rebuild figure (docs/BENCHMARKS.md,
+/// "Swarm projection rebuild": 100 000 events folded from the store in about 0.5 s),
+/// which puts the longest fold, 9 999 events, near 50 ms. Not yet measured on a log
+/// of 10 000 000 events.
 pub(crate) const SNAPSHOT_EVERY: u64 = 10_000;
 /// Snapshots kept (of the limits in use); past it the oldest go. 2 000 cover the last
 /// 20 000 000 events; a moment before the oldest snapshot folds from the oldest event
