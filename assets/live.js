@@ -406,7 +406,25 @@
     this.start(first === "sse" || first === "poll" ? first : "ws");
   };
 
+  // The scrubber of a past view (/swarm/live?at=…): the output follows the thumb, and
+  // letting it go shows that moment (the form's own button does the same without script).
+  function installScrubber() {
+    var form = document.getElementById("scrubber");
+    if (!form) return;
+    var range = form.querySelector("input[type=range]");
+    var out = form.querySelector("output");
+    var head = range.max;
+    range.addEventListener("input", function () {
+      out.textContent = range.value + " / " + head;
+      range.setAttribute("aria-valuetext", "seq " + range.value);
+    });
+    range.addEventListener("change", function () {
+      form.requestSubmit ? form.requestSubmit() : form.submit();
+    });
+  }
+
   function boot() {
+    installScrubber();
     localize(document);
     tickCountdowns();
     setInterval(tickCountdowns, 1000);

@@ -102,6 +102,8 @@ pub(crate) async fn prune(settings: &RetentionSettings, hub: &Hub, store: &dyn S
     if total > 0 {
         tracing::info!(deleted = total, oldest = keep, "retention pruned old events");
     }
+    // A swarm snapshot whose next events are gone can start no fold.
+    store.prune_swarm_snapshots(keep).await?;
     // Finished tasks whose story is gone leave the board with it; open ones stay.
     let tasks = store.prune_board(keep).await?;
     if tasks > 0 {

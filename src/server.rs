@@ -69,6 +69,8 @@ struct Tasks {
     retention: Option<Supervised>,
     /// Folds the log into the task and agent boards; stops with the listener.
     board: Supervised,
+    /// Stores snapshots of the swarm projection for `?at=`; stops with the listener.
+    history: Supervised,
     /// Indexes committed events for search, behind the writer; stops with the listener.
     search: Supervised,
     /// Keeps the revoked-token set current (notifications and the periodic re-read);
@@ -134,6 +136,7 @@ impl Tasks {
             ended = ended_if_any(self.follower.as_mut().map(|(f, _)| f)) => ended,
             ended = ended_if_any(self.retention.as_mut()) => ended,
             ended = self.board.ended() => ended,
+            ended = self.history.ended() => ended,
             ended = self.search.ended() => ended,
             ended = ended_if_any(self.demo.as_mut()) => ended,
         }
@@ -253,6 +256,12 @@ impl Application {
         });
         let (board, board_task) =
             crate::swarm::board_follower::spawn(Arc::clone(&hub), Arc::clone(&store), shutdown.clone());
+        let history_task = crate::swarm::history::spawn(
+            Arc::clone(&hub),
+            Arc::clone(&store),
+            config.coordinator.projection.clone(),
+            shutdown.clone(),
+        );
         let search = crate::search::SearchProgress::default();
         let search_task =
             tokio::spawn(crate::search::run_indexer(Arc::clone(&store), search.clone(), shutdown.clone()));
@@ -291,6 +300,7 @@ impl Application {
             demo: demo_task.map(|task| Supervised::new("demo", task)),
             retention: retention_task.map(|task| Supervised::new("retention", task)),
             board: Supervised::new("board", board_task),
+            history: Supervised::new("swarm history", history_task),
             search: Supervised::new("search indexer", search_task),
             revocations: Supervised::new("revocations", revocations_task),
             webhooks: Supervised::new("webhooks", webhooks_task),
@@ -353,7 +363,7 @@ impl Application {
         let served = tokio::select! {
             served = &mut serving => served,
             (task, why) = tasks.first_to_end() => {
-                // Tasks that stop with the listener (revocations, retention, the board, search, the demo)
+                // Tasks that stop with the listener (revocations, retention, the board, the swarm history, search, the demo)
                 // end as soon as shutdown is signalled, before serving has wound down:
                 // that is their stop, not a failure.
                 if !shutdown.is_cancelled() {
@@ -376,6 +386,7 @@ impl Application {
             retention.join().await;
         }
         tasks.board.join().await;
+        tasks.history.join().await;
         tasks.coordinator_stop.cancel();
         tasks.coordinator.join().await;
         tasks.alerts.join().await;

@@ -23,8 +23,9 @@ use super::error::{ApiBody, ApiError, ApiQuery, json_body};
 use super::schema::{CommandRefusals, Refusals};
 use crate::auth::{Principal, Scope};
 use crate::swarm::coordinator::{Answer, Command, CommandError};
+use crate::swarm::history::{self, PastError};
 use crate::swarm::rules::Rejected;
-use crate::swarm::snapshot::{MAX_PAGE, SwarmPage};
+use crate::swarm::snapshot::{MAX_PAGE, SwarmPage, SwarmSnapshot};
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
@@ -518,13 +519,88 @@ pub(crate) struct SwarmParams {
     agents_limit: Option<usize>,
     /// The previous page's `agents_next`: only agents whose id sorts after it.
     agents_after: Option<String>,
+    /// The swarm as it stood after this seq, or at this RFC 3339 time (after the last
+    /// event committed at or before it). A seq beyond the head is the head; a moment
+    /// before the oldest event retention kept is 410.
+    at: Option<String>,
+}
+
+impl From<PastError> for ApiError {
+    fn from(e: PastError) -> Self {
+        match e {
+            PastError::Pruned { .. } => ApiError::new(StatusCode::GONE, "pruned", e.to_string()).with_field("at"),
+            PastError::CatchingUp { .. } => ApiError::unavailable("catching_up", e.to_string(), 2),
+            PastError::Damaged { .. } => ApiError::internal(&e),
+            PastError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Where a past view of the swarm stands: the moment shown and the log around it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AtView {
+    /// The last event folded.
+    pub seq: u64,
+    /// When it was committed, RFC 3339; absent for seq 0 (before any event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The log's head and oldest retained seq now: the range a scrubber moves over.
+    pub head: u64,
+    pub oldest: u64,
+}
+
+/// The swarm as it stood at `at` (a seq or an RFC 3339 time), one page of it, as the
+/// live projection would have shown it then (auctions' seconds left counted from
+/// that moment).
+///
+/// # Errors
+/// 400 naming `at` when it is neither; 410 before the oldest event kept; 503 while the
+/// history has not reached the moment; the store failed.
+pub(crate) async fn swarm_at(
+    state: &AppState,
+    at: &str,
+    page: &SwarmPage,
+) -> Result<(AtView, SwarmSnapshot), ApiError> {
+    let at = history::At::parse(at).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("at must be a seq (a whole number) or an RFC 3339 time, not {at:?}"),
+        )
+        .with_field("at")
+    })?;
+    let store = state.store.as_ref();
+    let moment = history::resolve(store, at).await?;
+    let projection = history::fold_at(store, &state.config.coordinator.projection, &moment).await?;
+    let now_ms = moment.ts_ms.unwrap_or(0);
+    let view = AtView {
+        seq: moment.seq,
+        time: moment.ts_ms.map(crate::event::format_timestamp),
+        head: moment.head,
+        oldest: moment.oldest,
+    };
+    Ok((view, crate::swarm::snapshot::snapshot(&projection, page, now_ms)))
+}
+
+/// `GET /api/swarm?at=…`: the page of the swarm, and where it stands.
+#[derive(Serialize)]
+struct PastSwarm {
+    #[serde(flatten)]
+    swarm: SwarmSnapshot,
+    at: AtView,
 }
 
 /// `GET /api/swarm`: totals, open auctions, and a page each of tasks (newest first) and
 /// agents (by id), folded from the log; `tasks_next` and `agents_next` continue them.
+/// With `at`, the same as it stood then, and `at` saying which moment that is.
 #[utoipa::path(get, path = "/api/swarm", tag = "swarm", params(SwarmParams),
     responses((status = 200, description = "Totals, open auctions (at most 100; auctions_more counts the rest), \
-        a page of tasks and a page of agents, with cursors for the next pages", body = Object), Refusals))]
+        a page of tasks and a page of agents, with cursors for the next pages. With `at`: the swarm as it stood \
+        after that seq (or the last event at or before that time), folded from the nearest stored snapshot, \
+        and `at` = {seq, time, head, oldest}: the moment shown and the log's range now", body = Object),
+        (status = 410, description = "`at` is before the oldest event retention kept", body = Object),
+        (status = 503, description = "The swarm's history has not been folded up to `at` yet (a first start \
+        on a long log); retry after Retry-After", body = Object),
+        Refusals))]
 pub(crate) async fn snapshot(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SwarmParams>,
@@ -543,5 +619,9 @@ pub(crate) async fn snapshot(
         agents_limit: limit(q.agents_limit, defaults.agents_limit, "agents_limit")?,
         agents_after: q.agents_after,
     };
+    if let Some(at) = q.at {
+        let (at, swarm) = swarm_at(&state, &at, &page).await?;
+        return Ok(sorted_json(&PastSwarm { swarm, at })?.into_response());
+    }
     Ok(sorted_json(&state.coordinator.snapshot(page).await?)?.into_response())
 }

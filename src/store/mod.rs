@@ -585,6 +585,29 @@ pub trait Store: Send + Sync + 'static {
     /// The write failed.
     async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError>;
 
+    /// Stores a snapshot of the swarm projection folded up to `seq` under the limits
+    /// named `limits` (`swarm::history`), unless that seq has one already (another node
+    /// saved it first), then keeps the newest `keep` of those limits and deletes the rest.
+    ///
+    /// # Errors
+    /// The write failed and was rolled back.
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError>;
+
+    /// The newest swarm snapshot folded under `limits` up to `seq` or before: its seq
+    /// and body.
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn swarm_snapshot_at_or_before(&self, limits: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Deletes the swarm snapshots no fold can start from once retention kept only the
+    /// events from `oldest` on: those folded up to a seq below `oldest - 1`, whose next
+    /// events are gone. Returns how many went.
+    ///
+    /// # Errors
+    /// The write failed.
+    async fn prune_swarm_snapshots(&self, oldest: u64) -> Result<u64, StoreError>;
+
     /// Stores a new browser session by the SHA-256 hash of its cookie's secret.
     ///
     /// # Errors

@@ -185,6 +185,22 @@ const MIGRATIONS: &[&str] = &[
         reported     TEXT
     );
     "#,
+    // 7: nothing here. PostgreSQL's step 7 is its search table; SQLite keeps its search
+    // index in a file of its own (`SEARCH_MIGRATIONS`). Empty, so that a step's number
+    // means the same in both stores.
+    "",
+    // 8: snapshots of the swarm projection (`swarm::history`), every so many events,
+    // so that the swarm at any past seq is the nearest snapshot plus a short fold.
+    // `limits` names the projection limits it was folded under: only a fold under the
+    // same limits may start from it.
+    r#"
+    CREATE TABLE swarm_snapshots (
+        limits TEXT    NOT NULL,
+        seq    INTEGER NOT NULL,
+        body   BLOB    NOT NULL,
+        UNIQUE (limits, seq)
+    );
+    "#,
 ];
 
 /// The search database's migrations, counted by its own `user_version`. Deleting the
@@ -986,6 +1002,46 @@ impl Store for SqliteStore {
                 Ok(out)
             })
             .await
+    }
+
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError> {
+        let (limits, seq, keep) =
+            (limits.to_owned(), to_sql_int(seq), i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX));
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO swarm_snapshots (limits, seq, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![limits, seq, body],
+            )?;
+            tx.execute(
+                "DELETE FROM swarm_snapshots WHERE limits = ?1 AND seq < (SELECT seq FROM swarm_snapshots
+                 WHERE limits = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![limits, keep],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn swarm_snapshot_at_or_before(&self, limits: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let (limits, seq) = (limits.to_owned(), to_sql_int(seq));
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, body FROM swarm_snapshots WHERE limits = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
+                )?;
+                let found = stmt
+                    .query_row(params![limits, seq], |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)))
+                    .optional()?;
+                Ok(found)
+            })
+            .await
+    }
+
+    async fn prune_swarm_snapshots(&self, oldest: u64) -> Result<u64, StoreError> {
+        let below = to_sql_int(oldest.saturating_sub(1));
+        self.write(move |conn| Ok(conn.execute("DELETE FROM swarm_snapshots WHERE seq < ?1", [below])? as u64)).await
     }
 
     async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError> {

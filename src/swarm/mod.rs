@@ -16,6 +16,8 @@
 //!   stored rows, which keep every task of the retained log.
 //! - [`board_follower`]: the task that folds the log into the boards behind the writer
 //!   and saves them with the seq they reach.
+//! - [`history`]: the swarm as it stood at any past seq: snapshots of the projection
+//!   stored behind the writer, and the short fold from the nearest one.
 //! - [`snapshot`]: the typed views of agents, tasks, bids, auctions and totals that
 //!   `GET /api/swarm` and the pages share.
 //! - [`demo`]: persona agents that use the coordinator like real ones would.
@@ -26,6 +28,7 @@ pub(crate) mod board_follower;
 pub(crate) mod coordinator;
 pub(crate) mod demo;
 pub(crate) mod events;
+pub(crate) mod history;
 pub(crate) mod projection;
 pub(crate) mod rules;
 pub(crate) mod snapshot;

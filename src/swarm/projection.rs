@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::events::{SwarmEvent, ToolStatus, result_text};
@@ -59,7 +59,7 @@ pub(crate) fn is_swarm_type(event_type: &str) -> bool {
     SWARM_TYPES.iter().any(|p| event_type.starts_with(&p[..p.len() - 1]))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Idle,
@@ -78,7 +78,7 @@ impl AgentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub agent_id: String,
     pub name: String,
@@ -93,8 +93,9 @@ pub struct Agent {
     /// Tasks assigned to it and not finished.
     pub current_tasks: BTreeSet<String>,
     /// A status the agent reported itself (`agent.status_changed`), shown while it has
-    /// no task.
-    #[serde(skip)]
+    /// no task. Kept in a stored snapshot ([`Projection::to_stored`]); the API shows
+    /// agents as `AgentView`, which leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     reported: Option<AgentStatus>,
 }
 
@@ -108,7 +109,7 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Created,
@@ -141,7 +142,7 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bid {
     pub agent_id: String,
     pub bid_sats: u64,
@@ -149,7 +150,7 @@ pub struct Bid {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub task_id: String,
     pub description: String,
@@ -164,7 +165,9 @@ pub struct Task {
     pub reason: Option<String>,
     pub created_ms: i64,
     /// Seq of `task.created`: orders tasks as the log does, even within one commit.
-    #[serde(skip)]
+    /// Not in the API's JSON, nor in a stored snapshot, which restores it from
+    /// `Projection::by_created`.
+    #[serde(skip_serializing, default)]
     pub created_seq: u64,
     /// When bidding closes, as announced by `task.bidding` (`data.closes_at`).
     pub closes_ms: Option<i64>,
@@ -211,10 +214,17 @@ pub struct Totals {
 }
 
 /// The swarm as the log says it is.
-#[derive(Debug, Clone, Default)]
+///
+/// Serialised whole (less its limits) as a stored snapshot of the swarm's past
+/// (`swarm::history`): every field is state the fold reads, so a projection read back
+/// folds on exactly as the one written would have.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Projection {
     /// The last seq folded.
     pub seq: u64,
+    /// Not stored: a snapshot is only read back under the limits it was folded with
+    /// (`swarm::history::limits_key`).
+    #[serde(skip)]
     limits: ProjectionLimits,
     agents: BTreeMap<String, Agent>,
     tasks: BTreeMap<String, Task>,
@@ -245,6 +255,30 @@ impl Projection {
     /// The same limits, nothing folded: what a refold starts from.
     pub(crate) fn emptied(&self) -> Self {
         Projection::new(self.limits.clone())
+    }
+
+    /// The projection as a stored snapshot: compact JSON of every field but the limits.
+    pub(crate) fn to_stored(&self) -> Vec<u8> {
+        // Maps with string or integer keys and plain structs: serialising cannot fail.
+        serde_json::to_vec(self).expect("a projection serialises to JSON")
+    }
+
+    /// A projection read back from [`Projection::to_stored`], keeping to `limits` (the
+    /// ones it was folded with).
+    ///
+    /// # Errors
+    /// The bytes are not a stored projection (a damaged row).
+    pub(crate) fn from_stored(bytes: &[u8], limits: ProjectionLimits) -> Result<Self, serde_json::Error> {
+        let mut p: Projection = serde_json::from_slice(bytes)?;
+        p.limits = limits;
+        // `created_seq` is left out of the JSON (the API's too); the index by creation
+        // holds it for every task the projection keeps.
+        for (seq, id) in &p.by_created {
+            if let Some(t) = p.tasks.get_mut(id) {
+                t.created_seq = *seq;
+            }
+        }
+        Ok(p)
     }
 
     /// Tasks newest first (by their `task.created`), starting below `before` (a seq
@@ -696,6 +730,35 @@ mod tests {
         }
         assert_eq!(format!("{:?}", p), once);
         assert_eq!(p.totals().events, 7);
+    }
+
+    #[test]
+    fn a_stored_projection_reads_back_equal_and_folds_on_alike() {
+        use serde_json::json;
+        let mut log = Log::new();
+        lifecycle(&mut log);
+        log.push("agent.status_changed", None, Some("forge"), json!({"status": "busy"}))
+            .push("task.assigned", Some("t1"), Some("echo"), json!({"bid_sats": 30}))
+            .push("task.created", Some("t2"), None, json!({"description": "x", "retry_of": "t0"}));
+        let limits = ProjectionLimits { finished_tasks: 1, ..ProjectionLimits::default() };
+        let split = log.events.len() - 1;
+        let first = log.events[..split].to_vec();
+        let mut live = Projection::new(limits.clone());
+        first.iter().for_each(|e| live.apply(e));
+        let mut restored = Projection::from_stored(&live.to_stored(), limits).unwrap();
+        assert_eq!(format!("{restored:?}"), format!("{live:?}"), "every field, the limits and created_seq included");
+        log.push("task.completed", Some("t1"), Some("echo"), json!({})).push(
+            "task.failed",
+            Some("t2"),
+            None,
+            json!({"reason": "r"}),
+        );
+        for e in &log.events[split..] {
+            live.apply(e);
+            restored.apply(e);
+        }
+        assert_eq!(format!("{restored:?}"), format!("{live:?}"));
+        assert!(Projection::from_stored(b"{\"seq\":", ProjectionLimits::default()).is_err());
     }
 
     #[test]

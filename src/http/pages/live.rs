@@ -3,6 +3,11 @@
 //! `/swarm/live/panels`, the tiles and lists alone, which the page re-fetches (htmx)
 //! when the feed brings an event that changes the swarm.
 //!
+//! With `?at=<seq or time>` the page shows the swarm as it stood then
+//! ([`crate::swarm::history`]): the same tiles, auctions with their bids, agents, and
+//! the feed up to that moment, none of it live, under a banner that says so, with a
+//! scrubber to move through the log and a way back to live.
+//!
 //! Also the feed component the task and agent pages reuse ([`feed`]): rows rendered
 //! now, plus the attributes `assets/live.js` needs to follow the log from exactly
 //! where these rows end.
@@ -21,9 +26,10 @@ use crate::auth::Principal;
 use crate::event::{Event, parse_timestamp};
 use crate::filter::{Filter, FilterSpec, split_types};
 use crate::http::AppState;
-use crate::store::Order;
+use crate::http::swarm::AtView;
+use crate::store::{Order, Query as StoreQuery};
 use crate::swarm::projection::{AgentStatus, Bid};
-use crate::swarm::snapshot::SwarmSnapshot;
+use crate::swarm::snapshot::{SwarmPage, SwarmSnapshot};
 use crate::view::event::{Detail, agent_href, categories, problem_types, query_value, rows, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
@@ -42,6 +48,8 @@ const RATE_MINUTES: i64 = 5;
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct LiveParams {
     types: Option<String>,
+    /// A past moment: a seq or an RFC 3339 time.
+    at: Option<String>,
 }
 
 /// Where the feed puts new rows.
@@ -112,6 +120,9 @@ pub(crate) async fn page_handler(
     let types = given(p.types);
     let spec = FilterSpec { types: types.as_deref().map(split_types).unwrap_or_default(), ..FilterSpec::default() };
     let filter = Filter::from_spec(spec)?;
+    if let Some(at) = given(p.at) {
+        return past_page(&state, &principal, &at, filter).await;
+    }
     let (since, events) = up_to_head(&state, filter, Order::Desc, FEED_ROWS).await?;
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
@@ -131,11 +142,11 @@ pub(crate) async fn page_handler(
     });
     let body = html! {
         (super::alerts::banner(&alerts))
-        (tiles(&swarm, rate))
+        (tiles(&swarm, Some(rate)))
         div.live-grid {
             div.live-main { (feed) }
             div.live-side {
-                (auctions(&swarm, false))
+                (auctions(&swarm, false, None))
                 (agents(&swarm, false))
             }
         }
@@ -145,14 +156,71 @@ pub(crate) async fn page_handler(
     Ok(html_page(page(&shell, &body)))
 }
 
+/// `GET /swarm/live?at=…`: the swarm as it stood at a past moment, still.
+async fn past_page(state: &AppState, principal: &Principal, at: &str, filter: Filter) -> Result<Response, PageError> {
+    let (at, swarm) = crate::http::swarm::swarm_at(state, at, &SwarmPage::default()).await?;
+    let q =
+        StoreQuery { filter, before: Some(at.seq + 1), order: Order::Desc, limit: FEED_ROWS, ..StoreQuery::default() };
+    let events = state.store.query(q).await?;
+    let past_ms = at.time.as_deref().and_then(parse_timestamp).unwrap_or(0);
+    let body = html! {
+        (past_banner(&at))
+        (tiles(&swarm, None))
+        div.live-grid {
+            div.live-main {
+                section.panel.feed-panel aria-labelledby="feed-title" {
+                    div.feed-head { h2 #feed-title { "Activity up to seq " (at.seq) } }
+                    @if events.is_empty() {
+                        p.muted { "No event had been logged yet." }
+                    }
+                    ol #past-feed .feed aria-label="Activity up to this moment" { (rows(&events, Detail::Compact)) }
+                }
+            }
+            div.live-side {
+                (auctions(&swarm, false, Some(past_ms)))
+                (agents(&swarm, false))
+            }
+        }
+    };
+    let shell =
+        Shell { title: "Live", nav: Nav::Live, user: Some(who(principal)), chart: false, admin: is_admin(principal) };
+    Ok(html_page(page(&shell, &body)))
+}
+
+/// The banner of a past view: which moment it is, the way back to live, and the
+/// scrubber, a range over the retained log that `assets/live.js` submits when it is
+/// let go (without script, its button does).
+fn past_banner(at: &AtView) -> Markup {
+    let first = if at.oldest > 1 { at.oldest } else { 0 };
+    html! {
+        section #time-travel .panel.time-banner role="region" aria-label="Viewing the past" {
+            p #time-status role="status" {
+                strong { "Viewing the swarm at seq " (at.seq) }
+                @if let Some(time) = &at.time {
+                    " — " time datetime=(time) { (time) }
+                }
+                ". Not live: nothing here moves."
+            }
+            form #scrubber .scrubber method="get" action="/swarm/live" {
+                label for="at" { "Move through time" }
+                input #at type="range" name="at" min=(first) max=(at.head) step="1" value=(at.seq)
+                    aria-valuetext={ "seq " (at.seq) };
+                output #at-out for="at" { (at.seq) " / " (at.head) }
+                button.btn type="submit" { "Show" }
+            }
+            a #back-to-live .btn href="/swarm/live" { "Back to live" }
+        }
+    }
+}
+
 /// `GET /swarm/live/panels`: fresh tiles, with the auctions and agents swapped out of
 /// band.
 pub(crate) async fn panels(State(state): State<AppState>) -> Result<Response, PageError> {
     let swarm = swarm(&state).await?;
     let rate = events_per_minute(&state).await?;
     Ok(html_page(html! {
-        (tiles(&swarm, rate))
-        (auctions(&swarm, true))
+        (tiles(&swarm, Some(rate)))
+        (auctions(&swarm, true, None))
         (agents(&swarm, true))
     }))
 }
@@ -210,27 +278,40 @@ fn toggle(selected: &BTreeSet<String>, patterns: &[String], on: bool) -> BTreeSe
 
 /// The stat tiles; the element htmx re-fetches (with the lists) on `sf:swarm`, which
 /// `live.js` fires, throttled, when the feed brings a swarm event.
-fn tiles(swarm: &SwarmSnapshot, rate: f64) -> Markup {
+///
+/// `rate` is `None` for a past moment: the tiles stay still, and the log's length then
+/// stands where the rate would.
+fn tiles(swarm: &SwarmSnapshot, rate: Option<f64>) -> Markup {
     let t = &swarm.totals;
     let tile = |value: String, label: &str| {
         html! { div.tile { span.tile-value { (value) } span.tile-label { (label) } } }
     };
+    let (get, trigger, swap) = match rate {
+        Some(_) => (Some("/swarm/live/panels"), Some("sf:swarm from:body, every 30s"), Some("outerHTML")),
+        None => (None, None, None),
+    };
     html! {
-        div #stat-tiles .tiles hx-get="/swarm/live/panels" hx-trigger="sf:swarm from:body, every 30s" hx-swap="outerHTML" {
+        div #stat-tiles .tiles hx-get=[get] hx-trigger=[trigger] hx-swap=[swap] {
             (tile(format!("{} / {}", t.agents_active, t.agents_total), "agents active / total"))
             (tile(t.tasks_open.to_string(), "active tasks"))
             (tile(t.open_auctions.to_string(), "open auctions"))
-            (tile(format!("{rate:.1}"), "events / min"))
+            @match rate {
+                Some(rate) => (tile(format!("{rate:.1}"), "events / min")),
+                None => (tile(swarm.seq.to_string(), "events logged by then")),
+            }
             (tile(format!("{} / {}", t.tasks_completed, t.tasks_failed), "tasks done / failed"))
             (tile(t.sats_paid.to_string(), "sats paid"))
         }
     }
 }
 
-fn auctions(swarm: &SwarmSnapshot, oob: bool) -> Markup {
-    let now = chrono::Utc::now().timestamp_millis();
+/// The open auctions with their lowest bids; `past_ms` is the moment of a past view,
+/// whose seconds left are counted from it and do not tick.
+fn auctions(swarm: &SwarmSnapshot, oob: bool, past_ms: Option<i64>) -> Markup {
+    let now = past_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let ticking = past_ms.is_none().then_some(now);
     html! {
-        section #auctions .panel hx-swap-oob=[oob.then_some("true")] data-now=(now) aria-labelledby="auctions-title" {
+        section #auctions .panel hx-swap-oob=[oob.then_some("true")] data-now=[ticking] aria-labelledby="auctions-title" {
             h2 #auctions-title { "Open auctions" }
             @if swarm.auctions.is_empty() {
                 p.muted { "No task is taking bids." }

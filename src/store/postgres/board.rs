@@ -148,6 +148,34 @@ impl PostgresStore {
             .collect())
     }
 
+    /// [`crate::store::Store::save_swarm_snapshot`]: the insert and the trim in one
+    /// transaction.
+    pub(super) async fn write_swarm_snapshot(
+        &self,
+        limits: &str,
+        seq: u64,
+        body: Vec<u8>,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        // The newest `keep` stay: delete below the one `keep - 1` places under the newest.
+        let keep = i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO swarm_snapshots (limits, seq, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&limits, &to_sql_int(seq), &body],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM swarm_snapshots WHERE limits = $1 AND seq < (SELECT seq FROM swarm_snapshots
+             WHERE limits = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+            &[&limits, &keep],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn delete_finished_board_tasks(&self, before_seq: u64) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client

@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::notify::REVOKE_CHANNEL;
 use super::{PostgresStore, within};
 use crate::event::{Event, EventParts};
-use crate::store::board::{AgentQuery, BoardAgent, BoardChanges, BoardStatus, BoardTask, TaskQuery};
+use crate::store::board::{AgentQuery, BoardAgent, BoardChanges, BoardStatus, BoardTask, TaskQuery, to_sql_int};
 use crate::store::sql::{
     ALERT_RULE_COLUMNS, Arg, EVENT_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS, TextSearch, WEBHOOK_COLUMNS, query_sql,
 };
@@ -412,6 +412,26 @@ impl Store for PostgresStore {
 
     async fn list_agents(&self, q: AgentQuery) -> Result<Vec<BoardAgent>, StoreError> {
         self.read_agents(q).await
+    }
+
+    async fn save_swarm_snapshot(&self, limits: &str, seq: u64, body: Vec<u8>, keep: usize) -> Result<(), StoreError> {
+        self.write_swarm_snapshot(limits, seq, body, keep).await
+    }
+
+    async fn swarm_snapshot_at_or_before(&self, limits: &str, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT seq, body FROM swarm_snapshots WHERE limits = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+                &[&limits, &to_sql_int(seq)],
+            )
+            .await?;
+        rows.first().map(|r| Ok((r.try_get::<_, i64>(0)?.max(0) as u64, r.try_get(1)?))).transpose()
+    }
+
+    async fn prune_swarm_snapshots(&self, oldest: u64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let below = to_sql_int(oldest.saturating_sub(1));
+        Ok(client.execute("DELETE FROM swarm_snapshots WHERE seq < $1", &[&below]).await?)
     }
 
     async fn prune_board(&self, before_seq: u64) -> Result<u64, StoreError> {

@@ -158,6 +158,18 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO search_position (one, seq) VALUES (1, 0);
     "#,
+    // 8: snapshots of the swarm projection (`swarm::history`), every so many events,
+    // so that the swarm at any past seq is the nearest snapshot plus a short fold.
+    // `limits` names the projection limits it was folded under: only a fold under the
+    // same limits may start from it.
+    r#"
+    CREATE TABLE swarm_snapshots (
+        limits TEXT COLLATE "C" NOT NULL,
+        seq    BIGINT NOT NULL,
+        body   BYTEA  NOT NULL,
+        PRIMARY KEY (limits, seq)
+    );
+    "#,
 ];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
