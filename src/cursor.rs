@@ -68,13 +68,6 @@ impl Cursor {
         self.position
     }
 
-    /// Moves the position back to `seq` (never forward), so that the events after it,
-    /// read but not sent, are read again by the next step: a transport whose client
-    /// stopped reading gives back what it holds and keeps only a number.
-    pub(crate) fn rewind(&mut self, seq: u64) {
-        self.position = self.position.min(seq);
-    }
-
     /// How many committed events lie after the position (matching or not).
     pub fn lag(&self) -> u64 {
         self.hub.head().saturating_sub(self.position)

@@ -104,6 +104,53 @@ pub(crate) async fn paced_next(
     cursor.next(limit).await
 }
 
+/// Most bytes of events (by [`Event::weight`]) one SSE chunk carries: a paced step of
+/// an event stream is read and sent as chunks of at most this much, each read only
+/// when hyper asks for the next, which it does only while its write queue has room.
+/// So a client that stops reading holds hyper's queue and one chunk, never a step of
+/// the frame limit's 1 MiB, and never its backlog (DESIGN §1).
+pub(crate) const SSE_CHUNK_BYTES: usize = 32 * 1024;
+/// The same for `format=html`, whose rows are larger than the events' JSON.
+pub(crate) const SSE_HTML_CHUNK_BYTES: usize = 8 * 1024;
+
+/// What is left of one paced step read in chunks: a step may read up to the frame
+/// limit, a chunk at a time, without waiting for the pace between its chunks, but
+/// only up to the head it started at, so a steady flow of events cannot stretch it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    left: ReadLimit,
+    /// The head when the step's first chunk was read.
+    upto: u64,
+}
+
+impl Slot {
+    /// The limit of a step's first chunk.
+    pub(crate) fn first(limit: ReadLimit, chunk_bytes: usize) -> ReadLimit {
+        ReadLimit { max_bytes: limit.max_bytes.min(chunk_bytes), ..limit }
+    }
+
+    /// What is left of a step of `limit` after a chunk of `events` read from
+    /// `cursor` (whose head then was `upto`), or `None` when the step is done: its
+    /// budget is spent or the cursor has reached `upto`.
+    pub(crate) fn after(limit: ReadLimit, upto: u64, cursor: &Cursor, events: &[Arc<Event>]) -> Option<Slot> {
+        Slot { left: limit, upto }.spend(cursor, events)
+    }
+
+    /// Takes a chunk of `events` off the budget; `None` when the step is done.
+    pub(crate) fn spend(mut self, cursor: &Cursor, events: &[Arc<Event>]) -> Option<Slot> {
+        self.left.max_events = self.left.max_events.saturating_sub(events.len());
+        self.left.max_bytes = self.left.max_bytes.saturating_sub(events.iter().map(|e| e.weight()).sum());
+        let more = cursor.position() < self.upto && self.left.max_events > 0 && self.left.max_bytes > 0;
+        more.then_some(self)
+    }
+
+    /// Reads the step's next chunk of at most `chunk_bytes`, without waiting: it stops
+    /// at the head the step began at, with no events if none up to it matched.
+    pub(crate) async fn next(&self, cursor: &mut Cursor, chunk_bytes: usize) -> Result<Step, CursorError> {
+        cursor.next_until(self.upto, Slot::first(self.left, chunk_bytes)).await
+    }
+}
+
 /// A WebSocket frame for `events`: the shared `event` frame when there is one,
 /// else `{"type":"batch","payload":[…]}`.
 pub fn ws_events_frame(events: &[Arc<Event>]) -> Bytes {

@@ -1,9 +1,10 @@
 //! Server-sent events `GET /api/stream` (DESIGN §3).
 //!
 //! Each event is one SSE message whose `id` is its seq, so a browser's automatic
-//! reconnect sends `Last-Event-ID` and resumes exactly. Everything a cursor step
-//! yields goes out as one chunk (one write, however many messages), paced like
-//! WebSocket frames. When the token is revoked the stream sends `event: revoked` and
+//! reconnect sends `Last-Event-ID` and resumes exactly. A paced cursor step goes out
+//! as chunks of at most [`SSE_CHUNK_BYTES`] of events, each read when hyper asks for
+//! it, paced like WebSocket frames: a client that stops reading holds one chunk and
+//! hyper's write queue, not its step, and is cut by the connection's write timeout. When the token is revoked the stream sends `event: revoked` and
 //! ends. The HTTP response around the body is `http::streams`'.
 
 use std::convert::Infallible;
@@ -13,7 +14,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{Format, Pace, StreamContext, paced_next};
+use super::{Format, Pace, SSE_CHUNK_BYTES, SSE_HTML_CHUNK_BYTES, Slot, StreamContext, paced_next};
 use crate::auth::Revocation;
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::filter::Filter;
@@ -53,6 +54,7 @@ pub fn body(
             pace,
             format,
             opening: Some(opening),
+            slot: None,
             ended: false,
         }),
         |feed| async move {
@@ -77,6 +79,8 @@ struct Feed {
     pace: Pace,
     format: Format,
     opening: Option<String>,
+    /// The rest of a step whose first chunk has gone: read next, unpaced.
+    slot: Option<Slot>,
     /// The last message went out; the next call ends the stream.
     ended: bool,
 }
@@ -90,48 +94,75 @@ impl Feed {
         if let Some(opening) = self.opening.take() {
             return Some(Bytes::from(opening));
         }
-        let limit = self.ctx.frame_limit;
-        let step = tokio::select! {
-            biased;
-            () = self.ctx.shutdown.cancelled() => return None,
-            () = &mut self.revoked => return Some(self.end_revoked()),
-            () = tokio::time::sleep(self.ctx.keepalive) => {
-                return Some(Bytes::from_static(b": keepalive\n\n"));
-            }
-            step = paced_next(&self.pace, Some(&mut self.cursor), limit) => step,
+        let chunk_bytes = match self.format {
+            Format::Json => SSE_CHUNK_BYTES,
+            Format::Html => SSE_HTML_CHUNK_BYTES,
         };
-        // The step may have read events while the token was being revoked.
-        if self.revocation.is_revoked() {
-            return Some(self.end_revoked());
-        }
-        let chunk = match step {
-            Ok(Step::Events(events)) => {
-                self.ctx.metrics.delivered(&events, self.cursor.lag());
-                let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
-                for e in &events {
-                    match self.format {
-                        Format::Json => {
-                            out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());
-                            out.extend_from_slice(&e.payload());
-                            out.extend_from_slice(b"\n\n");
-                        }
-                        Format::Html => write_html_message(e, &mut out),
+        loop {
+            let continuing = self.slot.take();
+            let step = match continuing {
+                // The rest of a step: hyper asks for it only once the chunk before it
+                // is queued, so it is not paced again.
+                Some(slot) => tokio::select! {
+                    biased;
+                    () = self.ctx.shutdown.cancelled() => return None,
+                    () = &mut self.revoked => return Some(self.end_revoked()),
+                    step = slot.next(&mut self.cursor, chunk_bytes) => step,
+                },
+                None => tokio::select! {
+                    biased;
+                    () = self.ctx.shutdown.cancelled() => return None,
+                    () = &mut self.revoked => return Some(self.end_revoked()),
+                    () = tokio::time::sleep(self.ctx.keepalive) => {
+                        return Some(Bytes::from_static(b": keepalive\n\n"));
                     }
+                    step = paced_next(&self.pace, Some(&mut self.cursor), Slot::first(self.ctx.frame_limit, chunk_bytes)) => step,
+                },
+            };
+            // The step may have read events while the token was being revoked.
+            if self.revocation.is_revoked() {
+                return Some(self.end_revoked());
+            }
+            let chunk = match step {
+                Ok(Step::Events(events)) => {
+                    self.slot = match continuing {
+                        Some(slot) => slot.spend(&self.cursor, &events),
+                        None => Slot::after(self.ctx.frame_limit, self.ctx.hub.head(), &self.cursor, &events),
+                    };
+                    if events.is_empty() {
+                        // Nothing up to the step's head matched: the step is over.
+                        self.pace.sent();
+                        continue;
+                    }
+                    self.ctx.metrics.delivered(&events, self.cursor.lag());
+                    let mut out = Vec::with_capacity(events.iter().map(|e| e.payload().len() + 32).sum());
+                    for e in &events {
+                        match self.format {
+                            Format::Json => {
+                                out.extend_from_slice(format!("id: {}\ndata: ", e.seq).as_bytes());
+                                out.extend_from_slice(&e.payload());
+                                out.extend_from_slice(b"\n\n");
+                            }
+                            Format::Html => write_html_message(e, &mut out),
+                        }
+                    }
+                    Bytes::from(out)
                 }
-                Bytes::from(out)
+                Ok(Step::Reset { oldest }) => Bytes::from(format!(
+                    "id: {}\nevent: reset\ndata: {{\"oldest\":{oldest}}}\n\n",
+                    oldest.saturating_sub(1)
+                )),
+                Err(CursorError::Closed) => return None,
+                Err(CursorError::Store(e)) => {
+                    tracing::error!(error = %e, "event stream cursor failed to read the store");
+                    return None;
+                }
+            };
+            if self.slot.is_none() {
+                self.pace.sent();
             }
-            Ok(Step::Reset { oldest }) => Bytes::from(format!(
-                "id: {}\nevent: reset\ndata: {{\"oldest\":{oldest}}}\n\n",
-                oldest.saturating_sub(1)
-            )),
-            Err(CursorError::Closed) => return None,
-            Err(CursorError::Store(e)) => {
-                tracing::error!(error = %e, "event stream cursor failed to read the store");
-                return None;
-            }
-        };
-        self.pace.sent();
-        Some(chunk)
+            return Some(chunk);
+        }
     }
 
     /// The last chunk of a stream whose token was revoked. `revoked` has completed (or

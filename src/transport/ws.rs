@@ -18,13 +18,12 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Pace, StreamContext, paced_next, ws_events_frame};
+use super::{Pace, Slot, StreamContext, paced_next, ws_events_frame};
 use crate::auth::Revocation;
 use crate::config::{MAX_CLIENT_ERRORS, MAX_CLIENT_FRAME_BYTES};
 use crate::cursor::{Cursor, CursorError, Step};
 use crate::event::Event;
 use crate::filter::{Filter, FilterSpec};
-use crate::hub::ReadLimit;
 use crate::metrics::{ConnectionGuard, SubscriberGuard, Transport};
 use crate::store::Bounds;
 
@@ -36,26 +35,24 @@ pub(crate) const CHANNEL: &str = "events";
 /// after every frame it sends: at 4 KiB that `memset` was 4–5 % of the server's CPU in
 /// fan-out. Client messages are rare and small; a large one takes a few more reads.
 const READ_BUFFER_BYTES: usize = 512;
-/// Most bytes of events (by [`Event::weight`]) one frame carries: a step's events go
-/// out as consecutive frames of at most this much, each built only when the one before
-/// it is in tungstenite's buffer. tungstenite copies a whole frame into a buffer of the
-/// connection's that never shrinks, and a client that stops reading leaves its last
-/// frame there: at the frame limit's 1 MiB, 300 such viewers held 200–546 MiB. Bounded
-/// here and by [`WRITE_BUFFER_BYTES`], that buffer stays under 128 KiB (DESIGN §1: a
-/// slow client costs a lagging number, not memory). An event larger than this is a
-/// frame of its own.
+/// Most bytes of events (by [`Event::weight`]) one `/ws` frame carries, and one read
+/// of the cursor takes: a step's events are read a frame at a time, each frame read
+/// and built only when the one before it is in tungstenite's buffer. tungstenite
+/// copies a whole frame into a buffer of the connection's that never shrinks, and a
+/// client that stops reading leaves its last frame there: at the frame limit's 1 MiB,
+/// 300 such viewers held 200–546 MiB, and a step read whole before the stall was
+/// noticed still cost 370 KiB a viewer. Bounded here and by [`WRITE_BUFFER_BYTES`], a
+/// stalled viewer holds under 128 KiB (DESIGN §1: a slow client costs a lagging
+/// number, not memory). An event larger than this is a frame of its own.
 pub(crate) const FRAME_CHUNK_BYTES: usize = 32 * 1024;
 /// Bytes of frames tungstenite holds before it writes to the socket without being
 /// asked to flush. A step's frames are fed and flushed once, so a step is one write
 /// up to this size and a write every this many bytes beyond it. With frames of at
 /// most [`FRAME_CHUNK_BYTES`], the buffer never holds more than the two together
-/// (64 KiB), so its capacity, which grows by doubling, stays under 128 KiB.
-const WRITE_BUFFER_BYTES: usize = 32 * 1024;
-/// The most bytes one step reads for a connection whose last write had to wait for
-/// the client: a laggard's step (the events it holds while its write waits) is one
-/// frame's worth, not the frame limit's. Its next step that writes at once gets the
-/// full limit again.
-const LAGGING_STEP_BYTES: usize = FRAME_CHUNK_BYTES;
+/// (48 KiB), beside the one frame a stalled write waits to buffer. At 32 KiB a
+/// stalled `/ws` viewer cost 136–149 KiB of RSS, at 16 KiB 89 KiB; a live viewer's
+/// steps are far smaller than either, so its writes are the same.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Keepalive periods of silence (not even a pong) after which a client is idle.
 const IDLE_KEEPALIVES: u32 = 3;
@@ -85,6 +82,9 @@ pub fn limits(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 /// frames are written. Everything else (the loop, pacing, keep-alive, limits) is the
 /// session's.
 pub(crate) trait Dialect: Send + 'static {
+    /// Most bytes of events (by [`Event::weight`]) one frame carries; see
+    /// [`FRAME_CHUNK_BYTES`].
+    const CHUNK_BYTES: usize;
     /// The close code sent when the server shuts down.
     const SHUTDOWN_CLOSE: u16;
     /// Which gauge counts the connection.
@@ -120,6 +120,7 @@ fn json_frame(bytes: bytes::Bytes) -> Message {
 }
 
 impl Dialect for Json {
+    const CHUNK_BYTES: usize = FRAME_CHUNK_BYTES;
     const SHUTDOWN_CLOSE: u16 = CLOSE_GOING_AWAY;
     const TRANSPORT: Transport = Transport::Ws;
 
@@ -256,9 +257,6 @@ pub(crate) struct Session<D> {
     pace: Pace,
     /// The subscription reads `batch` frames.
     batch: bool,
-    /// The last step's write had to wait for the client: the next step reads at most
-    /// [`LAGGING_STEP_BYTES`].
-    lagging: bool,
     errors: u32,
     dialect: D,
     /// A subscription made at connect time (from the URL), announced when the session
@@ -290,7 +288,6 @@ impl<D: Dialect> Session<D> {
             cursor: None,
             pace,
             batch: false,
-            lagging: false,
             errors: 0,
             dialect,
             initial,
@@ -340,7 +337,8 @@ impl<D: Dialect> Session<D> {
         let revoked = watch.revoked();
         tokio::pin!(revoked);
         loop {
-            let step_limit = if self.lagging { lagging_limit(limit) } else { limit };
+            // A step's first chunk; `send_events` reads the rest while the client keeps up.
+            let chunk = Slot::first(limit, D::CHUNK_BYTES);
             tokio::select! {
                 biased;
                 () = &mut cancelled => return End::Shutdown,
@@ -350,21 +348,21 @@ impl<D: Dialect> Session<D> {
                         return end;
                     }
                 }
-                step = paced_next(&self.pace, self.cursor.as_mut(), step_limit) => {
+                step = paced_next(&self.pace, self.cursor.as_mut(), chunk) => {
                     // The step may have read events while the token was being revoked.
                     if self.revocation.is_revoked() {
                         return End::Policy("token revoked");
                     }
                     let sent = match step {
-                        Ok(Step::Events(events)) => {
-                            let lag = self.cursor.as_ref().map_or(0, Cursor::lag);
-                            self.ctx.metrics.delivered(&events, lag);
-                            self.send_events(events).await
-                        }
+                        Ok(Step::Events(events)) => self.send_events(events).await,
                         Ok(Step::Reset { oldest }) => {
                             let frame = self.dialect.reset(oldest);
-                            self.send(frame).await
+                            Ok(self.send(frame).await)
                         }
+                        Err(e) => Err(e),
+                    };
+                    let sent = match sent {
+                        Ok(sent) => sent,
                         Err(CursorError::Closed) => return End::Shutdown,
                         Err(CursorError::Store(e)) => {
                             tracing::error!(error = %e, "websocket cursor failed to read the store");
@@ -460,57 +458,78 @@ impl<D: Dialect> Session<D> {
         }
     }
 
-    /// Sends a step's events as frames of at most [`FRAME_CHUNK_BYTES`], each built
-    /// when the previous one is buffered, and flushes once; otherwise as
-    /// [`Session::send`]. Notes whether the write had to wait for the client.
+    /// Sends a step: its first chunk of `events`, then, while each frame is buffered at
+    /// once, the step's next chunks (up to the frame limit and the head it began at,
+    /// see [`Slot`]), each read when the frame before it is in tungstenite's buffer;
+    /// then flushes once. A frame that cannot be buffered at once (the client is not
+    /// keeping up) ends the step once it is: what a stalled client holds is that one
+    /// frame and tungstenite's buffer, never the rest of its step, which the cursor
+    /// has not read. `Ok(false)` when the connection is done, as [`Session::send`].
     ///
-    /// If a frame cannot be buffered at once (the client is not keeping up), the events
-    /// after it are dropped and the cursor moved back to the last one written: what a
-    /// stalled client holds is the frame in tungstenite's buffer, never the rest of
-    /// its step, which the next step reads again.
-    async fn send_events(&mut self, events: Vec<Arc<Event>>) -> bool {
+    /// # Errors
+    /// Reading a later chunk failed.
+    async fn send_events(&mut self, events: Vec<Arc<Event>>) -> Result<bool, CursorError> {
         let stalled = self.ctx.keepalive * STALLED_KEEPALIVES;
-        let (socket, dialect, batch, cursor) = (&mut self.socket, &self.dialect, self.batch, &mut self.cursor);
-        let mut waited = false;
+        let upto = self.ctx.hub.head();
+        let limit = self.ctx.frame_limit;
+        let (socket, dialect, batch, metrics, revocation) =
+            (&mut self.socket, &self.dialect, self.batch, &self.ctx.metrics, &self.revocation);
+        let Some(cursor) = self.cursor.as_mut() else { return Ok(true) };
         let write = async {
+            let mut slot = Slot::after(limit, upto, cursor, &events);
             let mut events = events;
-            let mut written = 0;
-            while written < events.len() {
-                let Some(run) = frame_runs(&events[written..], FRAME_CHUNK_BYTES).next() else { break };
-                let frames = dialect.events(run, batch);
-                written += run.len();
-                let mut feed = std::pin::pin!(feed_all(socket, frames));
-                if let Poll::Ready(fed) = futures_util::poll!(feed.as_mut()) {
-                    fed?;
-                    continue;
+            loop {
+                metrics.delivered(&events, cursor.lag());
+                let frames = dialect.events(&events, batch);
+                drop(events);
+                let waited = {
+                    let mut feed = std::pin::pin!(feed_all(socket, frames));
+                    if let Poll::Ready(fed) = futures_util::poll!(feed.as_mut()) {
+                        fed.map_err(|_| Failed::Send)?;
+                        false
+                    } else {
+                        feed.await.map_err(|_| Failed::Send)?;
+                        true
+                    }
+                };
+                if waited {
+                    break;
                 }
-                waited = true;
-                if let (Some(cursor), Some(last)) = (cursor.as_mut(), events.get(written - 1))
-                    && written < events.len()
-                {
-                    cursor.rewind(last.seq);
+                // Nothing is sent once the token is known revoked; the session's
+                // `select!` ends it next.
+                let Some(rest) = slot.filter(|_| !revocation.is_revoked()) else { break };
+                match rest.next(cursor, D::CHUNK_BYTES).await.map_err(Failed::Cursor)? {
+                    Step::Events(next) if next.is_empty() => break,
+                    Step::Events(next) => {
+                        slot = rest.spend(cursor, &next);
+                        events = next;
+                    }
+                    Step::Reset { oldest } => {
+                        socket.feed(dialect.reset(oldest)).await.map_err(|_| Failed::Send)?;
+                        break;
+                    }
                 }
-                events = Vec::new();
-                feed.await?;
             }
-            let mut flush = std::pin::pin!(socket.flush());
-            if let Poll::Ready(flushed) = futures_util::poll!(flush.as_mut()) {
-                return flushed;
-            }
-            waited = true;
-            flush.await
+            socket.flush().await.map_err(|_| Failed::Send)
         };
-        let revocation = &self.revocation;
-        let sent = tokio::select! {
+        tokio::select! {
             biased;
-            r = tokio::time::timeout(stalled, write) => matches!(r, Ok(Ok(()))),
-            () = self.shutdown.cancelled() => false,
+            r = tokio::time::timeout(stalled, write) => match r {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(Failed::Cursor(e))) => Err(e),
+                Ok(Err(Failed::Send)) | Err(_) => Ok(false),
+            },
+            () = self.shutdown.cancelled() => Ok(false),
             // As in `send`: made only if the write has to wait.
-            () = async { revocation.clone().revoked().await } => false,
-        };
-        self.lagging = waited;
-        sent
+            () = async { revocation.clone().revoked().await } => Ok(false),
+        }
     }
+}
+
+/// Why a step's write stopped short.
+enum Failed {
+    Send,
+    Cursor(CursorError),
 }
 
 /// Buffers `frames` in tungstenite, which writes to the socket past
@@ -525,34 +544,6 @@ async fn feed_all(socket: &mut WebSocket, frames: Frames) -> Result<(), axum::Er
             Ok(())
         }
     }
-}
-
-/// `limit` with its bytes cut to [`LAGGING_STEP_BYTES`].
-fn lagging_limit(limit: ReadLimit) -> ReadLimit {
-    ReadLimit { max_bytes: limit.max_bytes.min(LAGGING_STEP_BYTES), ..limit }
-}
-
-/// `events` in consecutive runs of at most `max_bytes` by [`Event::weight`]; an event
-/// larger than that is a run of its own.
-pub(crate) fn frame_runs(events: &[Arc<Event>], max_bytes: usize) -> impl Iterator<Item = &[Arc<Event>]> {
-    let limit = ReadLimit { max_events: usize::MAX, max_bytes };
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let (mut count, mut bytes) = (0, 0);
-        while let Some(next) = rest.get(count) {
-            if !limit.has_room(count, bytes, next.weight()) {
-                break;
-            }
-            bytes += next.weight();
-            count += 1;
-        }
-        let (run, tail) = rest.split_at(count);
-        rest = tail;
-        Some(run)
-    })
 }
 
 #[cfg(test)]
@@ -602,18 +593,5 @@ mod tests {
         assert_eq!(each.iter().map(|f| f["payload"]["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         let Frames::One(single) = Json.events(&events[..1], false) else { panic!("one event is one frame") };
         assert_eq!(json(&single)["type"], "event");
-    }
-
-    #[test]
-    fn a_step_is_cut_into_frames_of_at_most_the_chunk_and_a_large_event_goes_alone() {
-        let e = |seq| crate::hub::tests::event(seq, "a.b");
-        let weight = e(1).weight();
-        let events: Vec<_> = (1..=10).map(e).collect();
-        let runs: Vec<_> = frame_runs(&events, 3 * weight).collect();
-        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [3, 3, 3, 1]);
-        assert_eq!(runs.concat().iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
-        let alone: Vec<_> = frame_runs(&events[..2], weight / 2).collect();
-        assert_eq!(alone.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1], "each larger than the chunk, alone");
-        assert_eq!(frame_runs(&[], weight).count(), 0);
     }
 }

@@ -62,6 +62,9 @@ fn notice(n: &Notice<'_>) -> Message {
 }
 
 impl Dialect for Html {
+    /// A quarter of `/ws`'s: a row is its event's display text, escaped, in markup,
+    /// which can be several times the event's JSON.
+    const CHUNK_BYTES: usize = super::ws::FRAME_CHUNK_BYTES / 4;
     const SHUTDOWN_CLOSE: u16 = CLOSE_SERVICE_RESTART;
     const TRANSPORT: Transport = Transport::WsHtml;
 

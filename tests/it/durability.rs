@@ -236,13 +236,108 @@ async fn stalled_viewer(
     ws
 }
 
-#[tokio::test]
-async fn viewers_that_never_read_get_bounded_frames_are_let_go_and_resume_exactly() {
+/// What a stalled viewer may cost the server beyond its kernel socket buffers (issue
+/// 19: 128 KiB), and the margin for what the allocator, the posts and RSS sampling
+/// add. Run alone, the three transports measure 86–120 KiB; beside other tests the
+/// same debug binary has shown 164–370 KiB, so the bound asserted is the loose one
+/// that still fails on a buffered backlog (6 MiB a viewer here) or a step held whole.
+const STALLED_VIEWER_BYTES: u64 = 128 * 1024;
+const STALLED_MARGIN_BYTES: u64 = 384 * 1024;
+
+/// A transport's stalled viewer.
+#[derive(Debug, Clone, Copy)]
+enum Stalled {
+    /// `/ws`, subscribed with `batch` frames.
+    Ws,
+    /// `/ws/html`, subscribed from its URL.
+    WsHtml,
+    /// `/api/stream`.
+    Sse,
+}
+
+/// One viewer that stopped reading, whichever its transport.
+enum StalledViewer {
+    Ws(Box<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>),
+    Raw(tokio::net::TcpStream),
+}
+
+impl StalledViewer {
+    /// Reads until the server ends the connection; false if it is still open after
+    /// the wait.
+    async fn ended(self) -> bool {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(crate::harness::WAIT, async {
+            match self {
+                StalledViewer::Ws(mut ws) => while let Some(Ok(_)) = ws.next().await {},
+                StalledViewer::Raw(mut tcp) => {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(1..) = tcp.read(&mut buf).await {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// A socket whose receive buffer is a few KiB: a viewer whose backlog the kernel
+/// cannot hide.
+async fn small_socket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Opens a live viewer of `kind` and reads only what says it is subscribed.
+async fn open_stalled(addr: std::net::SocketAddr, token: &str, kind: Stalled) -> StalledViewer {
     use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    match kind {
+        Stalled::Ws => StalledViewer::Ws(Box::new(stalled_viewer(addr, token, None).await)),
+        Stalled::WsHtml => {
+            let mut request = format!("ws://{addr}/ws/html").into_client_request().unwrap();
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(request, small_socket(addr).await).await.expect("upgrade");
+            let notice = loop {
+                match tokio::time::timeout(crate::harness::WAIT, ws.next()).await.expect("subscribed in time") {
+                    Some(Ok(Message::Ping(_))) => continue,
+                    Some(Ok(Message::Text(notice))) => break notice,
+                    other => panic!("expected the subscribed notice, got {other:?}"),
+                }
+            };
+            assert!(notice.contains(r#"data-state="subscribed""#), "{notice}");
+            StalledViewer::Ws(Box::new(ws))
+        }
+        Stalled::Sse => {
+            let mut tcp = small_socket(addr).await;
+            let head = format!("GET /api/stream HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\r\n");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 1024];
+            while !String::from_utf8_lossy(&got).contains("event: subscribed") {
+                let n = tokio::time::timeout(crate::harness::WAIT, tcp.read(&mut buf))
+                    .await
+                    .expect("subscribed in time")
+                    .unwrap();
+                assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+            StalledViewer::Raw(tcp)
+        }
+    }
+}
+
+/// 100 viewers of `kind` stop reading while 3 000 events of 2 KiB (6 MiB) go by, far
+/// more than their socket buffers hold: the server's RSS may grow by at most
+/// [`STALLED_VIEWER_BYTES`] (and the margin) for each. Then they are closed after the
+/// write timeout. Returns the server, its data directory and an admin token; the
+/// 3 000 events are seqs 3 001 to 6 000.
+async fn stalled_viewers_cost_a_bounded_amount(kind: Stalled) -> (BinaryServer, tempfile::TempDir, String) {
     const VIEWERS: usize = 100;
-    /// `FRAME_CHUNK_BYTES` of event weight, which is more than the events' JSON, and
-    /// the batch envelope.
-    const MAX_FRAME: usize = 32 * 1024 + 64;
     let dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(dir.path(), &["--write-timeout", "3", "--ring-capacity", "256"]).await;
     let token = server.admin_token();
@@ -253,8 +348,10 @@ async fn viewers_that_never_read_get_bounded_frames_are_let_go_and_resume_exactl
         async move {
             // Posts of 100 (~210 KiB): see the test above on why not the API's 1 000.
             for start in (from..from + count).step_by(100) {
+                // An error's message is in its HTML row, so `/ws/html` has as much to
+                // send as the JSON transports.
                 let body: Vec<Value> = (start..start + 100)
-                    .map(|i| json!({"id": format!("s{i}"), "event_type": "tool.called", "source": "s", "data": {"pad": pad}}))
+                    .map(|i| json!({"id": format!("s{i}"), "event_type": "system.error", "source": "s", "data": {"message": pad}}))
                     .collect();
                 post(&http, addr, &token, &json!(body)).await.expect("accepted");
             }
@@ -264,33 +361,39 @@ async fn viewers_that_never_read_get_bounded_frames_are_let_go_and_resume_exactl
     post_events(0, 3000).await;
     let mut stalled = Vec::new();
     for _ in 0..VIEWERS {
-        stalled.push(stalled_viewer(server.addr, &token, None).await);
+        stalled.push(open_stalled(server.addr, &token, kind).await);
     }
     let before = rss_bytes(server.pid());
-    // 3 000 events of 2 KiB (6 MiB) go by, far more than a viewer's socket buffers hold.
     post_events(3000, 3000).await;
-    // The most the server held over the next second, while each session built its
-    // frames and stalled on them; paced at 10 frames a second, that is ten steps each.
+    // The most the server held over the next second, while each session read its
+    // steps and stalled on them; paced at 10 steps a second, that is ten steps each.
     let mut peak = rss_bytes(server.pid());
     for _ in 0..10 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         peak = peak.max(rss_bytes(server.pid()));
     }
-    // The figure for docs/BENCHMARKS.md (about 1.4–2 MiB before frames were bounded,
-    // about 370 KiB after). Not asserted, because it is not yet under 128 KiB: the step
-    // a viewer stalls on is still read whole (up to the frame limit, 1 MiB, from the
-    // store when it is behind the ring) before its unsent part is given back, and the
-    // allocator keeps much of what 100 such reads at once took.
     let per_viewer = peak.saturating_sub(before) / VIEWERS as u64;
-    eprintln!("RSS growth per stalled viewer: {} KiB", per_viewer / 1024);
-
+    eprintln!("{kind:?}: RSS growth per stalled viewer: {} KiB", per_viewer / 1024);
+    assert!(
+        per_viewer <= STALLED_VIEWER_BYTES + STALLED_MARGIN_BYTES,
+        "a stalled {kind:?} viewer cost the server {} KiB",
+        per_viewer / 1024
+    );
     // Each is let go after the write timeout: what it reads ends, short of the head.
-    let mut viewer = stalled.pop().unwrap();
+    let viewer = stalled.pop().unwrap();
     drop(stalled);
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let ended =
-        tokio::time::timeout(crate::harness::WAIT, async { while let Some(Ok(_)) = viewer.next().await {} }).await;
-    assert!(ended.is_ok(), "the stalled viewer was closed after the write timeout");
+    assert!(viewer.ended().await, "the stalled {kind:?} viewer was closed after the write timeout");
+    (server, dir, token)
+}
+
+#[tokio::test]
+async fn viewers_that_never_read_get_bounded_frames_are_let_go_and_resume_exactly() {
+    use futures_util::StreamExt;
+    /// `FRAME_CHUNK_BYTES` of event weight, which is more than the events' JSON, and
+    /// the batch envelope.
+    const MAX_FRAME: usize = 32 * 1024 + 64;
+    let (server, _dir, token) = stalled_viewers_cost_a_bounded_amount(Stalled::Ws).await;
     // Catching up from where it subscribed, a viewer gets every event exactly once, in
     // frames no larger than a laggard's: a backlog of 6 MiB is never one frame.
     let mut resumed = stalled_viewer(server.addr, &token, Some(3000)).await;
@@ -308,6 +411,47 @@ async fn viewers_that_never_read_get_bounded_frames_are_let_go_and_resume_exactl
                 let seq = event["seq"].as_u64().unwrap();
                 assert_eq!(seq, last + 1, "in order, none skipped or repeated");
                 last = seq;
+            }
+        }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "caught up within the wait; got to {last}");
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn html_websocket_viewers_that_never_read_cost_a_bounded_amount_and_are_let_go() {
+    let (server, _dir, _) = stalled_viewers_cost_a_bounded_amount(Stalled::WsHtml).await;
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn event_stream_viewers_that_never_read_cost_a_bounded_amount_are_let_go_and_resume_exactly() {
+    let (server, _dir, token) = stalled_viewers_cost_a_bounded_amount(Stalled::Sse).await;
+    // `Last-Event-ID`, as a browser sends it on reconnecting, resumes exactly.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/api/stream", server.addr))
+        .bearer_auth(&token)
+        .header("last-event-id", "3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut text, mut last) = (String::new(), 3000);
+    let caught_up = tokio::time::timeout(crate::harness::WAIT, async {
+        use futures_util::StreamExt;
+        while last < 6000 {
+            let chunk = body.next().await.expect("the stream goes on").unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            // Whole messages only; a partial one waits for the next chunk.
+            while let Some(end) = text.find("\n\n") {
+                let message: String = text.drain(..end + 2).collect();
+                if let Some(id) = message.lines().find_map(|l| l.strip_prefix("id: ")) {
+                    let seq: u64 = id.parse().unwrap();
+                    assert_eq!(seq, last + 1, "in order, none skipped or repeated");
+                    last = seq;
+                }
             }
         }
     })
