@@ -239,10 +239,11 @@ async fn stalled_viewer(
 /// What a stalled viewer may cost the server beyond its kernel socket buffers (issue
 /// 19: 128 KiB), and the margin for what the allocator, the posts and RSS sampling
 /// add. Run alone, the three transports measure 86–120 KiB; beside other tests the
-/// same debug binary has shown 164–370 KiB, so the bound asserted is the loose one
-/// that still fails on a buffered backlog (6 MiB a viewer here) or a step held whole.
+/// same debug binary has shown 164–493 KiB, so the bound asserted is the loose one
+/// (1 MiB) that still fails on a buffered backlog (6 MiB a viewer here); the 128 KiB
+/// figure itself is measured with these tests run alone (docs/RELIABILITY.md).
 const STALLED_VIEWER_BYTES: u64 = 128 * 1024;
-const STALLED_MARGIN_BYTES: u64 = 384 * 1024;
+const STALLED_MARGIN_BYTES: u64 = 896 * 1024;
 
 /// A transport's stalled viewer.
 #[derive(Debug, Clone, Copy)]
