@@ -26,5 +26,6 @@ mod search;
 mod security;
 mod sessions;
 mod swarm;
+mod tls;
 mod webhooks;
 mod ws;
