@@ -84,6 +84,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub data: DataArgs,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); reloaded,
+    /// with --tls-key, on SIGHUP.
+    #[arg(long, env = "SWARMFEED_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SWARMFEED_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve without authentication (only allowed on a loopback address).
     #[arg(long, env = "SWARMFEED_NO_AUTH")]
     pub no_auth: bool,
@@ -331,6 +338,10 @@ pub struct RemoteArgs {
     /// The server's data directory, to read its `admin.token` when no token is given.
     #[arg(long, env = "SWARMFEED_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// With an https:// URL, trust the CA certificates of this PEM file instead of the
+    /// system's roots.
+    #[arg(long, env = "SWARMFEED_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RemoteArgs {
@@ -492,6 +503,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             read_connections: self.read_connections,
             store_timeout: seconds("--store-timeout", self.store_timeout)?,
+            tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
             ..Config::default()
         };
         config.writer.queue_events = self.writer_queue_events;
@@ -612,6 +624,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let remote = |token: Option<&str>| RemoteArgs {
             url: String::new(),
+            ca_file: None,
             token: token.map(str::to_owned),
             data_dir: dir.path().to_path_buf(),
         };

@@ -49,6 +49,10 @@ pub struct Config {
     /// default) keeps the log in SQLite inside `data_dir` (`--database`,
     /// `SWARMFEED_DATABASE`).
     pub database: Option<String>,
+    /// Serve HTTPS and WSS with this certificate and key (`--tls-cert`, `--tls-key`,
+    /// `SWARMFEED_TLS_CERT`, `SWARMFEED_TLS_KEY`); `None` (the default) serves plain
+    /// HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Serve without credentials; refused unless `bind` is loopback.
     pub no_auth: bool,
     /// Event frames per second per subscription; 0 sends each event at once.
@@ -115,6 +119,7 @@ impl Default for Config {
             bind: DEFAULT_BIND,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database: None,
+            tls: None,
             no_auth: false,
             max_frames_per_sec: DEFAULT_MAX_FRAMES_PER_SEC,
             ring_capacity: DEFAULT_RING_CAPACITY,

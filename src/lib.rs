@@ -57,6 +57,8 @@
 //! - [`cli`]: every setting declared once (flag, variable, default, help);
 //!   [`file_config`] gives `swarmfeed.toml`'s values to it as defaults; [`config`] holds
 //!   and checks the result.
+//! - [`tls`]: rustls for the server's certificate (reloaded on SIGHUP) and the
+//!   clients' trust roots; PostgreSQL's `sslmode` lives with its store.
 //! - [`telemetry`], [`shutdown`], [`server`]: running it.
 //! - [`client`]: the command-line clients (`tail` watches the feed, or prints it up
 //!   to the head and exits, `emit` posts
@@ -92,6 +94,7 @@ pub mod shutdown;
 pub mod store;
 pub(crate) mod swarm;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub(crate) mod view;
 pub mod webhook;

@@ -235,6 +235,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let filter = TailFilter { types: args.types, task_id: args.task, agent_id: args.agent, source: args.source };
     let mut tail = Tail::new(TailOptions {
         url: args.remote.url,
+        ca_file: args.remote.ca_file,
         token,
         filter,
         since: args.since,
@@ -255,7 +256,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
 async fn emit(args: EmitArgs) -> anyhow::Result<()> {
     use swarmfeed::client::emit::{BATCH_EVENTS, Emitter, EventFlags, check_file, post_file, single_event};
     let token = args.remote.resolve_token().context("reading the admin token")?;
-    let emitter = Emitter::new(&args.remote.url, token).context("starting emit")?;
+    let emitter = Emitter::new(&args.remote.url, token, args.remote.ca_file.as_deref()).context("starting emit")?;
     let Some(path) = args.file else {
         // clap requires TYPE and --source unless --file is given.
         let event = single_event(EventFlags {
@@ -306,7 +307,7 @@ async fn webhook(command: WebhookCommand) -> anyhow::Result<()> {
         WebhookCommand::List { remote } | WebhookCommand::Rm { remote, .. } => remote,
     };
     let token = remote.resolve_token().context("reading the admin token")?;
-    let client = WebhookClient::new(&remote.url, token).context("starting webhook")?;
+    let client = WebhookClient::new(&remote.url, token, remote.ca_file.as_deref()).context("starting webhook")?;
     match command {
         WebhookCommand::Add(args) => {
             let filter = swarmfeed::filter::FilterSpec {

@@ -21,6 +21,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::store::{CommitFeed, StoreError};
+use crate::tls::ServerTls;
 use crate::writer::{self, Fanout};
 use crate::{follower, store};
 
@@ -36,6 +37,8 @@ pub enum StartError {
     /// The webhooks' HTTP client could not be built.
     #[error("{0}")]
     Webhooks(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -50,6 +53,8 @@ pub struct Application {
     state: AppState,
     tasks: Tasks,
     admin: Option<Issued>,
+    /// The certificate served with `--tls-cert`, if any.
+    tls: Option<ServerTls>,
 }
 
 /// The long-running tasks besides the listener, each with its own stop signal so that
@@ -161,6 +166,9 @@ impl Application {
     /// cannot be bound.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        // Before the store: a certificate that cannot be used is a mistake to report
+        // at once, not after migrations have run.
+        let tls = config.tls.clone().map(ServerTls::load).transpose()?;
         let store =
             store::open(&config.data_dir, config.database.as_deref(), config.read_connections, config.store_timeout)
                 .await?;
@@ -305,7 +313,7 @@ impl Application {
             revocations: Supervised::new("revocations", revocations_task),
             webhooks: Supervised::new("webhooks", webhooks_task),
         };
-        Ok(Application { listener, addr, state, tasks, admin })
+        Ok(Application { listener, addr, state, tasks, admin, tls })
     }
 
     /// The address actually bound.
@@ -349,15 +357,20 @@ impl Application {
     /// # Errors
     /// The listener failed, or a long-running task ended before shutdown.
     pub async fn run(self) -> Result<(), RunError> {
-        let Application { listener, state, mut tasks, .. } = self;
+        let Application { listener, state, mut tasks, tls, .. } = self;
         let shutdown = state.shutdown.clone();
         let grace = state.config.shutdown_grace;
         let conns = Arc::clone(&state.conns);
         let metrics = Arc::clone(&state.metrics);
         let limits = state.config.limits.clone();
         let health = state.clone();
+        // Reloading stops with the listener; it is not supervised, since a server that
+        // cannot reload still serves its certificate.
+        let reloads = tls.clone().map(|tls| tokio::spawn(tls.reload_on_hangup(shutdown.clone())));
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
+        let endpoint = crate::http::serve::Endpoint { listener, tls: acceptor };
         let serving =
-            crate::http::serve::serve(listener, router(state), conns, metrics, &limits, shutdown.clone(), grace);
+            crate::http::serve::serve(endpoint, router(state), conns, metrics, &limits, shutdown.clone(), grace);
         tokio::pin!(serving);
         let mut ended_early = None;
         let served = tokio::select! {
@@ -378,6 +391,11 @@ impl Application {
         };
         if let Some(demo) = tasks.demo {
             demo.join().await;
+        }
+        if let Some(reloads) = reloads
+            && let Err(e) = reloads.await
+        {
+            tracing::error!(error = %e, "the TLS reload task failed");
         }
         tasks.revocations.join().await;
         tasks.webhooks.join().await;

@@ -40,8 +40,8 @@ pub(crate) const MAX_LINE_BYTES: usize = 1024 * 1024;
 pub enum EmitError {
     #[error(transparent)]
     BadUrl(#[from] BadUrl),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] super::remote::ClientSetup),
     #[error("--data is not a JSON object: {0}")]
     Data(String),
     #[error("{flag}: {message}")]
@@ -60,6 +60,8 @@ pub enum EmitError {
     Rejected { status: u16, code: String, message: String, index: Option<usize> },
     #[error("the server stayed busy (HTTP {status}) through {attempts} attempts; nothing more was posted")]
     Busy { status: u16, attempts: u32 },
+    #[error("the TLS handshake with {url} failed: {reason}; {hint}", hint = super::remote::TLS_HINT)]
+    Tls { url: Url, reason: String },
     #[error("cannot reach {url} after {attempts} attempts: {source}")]
     Unreachable { url: Url, attempts: u32, source: reqwest::Error },
     #[error("unreadable answer from the server: {0}")]
@@ -165,10 +167,12 @@ pub struct Emitter {
 
 impl Emitter {
     /// # Errors
-    /// The URL is not `http://…`, or the HTTP client cannot be set up.
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, EmitError> {
-        let events_url = endpoint(&base_url(url)?, "api/events")?;
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(EmitError::Client)?;
+    /// The URL is not `http://…` or `https://…`, or the HTTP client cannot be set up
+    /// (`ca_file`, trusted instead of the system's roots, cannot be used).
+    pub fn new(url: &str, token: Option<String>, ca_file: Option<&std::path::Path>) -> Result<Self, EmitError> {
+        let base = base_url(url)?;
+        let events_url = endpoint(&base, "api/events")?;
+        let http = super::remote::http_client(&base, ca_file, REQUEST_TIMEOUT)?;
         Ok(Emitter { http, events_url, token })
     }
 
@@ -206,6 +210,9 @@ impl Emitter {
             }
             let wait = match request.send().await {
                 Err(source) => {
+                    if let Some(reason) = super::remote::tls_failure(&source) {
+                        return Err(EmitError::Tls { url: self.events_url.clone(), reason });
+                    }
                     if attempt >= MAX_ATTEMPTS {
                         return Err(EmitError::Unreachable { url: self.events_url.clone(), attempts: attempt, source });
                     }

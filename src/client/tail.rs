@@ -36,8 +36,11 @@ const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What to subscribe to and where.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
-    /// The server's base URL, `http://host:port` (a path prefix is kept).
+    /// The server's base URL, `http://host:port` or `https://host:port` (a path prefix
+    /// is kept); the WebSocket is ws:// or wss:// to match.
     pub url: String,
+    /// Trust this CA file's certificates instead of the system's roots (https only).
+    pub ca_file: Option<std::path::PathBuf>,
     pub token: Option<String>,
     pub filter: TailFilter,
     /// Print events after this seq; `None` starts at the head (live only).
@@ -73,10 +76,12 @@ pub enum TailError {
     BadUrl(#[from] BadUrl),
     #[error("bad filter: --{0}")]
     BadFilter(#[from] FilterError),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] super::remote::ClientSetup),
     #[error("the server refused the token (401); pass --token or set SWARMFEED_TOKEN")]
     Unauthorized,
+    #[error("the TLS handshake with {url} failed: {reason}; {hint}", hint = super::remote::TLS_HINT)]
+    Tls { url: String, reason: String },
     #[error("the server refused the subscription (403): {0}")]
     Forbidden(String),
     #[error("the server refused the WebSocket upgrade with HTTP {0}")]
@@ -224,6 +229,8 @@ pub struct Tail {
     position: Option<u64>,
     http: reqwest::Client,
     base: reqwest::Url,
+    /// The WebSocket's TLS for wss://, the same trust as `http`'s.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Tail {
@@ -235,11 +242,17 @@ impl Tail {
         Filter::from_spec(options.filter.clone())?;
         let base = base_url(&options.url)?;
         let mut ws = endpoint(&base, "ws")?;
-        // http → ws: both are "special" schemes, so the change is allowed.
-        ws.set_scheme("ws").map_err(|()| BadUrl { url: options.url.clone(), reason: "no ws:// form".into() })?;
-        let http = reqwest::Client::builder().timeout(CONNECT_TIMEOUT).build().map_err(TailError::Client)?;
+        // http → ws, https → wss: all are "special" schemes, so the change is allowed.
+        let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
+        ws.set_scheme(scheme).map_err(|()| BadUrl { url: options.url.clone(), reason: "no ws:// form".into() })?;
+        let tls = super::remote::tls_for(&base, options.ca_file.as_deref()).map_err(super::remote::ClientSetup::Tls)?;
+        let mut http = reqwest::Client::builder().timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        }
+        let http = http.build().map_err(super::remote::ClientSetup::Http)?;
         let position = options.since;
-        Ok(Tail { ws_url: ws.to_string(), options, position, http, base })
+        Ok(Tail { ws_url: ws.to_string(), options, position, http, base, tls })
     }
 
     /// Prints events to `out` until `shutdown` fires, reconnecting after every
@@ -319,11 +332,25 @@ impl Tail {
                 Err(_) => return Retry::Fatal(TailError::Unauthorized),
             };
         }
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+        let connect = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                None,
+                true,
+                self.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+            ),
+        )
+        .await;
         let mut ws = match connect {
             Err(_) => return Retry::After(format!("no answer from {} within {CONNECT_TIMEOUT:?}", self.ws_url)),
             Ok(Err(tungstenite::Error::Http(response))) => return upgrade_refused(response.status().as_u16()),
-            Ok(Err(e)) => return Retry::After(format!("cannot connect to {}: {e}", self.ws_url)),
+            Ok(Err(e)) => {
+                if let Some(reason) = super::remote::tls_failure(&e) {
+                    return Retry::Fatal(TailError::Tls { url: self.ws_url.clone(), reason });
+                }
+                return Retry::After(format!("cannot connect to {}: {e}", self.ws_url));
+            }
             Ok(Ok((ws, _))) => ws,
         };
         let subscribe = subscribe_message(&self.options.filter, self.position);
@@ -621,6 +648,7 @@ mod tests {
     fn a_bad_type_pattern_is_refused_before_connecting() {
         let options = TailOptions {
             url: "http://127.0.0.1:1".into(),
+            ca_file: None,
             token: None,
             filter: TailFilter { types: vec!["Task".into()], ..TailFilter::default() },
             since: None,
@@ -635,6 +663,7 @@ mod tests {
         let tail = |url: &str| {
             Tail::new(TailOptions {
                 url: url.into(),
+                ca_file: None,
                 token: None,
                 filter: TailFilter::default(),
                 since: None,
@@ -644,6 +673,7 @@ mod tests {
         };
         assert_eq!(tail("http://127.0.0.1:8000").unwrap().ws_url, "ws://127.0.0.1:8000/ws");
         assert_eq!(tail("http://h:1/feed").unwrap().ws_url, "ws://h:1/feed/ws");
-        assert!(matches!(tail("https://h"), Err(TailError::BadUrl(_))));
+        assert_eq!(tail("https://h:1/feed").unwrap().ws_url, "wss://h:1/feed/ws");
+        assert!(matches!(tail("ftp://h"), Err(TailError::BadUrl(_))));
     }
 }

@@ -20,8 +20,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum WebhookError {
     #[error(transparent)]
     BadUrl(#[from] BadUrl),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] super::remote::ClientSetup),
     #[error("cannot reach {url}: {source}")]
     Unreachable { url: Url, source: reqwest::Error },
     #[error("the server refused the token (401); pass --token or set SWARMFEED_TOKEN")]
@@ -72,10 +72,11 @@ pub struct WebhookClient {
 
 impl WebhookClient {
     /// # Errors
-    /// The URL is not an `http://` URL, or the client cannot be built.
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, WebhookError> {
+    /// The URL is not an `http://` or `https://` URL, or the client cannot be built
+    /// (`ca_file`, trusted instead of the system's roots, cannot be used).
+    pub fn new(url: &str, token: Option<String>, ca_file: Option<&std::path::Path>) -> Result<Self, WebhookError> {
         let base = base_url(url)?;
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().map_err(WebhookError::Client)?;
+        let http = super::remote::http_client(&base, ca_file, REQUEST_TIMEOUT)?;
         Ok(WebhookClient { http, base, token })
     }
 

@@ -6,6 +6,9 @@
 //! socket into a WebSocket after an upgrade, so a long-lived stream counts against its
 //! IP for as long as it lives, not only while its handshake does.
 //!
+//! With `--tls-cert`, every connection is TLS (rustls, `crate::tls`) and speaks the same
+//! HTTP/1.1 inside it; ALPN offers `http/1.1` alone.
+//!
 //! Cleartext HTTP/2 is not served, on purpose (docs/SECURITY.md): one h2 connection
 //! carries up to hundreds of concurrent streams, and every cap here counts sockets.
 //! Serving HTTP/1.1 alone keeps "one connection, at most one request in flight" true,
@@ -32,6 +35,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -113,9 +118,10 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Answers a connection that is over a cap with a bare 429 and closes it. Bounded in
-/// time, so refused connections cannot pile up.
-async fn refuse(mut stream: TcpStream, over: OverLimit) {
+/// Answers a connection that is over a cap with a bare 429 and closes it (after the
+/// TLS handshake when serving TLS, or the client would see only a broken handshake).
+/// Bounded in time, so refused connections cannot pile up.
+async fn refuse(stream: TcpStream, over: OverLimit, tls: Option<TlsAcceptor>) {
     let body = format!(
         r#"{{"error":{{"code":"rate_limited","message":"too many connections ({}); retry later"}}}}"#,
         over.limit
@@ -126,23 +132,64 @@ async fn refuse(mut stream: TcpStream, over: OverLimit) {
         over.retry_secs(),
         body.len()
     );
-    let write = async {
-        stream.write_all(response.as_bytes()).await?;
+    async fn answer<S: AsyncWrite + Unpin>(mut stream: S, response: &[u8]) -> std::io::Result<()> {
+        stream.write_all(response).await?;
         stream.shutdown().await
+    }
+    let write = async {
+        match tls {
+            None => answer(stream, response.as_bytes()).await,
+            Some(acceptor) => answer(acceptor.accept(stream).await?, response.as_bytes()).await,
+        }
     };
     // The peer may already be gone; nothing more is owed to it.
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
+/// Where connections come from: the bound socket and, with `--tls-cert`, the TLS every
+/// connection is accepted through.
+pub(crate) struct Endpoint {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Whether a connection to the TLS port opens with a TLS handshake. One that does not
+/// is plain HTTP sent to the wrong scheme: it is told so in plain HTTP (400) and
+/// closed, so a client sees why rather than a broken connection that it might retry.
+async fn speaks_tls(stream: &mut TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == TLS_HANDSHAKE_RECORD => true,
+        Ok(1) => {
+            let body =
+                r#"{"error":{"code":"invalid_url","message":"this server speaks HTTPS: use https:// (and wss://)"}}"#;
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // The peer may already be gone; nothing more is owed to it.
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            false
+        }
+        _ => false,
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and waits up to
 /// `grace` for open connections to finish. `limits` gives the header and write
-/// timeouts.
+/// timeouts. With `tls`, every connection is a TLS one: the handshake must finish
+/// within the header timeout, and the write timeout watches the socket beneath it.
 ///
 /// # Errors
 /// Never at present; accept errors (such as running out of file descriptors) are
 /// logged and retried after a short pause.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    Endpoint { listener, tls }: Endpoint,
     app: Router,
     conns: Arc<ConnCounter>,
     metrics: Arc<Metrics>,
@@ -153,7 +200,7 @@ pub(crate) async fn serve(
     let connections = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
-    let write_timeout = limits.write_timeout;
+    let (write_timeout, handshake_timeout) = (limits.write_timeout, limits.header_timeout);
     loop {
         let (stream, addr) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -172,7 +219,7 @@ pub(crate) async fn serve(
             Err(over) => {
                 tracing::debug!(%addr, limit = over.limit, "connection refused");
                 metrics.rejected("too_many_connections");
-                tokio::spawn(refuse(stream, over));
+                tokio::spawn(refuse(stream, over, tls.clone()));
                 continue;
             }
         };
@@ -182,10 +229,38 @@ pub(crate) async fn serve(
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
             request
         });
-        let io = TokioIo::new(Tracked { stream, _slot: slot, write_timeout, stalled: None });
-        let connection = builder.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
-        let shutdown = shutdown.clone();
+        let (builder, tls, shutdown) = (builder.clone(), tls.clone(), shutdown.clone());
         connections.spawn(async move {
+            let io = match tls {
+                None => Either::Left(Tracked { stream, _slot: slot, write_timeout, stalled: None }),
+                Some(acceptor) => {
+                    let handshake = async move {
+                        let mut stream = stream;
+                        if !speaks_tls(&mut stream).await {
+                            return Err(std::io::Error::other("the client spoke plain HTTP, or nothing"));
+                        }
+                        acceptor.accept(Tracked { stream, _slot: slot, write_timeout, stalled: None }).await
+                    };
+                    // A handshake that never finishes holds its slot no longer than a
+                    // request head that never comes.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        done = tokio::time::timeout(handshake_timeout, handshake) => match done {
+                            Ok(Ok(tls)) => Either::Right(tls),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %addr, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%addr, "TLS handshake not finished within the header timeout");
+                                return;
+                            }
+                        },
+                    }
+                }
+            };
+            let connection =
+                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,

@@ -29,5 +29,6 @@ mod security;
 mod sessions;
 mod swarm;
 mod time_travel;
+mod tls;
 mod webhooks;
 mod ws;

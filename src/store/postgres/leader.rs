@@ -37,7 +37,7 @@ impl PostgresStore {
 /// Holds, or waits for, the coordinator lock for as long as it runs (until its
 /// [`Leadership`] is dropped, which closes the session and so frees the lock).
 async fn keep_leadership(
-    config: tokio_postgres::Config,
+    config: super::tls::Target,
     first: (Client, tokio::task::JoinHandle<()>),
     held: watch::Sender<bool>,
 ) {
@@ -56,7 +56,7 @@ async fn keep_leadership(
 /// Takes the lock on one connection (blocking until the holder's session ends, if
 /// another node has it) and keeps it until that connection fails; returns why.
 async fn lead(
-    config: &tokio_postgres::Config,
+    config: &super::tls::Target,
     connection: Option<(Client, tokio::task::JoinHandle<()>)>,
     held: &watch::Sender<bool>,
 ) -> StoreError {

@@ -21,6 +21,7 @@
 //!   is gapless is argued beside the transaction).
 //! - `notify.rs`: LISTEN for other nodes' commits and for revocations.
 //! - `leader.rs`: the coordinator's advisory lock, held through [`Leadership`].
+//! - `tls.rs`: `sslmode` and `sslrootcert`, through rustls, for every connection.
 //! - `test_support.rs`: databases made and dropped for tests (feature `test-support`).
 //!
 //! [`CommitFeed::Shared`]: super::CommitFeed::Shared
@@ -35,14 +36,16 @@ mod reads;
 mod schema;
 #[cfg(any(test, feature = "test-support"))]
 mod test_support;
+mod tls;
 mod writer;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, NoTls, Socket};
+use tokio_postgres::Client;
+
+use self::tls::{PgConnection, Target};
 
 use super::{Condition, StoreError};
 
@@ -116,8 +119,9 @@ impl From<PoolError> for StoreError {
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    /// Where the dedicated connections (writer, LISTEN, lock) connect.
-    config: tokio_postgres::Config,
+    /// Where the dedicated connections (writer, LISTEN, lock) connect, and with what
+    /// TLS; the pool's connections use the same.
+    config: Target,
     /// Connections for reads and token writes; `--read-connections` of them at most.
     pool: Pool,
     writer_taken: AtomicBool,
@@ -126,30 +130,26 @@ pub struct PostgresStore {
 }
 
 /// Parses `--database`, refusing anything but a `postgres://` URL.
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+fn parse_url(url: &str) -> Result<Target, StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::BadUrl("it does not start with postgres://".into()));
     }
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        // The URL may carry a password: name the problem, never echo the URL.
-        StoreError::BadUrl(describe(&e))
-    })?;
+    let mut target = Target::parse(url)?;
+    let config = &mut target.config;
     if config.get_application_name().is_none() {
         config.application_name("swarmfeed");
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    Ok(config)
+    Ok(target)
 }
-
-type PgConnection = tokio_postgres::Connection<Socket, NoTlsStream>;
 
 /// Opens a dedicated connection and runs its I/O on a task of its own, which ends
 /// when the returned client is dropped or the server goes away; the returned handle
 /// completes then, which is how the lock keeper notices a lost session.
-async fn connect(config: &tokio_postgres::Config) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn connect(config: &Target) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
+    let (client, connection) = config.connect_raw().await?;
     let running = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %describe(&e), "postgres connection ended");
@@ -180,8 +180,11 @@ impl PostgresStore {
     ) -> Result<Self, StoreError> {
         let config = parse_url(url)?;
         schema::migrate(&config).await?;
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.config.clone(),
+            config.tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(read_connections.max(1))
             .runtime(Runtime::Tokio1)

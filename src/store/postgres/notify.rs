@@ -4,7 +4,7 @@
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use super::{PgConnection, PostgresStore, RECONNECT_DELAY};
 use crate::store::{CommitFeed, CommitSignal, RevocationSignal, StoreError};
@@ -21,7 +21,7 @@ impl PostgresStore {
     pub(super) async fn open_commit_feed(&self) -> Result<CommitFeed, StoreError> {
         // The first connection is made here so that an unreachable server fails the
         // start, not a background task.
-        let first = self.config.connect(NoTls).await?;
+        let first = self.config.connect_raw().await?;
         let (committed, signal) = watch::channel(0);
         let on_message = move |payload: Option<&str>| {
             // `None` (listening again after a gap) needs nothing: the follower's
@@ -41,7 +41,7 @@ impl PostgresStore {
     /// [`Store::revocation_feed`](crate::store::Store::revocation_feed): every revoked
     /// token and ended session.
     pub(super) async fn open_revocation_feed(&self) -> Result<Option<RevocationSignal>, StoreError> {
-        let first = self.config.connect(NoTls).await?;
+        let first = self.config.connect_raw().await?;
         let (notified, signal) = watch::channel(0u64);
         // Every notification, and every (re)start of listening (notifications sent
         // while not listening are lost), wakes the holder to re-read revoked tokens.
@@ -56,7 +56,7 @@ impl PostgresStore {
 /// disconnected notifications are lost, so each time LISTEN takes effect it calls
 /// `on_message(None)`; the holders' timers read what was missed either way.
 async fn listen(
-    config: tokio_postgres::Config,
+    config: super::tls::Target,
     first: (Client, PgConnection),
     channel: &'static str,
     mut on_message: impl FnMut(Option<&str>) + Send + 'static,
@@ -65,7 +65,7 @@ async fn listen(
     loop {
         let error = match connection.take() {
             Some((client, conn)) => listen_on(client, conn, channel, &mut on_message).await,
-            None => match config.connect(NoTls).await {
+            None => match config.connect_raw().await {
                 Ok((client, conn)) => listen_on(client, conn, channel, &mut on_message).await,
                 Err(e) => e.into(),
             },

@@ -172,7 +172,7 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-pub(super) async fn migrate(config: &tokio_postgres::Config) -> Result<(), StoreError> {
+pub(super) async fn migrate(config: &super::tls::Target) -> Result<(), StoreError> {
     let (mut client, _running) = connect(config).await?;
     let known = MIGRATIONS.len() as i64;
     let tx = client.transaction().await?;

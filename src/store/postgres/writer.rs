@@ -29,7 +29,7 @@ impl PostgresStore {
 
 /// This node's writer: one dedicated connection, reopened after it breaks.
 pub(crate) struct PostgresWriter {
-    config: tokio_postgres::Config,
+    config: super::tls::Target,
     /// `None` after the connection broke; the next append reconnects.
     conn: Option<WriteConn>,
     /// How long opening the connection or one commit may take.
@@ -92,7 +92,7 @@ fn number<'a>(events: &'a [NewEvent], head: i64, in_log: &HashMap<String, u64>) 
 }
 
 impl WriteConn {
-    async fn open(config: &tokio_postgres::Config) -> Result<Self, StoreError> {
+    async fn open(config: &super::tls::Target) -> Result<Self, StoreError> {
         let (client, _running) = connect(config).await?;
         // One plan per statement, made once: none of them depends on the log's size
         // (the insert finds conflicts through the unique index, whatever the plan),
