@@ -363,11 +363,11 @@ impl RemoteArgs {
     }
 }
 
+/// Which events a client command follows (`tail`) or a webhook delivers: the server's
+/// filter (DESIGN §2), as flags.
 #[derive(Debug, Args)]
-pub struct TailArgs {
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-    /// Event types to show: exact types or prefixes ending in `.*`, comma-separated.
+pub struct FilterArgs {
+    /// Event types: exact types or prefixes ending in `.*`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub types: Vec<String>,
     /// Only events of this task.
@@ -379,6 +379,21 @@ pub struct TailArgs {
     /// Only events from this source.
     #[arg(long)]
     pub source: Option<String>,
+}
+
+impl FilterArgs {
+    /// The filter these flags describe, as the server's API takes it.
+    pub fn into_spec(self) -> crate::filter::FilterSpec {
+        crate::filter::FilterSpec { types: self.types, task_id: self.task, agent_id: self.agent, source: self.source }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Start after this seq (0 = from the oldest retained event); without it, only
     /// events from now on.
     #[arg(long)]
@@ -444,18 +459,8 @@ pub struct WebhookAddArgs {
     pub target: String,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// Event types to deliver: exact types or prefixes ending in `.*`, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub types: Vec<String>,
-    /// Only events of this task.
-    #[arg(long)]
-    pub task: Option<String>,
-    /// Only events of this agent.
-    #[arg(long)]
-    pub agent: Option<String>,
-    /// Only events from this source.
-    #[arg(long)]
-    pub source: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// `standard` (signed batches of events) or `slack` (one text message per event).
     #[arg(long, value_parser = ["standard", "slack"])]
     pub format: Option<String>,
@@ -615,7 +620,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["swarmfeed", "tail", "--types", "task.*,bid.submitted", "--since", "0"]).unwrap();
         let Command::Tail(args) = cli.command else { panic!("not tail") };
-        assert_eq!(args.types, ["task.*", "bid.submitted"]);
+        assert_eq!(args.filter.types, ["task.*", "bid.submitted"]);
         assert_eq!(args.since, Some(0));
     }
 

@@ -224,7 +224,7 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    use swarmfeed::client::tail::{Output, Tail, TailFilter, TailOptions, use_color};
+    use swarmfeed::client::tail::{Output, Tail, TailOptions, use_color};
     let token = args.remote.resolve_token().context("reading the admin token")?;
     let output = if args.json {
         Output::Json
@@ -232,7 +232,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         let no_color = std::env::var_os("NO_COLOR");
         Output::Text { color: use_color(std::io::stdout().is_terminal(), no_color.as_deref()) }
     };
-    let filter = TailFilter { types: args.types, task_id: args.task, agent_id: args.agent, source: args.source };
+    let filter = args.filter.into_spec();
     let mut tail = Tail::new(TailOptions {
         url: args.remote.url,
         ca_file: args.remote.ca_file,
@@ -310,13 +310,12 @@ async fn webhook(command: WebhookCommand) -> anyhow::Result<()> {
     let client = WebhookClient::new(&remote.url, token, remote.ca_file.as_deref()).context("starting webhook")?;
     match command {
         WebhookCommand::Add(args) => {
-            let filter = swarmfeed::filter::FilterSpec {
-                types: args.types,
-                task_id: args.task,
-                agent_id: args.agent,
-                source: args.source,
+            let new = NewWebhook {
+                url: args.target,
+                filter: args.filter.into_spec(),
+                format: args.format,
+                since: args.since,
             };
-            let new = NewWebhook { url: args.target, filter, format: args.format, since: args.since };
             let created = client.add(&new).await.context("adding the webhook")?;
             eprintln!("webhook {} added; its signing secret is shown once, keep it safe:", created.id);
             println!("{}", created.id);

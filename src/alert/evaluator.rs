@@ -209,7 +209,8 @@ impl Evaluator {
                     let Some(request) = request else { break };
                     self.serve(request).await;
                 }
-                () = sleep_until_opt(deadline) => self.evaluate().await,
+                // No deadline, no timer: the guard disables the branch (the instant is unused).
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.evaluate().await,
                 // Without rules there is nothing to fold: the log is not followed then,
                 // and a first rule starts from the head.
                 step = self.cursor.next(FOLD_LIMIT), if !self.alarms.is_empty() => {
@@ -495,13 +496,6 @@ fn fold_alert(logged: &mut Logged, e: &Event) {
     let Ok(payload) = serde_json::from_slice::<EventPayload>(&e.payload()) else { return };
     let Some((no, firing)) = parse_alert_event_id(&payload.id) else { return };
     *logged = Logged { firing, no, since_ms: Some(e.ts_ms), seq: e.seq };
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::remote::{BadUrl, base_url, endpoint};
 use crate::filter::FilterSpec;
+use crate::webhook::WebhookView;
 
 /// Longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,20 +50,6 @@ pub struct Created {
     pub secret: String,
 }
 
-/// A webhook as `GET /api/webhooks` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Listed {
-    pub id: String,
-    pub url: String,
-    pub filter: Value,
-    pub format: String,
-    pub delivered_seq: u64,
-    pub lag: u64,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-    pub failing_since: Option<String>,
-}
-
 /// The admin API of one server.
 pub struct WebhookClient {
     http: reqwest::Client,
@@ -99,10 +86,10 @@ impl WebhookClient {
     ///
     /// # Errors
     /// As [`WebhookClient::add`].
-    pub async fn list(&self) -> Result<Vec<Listed>, WebhookError> {
+    pub async fn list(&self) -> Result<Vec<WebhookView>, WebhookError> {
         #[derive(Deserialize)]
         struct Page {
-            webhooks: Vec<Listed>,
+            webhooks: Vec<WebhookView>,
         }
         Ok(self.call::<Page>(Method::GET, "api/webhooks", None).await?.webhooks)
     }

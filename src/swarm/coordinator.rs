@@ -412,7 +412,8 @@ impl Coordinator {
                 }
                 // Leadership was gained but the log could not be read then.
                 _ = retry.tick(), if !self.leading && self.leadership.is_held() => self.take_lead(&shutdown).await,
-                () = sleep_until_opt(deadline) => self.settle_due().await,
+                // No deadline, no timer: the guard disables the branch (the instant is unused).
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.settle_due().await,
                 request = requests.recv() => {
                     let Some(request) = request else { break };
                     self.serve(request).await;
@@ -904,13 +905,6 @@ fn settlement_ids(task_id: &str) -> (String, String) {
     use sha2::Digest;
     let key = if task_id.len() <= 96 { task_id.to_owned() } else { hex::encode(sha2::Sha256::digest(task_id)) };
     (format!("{SERVER_ID_PREFIX}settle.{key}.closed"), format!("{SERVER_ID_PREFIX}settle.{key}.outcome"))
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

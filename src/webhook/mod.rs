@@ -157,8 +157,9 @@ impl Hook {
 
 /// A webhook as `GET /api/webhooks` and the Webhooks page show it: everything but the
 /// secret.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub(crate) struct WebhookView {
+/// The `webhook` CLI reads the API's list back into it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookView {
     pub id: String,
     pub url: String,
     /// The filter's fields, as given (absent ones match everything).
