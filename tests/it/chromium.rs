@@ -148,26 +148,30 @@ impl Browser {
         self.client.execute(body, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{body}"))
     }
 
-    /// Waits until the JavaScript expression `condition` holds, checking every 20 ms in
-    /// the page, for at most `within`.
+    /// Waits until the JavaScript expression `condition` holds, checking every 20 ms, for
+    /// at most `within`. Each check is its own short script run from here rather than one
+    /// long asynchronous script in the page: a condition that waits on a navigation (a
+    /// form submitted by script, a redirect) would otherwise lose its page mid-wait, and
+    /// chromedriver answers that with an error instead of the result. A check that fails
+    /// that way counts as "not yet".
     pub async fn wait_within(&self, what: &str, condition: &str, within: Duration) {
-        let script = format!(
-            r#"const done = arguments[arguments.length - 1];
-               const until = Date.now() + {ms};
-               (function check() {{
-                 let ok = false;
-                 try {{ ok = !!({condition}); }} catch (e) {{}}
-                 if (ok) return done(true);
-                 if (Date.now() > until) return done(false);
-                 setTimeout(check, 20);
-               }})();"#,
-            ms = within.as_millis()
-        );
-        let ok = self.client.execute_async(&script, vec![]).await.unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-        if ok != json!(true) {
-            let state = self.eval("return document.getElementById('conn')?.outerHTML ?? location.href").await;
-            panic!("timed out after {within:?} waiting for {what} ({condition}); page: {state}");
+        let script = format!("try {{ return !!({condition}); }} catch (e) {{ return false; }}");
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last_error;
+        loop {
+            last_error = match self.client.execute(&script, vec![]).await {
+                Ok(Value::Bool(true)) => return,
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let state = self.eval("return document.getElementById('conn')?.outerHTML ?? location.href").await;
+        let error = last_error.map(|e| format!("; the last check failed: {e}")).unwrap_or_default();
+        panic!("timed out after {within:?} waiting for {what} ({condition}); page: {state}{error}");
     }
 
     pub async fn wait_for(&self, what: &str, condition: &str) {
