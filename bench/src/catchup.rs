@@ -73,8 +73,14 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     let usage = || server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc");
 
     eprintln!("committing a backlog of {} events", grouped(args.backlog as f64));
-    let backlog_plan =
-        Plan { events: args.backlog, rate: 0, batch: BACKLOG_BATCH, in_flight: BACKLOG_IN_FLIGHT, max_secs: 600 };
+    let backlog_plan = Plan {
+        events: args.backlog,
+        rate: 0,
+        batch: BACKLOG_BATCH,
+        in_flight: BACKLOG_IN_FLIGHT,
+        max_secs: 600,
+        pad: 0,
+    };
     let backlog = fanout::publish(target, &backlog_plan, None).await?;
     anyhow::ensure!(
         backlog.seqs.len() as u64 == args.backlog,
@@ -95,7 +101,7 @@ pub async fn run(target: &Target, args: CatchUpArgs) -> anyhow::Result<Report> {
     let live = readers.len() as u64;
     eprintln!("{live} live subscribers; baseline for {} s", args.phase_secs);
 
-    let phase = |events| Plan { events, rate: args.rate, batch: 1, in_flight: 16, max_secs: args.max_secs };
+    let phase = |events| Plan { events, rate: args.rate, batch: 1, in_flight: 16, max_secs: args.max_secs, pad: 0 };
     let drain = Duration::from_secs(args.drain_secs);
     let alone = fanout::publish(target, &phase(args.rate * args.phase_secs), None).await?;
     let mut expected = alone.seqs.len() as u64 * live;

@@ -83,6 +83,8 @@ pub struct Plan {
     pub in_flight: u64,
     /// Hard cap on publishing, seconds.
     pub max_secs: u64,
+    /// Bytes of padding in each event's data (`"pad":"xx…"`), 0 for none.
+    pub pad: usize,
 }
 
 impl FanoutArgs {
@@ -93,6 +95,7 @@ impl FanoutArgs {
             batch: self.batch,
             in_flight: self.in_flight,
             max_secs: self.max_secs,
+            pad: 0,
         }
     }
 }
@@ -311,6 +314,7 @@ pub async fn publish(target: &Target, args: &Plan, until: Option<&CancellationTo
         t
     });
     let mut posts = JoinSet::new();
+    let pad: Arc<str> = if args.pad == 0 { "".into() } else { format!(r#","pad":"{}""#, "x".repeat(args.pad)).into() };
     let mut sent = 0;
     while sent < args.events && Instant::now() < deadline && !until.is_some_and(CancellationToken::is_cancelled) {
         if let Some(t) = ticker.as_mut() {
@@ -320,8 +324,9 @@ pub async fn publish(target: &Target, args: &Plan, until: Option<&CancellationTo
         let slot = Arc::clone(&slots).acquire_owned().await.expect("semaphore open");
         let n = args.batch.min(args.events - sent);
         let (client, url, published) = (client.clone(), target.events.clone(), Arc::clone(&published));
+        let pad = Arc::clone(&pad);
         posts.spawn(async move {
-            let result = post_stamped(&client, url, n, deadline, &published).await;
+            let result = post_stamped(&client, url, n, &pad, deadline, &published).await;
             drop(slot);
             result
         });
@@ -342,11 +347,13 @@ pub async fn publish(target: &Target, args: &Plan, until: Option<&CancellationTo
     Ok(published)
 }
 
-/// POSTs `n` events stamped with the send time; retries 503/429 until `deadline`.
+/// POSTs `n` events stamped with the send time, `pad` (a `,"pad":…` member or nothing)
+/// at the end of each one's data; retries 503/429 until `deadline`.
 async fn post_stamped(
     client: &reqwest::Client,
     url: reqwest::Url,
     n: u64,
+    pad: &str,
     deadline: Instant,
     published: &Mutex<Published>,
 ) -> anyhow::Result<()> {
@@ -354,7 +361,7 @@ async fn post_stamped(
         let sent_ns = subscriber::unix_nanos();
         let events: Vec<String> = (0..n)
             .map(|i| {
-                format!(r#"{{"event_type":"bench.tick","source":"bench","data":{{"sent_ns":{sent_ns},"i":{i}}}}}"#)
+                format!(r#"{{"event_type":"bench.tick","source":"bench","data":{{"sent_ns":{sent_ns},"i":{i}{pad}}}}}"#)
             })
             .collect();
         let body = format!("[{}]", events.join(","));

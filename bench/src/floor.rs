@@ -54,6 +54,14 @@ pub struct FloorArgs {
     client_threads: u64,
 }
 
+impl FloorArgs {
+    /// `subscribers` connections, `events` at `rate` one to a frame, read by
+    /// `client_threads`: the floor under a `fanout` of the same shape.
+    pub fn like_fanout(subscribers: u64, events: u64, rate: u64, client_threads: u64) -> Self {
+        FloorArgs { writer: WriterArgs { subscribers, events, rate, batch: 1, writers: None }, client_threads }
+    }
+}
+
 /// What the writer process is told.
 #[derive(Debug, Clone, Args)]
 pub struct WriterArgs {

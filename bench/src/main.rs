@@ -11,6 +11,8 @@
 //! catch-up     one /ws from seq 0, 1M behind, beside N live ones         catch-up events/s, live p99 ÷ baseline
 //! idle-memory  N subscribed, silent /ws connections                      server RSS per connection
 //! floor        no server: threads write frames to N loopback sockets      latency, CPU of TCP alone
+//! versus-nats  fanout's load on swarmfeed, then on nats-server's /ws        ratios swarmfeed ÷ nats
+//! idle-versus-nats  N idle /ws on each of the two                          RSS per connection, ratio
 //! ```
 //!
 //! - `target`: the server's URL, refused unless it is on loopback.
@@ -18,7 +20,10 @@
 //! - `subscriber`: one WebSocket subscription and what it saw (seqs, latencies).
 //! - `wire`, `readers`: subscriptions opened by hand and read by a few threads, for
 //!   the modes with thousands of them.
-//! - `procfs`: RSS, CPU time and open-file limits read from `/proc`.
+//! - `versus`, `versus_idle`: the side-by-side modes, against servers they start
+//!   themselves (`launch`); `nats`: the NATS client they load nats-server with.
+//! - `procfs`: RSS, CPU time and open-file limits read from `/proc`; `nofile`: the
+//!   open-file limit raised.
 //! - `report`: latency summaries, the JSON line on stdout and the table on stderr.
 //!
 //! Every loop is bounded in count and in time, and the harness stops by itself.
@@ -29,11 +34,16 @@ mod floor;
 mod idle;
 mod ingest;
 mod ingest_local;
+mod launch;
+mod nats;
+mod nofile;
 mod procfs;
 mod readers;
 mod report;
 mod subscriber;
 mod target;
+mod versus;
+mod versus_idle;
 mod wire;
 
 use std::process::ExitCode;
@@ -72,6 +82,12 @@ enum Mode {
     /// No server: `fanout`'s deliveries written by bare threads of a second process
     /// over loopback; reports the latency and CPU that TCP alone costs on this machine.
     Floor(floor::FloorArgs),
+    /// fanout's load against swarmfeed and then against a private nats-server's
+    /// WebSocket gateway, and the floor, in one run; reports the ratios.
+    VersusNats(versus::VersusArgs),
+    /// N idle WebSocket connections to swarmfeed and to a private nats-server; reports
+    /// each server's memory per connection and the ratio.
+    IdleVersusNats(versus_idle::IdleVersusArgs),
     /// The writer process `floor` starts.
     #[command(hide = true)]
     FloorWriter(floor::WriterArgs),
@@ -103,6 +119,8 @@ impl Mode {
             Mode::Fanout(a) => a.common.client_threads,
             Mode::CatchUp(a) => a.common.client_threads,
             Mode::IdleMemory(a) => a.common.client_threads,
+            Mode::VersusNats(a) => a.client_threads as usize,
+            Mode::IdleVersusNats(a) => a.client_threads as usize,
             // Its readers and writers are threads of their own; the runtime only waits.
             Mode::Floor(_) | Mode::FloorWriter(_) => 1,
         }
@@ -138,6 +156,8 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             Mode::CatchUp(args) => catchup::run(&Target::parse(&args.common.url)?, args).await,
             Mode::IdleMemory(args) => idle::run(&Target::parse(&args.common.url)?, args).await,
             Mode::Floor(args) => floor::run(args).await,
+            Mode::VersusNats(args) => versus::run(args).await,
+            Mode::IdleVersusNats(args) => versus_idle::run(args).await,
             // Handled above, before the runtime.
             Mode::FloorWriter(_) => anyhow::bail!("floor-writer runs on threads of its own"),
         }

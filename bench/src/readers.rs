@@ -24,8 +24,9 @@ use anyhow::Context;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::nats;
 use crate::subscriber::{self, Seen, Sink};
-use crate::wire::{self, Frame, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Subscribed};
+use crate::wire::{self, Frame, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Subscribed};
 
 /// Bytes read from a socket at a time, shared by all of one thread's sockets. A frame
 /// of one event is a few hundred bytes; a burst's batch frames, up to 1 MiB, take a
@@ -44,6 +45,17 @@ const NORMAL_CLOSURE: [u8; 2] = 1000u16.to_be_bytes();
 struct Opened {
     subscribed: Subscribed,
     seen: Seen,
+    protocol: Protocol,
+}
+
+/// What a subscription's frames carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// swarmfeed's `/ws`: one JSON message per text frame.
+    Swarmfeed,
+    /// nats-server's WebSocket gateway: the NATS protocol as a byte stream, in frames
+    /// cut wherever the server's writes were.
+    Nats,
 }
 
 /// One reader thread and the way to hand it connections.
@@ -88,9 +100,17 @@ impl Readers {
     /// # Errors
     /// The socket could not be made non-blocking, or its thread has ended.
     pub fn add(&mut self, subscribed: Subscribed, seen: Seen) -> anyhow::Result<()> {
+        self.add_speaking(subscribed, seen, Protocol::Swarmfeed)
+    }
+
+    /// [`Readers::add`] for a subscription whose frames carry `protocol`.
+    ///
+    /// # Errors
+    /// As [`Readers::add`]'s.
+    pub fn add_speaking(&mut self, subscribed: Subscribed, seen: Seen, protocol: Protocol) -> anyhow::Result<()> {
         subscribed.stream.set_nonblocking(true).context("making a socket non-blocking")?;
         let reader = &self.readers[self.added % self.readers.len()];
-        reader.inbox.send(Opened { subscribed, seen }).ok().context("a reader thread has ended")?;
+        reader.inbox.send(Opened { subscribed, seen, protocol }).ok().context("a reader thread has ended")?;
         reader.waker.wake().context("waking a reader thread")?;
         self.added += 1;
         Ok(())
@@ -139,6 +159,8 @@ struct Connection {
     /// A text message whose frames are not all in yet (the server does not fragment,
     /// but the protocol allows it).
     message: Vec<u8>,
+    /// For a nats-server subscription, its protocol stream.
+    nats: Option<nats::Decoder>,
 }
 
 /// The connection ended before the run did: a close frame, an EOF, an error or a
@@ -174,13 +196,14 @@ fn read_loop(
                 done.push(connection.seen);
             }
         }
-        while let Ok(Opened { subscribed, seen }) = arrivals.try_recv() {
+        while let Ok(Opened { subscribed, seen, protocol }) = arrivals.try_recv() {
             let token = Token(connections.len());
             let mut connection = Connection {
                 stream: TcpStream::from_std(subscribed.stream),
                 seen,
                 partial: Vec::new(),
                 message: Vec::new(),
+                nats: (protocol == Protocol::Nats).then(nats::Decoder::default),
             };
             let registered = poll.registry().register(&mut connection.stream, token, Interest::READABLE);
             // Bytes that came with `subscribed` are the first of the stream.
@@ -261,6 +284,19 @@ impl Connection {
     }
 
     fn frame(&mut self, frame: Frame<'_>, now_ns: u64, sink: &Sink, shard: usize) -> Result<(), Ended> {
+        if let Some(decoder) = self.nats.as_mut()
+            && matches!(frame.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION)
+        {
+            // A stream, not messages: frame boundaries mean nothing to it.
+            return match decoder.take(frame.payload, now_ns, &mut self.seen, sink, shard) {
+                Ok(nats::Reply::None) => Ok(()),
+                Ok(nats::Reply::Pong) => self.send_small(&nats::pong_frame()),
+                Err(e) => {
+                    eprintln!("warning: a NATS subscription ends: {e}");
+                    Err(Ended)
+                }
+            };
+        }
         match frame.opcode {
             OP_TEXT if frame.fin && self.message.is_empty() => {
                 subscriber::on_frame(frame.payload, now_ns, &mut self.seen, sink, shard);
@@ -280,13 +316,7 @@ impl Connection {
                 // The keep-alive: unanswered, the server closes the connection. A pong
                 // this small only fails to fit a socket buffer that is already full, and
                 // the next ping asks again.
-                let pong = wire::client_frame(OP_PONG, frame.payload);
-                match self.stream.write(&pong) {
-                    Ok(n) if n == pong.len() => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    // Half a frame written would corrupt the stream: end it instead.
-                    Ok(_) | Err(_) => return Err(Ended),
-                }
+                self.send_small(&wire::client_frame(OP_PONG, frame.payload))?;
             }
             OP_PONG => {}
             OP_CLOSE => return Err(Ended),
@@ -294,5 +324,16 @@ impl Connection {
             _ => self.seen.errors += 1,
         }
         Ok(())
+    }
+
+    /// Writes a frame this small (a pong) in one go, or not at all when the socket
+    /// buffer is already full: the next ping asks again.
+    fn send_small(&mut self, frame: &[u8]) -> Result<(), Ended> {
+        match self.stream.write(frame) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+            // Half a frame written would corrupt the stream: end it instead.
+            Ok(_) | Err(_) => Err(Ended),
+        }
     }
 }

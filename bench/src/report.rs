@@ -88,6 +88,12 @@ impl Report {
         self
     }
 
+    /// A JSON field set earlier, by its path of keys (`["latency", "p99_ms"]`).
+    pub fn number(&self, path: &[&str]) -> Option<f64> {
+        let (first, rest) = path.split_first()?;
+        rest.iter().try_fold(self.json.get(*first)?, |v, key| v.get(key))?.as_f64()
+    }
+
     /// A table row (not in the JSON).
     pub fn row(&mut self, label: &str, value: impl Into<String>) -> &mut Self {
         self.rows.push((label.into(), value.into()));

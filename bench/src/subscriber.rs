@@ -401,6 +401,23 @@ fn on_events(events: &[u8], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: us
     sink.count(starts.len(), stamped, now_ns);
 }
 
+/// Checks messages of another server's protocol that arrived at `now_ns`, each a seq
+/// and the wall-clock ns it was sent at: the checks and the latency from send of
+/// [`on_frame`], without a commit time (no such server commits).
+pub fn on_messages(messages: &[(u64, u64)], now_ns: u64, seen: &mut Seen, sink: &Sink, shard: usize) {
+    if messages.is_empty() {
+        return;
+    }
+    // Poisoned only if a recording thread panicked; a histogram stays usable.
+    let mut latencies = sink.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+    for &(seq, sent_ns) in messages {
+        seen.mark(seq);
+        record(&mut latencies, now_ns, sent_ns, None);
+    }
+    drop(latencies);
+    sink.count(messages.len(), messages.len() as u64, now_ns);
+}
+
 fn record(latencies: &mut Latencies, now_ns: u64, sent_ns: u64, commit_ms: Option<i64>) {
     latencies.from_send.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
     if let Some(commit_ms) = commit_ms {
@@ -414,7 +431,7 @@ fn value_after<'a>(haystack: &'a [u8], key: &Finder<'_>) -> Option<&'a [u8]> {
 }
 
 /// The unsigned integer `bytes` begin with.
-fn leading_u64(bytes: &[u8]) -> Option<u64> {
+pub fn leading_u64(bytes: &[u8]) -> Option<u64> {
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&bytes[..digits]).ok()?.parse().ok()
 }

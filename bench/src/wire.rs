@@ -7,13 +7,14 @@
 //! the handshake is what makes those bytes reachable. [`parse`] reads one server frame
 //! in place; [`client_frame`] builds one masked client frame.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tungstenite::handshake::derive_accept_key;
 
 /// Largest server frame accepted: the server's frames stay under 1 MiB.
@@ -23,6 +24,7 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
@@ -159,38 +161,21 @@ pub fn subscribed_head(reply: &[u8]) -> anyhow::Result<u64> {
 /// # Errors
 /// The connection, the upgrade or the subscription failed, or took over `timeout`.
 pub async fn subscribe(url: &str, timeout: Duration) -> anyhow::Result<Subscribed> {
-    tokio::time::timeout(timeout, subscribe_now(url))
+    subscribe_from(url, None, timeout).await
+}
+
+/// [`subscribe`], connecting from `source` when given.
+///
+/// # Errors
+/// As [`subscribe`]'s.
+pub async fn subscribe_from(url: &str, source: Option<Ipv4Addr>, timeout: Duration) -> anyhow::Result<Subscribed> {
+    tokio::time::timeout(timeout, subscribe_now(url, source))
         .await
         .with_context(|| format!("no subscription within {timeout:?}"))?
 }
 
-async fn subscribe_now(url: &str) -> anyhow::Result<Subscribed> {
-    let url = Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
-    let host = url.host_str().context("the WebSocket URL has no host")?;
-    let port = url.port_or_known_default().context("the WebSocket URL has no port")?;
-    // `host_str` keeps an IPv6 literal's brackets, right for `Host` but not for resolving.
-    let addrs = url.socket_addrs(|| None).with_context(|| format!("resolving {host}"))?;
-    let mut stream = TcpStream::connect(&*addrs).await.with_context(|| format!("connecting to {host}:{port}"))?;
-    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-
-    let key = tungstenite::handshake::client::generate_key();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        url.path()
-    );
-    stream.write_all(request.as_bytes()).await.context("sending the upgrade request")?;
-    let mut buf = Vec::with_capacity(1024);
-    let head_end = loop {
-        if let Some(at) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break at + 4;
-        }
-        anyhow::ensure!(buf.len() < MAX_HEAD_BYTES, "the upgrade response head is over {MAX_HEAD_BYTES} bytes");
-        read_more(&mut stream, &mut buf).await.context("reading the upgrade response")?;
-    };
-    check_upgrade(&buf[..head_end], &key)?;
-    buf.drain(..head_end);
-
+async fn subscribe_now(url: &str, source: Option<Ipv4Addr>) -> anyhow::Result<Subscribed> {
+    let (mut stream, mut buf) = upgrade(url, source).await?;
     let subscribe = client_frame(OP_TEXT, subscribe_request(None).as_bytes());
     stream.write_all(&subscribe).await.context("sending subscribe")?;
     // Only `subscribed` can come first (nothing is delivered before the cursor exists),
@@ -220,8 +205,51 @@ async fn subscribe_now(url: &str) -> anyhow::Result<Subscribed> {
     }
 }
 
+/// Connects to `url` (`ws://host:port/path`), from `source` when given (a loopback
+/// address of its own gives another range of ephemeral ports), and upgrades; returns
+/// the socket and any bytes read past the response head.
+///
+/// # Errors
+/// The connection or the upgrade failed.
+pub async fn upgrade(url: &str, source: Option<Ipv4Addr>) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    let url = Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    let host = url.host_str().context("the WebSocket URL has no host")?;
+    let port = url.port_or_known_default().context("the WebSocket URL has no port")?;
+    // `host_str` keeps an IPv6 literal's brackets, right for `Host` but not for resolving.
+    let addrs = url.socket_addrs(|| None).with_context(|| format!("resolving {host}"))?;
+    let mut stream = match source {
+        None => TcpStream::connect(&*addrs).await.with_context(|| format!("connecting to {host}:{port}"))?,
+        Some(source) => {
+            let to = addrs.first().copied().with_context(|| format!("{host} resolves to nothing"))?;
+            let socket = TcpSocket::new_v4().context("creating a socket")?;
+            socket.bind(SocketAddr::from((source, 0))).with_context(|| format!("binding to {source}"))?;
+            socket.connect(to).await.with_context(|| format!("connecting to {host}:{port} from {source}"))?
+        }
+    };
+    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+
+    let key = tungstenite::handshake::client::generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        url.path()
+    );
+    stream.write_all(request.as_bytes()).await.context("sending the upgrade request")?;
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(at) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        anyhow::ensure!(buf.len() < MAX_HEAD_BYTES, "the upgrade response head is over {MAX_HEAD_BYTES} bytes");
+        read_more(&mut stream, &mut buf).await.context("reading the upgrade response")?;
+    };
+    check_upgrade(&buf[..head_end], &key)?;
+    buf.drain(..head_end);
+    Ok((stream, buf))
+}
+
 /// Reads what is there into `buf`; the peer closing is an error here.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     let mut chunk = [0u8; 4096];
     let n = stream.read(&mut chunk).await?;
     anyhow::ensure!(n > 0, "the server closed the connection");
