@@ -26,7 +26,7 @@ kill "$pid"; wait "$pid" || true
 
 elapsed() { awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 start=$(date +%s.%N)
-sqlite3 "$data/swarmfeed.db" <<SQL
+sqlite3 "$data/swarmfeed.db" >/dev/null <<SQL
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=OFF;
 PRAGMA cache_size=-400000;
