@@ -16,7 +16,9 @@ use super::AppState;
 use super::error::{ApiError, ApiQuery};
 use super::schema::Refusals;
 use crate::event::format_timestamp;
-use crate::store::board::{AgentQuery, BoardAgent, BoardAgentStatus, BoardStatus, BoardTask, TaskQuery};
+use crate::store::board::{
+    AgentQuery, BoardAgent, BoardAgentStatus, BoardStatus, BoardTask, Recent, TaskQuery, Within,
+};
 
 /// Tasks or agents in a page unless `limit` says otherwise.
 pub(crate) const DEFAULT_PAGE: usize = 50;
@@ -131,6 +133,9 @@ pub(crate) struct TaskParams {
     pub agent_id: Option<String>,
     /// Only tasks whose description or id contains this text (any case).
     pub q: Option<String>,
+    /// `hour`, `day` or `week`: only tasks whose last change (`updated_at`; for a
+    /// finished task, when it finished) is that recent.
+    pub within: Option<String>,
     /// Tasks in the page: 1 to 1 000, default 50.
     pub limit: Option<String>,
     /// The previous page's `next`.
@@ -163,11 +168,19 @@ fn limit(v: Option<&str>) -> Result<usize, ApiError> {
 }
 
 impl TaskParams {
-    /// The store's query for these parameters.
+    /// The store's query for these parameters, a `within` counted back from now.
     ///
     /// # Errors
-    /// A status, limit or cursor that is not one, named.
+    /// A status, window, limit or cursor that is not one, named.
     pub(crate) fn query(&self) -> Result<TaskQuery, ApiError> {
+        self.query_at(chrono::Utc::now().timestamp_millis())
+    }
+
+    /// [`TaskParams::query`] as asked at `now_ms`.
+    ///
+    /// # Errors
+    /// A status, window, limit or cursor that is not one, named.
+    pub(crate) fn query_at(&self, now_ms: i64) -> Result<TaskQuery, ApiError> {
         let status = given(self.status.as_deref())
             .map(|s| {
                 BoardStatus::parse(s).ok_or_else(|| {
@@ -178,6 +191,14 @@ impl TaskParams {
                         ),
                     )
                     .with_field("status")
+                })
+            })
+            .transpose()?;
+        let recent = given(self.within.as_deref())
+            .map(|w| {
+                Within::parse(w).map(|w| Recent::before(w, now_ms)).ok_or_else(|| {
+                    ApiError::bad_request("invalid_query", format!("within must be one of hour, day, week, not {w:?}"))
+                        .with_field("within")
                 })
             })
             .transpose()?;
@@ -193,6 +214,8 @@ impl TaskParams {
             status,
             agent_id: given(self.agent_id.as_deref()).map(str::to_owned),
             q: given(self.q.as_deref()).map(str::to_owned),
+            recent,
+            retry_of: None,
             before_seq,
             limit: limit(self.limit.as_deref())?,
         })
@@ -330,6 +353,9 @@ mod tests {
         assert_eq!(params("", "0", "").query().unwrap_err().field.as_deref(), Some("limit"));
         assert_eq!(params("", "1001", "").query().unwrap_err().field.as_deref(), Some("limit"));
         assert_eq!(params("", "", "x").query().unwrap_err().field.as_deref(), Some("after"));
+        let month = TaskParams { within: Some("month".into()), ..TaskParams::default() }.query().unwrap_err();
+        assert_eq!(month.field.as_deref(), Some("within"));
+        assert!(month.message.contains("hour, day, week"), "{}", month.message);
         let agents = AgentParams { status: Some("asleep".into()), ..AgentParams::default() };
         assert_eq!(agents.query().unwrap_err().field.as_deref(), Some("status"));
     }
@@ -340,5 +366,7 @@ mod tests {
         assert_eq!(q, TaskQuery { limit: DEFAULT_PAGE, ..TaskQuery::default() });
         let q = params("failed", "10", "42").query().unwrap();
         assert_eq!((q.status, q.limit, q.before_seq), (Some(BoardStatus::Failed), 10, Some(42)));
+        let day = TaskParams { within: Some("day".into()), ..TaskParams::default() }.query_at(90_000_000).unwrap();
+        assert_eq!(day.recent, Some(Recent { within: Within::Day, since_ms: 90_000_000 - 86_400_000 }));
     }
 }

@@ -139,6 +139,58 @@ pub struct BoardChanges {
     pub agents: Vec<BoardAgent>,
 }
 
+/// How recently a task last changed, as `GET /api/tasks?within=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    Hour,
+    Day,
+    Week,
+}
+
+impl Within {
+    /// Every window, shortest first (the chips' order).
+    pub const ALL: [Within; 3] = [Within::Hour, Within::Day, Within::Week];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Within::Hour => "hour",
+            Within::Day => "day",
+            Within::Week => "week",
+        }
+    }
+
+    /// The window named `s`, or `None` when it names none.
+    pub fn parse(s: &str) -> Option<Self> {
+        Within::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+
+    /// Its length in milliseconds.
+    pub fn millis(self) -> i64 {
+        const HOUR: i64 = 3_600_000;
+        match self {
+            Within::Hour => HOUR,
+            Within::Day => 24 * HOUR,
+            Within::Week => 7 * 24 * HOUR,
+        }
+    }
+}
+
+/// Only tasks whose last change (`updated_ms`: the commit time of the last event that
+/// changed it, which for a finished task is when it finished) is at or after
+/// `since_ms`, the start of `within` counted back from when the read was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    pub within: Within,
+    pub since_ms: i64,
+}
+
+impl Recent {
+    /// The last `within` before `now_ms`.
+    pub fn before(within: Within, now_ms: i64) -> Self {
+        Recent { within, since_ms: now_ms.saturating_sub(within.millis()) }
+    }
+}
+
 /// Which tasks a board read wants, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskQuery {
@@ -146,6 +198,10 @@ pub struct TaskQuery {
     pub agent_id: Option<String>,
     /// A case-insensitive substring of the description or the task id.
     pub q: Option<String>,
+    /// Only tasks that changed recently.
+    pub recent: Option<Recent>,
+    /// Only the retries of this task (a task page lists them).
+    pub retry_of: Option<String>,
     /// Only tasks created before this seq (the previous page's last `created_seq`).
     pub before_seq: Option<u64>,
     pub limit: usize,
@@ -328,6 +384,14 @@ fn task_conditions(q: &TaskQuery, prefix: char, args: &mut Vec<Arg>) -> String {
             " AND (lower(description) LIKE {prefix}{n} ESCAPE '\\' OR lower(task_id) LIKE {prefix}{n} ESCAPE '\\')"
         ));
     }
+    if let Some(recent) = q.recent {
+        args.push(Arg::Int(recent.since_ms));
+        sql.push_str(&format!(" AND updated_ms >= {prefix}{}", args.len()));
+    }
+    if let Some(original) = &q.retry_of {
+        args.push(Arg::Text(original.clone()));
+        sql.push_str(&format!(" AND retry_of = {prefix}{}", args.len()));
+    }
     sql
 }
 
@@ -391,6 +455,8 @@ mod tests {
             status: Some(BoardStatus::Failed),
             agent_id: Some("a".into()),
             q: Some("x".into()),
+            recent: Some(Recent::before(Within::Day, 100_000_000)),
+            retry_of: Some("t0".into()),
             before_seq: Some(9),
             limit: 5,
         };
@@ -398,7 +464,9 @@ mod tests {
         let (pg, pg_args) = list_tasks_sql(&q, '$');
         assert_eq!(lite.replace('?', "$"), pg);
         assert_eq!(lite_args, pg_args);
-        assert!(pg.ends_with("AND status = $3 AND created_seq < $4 ORDER BY created_seq DESC LIMIT $5"), "{pg}");
+        assert!(pg.contains("AND updated_ms >= $3 AND retry_of = $4"), "{pg}");
+        assert_eq!(lite_args[2], Arg::Int(100_000_000 - 86_400_000));
+        assert!(pg.ends_with("AND status = $5 AND created_seq < $6 ORDER BY created_seq DESC LIMIT $7"), "{pg}");
         assert!(
             upsert_task_sql('$').contains("ON CONFLICT (task_id) DO UPDATE SET description = excluded.description")
         );
@@ -413,5 +481,9 @@ mod tests {
             assert_eq!(BoardAgentStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(BoardStatus::parse("started"), None);
+        for w in Within::ALL {
+            assert_eq!(Within::parse(w.as_str()), Some(w));
+        }
+        assert_eq!(Within::parse("month"), None);
     }
 }

@@ -177,11 +177,13 @@ fn board_task(id: &str, seq: u64, status: crate::store::board::BoardStatus) -> c
 /// tasks go with retention while open ones stay.
 pub(crate) async fn board_rows_save_filter_page_and_prune(store: &dyn Store) {
     use crate::store::board::{
-        AgentQuery, BoardAgent, BoardAgentStatus, BoardChanges, BoardStatus, TaskQuery, to_sql_int,
+        AgentQuery, BoardAgent, BoardAgentStatus, BoardChanges, BoardStatus, Recent, TaskQuery, Within, to_sql_int,
     };
     assert_eq!(store.board_seq().await.unwrap(), 0);
     let statuses = [BoardStatus::Failed, BoardStatus::Completed, BoardStatus::Bidding, BoardStatus::Failed];
-    let tasks: Vec<_> = (1..=8).map(|i| board_task(&format!("t{i}"), i, statuses[i as usize % 4])).collect();
+    let mut tasks: Vec<_> = (1..=8).map(|i| board_task(&format!("t{i}"), i, statuses[i as usize % 4])).collect();
+    tasks[4].retry_of = Some("t3".into());
+    tasks[6].retry_of = Some("t3".into());
     let echo = BoardAgent {
         agent_id: "echo".into(),
         name: "Echo".into(),
@@ -209,8 +211,8 @@ pub(crate) async fn board_rows_save_filter_page_and_prune(store: &dyn Store) {
     assert_eq!(all.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 6], "newest first");
     let page = store.list_tasks(TaskQuery { limit: 3, before_seq: Some(6), ..TaskQuery::default() }).await.unwrap();
     assert_eq!(page.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [5, 4, 3]);
-    let failed = TaskQuery { status: Some(BoardStatus::Failed), limit: 10, ..TaskQuery::default() };
-    let failed = store.list_tasks(failed).await.unwrap();
+    let failed_query = TaskQuery { status: Some(BoardStatus::Failed), limit: 10, ..TaskQuery::default() };
+    let failed = store.list_tasks(failed_query.clone()).await.unwrap();
     assert_eq!(failed.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 4, 3]);
     let found = store.list_tasks(TaskQuery { q: Some("T7 LOGS".into()), limit: 10, ..TaskQuery::default() }).await;
     assert_eq!(found.unwrap().iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t7"], "any case");
@@ -223,6 +225,23 @@ pub(crate) async fn board_rows_save_filter_page_and_prune(store: &dyn Store) {
     let mut counts = store.count_tasks(echo_tasks).await.unwrap();
     counts.sort();
     assert_eq!(counts, [(BoardStatus::Bidding, 2), (BoardStatus::Failed, 2)]);
+
+    // Changed at or after 6 000 ms (t6 at 6 005 on), with the other filters and paging;
+    // the counts by status are the window's.
+    let recent = Recent { within: Within::Day, since_ms: 6_000 };
+    let recent_failed = TaskQuery { recent: Some(recent), limit: 10, ..failed_query.clone() };
+    let found = store.list_tasks(recent_failed.clone()).await.unwrap();
+    assert_eq!(found.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7]);
+    let paged = store.list_tasks(TaskQuery { limit: 1, before_seq: Some(8), ..recent_failed }).await.unwrap();
+    assert_eq!(paged.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [7]);
+    let mut counts = store.count_tasks(TaskQuery { recent: Some(recent), ..TaskQuery::default() }).await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [(BoardStatus::Bidding, 1), (BoardStatus::Failed, 2)], "t6, t7 and t8 changed since");
+    let later = TaskQuery { recent: Some(Recent { since_ms: 8_006, ..recent }), limit: 10, ..TaskQuery::default() };
+    assert!(store.list_tasks(later).await.unwrap().is_empty(), "none changed after 8 005 ms");
+    // The retries of t3, newest first.
+    let retries = store.list_tasks(TaskQuery { retry_of: Some("t3".into()), limit: 10, ..TaskQuery::default() });
+    assert_eq!(retries.await.unwrap().iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["t7", "t5"]);
 
     let offline = AgentQuery { status: Some(BoardAgentStatus::Offline), limit: 10, ..AgentQuery::default() };
     let offline = store.list_agents(offline).await.unwrap();
@@ -243,6 +262,28 @@ pub(crate) async fn board_rows_save_filter_page_and_prune(store: &dyn Store) {
     assert_eq!(store.prune_board(7).await.unwrap(), 5);
     let left = store.list_tasks(TaskQuery { limit: 10, ..TaskQuery::default() }).await.unwrap();
     assert_eq!(left.iter().map(|t| t.created_seq).collect::<Vec<_>>(), [8, 7, 6]);
+}
+
+/// On an empty store: a swarm snapshot saves once per seq and limits, the newest
+/// `keep` of one set of limits stay (another set's are not counted against it), a
+/// read finds the newest at or before a seq, and retention takes those no fold can
+/// start from any more.
+pub(crate) async fn swarm_snapshots_keep_the_newest_and_go_with_retention(store: &dyn Store) {
+    for seq in [10, 20, 30, 40, 50] {
+        store.save_swarm_snapshot("a", seq, format!("a{seq}").into_bytes(), 3).await.unwrap();
+    }
+    store.save_swarm_snapshot("b", 10, b"b10".to_vec(), 3).await.unwrap();
+    store.save_swarm_snapshot("a", 50, b"other".to_vec(), 3).await.unwrap();
+    let at = |limits: &'static str, seq: u64| store.swarm_snapshot_at_or_before(limits, seq);
+    assert_eq!(at("a", 45).await.unwrap(), Some((40, b"a40".to_vec())));
+    assert_eq!(at("a", u64::MAX).await.unwrap(), Some((50, b"a50".to_vec())), "a seq saved once keeps its first");
+    assert_eq!(at("a", 29).await.unwrap(), None, "the newest 3 (30, 40, 50) are kept, 10 and 20 went");
+    assert_eq!(at("a", 30).await.unwrap().map(|s| s.0), Some(30));
+    assert_eq!(at("b", 10).await.unwrap().map(|s| s.0), Some(10), "another set of limits keeps its own");
+    // Retention kept events from 41 on: the snapshot at 40 still folds on from 41.
+    assert_eq!(store.prune_swarm_snapshots(41).await.unwrap(), 2);
+    assert_eq!(at("a", 45).await.unwrap().map(|s| s.0), Some(40));
+    assert_eq!(at("b", 45).await.unwrap(), None);
 }
 
 /// An event of `event_type` with `data`, from `source`, for `agent`.

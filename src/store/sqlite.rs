@@ -201,6 +201,13 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (limits, seq)
     );
     "#,
+    // 9: the board's reads by time and by original (DESIGN §10): `GET /api/tasks?within=`
+    // (the failed tasks of the last day) and a task page's list of its retries, each
+    // an index range rather than a scan of every task the retained log mentions.
+    r#"
+    CREATE INDEX board_tasks_by_update   ON board_tasks (status, updated_ms);
+    CREATE INDEX board_tasks_by_retry_of ON board_tasks (retry_of) WHERE retry_of IS NOT NULL;
+    "#,
 ];
 
 /// The search database's migrations, counted by its own `user_version`. Deleting the
@@ -1379,6 +1386,13 @@ mod tests {
     async fn board_rows_save_filter_page_and_prune() {
         let dir = tempfile::tempdir().unwrap();
         conformance::board_rows_save_filter_page_and_prune(&SqliteStore::open(dir.path(), 2).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn swarm_snapshots_keep_the_newest_and_go_with_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::swarm_snapshots_keep_the_newest_and_go_with_retention(&SqliteStore::open(dir.path(), 2).unwrap())
+            .await;
     }
 
     #[tokio::test]

@@ -45,6 +45,11 @@ pub(crate) fn agent_href(agent_id: &str) -> String {
     format!("/swarm/agents/{}", utf8_percent_encode(agent_id, SEGMENT))
 }
 
+/// `/swarm/live?at={seq}`: the swarm as it stood just after event `seq`.
+pub(crate) fn moment_href(seq: u64) -> String {
+    format!("/swarm/live?at={seq}")
+}
+
 /// In a query-string value, `*` and `,` stay as they are too: type filters like
 /// `types=task.*,bid.submitted` stay readable in a shared URL.
 const QUERY_VALUE: &AsciiSet = &SEGMENT.remove(b'*').remove(b',');
@@ -111,7 +116,7 @@ pub(crate) fn row(event: &Event, detail: Detail) -> Markup {
                     @if let Some(agent) = &event.agent_id {
                         " · " a.ev-agent href=(agent_href(agent)) { "agent " (agent) }
                     }
-                    " · " span.ev-seq { "#" (seq) }
+                    " · " a.ev-seq href=(moment_href(seq)) title="The swarm at this moment" { "#" (seq) }
                 }
                 @if detail == Detail::Full && !data.is_empty() {
                     details.ev-data {
@@ -166,6 +171,10 @@ mod tests {
         let e = event("task.failed", Some("t1"), r#"{"reason":"no bids received"}"#);
         let html = row(&e, Detail::Compact).into_string();
         assert!(html.contains("data-seq=\"9\""), "{html}");
+        assert!(
+            html.contains(r#"<a class="ev-seq" href="/swarm/live?at=9" title="The swarm at this moment">#9</a>"#),
+            "{html}"
+        );
         assert!(html.contains("data-swarm"), "{html}");
         assert!(html.contains("ev--bad"), "{html}");
         assert!(html.contains("Task failed: no bids received"), "{html}");

@@ -305,6 +305,9 @@ async fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let params = doc["paths"]["/api/tasks"]["get"]["parameters"].as_array().unwrap();
+    let within = params.iter().find(|p| p["name"] == "within").expect("/api/tasks documents within");
+    assert!(within["description"].as_str().unwrap().contains("`hour`, `day` or `week`"), "{within}");
     app.stop().await;
 }
 

@@ -393,3 +393,85 @@ async fn nodes_sharing_one_log_fold_one_board_and_count_nothing_twice() {
     b.stop().await;
     db.drop().await;
 }
+
+/// Posts `events` to a real server as `token`.
+async fn post_to(http: &reqwest::Client, base: &str, token: &str, events: Vec<Value>) {
+    let resp = http.post(format!("{base}/api/events")).bearer_auth(token).json(&events).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+}
+
+/// `GET {path}` from a real server: its status and body.
+async fn get_from(http: &reqwest::Client, base: &str, token: &str, path: &str) -> (StatusCode, Value) {
+    let resp = http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+    (resp.status(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn within_keeps_the_tasks_that_changed_in_the_last_hour_day_or_week_with_status_and_paging() {
+    // Tasks finish three days ago, two hours ago and now, on the server's own clock.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let Some((server, clock)) = crate::harness::BinaryServer::with_clock(&data, "-3d", &[]).await else { return };
+    let (base, token) = (format!("http://{}", server.addr), server.admin_token());
+    let http = reqwest::Client::new();
+    let mut events = lifecycle("old-failed", "three days ago", "echo", "task.failed");
+    events.extend(lifecycle("old-done", "three days ago", "echo", "task.completed"));
+    post_to(&http, &base, &token, events).await;
+    clock.set("-2h");
+    post_to(&http, &base, &token, lifecycle("mid-failed", "two hours ago", "echo", "task.failed")).await;
+    clock.set("+0");
+    let mut events = lifecycle("new-failed-1", "just now", "echo", "task.failed");
+    events.extend(lifecycle("new-done", "just now", "echo", "task.completed"));
+    events.extend(lifecycle("new-failed-2", "just now", "echo", "task.failed"));
+    post_to(&http, &base, &token, events).await;
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["tasks"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let list = |query: &'static str| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let (status, page) = get_from(&http, &base, &token, &format!("/api/tasks?{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {page}");
+            page
+        }
+    };
+    let failed_today = list("status=failed&within=day").await;
+    assert_eq!(ids(&failed_today), ["new-failed-2", "new-failed-1", "mid-failed"], "{failed_today}");
+    assert_eq!(ids(&list("status=failed&within=hour").await), ["new-failed-2", "new-failed-1"]);
+    assert_eq!(
+        ids(&list("status=failed&within=week").await),
+        ["new-failed-2", "new-failed-1", "mid-failed", "old-failed"]
+    );
+    assert_eq!(ids(&list("status=failed").await).len(), 4, "no window: every failed task");
+    assert_eq!(ids(&list("within=hour").await), ["new-failed-2", "new-done", "new-failed-1"], "every status");
+    assert_eq!(ids(&list("within=day&q=two+hours").await), ["mid-failed"], "with the other filters");
+
+    // Paging within the window: one at a time, nothing older than a day.
+    let first = list("status=failed&within=day&limit=1").await;
+    assert_eq!(ids(&first), ["new-failed-2"]);
+    let mut seen = ids(&first);
+    let mut next = first["next"].as_str().map(str::to_owned);
+    while let Some(after) = next {
+        let path = format!("/api/tasks?status=failed&within=day&limit=1&after={after}");
+        let (status, page) = get_from(&http, &base, &token, &path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(ids(&page));
+        next = page["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, ids(&failed_today));
+
+    // The page's tabs count the window's tasks.
+    let resp = http.get(format!("{base}/swarm/tasks?status=failed&within=day")).bearer_auth(&token).send().await;
+    let html = resp.unwrap().text().await.unwrap();
+    assert!(html.contains(r#"data-status="failed">Failed <span class="count">3</span>"#), "{html}");
+    assert!(html.contains(r#"aria-current="page" data-within="day""#), "{html}");
+
+    let (status, body) = get_from(&http, &base, &token, "/api/tasks?status=failed&within=month").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "within", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("hour, day, week") && message.contains("month"), "{message}");
+    server.terminate().await;
+}

@@ -149,3 +149,112 @@ async fn on_a_phone_the_live_page_shows_the_feed_in_the_first_screen() {
     browser.close().await;
     app.stop().await;
 }
+
+/// One task's events from a producer: posted, a bid, assigned to echo, failed.
+fn failed_lifecycle(task: &str, description: &str) -> Value {
+    json!([
+        {"event_type": "task.created", "source": "ext", "task_id": task, "data": {"description": description}},
+        {"event_type": "task.bidding", "source": "ext", "task_id": task},
+        {"event_type": "bid.submitted", "source": "ext", "task_id": task, "agent_id": "echo", "data": {"bid_sats": 7}},
+        {"event_type": "task.assigned", "source": "ext", "task_id": task, "agent_id": "echo", "data": {"bid_sats": 7}},
+        {"event_type": "task.failed", "source": "ext", "task_id": task, "agent_id": "echo", "data": {"reason": "disk full"}},
+    ])
+}
+
+#[tokio::test]
+async fn from_the_live_page_one_click_lists_the_failed_tasks_of_the_last_day_whose_retries_and_moments_link_back() {
+    // A task failed three days ago on the server's own clock, two failed just now.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let Some((server, clock)) = crate::harness::BinaryServer::with_clock(&data, "-3d", &[]).await else { return };
+    let (base, token) = (format!("http://{}", server.addr), server.admin_token());
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let request = http.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
+        async move {
+            let resp = request.await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert!(status.is_success(), "{path}: {status} {body}");
+            body
+        }
+    };
+    post("/api/events".into(), failed_lifecycle("old-disk", "an old failure")).await;
+    clock.set("+0");
+    post("/api/events".into(), failed_lifecycle("new-disk", "resize the disk")).await;
+    post("/api/events".into(), failed_lifecycle("new-logs", "rotate the logs")).await;
+
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    browser.login(&base, &token).await;
+    browser.wait_for("the failed count", "document.getElementById('failed-tasks')?.textContent === '3'").await;
+    browser.screenshot("live-failed-link-1400").await;
+    browser.click("#failed-tasks").await;
+    browser.wait_for_path("/swarm/tasks").await;
+    browser.wait_for("the failed tasks of the last day", "location.search === '?status=failed&within=day'").await;
+    let rows = "return [...document.querySelectorAll('#task-board .board-row')].map(r => r.dataset.task)";
+    browser.wait_for("two rows", "document.querySelectorAll('#task-board .board-row').length === 2").await;
+    assert_eq!(
+        browser.eval(rows).await,
+        json!(["new-logs", "new-disk"]),
+        "the failure of three days ago is not listed"
+    );
+    assert_eq!(browser.text("#task-board a.chip[aria-current='page']").await, "Failed 2");
+    assert_eq!(browser.text("nav.windows a.chip[aria-current='page']").await, "Last day");
+    browser.screenshot("tasks-failed-last-day-1400").await;
+    // The week's chip keeps the tab and brings the older one back.
+    browser.click("nav.windows a.chip[data-within='week']").await;
+    browser.wait_for("the week", "location.search === '?status=failed&within=week'").await;
+    browser.wait_for("three rows", "document.querySelectorAll('#task-board .board-row').length === 3").await;
+    browser.goto(&format!("{base}/swarm/tasks?status=failed&within=day")).await;
+
+    // Retry one: the retry links back to the original, and the original to its retry.
+    browser.click("#task-board .board-row[data-task='new-disk'] a.board-title").await;
+    browser.wait_for_path("/swarm/tasks/new-disk").await;
+    browser.click("details.confirm:has(form[action$='/retry']) > summary").await;
+    browser.click("form[action$='/retry'] button[type='submit']").await;
+    browser
+        .wait_for(
+            "the retry's page",
+            "location.pathname.startsWith('/swarm/tasks/') && location.pathname !== '/swarm/tasks/new-disk'",
+        )
+        .await;
+    let back = "dl.facts a[href='/swarm/tasks/new-disk']";
+    browser.wait_for("the link back to the original", &format!("!!document.querySelector({back:?})")).await;
+    let retry =
+        browser.eval("return location.pathname").await.as_str().unwrap().trim_start_matches("/swarm/tasks/").to_owned();
+    browser.click(back).await;
+    browser.wait_for_path("/swarm/tasks/new-disk").await;
+    let forward = format!("dl.facts dd.retries a[href='/swarm/tasks/{retry}']");
+    browser.wait_for("the link to the retry", &format!("!!document.querySelector({forward:?})")).await;
+    browser.screenshot("task-retried-1400").await;
+
+    // Its failure in the timeline opens the swarm at that moment.
+    let failed_seq =
+        browser.eval("return Number(document.querySelector(\"li[data-type='task.failed']\").dataset.seq)").await;
+    let failed_seq = failed_seq.as_u64().unwrap();
+    browser.click("li[data-type='task.failed'] a.ev-seq").await;
+    browser.wait_for_path("/swarm/live").await;
+    browser
+        .wait_for(
+            "the swarm then",
+            &format!("location.search === '?at={failed_seq}' && !!document.getElementById('time-travel')"),
+        )
+        .await;
+    let last = browser
+        .eval("return Math.max(...[...document.querySelectorAll('#past-feed > li')].map(li => Number(li.dataset.seq)))")
+        .await;
+    assert_eq!(last.as_u64(), Some(failed_seq), "the feed stops at the failure");
+
+    // On a phone: the same link from the compact tiles.
+    browser.resize(PHONE.0, PHONE.1).await;
+    browser.goto(&format!("{base}/swarm/live")).await;
+    browser.wait_for("the failed count", "!!document.getElementById('failed-tasks')").await;
+    browser.click("#failed-tasks").await;
+    browser.wait_for_path("/swarm/tasks").await;
+    browser.wait_for("the failed tasks of the last day", "location.search === '?status=failed&within=day'").await;
+    browser.wait_for("two rows", "document.querySelectorAll('#task-board .board-row').length === 2").await;
+    browser.screenshot("tasks-failed-last-day-375").await;
+    browser.close().await;
+    server.terminate().await;
+}

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::database::{prefix, server_url, suite_on_postgres};
-use crate::harness::{BinaryServer, TestApp, WAIT, WsClient, all_events, seqs, spawn_with};
+use crate::harness::{BinaryServer, LIBFAKETIME, TestApp, WAIT, WsClient, all_events, seqs, spawn_with};
 
 /// A tmpfs of a fixed size mounted on a fresh directory, unmounted when dropped.
 struct SmallDisk {
@@ -892,10 +892,6 @@ async fn fifty_kill_9s_at_random_moments_under_mixed_load_lose_nothing_and_repea
         seen.len()
     );
 }
-
-/// libfaketime from Debian's package, which moves a process's wall clock (and only it,
-/// with `DONT_FAKE_MONOTONIC`) to what a file says, re-read on every call.
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 #[tokio::test]
 async fn a_wall_clock_stepped_back_or_forward_neither_reorders_the_log_nor_moves_auction_deadlines() {

@@ -263,6 +263,23 @@ pub fn seqs(events: &[Value]) -> Vec<u64> {
 }
 
 /// The real `swarmfeed` binary, for tests that kill it.
+/// libfaketime from Debian's package, which moves a process's wall clock (and only it,
+/// with `DONT_FAKE_MONOTONIC`) to what a file says, re-read on every call.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The wall clock of a server started by [`BinaryServer::with_clock`]: `set` moves it.
+pub struct ServerClock {
+    file: PathBuf,
+}
+
+impl ServerClock {
+    /// Puts the server's wall clock `offset` (libfaketime's `-3d`, `-2h`, `+0`) away
+    /// from the machine's, from its next reading on.
+    pub fn set(&self, offset: &str) {
+        std::fs::write(&self.file, format!("{offset}\n")).unwrap();
+    }
+}
+
 pub struct BinaryServer {
     child: tokio::process::Child,
     pub addr: SocketAddr,
@@ -331,6 +348,26 @@ impl BinaryServer {
             }
         });
         BinaryServer { child, addr, data_dir: data_dir.to_path_buf(), login_link }
+    }
+
+    /// Like [`BinaryServer::start`], with the server's wall clock at `offset` from the
+    /// machine's and movable (commit times in the past, say), or `None` without
+    /// [`LIBFAKETIME`]. The offset file lives in `data_dir`'s parent.
+    pub async fn with_clock(data_dir: &Path, offset: &str, extra: &[&str]) -> Option<(Self, ServerClock)> {
+        if !Path::new(LIBFAKETIME).exists() {
+            eprintln!("SKIPPED: moving a server's wall clock needs {LIBFAKETIME} (Debian's libfaketime)");
+            return None;
+        }
+        let clock = ServerClock { file: data_dir.parent().unwrap().join("clock-offset") };
+        clock.set(offset);
+        let file = clock.file.display().to_string();
+        let env = [
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", file.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ];
+        Some((Self::start_with_env(data_dir, "127.0.0.1:0", extra, &env).await, clock))
     }
 
     /// The one-time login link the server printed at start (`Log in at …`).

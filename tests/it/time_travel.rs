@@ -201,3 +201,46 @@ fn without_seconds_left(mut swarm: Value) -> Value {
     }
     swarm
 }
+
+#[tokio::test]
+async fn a_moment_retention_pruned_is_410_gone_naming_the_oldest_kept_in_the_api_and_on_the_page() {
+    let app = spawn_with(|c| {
+        c.retention.events = Some(3);
+        c.retention.interval = Duration::from_millis(50);
+    })
+    .await;
+    let head =
+        post(&app, (0..10).map(|i| ev("tool.called", None, None, json!({"tool_name": format!("t{i}")}))).collect())
+            .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let oldest = loop {
+        let (status, body) = swarm(&app, &format!("?at={head}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["at"]["oldest"].as_u64() == Some(head - 2) {
+            break head - 2;
+        }
+        assert!(Instant::now() < deadline, "retention never pruned: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A seq and a time before the oldest event kept: gone, and why.
+    for at in ["1".to_owned(), (oldest - 1).to_string(), "2000-01-01T00:00:00Z".to_owned()] {
+        let (status, body) = swarm(&app, &format!("?at={at}")).await;
+        assert_eq!(status, StatusCode::GONE, "{at}: {body}");
+        assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("pruned"), Some("at")));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("oldest event kept (seq {oldest})")) && message.contains("retention"),
+            "{message}"
+        );
+    }
+    let (status, body) = swarm(&app, &format!("?at={oldest}")).await;
+    assert_eq!(status, StatusCode::OK, "the oldest event kept is still a moment: {body}");
+    assert_eq!(body["at"]["seq"], oldest);
+
+    let resp = app.http.get(app.url("/swarm/live?at=1")).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::GONE);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("410 · Gone") && html.contains(&format!("(seq {oldest})")), "{html}");
+    app.stop().await;
+}

@@ -42,6 +42,9 @@ const MAX_AGENTS: usize = 30;
 const MAX_AUCTIONS: usize = 20;
 /// Bids shown per auction, lowest first.
 const MAX_BIDS: usize = 5;
+/// Where the failed count of the tiles leads: the task board's failed tasks of the last
+/// day.
+pub(crate) const FAILED_RECENTLY: &str = "/swarm/tasks?status=failed&within=day";
 /// Minutes the events-per-minute tile averages over.
 const RATE_MINUTES: i64 = 5;
 
@@ -299,7 +302,15 @@ fn tiles(swarm: &SwarmSnapshot, rate: Option<f64>) -> Markup {
                 Some(rate) => (tile(format!("{rate:.1}"), "events / min")),
                 None => (tile(swarm.seq.to_string(), "events logged by then")),
             }
-            (tile(format!("{} / {}", t.tasks_completed, t.tasks_failed), "tasks done / failed"))
+            // The failed count leads to the failed tasks of the last day: from a failure
+            // on the live page to every recent one in one click.
+            div.tile {
+                span.tile-value {
+                    (t.tasks_completed) " / "
+                    a.tile-link #failed-tasks href=(FAILED_RECENTLY) title="The failed tasks of the last day" { (t.tasks_failed) }
+                }
+                span.tile-label { "tasks done / " a href=(FAILED_RECENTLY) { "failed" } }
+            }
             (tile(t.sats_paid.to_string(), "sats paid"))
         }
     }

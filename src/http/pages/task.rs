@@ -18,14 +18,18 @@ use crate::auth::Principal;
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::http::AppState;
+use crate::http::boards::board_caught_up;
 use crate::http::error::ApiError;
 use crate::store::Order;
+use crate::store::board::TaskQuery;
 use crate::swarm::events::{SwarmEvent, ToolStatus, result_text};
 use crate::view::event::{Detail, agent_href, clock, query_value, task_href};
 use crate::view::layout::{Nav, Shell, page};
 
 /// Events of one task shown; a task with more links to the log for the rest.
 const MAX_TIMELINE: usize = 1000;
+/// Retries of one task its page links to, newest first.
+const MAX_RETRIES: usize = 20;
 
 /// What the events of one task say about it.
 #[derive(Debug, Default, PartialEq)]
@@ -111,6 +115,13 @@ pub(crate) async fn page_handler(
         return Err(ApiError::not_found(format!("no event mentions task {task_id:?}")).into());
     }
     let s = story(&events);
+    // Its retries are other tasks: the board, which keeps `retry_of`, knows them.
+    board_caught_up(&state).await;
+    let retries = state
+        .store
+        .list_tasks(TaskQuery { retry_of: Some(task_id.clone()), limit: MAX_RETRIES, ..TaskQuery::default() })
+        .await?;
+    let retries: Vec<String> = retries.into_iter().map(|t| t.task_id).collect();
     let title = s.description.clone().unwrap_or_else(|| task_id.clone());
     let timeline = feed(&Feed {
         title: "Timeline",
@@ -133,7 +144,7 @@ pub(crate) async fn page_handler(
         div.detail-grid {
             div.detail-side {
                 @if may_act(&principal) { (actions(&task_id, &s)) }
-                (facts(&s))
+                (facts(&s, &retries))
                 (bids(&s))
             }
             div.detail-main { (timeline) }
@@ -149,13 +160,18 @@ pub(crate) async fn page_handler(
     Ok(html_page(page(&shell, &body)))
 }
 
-fn facts(s: &Story) -> Markup {
+/// What the events say, and `retries`, the tasks that retry this one, newest first.
+fn facts(s: &Story, retries: &[String]) -> Markup {
     let span = |from: Option<i64>, to: Option<i64>| from.zip(to).map(|(a, b)| human_duration(b - a));
     html! {
         section.panel aria-labelledby="facts-title" {
             h2 #facts-title { "Facts" }
             dl.facts {
                 @if let Some(original) = &s.retry_of { dt { "Retry of" } dd { a href=(task_href(original)) { (original) } } }
+                @if !retries.is_empty() {
+                    dt { "Retried as" }
+                    dd.retries { @for (i, r) in retries.iter().enumerate() { @if i > 0 { ", " } a href=(task_href(r)) { (r) } } }
+                }
                 @if let Some(t) = s.created_ms { dt { "Posted" } dd { time datetime=(crate::event::format_timestamp(t)) data-ts=(t) { (clock(t)) } } }
                 @if let Some(w) = &s.winner {
                     dt { "Winner" }
@@ -274,7 +290,8 @@ mod tests {
         assert_eq!(s.bids.len(), 2);
         assert_eq!(s.tool_calls, 1);
         assert_eq!(s.reason.as_deref(), Some("disk full"));
-        let html = facts(&s).into_string();
+        let html = facts(&s, &["t2".to_owned(), "t/3".to_owned()]).into_string();
+        assert!(html.contains(r#"<a href="/swarm/tasks/t2">t2</a>, <a href="/swarm/tasks/t%2F3">t/3</a>"#), "{html}");
         assert!(html.contains("15 s") && html.contains("1 min 0 s") && html.contains("1 min 16 s"), "{html}");
         assert!(bids(&s).into_string().contains("class=\"winner\""));
     }

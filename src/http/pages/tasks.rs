@@ -19,7 +19,7 @@ use crate::http::AppState;
 use crate::http::boards::{TaskPage, TaskParams, board_caught_up, task_page};
 use crate::http::error::{ApiError, ApiQuery};
 use crate::store::Order;
-use crate::store::board::{BoardStatus, TaskQuery};
+use crate::store::board::{BoardStatus, Recent, TaskQuery, Within};
 use crate::swarm::rules::MAX_DESCRIPTION_CHARS;
 use crate::view::event::{Detail, agent_href, clock, query_value, task_href};
 use crate::view::layout::{Nav, Shell, page};
@@ -115,6 +115,9 @@ fn href(path: &str, q: &TaskQuery, status: Option<BoardStatus>, after: Option<&s
     if let Some(text) = &q.q {
         parts.push(format!("q={}", query_value(text)));
     }
+    if let Some(r) = q.recent {
+        parts.push(format!("within={}", r.within.as_str()));
+    }
     if let Some(a) = after {
         parts.push(format!("after={}", query_value(a)));
     }
@@ -147,8 +150,12 @@ async fn board(state: &AppState, q: &TaskQuery) -> Result<Markup, PageError> {
                     }
                 }
             }
+            (windows(q))
             section.panel aria-labelledby="board-title" {
-                h2 #board-title { (q.status.map_or("All tasks", |s| tab_title(s))) }
+                h2 #board-title {
+                    (q.status.map_or("All tasks", |s| tab_title(s)))
+                    @if let Some(r) = q.recent { " " span.muted { (window_title(r.within).to_lowercase()) } }
+                }
                 @if tasks.is_empty() {
                     p.muted { "No task here." }
                 } @else {
@@ -194,6 +201,35 @@ async fn board(state: &AppState, q: &TaskQuery) -> Result<Markup, PageError> {
     })
 }
 
+/// The time-window chips: any time, or only the tasks that changed in the last hour,
+/// day or week; each keeps the status tab and the other filters.
+fn windows(q: &TaskQuery) -> Markup {
+    let with = |within: Option<Within>| {
+        // The window is counted from the read, so a link only names it.
+        let recent = within.map(|w| Recent::before(w, 0));
+        href("/swarm/tasks", &TaskQuery { recent, ..q.clone() }, q.status, None)
+    };
+    let current = q.recent.map(|r| r.within);
+    html! {
+        nav.chips.windows aria-label="Tasks by when they last changed" {
+            a.chip href=(with(None)) aria-current=[current.is_none().then_some("page")] data-within="" { "Any time" }
+            @for w in Within::ALL {
+                a.chip href=(with(Some(w))) aria-current=[(current == Some(w)).then_some("page")] data-within=(w.as_str()) {
+                    (window_title(w))
+                }
+            }
+        }
+    }
+}
+
+fn window_title(w: Within) -> &'static str {
+    match w {
+        Within::Hour => "Last hour",
+        Within::Day => "Last day",
+        Within::Week => "Last week",
+    }
+}
+
 fn title_case(s: &str) -> String {
     let mut chars = s.chars();
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
@@ -210,11 +246,13 @@ fn tab_title(s: BoardStatus) -> &'static str {
     }
 }
 
-/// The agent and text filters, kept in the URL; the status stays the tab's.
+/// The agent and text filters, kept in the URL; the status and the window stay the
+/// chips'.
 fn filters(q: &TaskQuery) -> Markup {
     html! {
         form.filters method="get" action="/swarm/tasks" role="search" {
             @if let Some(s) = q.status { input type="hidden" name="status" value=(s.as_str()); }
+            @if let Some(r) = q.recent { input type="hidden" name="within" value=(r.within.as_str()); }
             label { "Search " input type="search" name="q" value=[q.q.as_deref()] placeholder="description or id"; }
             label { "Agent " input type="text" name="agent_id" value=[q.agent_id.as_deref()] placeholder="agent id"; }
             button.btn type="submit" { "Filter" }
@@ -279,6 +317,21 @@ mod tests {
             "/swarm/tasks?status=failed&agent_id=a%20b&q=x%26y"
         );
         assert_eq!(href("/swarm/tasks", &TaskQuery { limit: 50, ..TaskQuery::default() }, None, None), "/swarm/tasks");
+        let day = TaskQuery { recent: Some(Recent::before(Within::Day, 0)), ..q.clone() };
+        assert_eq!(
+            href("/swarm/tasks", &day, Some(BoardStatus::Failed), None),
+            "/swarm/tasks?status=failed&agent_id=a%20b&q=x%26y&within=day"
+        );
+        let chips = windows(&TaskQuery { status: Some(BoardStatus::Failed), ..day }).into_string();
+        assert!(
+            chips.contains(r#"href="/swarm/tasks?status=failed&amp;agent_id=a%20b&amp;q=x%26y" data-within="""#),
+            "{chips}"
+        );
+        assert!(
+            chips.contains(r#"href="/swarm/tasks?status=failed&amp;agent_id=a%20b&amp;q=x%26y&amp;within=week""#),
+            "{chips}"
+        );
+        assert!(chips.contains(r#"aria-current="page" data-within="day""#), "{chips}");
         assert_eq!(title_case("failed"), "Failed");
     }
 

@@ -628,6 +628,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn swarm_snapshots_keep_the_newest_and_go_with_retention() {
+        let db = Scratch::new().await;
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        conformance::swarm_snapshots_keep_the_newest_and_go_with_retention(&store).await;
+        drop(store);
+        db.drop().await;
+    }
+
+    #[tokio::test]
     async fn pruned_events_leave_the_search_index() {
         let db = Scratch::new().await;
         let store = PostgresStore::connect(&db.url, 2).await.unwrap();

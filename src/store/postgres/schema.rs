@@ -170,6 +170,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (limits, seq)
     );
     "#,
+    // 9: the board's reads by time and by original (DESIGN §10): `GET /api/tasks?within=`
+    // (the failed tasks of the last day) and a task page's list of its retries, each
+    // an index range rather than a scan of every task the retained log mentions.
+    r#"
+    CREATE INDEX board_tasks_by_update   ON board_tasks (status, updated_ms);
+    CREATE INDEX board_tasks_by_retry_of ON board_tasks (retry_of) WHERE retry_of IS NOT NULL;
+    "#,
 ];
 
 pub(super) async fn migrate(config: &super::tls::Target) -> Result<(), StoreError> {
