@@ -115,12 +115,10 @@ pub(crate) async fn resolve(store: &dyn Store, at: At) -> Result<Moment, PastErr
     let bounds = store.bounds().await?;
     let seq = match at {
         At::Seq(seq) => seq.min(bounds.head),
-        // Commit times do not go down as seqs go up (each writer keeps them so), so
-        // the last event at or before `t` is the one before the first after it.
-        At::Time(t) => match store.first_seq_since(t.saturating_add(1)).await? {
-            Some(first) => first - 1,
-            None => bounds.head,
-        },
+        // Commit times do not go down as seqs go up (each writer keeps them so): the
+        // last event at or before `t` has every earlier one before it. None at all is
+        // the empty swarm, or a moment retention pruned.
+        At::Time(t) => store.last_seq_at_or_before(t).await?.unwrap_or(bounds.oldest.saturating_sub(1)),
     };
     // Seq 0 of a log never pruned is the empty swarm; past pruning, whatever came
     // before the oldest event kept cannot be folded.
