@@ -31,7 +31,7 @@ use crate::store::{Query, Store, StoreError};
 /// after its snapshot. Chosen from the projection rebuild figure (docs/BENCHMARKS.md,
 /// "Swarm projection rebuild": 100 000 events folded from the store in about 0.5 s),
 /// which puts the longest fold, 9 999 events, near 50 ms. Measured on a log of
-/// 10 000 000 events: 23 ms for it, request included (docs/BENCHMARKS.md, "The swarm
+/// 10 000 000 events: about 25 ms for it, request included (docs/BENCHMARKS.md, "The swarm
 /// at any moment on a log of 10 million events").
 pub(crate) const SNAPSHOT_EVERY: u64 = 10_000;
 /// Snapshots kept (of the limits in use); past it the oldest go. 2 000 cover the last
