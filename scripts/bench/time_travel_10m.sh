@@ -9,7 +9,8 @@
 # the search index as caught up (this measures the swarm's past, not their backfill),
 # starts the server, waits until the swarm history has stored its snapshots up to the
 # head, then asks for moments: the worst (one seq before a snapshot: 9 999 events
-# folded after it), a snapshot's own seq, early and late in the log, and a time.
+# folded after it), a snapshot's own seq, early and late in the log, and times early,
+# mid-log and near the head, each the commit time of a seq one before a snapshot.
 # Prints the median of 5 requests for each. Needs sqlite3 and curl.
 set -euo pipefail
 bin=$(realpath "$1")
@@ -70,7 +71,7 @@ start=$(date +%s.%N)
 until [ "$(ask $events | cut -d' ' -f1)" = 200 ]; do sleep 1; done
 echo "swarm history folded and stored its snapshots up to the head in $(elapsed) s"
 
-for at in 9999999 9990000 5009999 10009 $events 2025-11-25T06:00:00Z; do
+for at in 9999999 9990000 5009999 10009 $events 2025-11-24T16:01:39.990Z 2025-11-25T06:01:39.990Z 2025-11-25T19:41:39.990Z; do
   times=$(for _ in 1 2 3 4 5; do ask "$at"; done)
   codes=$(echo "$times" | cut -d' ' -f1 | sort -u | tr '\n' ' ')
   median=$(echo "$times" | cut -d' ' -f2 | sort -n | sed -n 3p)

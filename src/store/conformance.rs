@@ -58,6 +58,12 @@ pub(crate) async fn queries_apply_filters_windows_and_order(store: &dyn Store) {
     assert_eq!(store.get_by_id("e3").await.unwrap().unwrap().seq, 4);
     assert!(store.get_by_seq(99).await.unwrap().is_none());
     assert!(store.get_by_seq(u64::MAX).await.unwrap().is_none());
+    // One commit, one time: the last event at that time is its highest seq.
+    let ts = store.get_by_seq(5).await.unwrap().unwrap().ts_ms;
+    assert_eq!(store.get_by_seq(1).await.unwrap().unwrap().ts_ms, ts);
+    assert_eq!(store.last_seq_at_or_before(ts).await.unwrap(), Some(5));
+    assert_eq!(store.last_seq_at_or_before(i64::MAX).await.unwrap(), Some(5));
+    assert_eq!(store.last_seq_at_or_before(ts - 1).await.unwrap(), None);
     let counts = store.bucket_counts(0, 60_000).await.unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 5);
 }

@@ -518,6 +518,16 @@ pub trait Store: Send + Sync + 'static {
     /// The read failed.
     async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError>;
 
+    /// The seq of the last event committed at or before `ts_ms` (the latest commit
+    /// time not after it; of several at that time, the highest seq), if any: where the
+    /// swarm stood at that time. One step down the time index, where
+    /// [`Store::first_seq_since`]'s exact minimum may walk the log (0.5 s near the head
+    /// of 10 million events, docs/BENCHMARKS.md).
+    ///
+    /// # Errors
+    /// The read failed.
+    async fn last_seq_at_or_before(&self, ts_ms: i64) -> Result<Option<u64>, StoreError>;
+
     /// Deletes up to `limit` of the oldest events with seq below `before`; returns how
     /// many went. Retention calls it in small steps so the writer is never held up for
     /// long. Each deleted event's id, seq and commit time stay behind in a compact

@@ -635,6 +635,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn last_seq_at_or_before(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT seq FROM events WHERE ts_ms <= ?1 ORDER BY ts_ms DESC, seq DESC LIMIT 1")?;
+                let seq: Option<i64> = stmt.query_row([ts_ms], |r| r.get(0)).optional()?;
+                Ok(seq.map(|s| s as u64))
+            })
+            .await
+    }
+
     async fn delete_before(&self, before: u64, limit: usize) -> Result<u64, StoreError> {
         let before = i64::try_from(before).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

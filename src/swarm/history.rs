@@ -31,7 +31,7 @@ use crate::store::{Query, Store, StoreError};
 /// after its snapshot. Chosen from the projection rebuild figure (docs/BENCHMARKS.md,
 /// "Swarm projection rebuild": 100 000 events folded from the store in about 0.5 s),
 /// which puts the longest fold, 9 999 events, near 50 ms. Measured on a log of
-/// 10 000 000 events: 23 ms for it, request included (docs/BENCHMARKS.md, "The swarm
+/// 10 000 000 events: about 25 ms for it, request included (docs/BENCHMARKS.md, "The swarm
 /// at any moment on a log of 10 million events").
 pub(crate) const SNAPSHOT_EVERY: u64 = 10_000;
 /// Snapshots kept (of the limits in use); past it the oldest go. 2 000 cover the last
@@ -115,12 +115,10 @@ pub(crate) async fn resolve(store: &dyn Store, at: At) -> Result<Moment, PastErr
     let bounds = store.bounds().await?;
     let seq = match at {
         At::Seq(seq) => seq.min(bounds.head),
-        // Commit times do not go down as seqs go up (each writer keeps them so), so
-        // the last event at or before `t` is the one before the first after it.
-        At::Time(t) => match store.first_seq_since(t.saturating_add(1)).await? {
-            Some(first) => first - 1,
-            None => bounds.head,
-        },
+        // Commit times do not go down as seqs go up (each writer keeps them so): the
+        // last event at or before `t` has every earlier one before it. None at all is
+        // the empty swarm, or a moment retention pruned.
+        At::Time(t) => store.last_seq_at_or_before(t).await?.unwrap_or(bounds.oldest.saturating_sub(1)),
     };
     // Seq 0 of a log never pruned is the empty swarm; past pruning, whatever came
     // before the oldest event kept cannot be folded.

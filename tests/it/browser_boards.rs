@@ -150,6 +150,24 @@ async fn on_a_phone_the_live_page_shows_the_feed_in_the_first_screen() {
     app.stop().await;
 }
 
+/// Waits until the browser's URL (path and query) is one `arrived` accepts, checked from
+/// here: a navigation, even to the same path, ends any script waiting inside the page
+/// it leaves.
+async fn wait_for_url(browser: &Browser, what: &str, arrived: impl Fn(&str, Option<&str>) -> bool) {
+    let found = tokio::time::timeout(crate::harness::WAIT, async {
+        loop {
+            if let Ok(url) = browser.client.current_url().await
+                && arrived(url.path(), url.query())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "the browser never reached {what}");
+}
+
 /// One task's events from a producer: posted, a bid, assigned to echo, failed.
 fn failed_lifecycle(task: &str, description: &str) -> Value {
     json!([
@@ -190,8 +208,10 @@ async fn from_the_live_page_one_click_lists_the_failed_tasks_of_the_last_day_who
     browser.wait_for("the failed count", "document.getElementById('failed-tasks')?.textContent === '3'").await;
     browser.screenshot("live-failed-link-1400").await;
     browser.click("#failed-tasks").await;
-    browser.wait_for_path("/swarm/tasks").await;
-    browser.wait_for("the failed tasks of the last day", "location.search === '?status=failed&within=day'").await;
+    wait_for_url(&browser, "the failed tasks of the last day", |path, query| {
+        path == "/swarm/tasks" && query == Some("status=failed&within=day")
+    })
+    .await;
     let rows = "return [...document.querySelectorAll('#task-board .board-row')].map(r => r.dataset.task)";
     browser.wait_for("two rows", "document.querySelectorAll('#task-board .board-row').length === 2").await;
     assert_eq!(
@@ -204,7 +224,10 @@ async fn from_the_live_page_one_click_lists_the_failed_tasks_of_the_last_day_who
     browser.screenshot("tasks-failed-last-day-1400").await;
     // The week's chip keeps the tab and brings the older one back.
     browser.click("nav.windows a.chip[data-within='week']").await;
-    browser.wait_for("the week", "location.search === '?status=failed&within=week'").await;
+    wait_for_url(&browser, "the week", |path, query| {
+        path == "/swarm/tasks" && query == Some("status=failed&within=week")
+    })
+    .await;
     browser.wait_for("three rows", "document.querySelectorAll('#task-board .board-row').length === 3").await;
     browser.goto(&format!("{base}/swarm/tasks?status=failed&within=day")).await;
 
@@ -213,12 +236,10 @@ async fn from_the_live_page_one_click_lists_the_failed_tasks_of_the_last_day_who
     browser.wait_for_path("/swarm/tasks/new-disk").await;
     browser.click("details.confirm:has(form[action$='/retry']) > summary").await;
     browser.click("form[action$='/retry'] button[type='submit']").await;
-    browser
-        .wait_for(
-            "the retry's page",
-            "location.pathname.startsWith('/swarm/tasks/') && location.pathname !== '/swarm/tasks/new-disk'",
-        )
-        .await;
+    wait_for_url(&browser, "the retry's page", |path, _| {
+        path.starts_with("/swarm/tasks/") && path != "/swarm/tasks/new-disk"
+    })
+    .await;
     let back = "dl.facts a[href='/swarm/tasks/new-disk']";
     browser.wait_for("the link back to the original", &format!("!!document.querySelector({back:?})")).await;
     let retry =
@@ -251,8 +272,10 @@ async fn from_the_live_page_one_click_lists_the_failed_tasks_of_the_last_day_who
     browser.goto(&format!("{base}/swarm/live")).await;
     browser.wait_for("the failed count", "!!document.getElementById('failed-tasks')").await;
     browser.click("#failed-tasks").await;
-    browser.wait_for_path("/swarm/tasks").await;
-    browser.wait_for("the failed tasks of the last day", "location.search === '?status=failed&within=day'").await;
+    wait_for_url(&browser, "the failed tasks of the last day", |path, query| {
+        path == "/swarm/tasks" && query == Some("status=failed&within=day")
+    })
+    .await;
     browser.wait_for("two rows", "document.querySelectorAll('#task-board .board-row').length === 2").await;
     browser.screenshot("tasks-failed-last-day-375").await;
     browser.close().await;

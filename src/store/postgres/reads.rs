@@ -340,6 +340,16 @@ impl Store for PostgresStore {
         rows.iter().map(|r| Ok((r.try_get(6)?, session_from_row(r)?))).collect()
     }
 
+    async fn last_seq_at_or_before(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
+        let sql = "SELECT seq FROM events WHERE ts_ms <= $1 ORDER BY ts_ms DESC, seq DESC LIMIT 1";
+        let rows = self.rows(sql, &[&ts_ms]).await?;
+        let seq: Option<i64> = match rows.first() {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        Ok(seq.map(|s| s as u64))
+    }
+
     async fn first_seq_since(&self, ts_ms: i64) -> Result<Option<u64>, StoreError> {
         let rows = self.rows("SELECT MIN(seq) FROM events WHERE ts_ms >= $1", &[&ts_ms]).await?;
         let seq: Option<i64> = match rows.first() {
