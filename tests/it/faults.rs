@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::database::{prefix, server_url, suite_on_postgres};
 use crate::harness::{BinaryServer, LIBFAKETIME, TestApp, WAIT, WsClient, all_events, seqs, spawn_with};
+use crate::pg_cluster::Cluster;
 
 /// A tmpfs of a fixed size mounted on a fresh directory, unmounted when dropped.
 struct SmallDisk {
@@ -207,96 +208,6 @@ async fn fill_the_disk_then_free_it(app: &TestApp, disk: &SmallDisk) {
     }
     let seqs = seqs(&stored);
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seq is gapless");
-}
-
-/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, on a free
-/// loopback port), so the test can restart it without touching the shared server.
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Cluster {
-    /// Starts one, or says why it cannot (no initdb on this machine).
-    fn start() -> Result<Self, String> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .map_err(|e| format!("no /usr/lib/postgresql: {e}"))?
-            .filter_map(|d| d.ok().map(|d| d.path().join("bin")))
-            .filter(|b| b.join("initdb").exists())
-            .max()
-            .ok_or("initdb is not installed")?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        // initdb refuses to run as root; the cluster then belongs to the postgres user.
-        let as_root = running_as_root();
-        if as_root {
-            let owner = Command::new("chown").arg("postgres").arg(dir.path()).status().map_err(|e| e.to_string())?;
-            if !owner.success() {
-                return Err("cannot give the cluster's directory to the postgres user".into());
-            }
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Cluster { bin, dir, port };
-        let data = cluster.data_dir();
-        cluster.run(
-            "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
-        )?;
-        cluster.pg_ctl(&["start"])?;
-        Ok(cluster)
-    }
-
-    fn data_dir(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// `pg_ctl restart -m fast`: every session is ended, as in a planned failover.
-    fn restart(&self) -> Result<(), String> {
-        self.pg_ctl(&["restart", "-m", "fast"])
-    }
-
-    fn pg_ctl(&self, action: &[&str]) -> Result<(), String> {
-        let log = self.dir.path().join("server.log").display().to_string();
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
-        let data = self.data_dir();
-        let mut args = vec!["-D", &data, "-l", &log, "-w", "-o", &options];
-        args.extend_from_slice(action);
-        self.run("pg_ctl", &args)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
-        let program = self.bin.join(tool);
-        let mut command = if running_as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let out = command.args(args).output().map_err(|e| format!("cannot run {tool}: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
-    }
-}
-
-/// Whether this process runs as root (from /proc, so no unsafe call to `geteuid`).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
 }
 
 /// One producer's outcome: what was acknowledged, and how its outage went.

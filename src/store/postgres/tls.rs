@@ -270,10 +270,29 @@ impl TlsConnect<Socket> for PgTlsConnect {
             let config = self.config.ok_or_else(|| std::io::Error::other("sslmode=disable: no TLS"))?;
             let name =
                 self.name.map_err(|e| std::io::Error::other(format!("the host is not a TLS server name: {e}")))?;
-            let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(explain)?;
             Ok(PgTlsStream(Box::new(stream)))
         })
     }
+}
+
+/// Adds what to do to the certificate failures whose rustls names alone do not say it
+/// (`UnknownIssuer` is the one a wrong or missing `sslrootcert` gives). The host-name
+/// failure already names both the host and the certificate's names.
+fn explain(error: std::io::Error) -> std::io::Error {
+    let hint = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "the server's certificate is not signed by a CA in sslrootcert (or, without it, the system's roots)"
+        }
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "the server's certificate has expired",
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        )) => "the server's certificate is not valid yet (is this machine's clock right?)",
+        _ => return error,
+    };
+    std::io::Error::new(error.kind(), format!("{error}: {hint}"))
 }
 
 /// A TLS connection to PostgreSQL.
