@@ -145,6 +145,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The scheme this server's pages are served with: `https` when it serves TLS
+    /// itself. Behind a TLS-terminating proxy it is `http`, and the public origin is
+    /// listed with `--allowed-origin https://…`.
+    pub fn served_scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// # Errors
     /// The first setting that cannot work, named.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -102,17 +102,18 @@ pub fn url(base: &str, code: &str) -> String {
     format!("{}/login?code={code}", base.trim_end_matches('/'))
 }
 
-/// The base URL a person can open for a server bound to `bind`. A wildcard bind
+/// The base URL a person can open for a server bound to `bind` and serving `scheme`
+/// (`http`, or `https` when it serves TLS). A wildcard bind
 /// (`0.0.0.0`, `::`) is reachable at every address of the machine; the link names one
 /// that a phone on the same network can open (the first non-loopback address of the
 /// matching family), or loopback when the machine has none.
-pub fn reachable_base(bind: SocketAddr) -> String {
+pub fn reachable_base(scheme: &str, bind: SocketAddr) -> String {
     let ip = if bind.ip().is_unspecified() {
         lan_address(bind.ip()).unwrap_or_else(|| loopback(bind.ip()))
     } else {
         bind.ip()
     };
-    format!("http://{}", SocketAddr::new(ip, bind.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, bind.port()))
 }
 
 fn loopback(like: IpAddr) -> IpAddr {
@@ -194,10 +195,11 @@ mod tests {
 
     #[test]
     fn printed_links_name_an_address_a_browser_can_open() {
-        assert_eq!(reachable_base("127.0.0.1:8000".parse().unwrap()), "http://127.0.0.1:8000");
-        assert_eq!(reachable_base("[::1]:8000".parse().unwrap()), "http://[::1]:8000");
+        assert_eq!(reachable_base("http", "127.0.0.1:8000".parse().unwrap()), "http://127.0.0.1:8000");
+        assert_eq!(reachable_base("https", "127.0.0.1:8443".parse().unwrap()), "https://127.0.0.1:8443");
+        assert_eq!(reachable_base("http", "[::1]:8000".parse().unwrap()), "http://[::1]:8000");
         for wildcard in ["0.0.0.0:8000", "[::]:8000"] {
-            let base = reachable_base(wildcard.parse().unwrap());
+            let base = reachable_base("http", wildcard.parse().unwrap());
             let host: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
             assert!(!host.ip().is_unspecified(), "{wildcard} → {base}");
             assert_eq!(host.port(), 8000);

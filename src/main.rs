@@ -196,7 +196,7 @@ async fn serve(args: swarmfeed::cli::ServeArgs) -> anyhow::Result<()> {
         let path = data_dir.join(swarmfeed::auth::ADMIN_TOKEN_FILE);
         tell(format_args!("First start: an admin token was written to {}.", path.display()));
     }
-    let base = swarmfeed::login_link::reachable_base(app.addr());
+    let base = swarmfeed::login_link::reachable_base(app.state().config.served_scheme(), app.addr());
     if app.state().config.no_auth {
         tell(format_args!("Open {base}/swarm/live (no login: --no-auth)."));
     } else {

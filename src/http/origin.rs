@@ -35,11 +35,6 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src
 /// `Referrer-Policy` of every response: no referrer leaves for another site.
 pub(crate) const REFERRER_POLICY: &str = "same-origin";
 
-/// The scheme this server's own pages are served with. Cleartext only until TLS is
-/// served; behind a TLS-terminating proxy, list the public origin with
-/// `--allowed-origin https://…`.
-pub(crate) const SERVED_SCHEME: &str = "http";
-
 /// Whether `origin` is in the `--allowed-origin` list.
 fn origin_listed(origin: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
@@ -134,7 +129,7 @@ pub(crate) async fn check(State(state): State<AppState>, request: Request, next:
     {
         let origin = origin.to_str().unwrap_or("null");
         let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        if !origin_allowed(origin, SERVED_SCHEME, host, &state.config.allowed_origins) {
+        if !origin_allowed(origin, state.config.served_scheme(), host, &state.config.allowed_origins) {
             tracing::warn!(origin, path = request.uri().path(), "refused a request from a foreign origin");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -49,16 +49,23 @@ pub(crate) fn cookie_secret(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| is_secret_shaped(v))
 }
 
-fn set_cookie(secret: &str, max_age_secs: u64) -> HeaderValue {
-    // `Secure` is left to a TLS-terminating proxy: swarmfeed itself serves plain HTTP,
-    // and a `Secure` cookie would never come back over it.
-    HeaderValue::from_str(&format!("{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"))
-        // Session secrets are `sfs_` and hex, made by `Sessions::start`.
-        .expect("a session secret is a valid header value")
+/// The session cookie. `secure` when this server serves TLS itself: the browser then
+/// never sends the cookie over cleartext. Over plain HTTP (behind a TLS-terminating
+/// proxy, say) a `Secure` cookie would never come back, so it is left to the proxy.
+fn set_cookie(secret: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    ))
+    // Session secrets are `sfs_` and hex, made by `Sessions::start`.
+    .expect("a session secret is a valid header value")
 }
 
-fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static("swarmfeed_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+fn clear_cookie(secure: bool) -> HeaderValue {
+    match secure {
+        true => HeaderValue::from_static("swarmfeed_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure"),
+        false => HeaderValue::from_static("swarmfeed_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    }
 }
 
 /// A local path to go to after login: `/…` but not `//host` (another site), and only
@@ -151,7 +158,7 @@ pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         tracing::info!("browser logged out");
     }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    response.headers_mut().insert(header::SET_COOKIE, clear_cookie(state.config.tls.is_some()));
     Ok(response)
 }
 
@@ -191,7 +198,7 @@ async fn start_session(
         }
     };
     let max_age = state.sessions.settings().max_age.as_secs();
-    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&started.secret, max_age));
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&started.secret, max_age, state.config.tls.is_some()));
     Ok(response)
 }
 
@@ -251,9 +258,12 @@ mod tests {
 
     #[test]
     fn the_cookie_is_http_only_and_same_site_strict() {
-        let v = set_cookie("sfs_abc", 60);
+        let v = set_cookie("sfs_abc", 60, false);
         let v = v.to_str().unwrap();
         assert!(v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.starts_with("swarmfeed_session=sfs_abc;"));
-        assert!(v.contains("Max-Age=60"));
+        assert!(v.contains("Max-Age=60") && !v.contains("Secure"), "{v}");
+        let v = set_cookie("sfs_abc", 60, true);
+        assert!(v.to_str().unwrap().ends_with("; Secure"), "served over TLS: {v:?}");
+        assert!(clear_cookie(true).to_str().unwrap().ends_with("; Secure"));
     }
 }

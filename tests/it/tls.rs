@@ -255,3 +255,63 @@ async fn a_key_that_is_not_the_certificates_stops_the_start_and_names_both_files
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--tls-key"), "{}", text(&out.stderr));
 }
+
+/// A browser's path over https: the login link printed at start is https, the login
+/// form posted from the server's own https origin is taken (the Origin check knows the
+/// scheme it serves), and the session cookie is `Secure`, so it never travels in clear.
+#[tokio::test]
+async fn a_person_logs_in_over_https_with_the_printed_link_and_with_the_form() {
+    let files = Files::new();
+    let ca = TestCa::new("swarmfeed test CA");
+    ca.write_cert(&files.path("ca.pem"));
+    ca.write_leaf(&["localhost", "127.0.0.1"], &files.path("server.pem"), &files.path("server.key"));
+    let mut server = TlsServer::start(&files).await;
+    let root = reqwest::Certificate::from_pem(&std::fs::read(files.path("ca.pem")).unwrap()).unwrap();
+    let browser = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session_cookie = |response: &reqwest::Response| -> String {
+        let cookie = response.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(cookie.contains("; Secure"), "a session cookie over TLS is Secure: {cookie}");
+        cookie.split(';').next().unwrap().to_owned()
+    };
+
+    server.logged("Log in at https://").await;
+    let link = server
+        .logs
+        .borrow()
+        .iter()
+        .find_map(|l| l.split("Log in at ").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned()))
+        .unwrap();
+    let opened = browser.get(&link).send().await.unwrap();
+    assert_eq!(opened.status(), reqwest::StatusCode::OK, "the printed link {link} logs in");
+    let from_link = session_cookie(&opened);
+
+    let origin = format!("https://localhost:{}", server.addr.port());
+    let posted = browser
+        .post(format!("{origin}/login"))
+        .header(reqwest::header::ORIGIN, &origin)
+        .form(&[("token", server.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), reqwest::StatusCode::SEE_OTHER, "the form from the server's own https origin");
+    let from_form = session_cookie(&posted);
+
+    for cookie in [from_link, from_form] {
+        let live =
+            browser.get(format!("{origin}/swarm/live")).header(reqwest::header::COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(live.status(), reqwest::StatusCode::OK, "the dashboard with {cookie}");
+    }
+    // The same form from the cleartext origin of the same host is another origin.
+    let foreign = browser
+        .post(format!("{origin}/login"))
+        .header(reqwest::header::ORIGIN, format!("http://localhost:{}", server.addr.port()))
+        .form(&[("token", server.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), reqwest::StatusCode::FORBIDDEN);
+}
