@@ -18,7 +18,10 @@ the environment (``SWARMFEED_URL``, ``SWARMFEED_TOKEN``, ``SWARMFEED_SPOOL_DIR``
 
 Modules: ``client`` (the queue, the sender thread, the retries), ``spool`` (the
 on-disk spool), ``wire`` (one HTTP request and what its answer means), ``follow``
-(:class:`Subscription`: the log live over WebSocket, resumed after a dropped connection).
+(:class:`Subscription`: the log live over WebSocket, resumed after a dropped connection),
+``tls`` (which CAs an ``https://`` server is checked against: ``ca_file=``,
+``SWARMFEED_CA_FILE``), ``aio`` (:class:`AsyncClient`, :class:`AsyncSubscription`: the
+same for asyncio).
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ import os
 import threading
 from typing import Any, Mapping, Optional
 
+from .aio import AsyncClient, AsyncSubscription
 from .client import Client, EventLogEntry
 from .follow import SubscribeError, Subscription
+from .tls import TlsError
 
 __all__ = [
+    "AsyncClient",
+    "AsyncSubscription",
+    "TlsError",
     "Client",
     "EventLogEntry",
     "SubscribeError",

@@ -20,6 +20,7 @@ import os
 import queue
 import random
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from .spool import Spool
+from .tls import context_for
 from .wire import Outcome, post_events
 
 log = logging.getLogger("swarmfeed")
@@ -110,7 +112,11 @@ class Client:
     Arguments default to the environment: ``url`` to ``SWARMFEED_URL`` (else
     http://127.0.0.1:8000), ``token`` to ``SWARMFEED_TOKEN``, ``spool_dir`` to
     ``SWARMFEED_SPOOL_DIR`` (else ``~/.cache/swarmfeed/spool``), ``spool_max_bytes`` to
-    ``SWARMFEED_SPOOL_BYTES`` (else 64 MiB).
+    ``SWARMFEED_SPOOL_BYTES`` (else 64 MiB). For an ``https://`` URL the server's
+    certificate is checked against the system's roots, or the CA in ``ca_file`` (else
+    ``SWARMFEED_CA_FILE``), or with ``context``; a CA file that cannot be used raises
+    :class:`~swarmfeed.tls.TlsError` here, and a certificate that does not verify is
+    logged as such while events wait in the spool, as for a refused token.
     """
 
     def __init__(
@@ -124,12 +130,15 @@ class Client:
         spool_dir: Optional[os.PathLike] = None,
         spool_max_bytes: Optional[int] = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ca_file: Optional[str] = None,
+        context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError("batch_size must be between 1 and 1000 (the server's batch limit)")
         self.url = (url or os.environ.get("SWARMFEED_URL") or DEFAULT_URL).rstrip("/")
         self._token = token if token is not None else os.environ.get("SWARMFEED_TOKEN")
         self._events_url = self.url + "/api/events"
+        self._context = context_for(self.url, ca_file, context)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._timeout = timeout
@@ -372,7 +381,7 @@ class Client:
         busy = 0
         while chunks:
             chunk = chunks.pop(0)
-            outcome = post_events(self._events_url, self._token, chunk, self._timeout)
+            outcome = post_events(self._events_url, self._token, chunk, self._timeout, self._context)
             if outcome.kind == "stored":
                 self._count("sent", len(chunk))
                 self._count("duplicates", outcome.duplicates)
@@ -412,6 +421,8 @@ class Client:
     def _went_down(self, outcome: Outcome) -> None:
         if not self._down:
             hint = " (check SWARMFEED_TOKEN)" if outcome.auth else ""
+            if outcome.tls:
+                hint = " (check the server's certificate, or the CA given as ca_file= or SWARMFEED_CA_FILE)"
             log.warning(
                 "swarmfeed server %s cannot take events (%s)%s; keeping them in %s",
                 self.url,

@@ -25,6 +25,8 @@ import urllib.parse
 from collections import deque
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
+from .tls import TlsError, certificate_problem, context_for
+
 log = logging.getLogger("swarmfeed")
 
 #: The RFC 6455 constant the server's handshake answer is derived from.
@@ -68,8 +70,10 @@ class Subscription:
     :class:`SubscribeError` when the server refuses it. With ``reconnect`` (the
     default) a dropped connection, or a server that is down when it is made, is opened
     again and resumed; without it, the constructor raises ``OSError`` and the
-    iteration ends. ``context`` is the TLS context for ``https`` (the system's roots
-    by default).
+    iteration ends. For ``https`` the server's certificate is checked against the
+    system's roots, or the CA in ``ca_file`` (else ``SWARMFEED_CA_FILE``), or with
+    ``context``; one that does not verify raises :class:`~swarmfeed.tls.TlsError`,
+    from the constructor or the iteration, and is not retried.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Subscription:
         reconnect: bool = True,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         context: Optional[ssl.SSLContext] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -102,7 +107,7 @@ class Subscription:
                 self._filter[key] = value
         self._reconnect = reconnect
         self._read_timeout = read_timeout
-        self._context = context
+        self._context = context_for(url, ca_file, context)
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
         self._pending: Deque[Dict[str, Any]] = deque()
@@ -118,6 +123,7 @@ class Subscription:
         try:
             self._open()
         except (_Dropped, OSError) as e:
+            self._untrusted(e)
             self._drop()
             if not reconnect:
                 raise OSError("cannot subscribe at {}: {}".format(url, e)) from e
@@ -137,6 +143,7 @@ class Subscription:
                 self._read_events()
                 delay = _FIRST_DELAY
             except (_Dropped, OSError) as e:
+                self._untrusted(e)
                 self._drop()
                 if not self._reconnect:
                     self._closed = True
@@ -181,6 +188,15 @@ class Subscription:
             if kind == "error":
                 self._refused(frame)
 
+    def _untrusted(self, error: BaseException) -> None:
+        """Ends the subscription with :class:`TlsError` if ``error`` is a certificate
+        that did not verify: reconnecting would only fail the same way."""
+        problem = certificate_problem(error)
+        if problem is not None:
+            self._closed = True
+            self._drop()
+            raise TlsError("the certificate of {}:{} is not trusted: {}".format(self._host, self._port, problem)) from error
+
     def _refused(self, frame: Dict[str, Any]) -> None:
         self._closed = True
         self._drop()
@@ -189,8 +205,8 @@ class Subscription:
     def _connect(self) -> None:
         sock = socket.create_connection((self._host, self._port), timeout=self._read_timeout)
         if self._tls:
-            context = self._context or ssl.create_default_context()
-            sock = context.wrap_socket(sock, server_hostname=self._host)
+            assert self._context is not None  # made for every https URL
+            sock = self._context.wrap_socket(sock, server_hostname=self._host)
         self._sock = sock
         self._reader = sock.makefile("rb")
         key = base64.b64encode(os.urandom(16)).decode()
@@ -313,6 +329,13 @@ class Subscription:
         self._sock.sendall(head + mask + masked)
 
     def _drop(self) -> None:
+        if self._sock is not None:
+            try:
+                # Wakes a read blocked in another thread (AsyncSubscription's reader),
+                # which close() alone would leave waiting until the read timeout.
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more
         for closable in (self._reader, self._sock):
             if closable is not None:
                 try:

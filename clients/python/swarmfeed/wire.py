@@ -11,10 +11,13 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import List, Optional
+
+from .tls import certificate_problem
 
 #: The most of an error answer that is read; an error body is a short JSON object.
 _MAX_ERROR_BODY = 64 * 1024
@@ -36,23 +39,31 @@ class Outcome:
     retry_after: Optional[float] = None
     #: down: the token was refused (401/403); waiting will not fix that.
     auth: bool = False
+    #: down: the server's certificate was not trusted; waiting will not fix that either.
+    tls: bool = False
 
 
-def post_events(url: str, token: Optional[str], lines: List[str], timeout: float) -> Outcome:
-    """POSTs events given as compact JSON objects; never raises for network trouble."""
+def post_events(
+    url: str, token: Optional[str], lines: List[str], timeout: float, context: Optional[ssl.SSLContext] = None
+) -> Outcome:
+    """POSTs events given as compact JSON objects; never raises for network trouble.
+    ``context`` is the TLS context for an ``https://`` URL."""
     body = ("[" + ",".join(lines) + "]").encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "swarmfeed-python"}
     if token:
         headers["Authorization"] = "Bearer " + token
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             answer = json.loads(response.read() or b"{}")
             events = answer.get("events") or []
             return Outcome("stored", duplicates=sum(1 for e in events if e.get("duplicate")))
     except urllib.error.HTTPError as e:
         return _refusal(e)
     except (OSError, http.client.HTTPException, socket.timeout, ValueError) as e:
+        problem = certificate_problem(e)
+        if problem is not None:
+            return Outcome("down", message="the server's certificate is not trusted: " + problem, tls=True)
         # Refused, reset, timed out, or an answer cut short: the server is not there.
         return Outcome("down", message=str(e) or type(e).__name__)
 
