@@ -72,7 +72,11 @@ async fn versus_nats_delivers_every_event_once_from_both_servers() {
     assert_eq!(floor["integrity"]["lost"], 0, "{floor}");
     let ratio = line(&lines, "ratio");
     assert_eq!(ratio["targets"]["zero_loss_and_duplicates"], true, "{ratio}");
-    assert!(ratio["ratios"]["cpu_per_delivery"].as_f64().is_some_and(f64::is_finite), "{ratio}");
+    // /proc counts CPU in 10 ms ticks: at this size nats-server may use less than one,
+    // and a ratio over zero is reported as null rather than infinite.
+    let nats_idle = ratio["nats_cpu_us_per_delivery"].as_f64() == Some(0.0);
+    let cpu_ratio = &ratio["ratios"]["cpu_per_delivery"];
+    assert!(cpu_ratio.as_f64().is_some_and(f64::is_finite) || (nats_idle && cpu_ratio.is_null()), "{ratio}");
     assert!(ratio["ratios"]["p99"].as_f64().is_some_and(|r| r > 0.0), "{ratio}");
 }
 
