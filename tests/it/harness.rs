@@ -323,18 +323,7 @@ impl BinaryServer {
             .spawn()
             .expect("binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["fields"]["message"] == "swarmfeed ready"
-                {
-                    return v["fields"]["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("server exited before it was ready");
-        })
-        .await
-        .expect("server ready in time");
+        let addr = ready_addr(&mut lines, |_| {}).await.expect("server exited before it was ready");
         // Keep draining stderr so the server never blocks on a full pipe, noting the
         // login link it prints.
         let (link_tx, login_link) = tokio::sync::watch::channel(None);
@@ -404,4 +393,25 @@ pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Reads a server's JSON log (`--log-format json` on stderr) until it says it is
+/// ready, for at most [`WAIT`]: the address it serves, or `None` if the log ended
+/// first (the server exited). Earlier lines go to `before`.
+pub async fn ready_addr<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    mut before: impl FnMut(String),
+) -> Option<SocketAddr> {
+    let ready = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["fields"]["message"] == "swarmfeed ready"
+            {
+                return Some(v["fields"]["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap());
+            }
+            before(line);
+        }
+        None
+    };
+    tokio::time::timeout(WAIT, ready).await.expect("the server is ready or gone in time")
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::harness::WAIT;
+use crate::harness::ready_addr;
 use crate::pg_cluster::{Cluster, ServerTls};
 use crate::tls::TestCa;
 
@@ -42,20 +42,7 @@ async fn serve(url: &str, data: &Path) -> Start {
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut said = Vec::new();
-    let ready = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["fields"]["message"] == "swarmfeed ready"
-            {
-                return Some(v["fields"]["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap());
-            }
-            said.push(line);
-        }
-        None
-    })
-    .await
-    .expect("the server is ready or gone in time");
-    match ready {
+    match ready_addr(&mut lines, |line| said.push(line)).await {
         Some(addr) => {
             // Drains stderr so the server never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::harness::WAIT;
+use crate::harness::{WAIT, ready_addr};
 
 /// A certificate authority of the test's own.
 pub struct TestCa {
@@ -86,18 +86,7 @@ impl TlsServer {
             .spawn()
             .expect("the binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["fields"]["message"] == "swarmfeed ready"
-                {
-                    return v["fields"]["addr"].as_str().unwrap().parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("the server exited before it was ready");
-        })
-        .await
-        .expect("the server is ready in time");
+        let addr = ready_addr(&mut lines, |_| {}).await.expect("the server exited before it was ready");
         let (kept, logs) = watch::channel(Vec::new());
         // Drains stderr so the server never blocks on a full pipe; ends with it.
         tokio::spawn(async move {
