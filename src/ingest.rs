@@ -176,10 +176,24 @@ impl IngestRules {
             Some(id) => id,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let redact = |s: String| self.redactor.redact_text(&s).unwrap_or(s);
-        let source = redact(source);
-        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?.map(redact);
-        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?.map(redact);
+        // Redacting a bearer token can lengthen a name ("bearer x" is stored as
+        // "Bearer [REDACTED]"), and what is stored must still be within its limit.
+        let redact = |field: &str, s: String| match self.redactor.redact_text(&s) {
+            None => Ok(s),
+            Some(r) if r.chars().count() > MAX_NAME_CHARS => Err(Invalid::at(
+                index,
+                field,
+                format!("is longer than {MAX_NAME_CHARS} characters once its bearer token is redacted"),
+            )),
+            Some(r) => Ok(r),
+        };
+        let source = redact("source", source)?;
+        let task_id = string(index, "task_id", map.remove("task_id"), MAX_NAME_CHARS)?
+            .map(|s| redact("task_id", s))
+            .transpose()?;
+        let agent_id = string(index, "agent_id", map.remove("agent_id"), MAX_NAME_CHARS)?
+            .map(|s| redact("agent_id", s))
+            .transpose()?;
         let data = match data {
             None => "{}".to_owned(),
             Some(DataIn::Raw(raw)) => self.raw_data(index, raw)?,
@@ -199,6 +213,11 @@ impl IngestRules {
         let before = compact(raw.get());
         self.check_size(index, &before)?;
         let redacted = self.redactor.redact_raw(raw).map_err(|e| Invalid::Json(format!("data: {e}")))?;
+        // "[REDACTED]" can be longer than the value it replaces: the limit is on what
+        // is stored.
+        if let Some(redacted) = &redacted {
+            self.check_size(index, redacted)?;
+        }
         Ok(redacted.unwrap_or(before))
     }
 
@@ -213,7 +232,9 @@ impl IngestRules {
         let before = serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
         self.check_size(index, &before)?;
         if self.redactor.redact(&mut value) {
-            serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))
+            let redacted = serde_json::to_string(&value).map_err(|e| Invalid::at(index, "data", e.to_string()))?;
+            self.check_size(index, &redacted)?;
+            Ok(redacted)
         } else {
             Ok(before)
         }
@@ -409,6 +430,8 @@ fn string(index: usize, field: &str, value: Option<Value>, max: usize) -> Result
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn parse(body: &str) -> Result<Vec<NewEvent>, Invalid> {
@@ -526,6 +549,33 @@ mod tests {
         assert_eq!(e.agent_id.as_deref(), Some("Bearer [REDACTED]"));
         let err = parse(r#"{"event_type":"a.b","source":"s","id":"Bearer abc"}"#).unwrap_err();
         assert_eq!(field_of(err).1.as_deref(), Some("id"), "an id is refused, never merged with another");
+    }
+
+    #[test]
+    fn what_is_stored_stays_within_its_limits_once_redacted() {
+        // "bearer x" (8 characters) is stored as "Bearer [REDACTED]" (17): a name of
+        // 128 characters holding one would be stored longer than DESIGN §2 allows.
+        let name = format!("{}bearer x", "a ".repeat(60));
+        assert_eq!(name.chars().count(), MAX_NAME_CHARS);
+        for field in ["source", "task_id", "agent_id"] {
+            let mut event = json!({"event_type": "a.b", "source": "s"});
+            event[field] = json!(name);
+            let err = parse(&event.to_string()).unwrap_err();
+            assert_eq!(field_of(err).1.as_deref(), Some(field), "{field} of {name:?}");
+        }
+        let short = json!({"event_type": "a.b", "source": "bearer x"});
+        assert_eq!(parse(&short.to_string()).unwrap()[0].source, "Bearer [REDACTED]", "one that fits is stored");
+
+        // `"token":1` (9 bytes) is stored as `"token":"[REDACTED]"` (20): data just
+        // under the cap must not be stored over it.
+        let rules = IngestRules::default();
+        let pad = "x".repeat(rules.max_data_bytes - r#"{"p":"","token":1}"#.len());
+        let body = format!(r#"{{"event_type":"a.b","source":"s","data":{{"p":"{pad}","token":1}}}}"#);
+        let err = rules.parse_body(body.as_bytes()).unwrap_err();
+        assert_eq!(field_of(err).1.as_deref(), Some("data"));
+        let fields = serde_json::from_str::<Map<String, Value>>(&body).unwrap();
+        let err = rules.event(0, fields).unwrap_err();
+        assert_eq!(field_of(err).1.as_deref(), Some("data"), "the same for data given as a value");
     }
 
     #[test]

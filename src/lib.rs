@@ -78,7 +78,10 @@ pub(crate) mod cursor;
 pub mod event;
 pub mod file_config;
 pub mod filter;
+// The fuzz targets' way in (fuzz/), not an API.
 pub(crate) mod follower;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod http;
 pub mod hub;
 pub mod ingest;
