@@ -136,7 +136,10 @@ async fn every_sslmode_against_a_postgresql_that_requires_tls() {
         refused(&url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other_ca}")), &data("wrong-ca")).await;
     assert!(said.contains("not signed by a CA in sslrootcert"), "verify-ca with a CA that did not sign it: {said}");
     let said = refused(&url("127.0.0.1", "sslmode=disable"), &data("plain")).await;
-    assert!(said.contains("pg_hba.conf rejects") && said.contains("no encryption"), "a plain connection: {said}");
+    assert!(
+        said.contains("pg_hba.conf rejects") && said.contains("only over TLS: set sslmode=verify-full"),
+        "a plain connection is refused, and told which setting to change: {said}"
+    );
     let said =
         refused(&url("127.0.0.1", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"), &data("missing")).await;
     assert!(said.contains("/nonexistent/ca.pem"), "a root certificate file that is not there is named: {said}");

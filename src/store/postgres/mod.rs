@@ -66,7 +66,18 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// `Display` leaves out ("db error").
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        return format!("{}: {}", db.severity(), db.message());
+        // pg_hba.conf's refusal of a plain connection ends in "no encryption": the
+        // server (a managed one, typically) wants TLS, which only sslmode=disable (or a
+        // server without TLS under prefer) leaves out. Say which setting to change.
+        let hint = if db.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().ends_with("no encryption")
+        {
+            "; PostgreSQL accepts this connection only over TLS: set sslmode=verify-full (with sslrootcert=FILE for \
+             a private CA) or sslmode=require in --database instead of sslmode=disable"
+        } else {
+            ""
+        };
+        return format!("{}: {}{hint}", db.severity(), db.message());
     }
     let text = e.to_string();
     match std::error::Error::source(e).map(ToString::to_string) {
