@@ -155,10 +155,12 @@ class AsyncSubscription:
     async def close(self) -> None:
         """Ends the subscription; a pending ``async for`` step ends too."""
         self._closed = True
-        if self._sync is not None:
-            # From the loop's thread: shutting the socket down wakes the reading
-            # thread, which then sees the subscription closed and stops.
-            self._sync.close()
+        sync = self._sync
+        if sync is not None:
+            # Wakes a step blocked in the reading thread; the close itself (its close
+            # frame, the socket) runs in that thread after the step, never beside it.
+            sync.interrupt()
+            await self._in_reader(sync.close)
         self._reader.shutdown(wait=False)
 
     async def _in_reader(self, work: Callable[[], T]) -> T:

@@ -145,6 +145,8 @@ class Subscription:
             except (_Dropped, OSError) as e:
                 self._untrusted(e)
                 self._drop()
+                if self._closed:
+                    raise StopIteration  # interrupted from another thread
                 if not self._reconnect:
                     self._closed = True
                     raise StopIteration
@@ -166,6 +168,18 @@ class Subscription:
             except OSError:
                 pass  # it is being closed either way
         self._drop()
+
+    def interrupt(self) -> None:
+        """Ends the subscription from another thread: a read blocked in ``next`` returns
+        at once and iteration stops. Only shuts the socket down; the iterating thread
+        closes it (a socket, TLS above all, is not written from two threads at once)."""
+        self._closed = True
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more
 
     def __enter__(self) -> "Subscription":
         return self

@@ -71,6 +71,20 @@ class AsyncTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual([e["data"]["n"] for e in first + rest], list(range(12)), "no gap across the restart")
         self.assertTrue(sub.batches >= 1, "batch frames asked for and unpacked")
 
+    async def test_closing_ends_a_step_that_is_waiting_for_events(self) -> None:
+        server = Server(self.tmp / "data")
+        self.addCleanup(server.stop)
+        sub = AsyncSubscription(server.url, server.token, types=["task.*"])
+        await sub.open()
+        waiting = asyncio.ensure_future(sub.__anext__())
+        await asyncio.sleep(0.3)
+        self.assertFalse(waiting.done(), "no event has come")
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(sub.close(), WAIT)
+        with self.assertRaises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, WAIT)
+        self.assertLess(asyncio.get_running_loop().time() - started, 5.0, "not left to the read timeout")
+
     async def test_a_refused_filter_raises_and_ends(self) -> None:
         server = Server(self.tmp / "data")
         self.addCleanup(server.stop)
