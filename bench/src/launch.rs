@@ -180,3 +180,22 @@ fn fresh_dir(what: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
+
+/// Runs `measure` against swarmfeed, then against nats-server: each started fresh and
+/// stopped before the other starts, so the two never share the cores.
+///
+/// # Errors
+/// A server could not start, or its measurement failed (named).
+pub async fn each_in_turn<T>(
+    swarmfeed: &Path,
+    nats: &Path,
+    measure: impl AsyncFn(&Launched) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, T)> {
+    let server = Launched::swarmfeed(swarmfeed).await?;
+    let sf = measure(&server).await.context("swarmfeed's run")?;
+    drop(server);
+    let server = Launched::nats(nats).await?;
+    let nt = measure(&server).await.context("nats-server's run")?;
+    drop(server);
+    Ok((sf, nt))
+}

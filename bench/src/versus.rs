@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::fanout::{self, Integrity, Plan};
 use crate::floor::{self, FloorArgs};
-use crate::launch::{Kind, Launched};
+use crate::launch::{Kind, Launched, each_in_turn};
 use crate::readers::{Protocol, Readers};
 use crate::report::{Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
@@ -164,12 +164,7 @@ pub async fn run(args: VersusArgs) -> anyhow::Result<Report> {
     let limit = nofile::raise(args.subscribers)?;
     eprintln!("open-file limit {limit}");
 
-    let swarmfeed = Launched::swarmfeed(&swarmfeed_bin).await?;
-    let sf = measure(&swarmfeed, &args).await.context("swarmfeed's run")?;
-    drop(swarmfeed);
-    let nats = Launched::nats(&nats_bin).await?;
-    let nt = measure(&nats, &args).await.context("nats-server's run")?;
-    drop(nats);
+    let (sf, nt) = each_in_turn(&swarmfeed_bin, &nats_bin, async |server| measure(server, &args).await).await?;
     let floor_p99 = if args.no_floor {
         None
     } else {

@@ -25,7 +25,7 @@ use memchr::memmem;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::launch::{Kind, Launched};
+use crate::launch::{Kind, Launched, each_in_turn};
 use crate::procfs;
 use crate::report::{self, Report, grouped};
 use crate::versus::Programs;
@@ -78,12 +78,7 @@ pub async fn run(args: IdleVersusArgs) -> anyhow::Result<Report> {
     let limit = nofile::raise(total)?;
     eprintln!("open-file limit {limit}");
 
-    let swarmfeed = Launched::swarmfeed(&swarmfeed_bin).await?;
-    let sf = measure(&swarmfeed, &args).await.context("swarmfeed's run")?;
-    drop(swarmfeed);
-    let nats = Launched::nats(&nats_bin).await?;
-    let nt = measure(&nats, &args).await.context("nats-server's run")?;
-    drop(nats);
+    let (sf, nt) = each_in_turn(&swarmfeed_bin, &nats_bin, async |server| measure(server, &args).await).await?;
 
     let ratio = sf.bytes_per_connection / nt.bytes_per_connection;
     let mut r = Report::new("idle-versus-nats");
