@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Common;
 use crate::procfs::{self, Proc};
-use crate::readers::Readers;
+use crate::readers::{Protocol, Readers};
 use crate::report::{self, Latency, Report, grouped};
 use crate::subscriber::{self, Seen, Sink};
 use crate::target::{Created, Target};
@@ -275,15 +275,35 @@ pub async fn open_subscribers(
     threads: usize,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<(Readers, u64)> {
-    let mut readers = Readers::start(threads, sink)?;
     let url = target.ws.clone();
     let connect = move || {
         let url = url.clone();
         async move { wire::subscribe(&url, subscriber::CONNECT_TIMEOUT).await }
     };
+    open_readers(count, ramp, span, threads, sink, Protocol::Swarmfeed, connect).await
+}
+
+/// [`open_subscribers`] for any server: `connect` opens one subscription whose frames
+/// carry `protocol`, and each tracks seqs from the head it reported.
+///
+/// # Errors
+/// None could connect, or the reader threads could not start.
+pub async fn open_readers<Opening>(
+    count: u64,
+    ramp: u64,
+    span: u64,
+    threads: usize,
+    sink: &Arc<Sink>,
+    protocol: Protocol,
+    connect: impl Fn() -> Opening,
+) -> anyhow::Result<(Readers, u64)>
+where
+    Opening: Future<Output = anyhow::Result<Subscribed>> + Send + 'static,
+{
+    let mut readers = Readers::start(threads, sink)?;
     let failed = subscriber::open_waves(count, ramp, connect, |subscribed: Subscribed| {
         let seen = Seen::new(subscribed.head, span);
-        readers.add(subscribed, seen)
+        readers.add_speaking(subscribed, seen, protocol)
     })
     .await?;
     anyhow::ensure!(readers.len() > 0, "no subscriber could connect (see the warning above)");

@@ -39,9 +39,8 @@ use crate::floor::{self, FloorArgs};
 use crate::launch::{Kind, Launched, each_in_turn};
 use crate::readers::{Protocol, Readers};
 use crate::report::{Latency, Report, grouped};
-use crate::subscriber::{self, Seen, Sink};
+use crate::subscriber::{self, Sink};
 use crate::target::Target;
-use crate::wire::Subscribed;
 use crate::{nats, nofile, report};
 
 /// POSTs in flight at most on the swarmfeed side, as `fanout`'s default.
@@ -336,16 +335,11 @@ async fn open_nats(
     threads: usize,
     sink: &Arc<Sink>,
 ) -> anyhow::Result<(Readers, u64)> {
-    let mut readers = Readers::start(threads, sink)?;
     let url = url.to_owned();
     let connect = move || {
         let url = url.clone();
         async move { nats::subscribe(&url, None, subscriber::CONNECT_TIMEOUT).await }
     };
-    let failed = subscriber::open_waves(count, ramp, connect, |subscribed: Subscribed| {
-        readers.add_speaking(subscribed, Seen::new(0, span), Protocol::Nats)
-    })
-    .await?;
-    anyhow::ensure!(readers.len() > 0, "no NATS subscriber could connect (see the warning above)");
-    Ok((readers, failed))
+    // A NATS subscription reports head 0: its readers track seqs from the start.
+    fanout::open_readers(count, ramp, span, threads, sink, Protocol::Nats, connect).await
 }
