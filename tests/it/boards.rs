@@ -383,8 +383,17 @@ async fn nodes_sharing_one_log_fold_one_board_and_count_nothing_twice() {
         if i % 2 == 0 { on_a.extend(events) } else { on_b.extend(events) }
     }
     tokio::join!(post_all_as(&a, &token, on_a), post_all_as(&b, &token, on_b));
+    // A node learns of its peer's events through LISTEN/NOTIFY, a moment after they
+    // commit: wait for both boards to catch up, bounded, before counting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for n in [&a, &b] {
-        let tasks = every_task(n, &token, "/api/tasks?status=completed&limit=25").await;
+        let tasks = loop {
+            let tasks = every_task(n, &token, "/api/tasks?status=completed&limit=25").await;
+            if tasks.len() >= 60 || tokio::time::Instant::now() > deadline {
+                break tasks;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(tasks.len(), 60, "every node's board has every task");
         let echo = get_as(n, &token, "/api/agents/echo").await;
         assert_eq!((echo["tasks_done"].as_u64(), echo["sats_earned"].as_u64()), (Some(60), Some(60 * 7)), "{echo}");
