@@ -412,6 +412,14 @@ impl Proxy {
         Proxy { addr, link, generation, task }
     }
 
+    /// `database_url`, reached through this proxy.
+    fn url_for(&self, database_url: &str) -> String {
+        let mut url: reqwest::Url = database_url.parse().unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.to_string()
+    }
+
     fn set(&self, link: Link) {
         self.link.send_replace(link);
     }
@@ -433,6 +441,12 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The address of the suite's PostgreSQL server, which a [`Proxy`] forwards to.
+fn postgres_addr() -> std::net::SocketAddr {
+    let url: reqwest::Url = server_url().parse().unwrap();
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap()
 }
 
 /// Copies one direction under the proxy's current [`Link`].
@@ -488,17 +502,8 @@ async fn timed_post(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Val
 async fn latency_a_blackhole_and_resets_between_a_node_and_postgresql_cost_503s_within_the_timeout_and_nothing_acknowledged()
  {
     let db = crate::database::Database::fresh().await;
-    let upstream: std::net::SocketAddr = {
-        let url: reqwest::Url = server_url().parse().unwrap();
-        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap()
-    };
-    let proxy = Proxy::start(upstream).await;
-    let through_proxy = {
-        let mut url: reqwest::Url = db.url.parse().unwrap();
-        url.set_port(Some(proxy.addr.port())).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.to_string()
-    };
+    let proxy = Proxy::start(postgres_addr()).await;
+    let through_proxy = proxy.url_for(&db.url);
     let store_timeout = Duration::from_secs(2);
     let app = spawn_with(|c| {
         c.database = Some(through_proxy);
@@ -612,6 +617,203 @@ async fn latency_a_blackhole_and_resets_between_a_node_and_postgresql_cost_503s_
         assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
     }
     app.stop().await;
+    drop(proxy);
+    db.drop().await;
+}
+
+/// Whether `app` leads the coordinator now, asked with a command that changes nothing:
+/// cancelling a task no one posted is refused as unknown by the leader and as
+/// `not_leader` by the others.
+async fn leads(app: &TestApp, token: &str) -> bool {
+    let request = app.http.post(app.url("/swarm/tasks/no-such-task/cancel")).bearer_auth(token).json(&json!({}));
+    let resp = tokio::time::timeout(Duration::from_secs(15), request.send())
+        .await
+        .expect("the leadership probe is answered within 15 s")
+        .unwrap();
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    match (status, answer["error"]["code"].as_str()) {
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_leader")) => false,
+        (StatusCode::NOT_FOUND, _) => true,
+        other => panic!("the leadership probe: {other:?} {answer}"),
+    }
+}
+
+/// How long after `since` `app`'s leadership first reads `leading`, checked every 50 ms
+/// for at most `within`.
+async fn leadership_becomes(
+    app: &TestApp,
+    token: &str,
+    leading: bool,
+    since: std::time::Instant,
+    within: Duration,
+) -> Duration {
+    tokio::time::timeout(within, async {
+        while leads(app, token).await != leading {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        since.elapsed()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("leadership did not become {leading} within {within:?}"))
+}
+
+/// `task_id`'s status as `app`'s board has it.
+async fn task_status(app: &TestApp, token: &str, task_id: &str) -> Option<String> {
+    let (status, task) = app.get_as(&format!("/api/tasks/{task_id}"), Some(token)).await;
+    (status == StatusCode::OK).then(|| task["status"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_by_a_silent_partition_steps_down_before_a_peer_takes_over_and_the_auction_is_settled_once() {
+    let db = crate::database::Database::fresh().await;
+    let proxy = Proxy::start(postgres_addr()).await;
+    let window = Duration::from_secs(3);
+    let a = {
+        let url = proxy.url_for(&db.url);
+        spawn_with(move |c| {
+            c.database = Some(url);
+            c.store_timeout = Duration::from_secs(2);
+            c.coordinator.bid_window = window;
+        })
+        .await
+    };
+    let b = {
+        let url = db.url.clone();
+        spawn_with(move |c| {
+            c.database = Some(url);
+            c.coordinator.bid_window = window;
+        })
+        .await
+    };
+    let token = a.admin.clone();
+    assert!(leads(&a, &token).await && !leads(&b, &token).await, "the first node started leads");
+
+    // An auction on the leader, with a bid, whose window ends inside the partition.
+    let (status, joined) =
+        a.post_raw("/swarm/agents", &json!({"name": "Echo", "agent_id": "echo"}).to_string(), Some(&token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{joined}");
+    let (status, posted) =
+        a.post_raw("/swarm/tasks", &json!({"description": "Sort the logs"}).to_string(), Some(&token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{posted}");
+    let task_id = posted["task_id"].as_str().unwrap().to_owned();
+    let (status, bid) = a
+        .post_raw(
+            &format!("/swarm/tasks/{task_id}/bids"),
+            &json!({"agent_id": "echo", "bid_sats": 12}).to_string(),
+            Some(&token),
+        )
+        .await;
+    assert!(status.is_success(), "{bid}");
+
+    // Events flow into the leader, so the cut finds its writer inside a commit, most
+    // likely holding the `log_head` lock every node's commit takes first.
+    let ledger = Arc::new(std::sync::Mutex::new(HashMap::<String, u64>::new()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let producer = |node: &TestApp, name: &'static str| {
+        let (http, addr, token, ledger, mut stopped) =
+            (node.http.clone(), node.addr, token.clone(), Arc::clone(&ledger), stopped.clone());
+        tokio::spawn(async move {
+            let mut longest_wait = Duration::ZERO;
+            let mut last_ack = std::time::Instant::now();
+            for i in 0..2_000 {
+                let body: Vec<Value> = (0..10)
+                    .map(|j| json!({"id": format!("{name}-{i}-{j}"), "event_type": "tool.called", "source": name}))
+                    .collect();
+                let request = http.post(format!("http://{addr}/api/events")).bearer_auth(&token).json(&body).send();
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    answer = tokio::time::timeout(Duration::from_secs(15), request) => {
+                        let Ok(Ok(resp)) = answer else { continue };
+                        if resp.status() != StatusCode::CREATED {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        let answer: Value = resp.json().await.unwrap();
+                        let mut ledger = ledger.lock().unwrap();
+                        for e in answer["events"].as_array().unwrap() {
+                            ledger.insert(e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap());
+                        }
+                        longest_wait = longest_wait.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                    }
+                }
+            }
+            longest_wait
+        })
+    };
+    let into_a = producer(&a, "a");
+    while ledger.lock().unwrap().len() < 30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The leader's every connection to PostgreSQL goes silent: nothing forwarded,
+    // nothing closed. It must stop leading before PostgreSQL frees its lock, and the
+    // peer must take the lock within seconds, not when TCP keepalive gives up.
+    // Meanwhile the peer goes on committing: a lock the cut-off node held mid-commit
+    // is freed once it has waited on that node for the node's store timeout.
+    proxy.set(Link::Blackhole);
+    let cut_at = std::time::Instant::now();
+    let into_b = producer(&b, "b");
+    let (stepped_down, took_over) = tokio::join!(
+        leadership_becomes(&a, &token, false, cut_at, Duration::from_secs(10)),
+        leadership_becomes(&b, &token, true, cut_at, Duration::from_secs(20)),
+    );
+    eprintln!(
+        "cut off, the leader stepped down after {:.2} s; its peer took over after {:.2} s",
+        stepped_down.as_secs_f64(),
+        took_over.as_secs_f64()
+    );
+    assert!(
+        stepped_down < took_over,
+        "the old leader stops ({stepped_down:?}) before the new one starts ({took_over:?})"
+    );
+
+    // The new leader settles the auction whose window ended while no node led.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while task_status(&b, &token, &task_id).await.as_deref() != Some("assigned") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the new leader settles the auction");
+
+    stop.send_replace(true);
+    let (_, longest_wait) = (into_a.await.unwrap(), into_b.await.unwrap());
+    eprintln!("the peer's longest wait for a commit during the partition: {:.2} s", longest_wait.as_secs_f64());
+    assert!(longest_wait < Duration::from_secs(6), "the peer's commits stalled for {longest_wait:?}");
+
+    // The partition ends. The old leader reconnects, follows the log, and does not lead.
+    proxy.heal();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while task_status(&a, &token, &task_id).await.as_deref() != Some("assigned") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the old leader sees the settlement once it reconnects");
+    tokio::time::sleep(window).await;
+    assert!(!leads(&a, &token).await && leads(&b, &token).await, "leadership stays with the node that took it");
+
+    // One settlement, stored once: the window closed once and the task was assigned once.
+    let stored = a.all_events().await;
+    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
+    let settled: Vec<&str> = stored
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .filter(|id| id.starts_with(&format!("sf:settle.{task_id}.")))
+        .collect();
+    assert_eq!(settled, [format!("sf:settle.{task_id}.closed"), format!("sf:settle.{task_id}.outcome")], "{stored:?}");
+    let assigned = stored.iter().filter(|e| e["event_type"] == "task.assigned" && e["task_id"] == task_id.as_str());
+    assert_eq!(assigned.count(), 1, "assigned once");
+    let by_id: HashMap<&str, u64> =
+        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+    assert_eq!(by_id.len(), stored.len(), "each id stored once");
+    for (id, seq) in ledger.lock().unwrap().iter() {
+        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
+    }
+    a.stop().await;
+    b.stop().await;
     drop(proxy);
     db.drop().await;
 }

@@ -14,14 +14,24 @@ use crate::store::{Leadership, StoreError};
 /// database, so nodes of different logs on one server do not contend.
 const LEADER_LOCK_KEY: i64 = 0x5357_4152_4d5f_4c44; // "SWARM_LD"
 /// How often the leader checks that its lock's connection is still alive. A node that
-/// lost it stops acting as leader within about this long.
+/// lost it stops acting as leader within two of these: the next check, and its answer
+/// deadline.
 const LEASE_CHECK: Duration = Duration::from_secs(1);
+/// How long PostgreSQL keeps the lock's session once it hears nothing on it
+/// (`idle_session_timeout`). Without it a leader cut off by a silent partition keeps
+/// the lock until TCP keepalive gives up on its socket, two hours by default, and no
+/// node leads meanwhile. The leader's checks keep a healthy session busy every
+/// [`LEASE_CHECK`]; cut off, it steps down within `2 × LEASE_CHECK` of its last answer,
+/// and PostgreSQL frees the lock no sooner than this after the last check it served,
+/// so the old leader has stopped before the new one starts.
+const LOCK_SESSION_IDLE: Duration = Duration::from_secs(5);
+const _: () = assert!(LOCK_SESSION_IDLE.as_secs() >= 2 * LEASE_CHECK.as_secs() + 2);
 
 impl PostgresStore {
     /// [`Store::leadership`](crate::store::Store::leadership): this node's place in the
     /// election, kept for as long as the returned value lives.
     pub(super) async fn open_leadership(&self) -> Result<Leadership, StoreError> {
-        let (client, running) = connect(&self.config).await?;
+        let (client, running) = connect_for_lock(&self.config).await?;
         // Tried once here, so a node that is alone leads from its first command on.
         let held_now: bool =
             client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?.try_get(0)?;
@@ -53,6 +63,26 @@ async fn keep_leadership(
     }
 }
 
+/// Opens the lock's connection, asking PostgreSQL to end its session (and so free
+/// the lock) after [`LOCK_SESSION_IDLE`] without a word from this node.
+async fn connect_for_lock(config: &super::tls::Target) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
+    let (client, running) = connect(config).await?;
+    let set = format!("SET idle_session_timeout = {}", LOCK_SESSION_IDLE.as_millis());
+    match client.batch_execute(&set).await {
+        Ok(()) => {}
+        // PostgreSQL before 14 has no such setting: leadership still passes on when a
+        // leader exits or its connection breaks, but not promptly across a partition.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+            tracing::warn!(
+                "this PostgreSQL has no idle_session_timeout (before 14): a leader cut off by a \
+                 silent partition keeps the coordinator lock until TCP keepalive ends its session"
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok((client, running))
+}
+
 /// Takes the lock on one connection (blocking until the holder's session ends, if
 /// another node has it) and keeps it until that connection fails; returns why.
 async fn lead(
@@ -62,7 +92,7 @@ async fn lead(
 ) -> StoreError {
     let (client, mut running) = match connection {
         Some(c) => c,
-        None => match connect(config).await {
+        None => match connect_for_lock(config).await {
             Ok(c) => c,
             Err(e) => return e,
         },

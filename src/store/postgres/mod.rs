@@ -42,7 +42,7 @@ mod writer;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::Client;
 
 use self::tls::{PgConnection, Target};
@@ -169,6 +169,18 @@ async fn connect(config: &Target) -> Result<(Client, tokio::task::JoinHandle<()>
     Ok((client, running))
 }
 
+/// Has PostgreSQL end this connection's session should it sit inside a transaction,
+/// waiting for this node, for longer than `timeout`. A node cut off by a silent
+/// partition mid-transaction would otherwise keep its row locks (the `log_head` lock
+/// every commit of every node takes first) until TCP keepalive gave up on its socket,
+/// two hours by default, and no node could commit meanwhile. The node itself abandons
+/// such a transaction after the same `timeout`; a healthy one waits on this node only
+/// for a round trip between statements.
+async fn bound_idle_transactions(client: &Client, timeout: Duration) -> Result<(), tokio_postgres::Error> {
+    let set = format!("SET idle_in_transaction_session_timeout = {}", timeout.as_millis().max(1));
+    client.batch_execute(&set).await
+}
+
 impl PostgresStore {
     /// Connects to the database at `url`, migrating its schema, with a pool of up to
     /// `read_connections` connections for reads.
@@ -201,6 +213,9 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(POOL_WAIT))
+            .post_create(Hook::async_fn(move |client, _| {
+                Box::pin(async move { bound_idle_transactions(client, timeout).await.map_err(HookError::Backend) })
+            }))
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(PostgresStore { config, pool, writer_taken: AtomicBool::new(false), timeout })

@@ -22,7 +22,7 @@ impl PostgresStore {
         if self.writer_taken.swap(true, Ordering::SeqCst) {
             return Err(StoreError::Worker("the log writer was already taken".into()));
         }
-        let conn = WriteConn::open(&self.config).await?;
+        let conn = WriteConn::open(&self.config, self.timeout).await?;
         Ok(Box::new(PostgresWriter { config: self.config.clone(), conn: Some(conn), timeout: self.timeout }))
     }
 }
@@ -40,14 +40,16 @@ pub(crate) struct PostgresWriter {
 impl LogWriter for PostgresWriter {
     /// A commit that outlasts the timeout (a stalled network) is abandoned with its
     /// connection, so nothing is acknowledged that may not have committed; its
-    /// transaction ends when the server notices the session is gone, and until then
-    /// it holds the `log_head` lock, so the next commit waits (and times out) rather
-    /// than numbering around it. Whether it committed is told by its ids: a re-sent
+    /// transaction ends when the server notices the session is gone or idle in the
+    /// transaction for the same timeout (`idle_in_transaction_session_timeout`), and
+    /// until then it holds the `log_head` lock, so every node's next commit waits
+    /// rather than numbering around it. Whether it committed is told by its ids: a re-sent
     /// batch answers their seqs.
     async fn append(&mut self, events: Vec<NewEvent>) -> Result<Commit, StoreError> {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
-            self.conn = Some(within("a new connection", self.timeout, WriteConn::open(&self.config)).await?);
+            self.conn =
+                Some(within("a new connection", self.timeout, WriteConn::open(&self.config, self.timeout)).await?);
         }
         let conn = self.conn.as_mut().ok_or_else(|| StoreError::Worker("the write connection is missing".into()))?;
         let result = within("a commit", self.timeout, conn.commit(events)).await;
@@ -92,8 +94,9 @@ fn number<'a>(events: &'a [NewEvent], head: i64, in_log: &HashMap<String, u64>) 
 }
 
 impl WriteConn {
-    async fn open(config: &super::tls::Target) -> Result<Self, StoreError> {
+    async fn open(config: &super::tls::Target, timeout: Duration) -> Result<Self, StoreError> {
         let (client, _running) = connect(config).await?;
+        super::bound_idle_transactions(&client, timeout).await?;
         // One plan per statement, made once: none of them depends on the log's size
         // (the insert finds conflicts through the unique index, whatever the plan),
         // and re-planning the insert's arrays for every group cost a lot: groups of
