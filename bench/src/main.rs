@@ -10,13 +10,15 @@
 //! fanout       publisher ── POST (data.sent_ns) ──► server ──► /ws × N   delivery latency, lost, dups
 //! catch-up     one /ws from seq 0, 1M behind, beside N live ones         catch-up events/s, live p99 ÷ baseline
 //! idle-memory  N subscribed, silent /ws connections                      server RSS per connection
+//! stalled      N /ws that stop reading, beside N live ones               RSS per stalled, live p99 ÷ baseline
 //! floor        no server: threads write frames to N loopback sockets      latency, CPU of TCP alone
 //! versus-nats  fanout's load on swarmfeed, then on nats-server's /ws        ratios swarmfeed ÷ nats
 //! idle-versus-nats  N idle /ws on each of the two                          RSS per connection, ratio
 //! ```
 //!
 //! - `target`: the server's URL, refused unless it is on loopback.
-//! - `ingest`, `ingest_local`, `fanout`, `catchup`, `idle`, `floor`: one mode each.
+//! - `ingest`, `ingest_local`, `fanout`, `catchup`, `idle`, `stalled`, `floor`: one
+//!   mode each.
 //! - `subscriber`: one WebSocket subscription and what it saw (seqs, latencies).
 //! - `wire`, `readers`: subscriptions opened by hand and read by a few threads, for
 //!   the modes with thousands of them.
@@ -40,6 +42,7 @@ mod nofile;
 mod procfs;
 mod readers;
 mod report;
+mod stalled;
 mod subscriber;
 mod target;
 mod versus;
@@ -79,6 +82,9 @@ enum Mode {
     CatchUp(catchup::CatchUpArgs),
     /// N idle, subscribed WebSocket connections; reports server memory per connection.
     IdleMemory(idle::IdleArgs),
+    /// N WebSocket subscribers that stop reading beside N live ones; reports server
+    /// memory per stalled subscriber and the live latency against a baseline without them.
+    Stalled(stalled::StalledArgs),
     /// No server: `fanout`'s deliveries written by bare threads of a second process
     /// over loopback; reports the latency and CPU that TCP alone costs on this machine.
     Floor(floor::FloorArgs),
@@ -119,6 +125,7 @@ impl Mode {
             Mode::Fanout(a) => a.common.client_threads,
             Mode::CatchUp(a) => a.common.client_threads,
             Mode::IdleMemory(a) => a.common.client_threads,
+            Mode::Stalled(a) => a.common.client_threads,
             Mode::VersusNats(a) => a.client_threads as usize,
             Mode::IdleVersusNats(a) => a.client_threads as usize,
             // Its readers and writers are threads of their own; the runtime only waits.
@@ -155,6 +162,7 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             Mode::Fanout(args) => fanout::run(&Target::parse(&args.common.url)?, args).await,
             Mode::CatchUp(args) => catchup::run(&Target::parse(&args.common.url)?, args).await,
             Mode::IdleMemory(args) => idle::run(&Target::parse(&args.common.url)?, args).await,
+            Mode::Stalled(args) => stalled::run(&Target::parse(&args.common.url)?, args).await,
             Mode::Floor(args) => floor::run(args).await,
             Mode::VersusNats(args) => versus::run(args).await,
             Mode::IdleVersusNats(args) => versus_idle::run(args).await,

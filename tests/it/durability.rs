@@ -236,6 +236,51 @@ async fn stalled_viewer(
     ws
 }
 
+/// Bytes the kernel holds at the server's end of the loopback connection between
+/// `server` and `client`, sent but unacknowledged and unsent: `tx_queue` in
+/// `/proc/net/tcp`, which prints addresses as the raw 32-bit value in hex and ports
+/// in hex.
+fn server_send_queue(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<u64> {
+    let hex = |addr: std::net::SocketAddr| match addr {
+        std::net::SocketAddr::V4(v4) => Some(format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port())),
+        std::net::SocketAddr::V6(_) => None,
+    };
+    let (local, remote) = (hex(server)?, hex(client)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        u64::from_str_radix(fields.get(4)?.split(':').next()?, 16).ok()
+    })
+}
+
+#[tokio::test]
+async fn the_server_leaves_little_unsent_in_the_kernel_for_a_viewer_that_stopped_reading() {
+    // Linux grows the send buffer of a socket whose reader stopped to 4 MiB (tcp_wmem),
+    // and the server would build and write a megabyte of frames into it as for a live
+    // viewer; TCP_NOTSENT_LOWAT makes its writes wait after a few KiB instead.
+    let app = crate::harness::spawn_app().await;
+    let viewer = stalled_viewer(app.addr, &app.admin, None).await;
+    let client = viewer.get_ref().local_addr().unwrap();
+    let pad = "x".repeat(2000);
+    for start in (0..1000).step_by(100) {
+        let body: Vec<Value> = (start..start + 100)
+            .map(|i| json!({"id": format!("u{i}"), "event_type": "system.error", "source": "s", "data": {"message": pad}}))
+            .collect();
+        let (status, answer) = app.post_events(&json!(body)).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+    }
+    // 2 MiB committed: the server writes what the socket takes, then waits.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let queued = server_send_queue(app.addr, client).expect("the server's end of the viewer's connection");
+    eprintln!("the kernel holds {} KiB for the stalled viewer", queued / 1024);
+    assert!(queued <= 256 * 1024, "{} KiB queued in the kernel for a viewer that reads nothing", queued / 1024);
+    drop(viewer);
+    app.stop().await;
+}
+
 /// What a stalled viewer may cost the server beyond its kernel socket buffers (issue
 /// 19: 128 KiB), and the margin for what the allocator, the posts and RSS sampling
 /// add. Run alone, the three transports measure 86–120 KiB; beside other tests the
