@@ -818,6 +818,107 @@ async fn a_leader_cut_off_by_a_silent_partition_steps_down_before_a_peer_takes_o
     db.drop().await;
 }
 
+/// Runs `sql` on the suite's PostgreSQL server as its superuser.
+async fn as_superuser(sql: &str) {
+    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = connection.await;
+}
+
+/// Ends every session of the node on `database`, as a failover does: the node's
+/// connections reopen, and take the database's defaults as they now are.
+async fn fail_over(database: &str) {
+    as_superuser(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+}
+
+/// Posts batches of ids of their own until one is answered `want`, bounded; records
+/// what was acknowledged, and refuses any answer but 201 and 503.
+async fn post_until(
+    app: &TestApp,
+    acknowledged: &mut HashMap<String, u64>,
+    n: &mut usize,
+    want: StatusCode,
+    code: Option<&str>,
+) -> Value {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            *n += 1;
+            let body: Vec<Value> = (0..5)
+                .map(|i| json!({"id": format!("r{n}-{i}"), "event_type": "tool.called", "source": "failover"}))
+                .collect();
+            let (status, answer, _) = timed_post(app, "/api/events", &json!(body)).await;
+            match status {
+                StatusCode::CREATED => {
+                    for e in answer["events"].as_array().unwrap() {
+                        acknowledged.insert(e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap());
+                    }
+                }
+                StatusCode::SERVICE_UNAVAILABLE => {}
+                other => panic!("{other} {answer}: only 201 or 503 while the store fails over"),
+            }
+            if status == want && code.is_none_or(|c| answer["error"]["code"] == c) {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {want} {code:?} within 30 s"))
+}
+
+#[tokio::test]
+async fn a_store_that_comes_back_read_only_refuses_ingest_with_503_store_read_only_and_ingest_resumes_once_it_takes_writes()
+ {
+    // A failover onto a standby: every session ends, and the server the node reconnects
+    // to takes no writes (SQLSTATE 25006) until it is promoted.
+    let db = crate::database::Database::fresh().await;
+    let app = {
+        let url = db.url.clone();
+        spawn_with(move |c| {
+            c.database = Some(url);
+            c.store_timeout = Duration::from_secs(2);
+        })
+        .await
+    };
+    let (mut acknowledged, mut n) = (HashMap::new(), 0);
+    post_until(&app, &mut acknowledged, &mut n, StatusCode::CREATED, None).await;
+
+    as_superuser(&format!("ALTER DATABASE {} SET default_transaction_read_only = on", db.name)).await;
+    fail_over(&db.name).await;
+    let refused =
+        post_until(&app, &mut acknowledged, &mut n, StatusCode::SERVICE_UNAVAILABLE, Some("store_read_only")).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("takes no writes"), "{refused}");
+    let stored_while_read_only = app.all_events().await.len();
+    assert_eq!(stored_while_read_only, acknowledged.len(), "nothing of a refused batch is stored");
+    // Reads go on meanwhile.
+    let (status, _) = app.get("/api/events?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "reads are served from a read-only store");
+
+    // Promoted: the node's sessions end once more and it takes writes again by itself.
+    as_superuser(&format!("ALTER DATABASE {} RESET default_transaction_read_only", db.name)).await;
+    fail_over(&db.name).await;
+    let started = std::time::Instant::now();
+    post_until(&app, &mut acknowledged, &mut n, StatusCode::CREATED, None).await;
+    eprintln!("ingest resumed {:.2} s after the store took writes again", started.elapsed().as_secs_f64());
+
+    let stored = app.all_events().await;
+    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
+    let by_id: HashMap<&str, u64> =
+        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+    assert_eq!(by_id.len(), stored.len(), "each id stored once");
+    for (id, seq) in &acknowledged {
+        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
+    }
+    assert_eq!(stored.len(), acknowledged.len(), "nothing unacknowledged is stored");
+    app.stop().await;
+    db.drop().await;
+}
+
 /// What the crash loop's clients know: every id acknowledged with its seq, the ids sent
 /// but not acknowledged (to be re-sent after the restart), and what the viewer saw.
 #[derive(Default)]
