@@ -13,7 +13,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::database::{prefix, server_url, suite_on_postgres};
-use crate::harness::{BinaryServer, LIBFAKETIME, TestApp, WAIT, WsClient, all_events, seqs, spawn_with};
+use crate::harness::{
+    BinaryServer, LIBFAKETIME, TestApp, WAIT, WsClient, all_events, assert_acknowledged_stored_once, seqs, spawn_with,
+};
 use crate::pg_cluster::Cluster;
 
 /// A tmpfs of a fixed size mounted on a fresh directory, unmounted when dropped.
@@ -607,15 +609,7 @@ async fn latency_a_blackhole_and_resets_between_a_node_and_postgresql_cost_503s_
     .expect("the node leads again");
 
     // Every acknowledged event is stored once, with its seq, and seq is gapless.
-    let stored = app.all_events().await;
-    let stored_seqs = seqs(&stored);
-    assert_eq!(stored_seqs, (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
-    let by_id: HashMap<&str, u64> =
-        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
-    assert_eq!(by_id.len(), stored.len(), "each id stored once");
-    for (id, seq) in &acknowledged {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
-    }
+    assert_acknowledged_stored_once(&app.all_events().await, &acknowledged);
     app.stop().await;
     drop(proxy);
     db.drop().await;
@@ -797,7 +791,7 @@ async fn a_leader_cut_off_by_a_silent_partition_steps_down_before_a_peer_takes_o
 
     // One settlement, stored once: the window closed once and the task was assigned once.
     let stored = a.all_events().await;
-    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
+    assert_acknowledged_stored_once(&stored, ledger.lock().unwrap().iter());
     let settled: Vec<&str> = stored
         .iter()
         .filter_map(|e| e["id"].as_str())
@@ -806,12 +800,6 @@ async fn a_leader_cut_off_by_a_silent_partition_steps_down_before_a_peer_takes_o
     assert_eq!(settled, [format!("sf:settle.{task_id}.closed"), format!("sf:settle.{task_id}.outcome")], "{stored:?}");
     let assigned = stored.iter().filter(|e| e["event_type"] == "task.assigned" && e["task_id"] == task_id.as_str());
     assert_eq!(assigned.count(), 1, "assigned once");
-    let by_id: HashMap<&str, u64> =
-        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
-    assert_eq!(by_id.len(), stored.len(), "each id stored once");
-    for (id, seq) in ledger.lock().unwrap().iter() {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
-    }
     a.stop().await;
     b.stop().await;
     drop(proxy);
@@ -907,13 +895,7 @@ async fn a_store_that_comes_back_read_only_refuses_ingest_with_503_store_read_on
     eprintln!("ingest resumed {:.2} s after the store took writes again", started.elapsed().as_secs_f64());
 
     let stored = app.all_events().await;
-    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
-    let by_id: HashMap<&str, u64> =
-        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
-    assert_eq!(by_id.len(), stored.len(), "each id stored once");
-    for (id, seq) in &acknowledged {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
-    }
+    assert_acknowledged_stored_once(&stored, &acknowledged);
     assert_eq!(stored.len(), acknowledged.len(), "nothing unacknowledged is stored");
     app.stop().await;
     db.drop().await;

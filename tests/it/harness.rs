@@ -262,6 +262,22 @@ pub fn seqs(events: &[Value]) -> Vec<u64> {
     events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
 }
 
+/// What every fault test asserts of the whole log, `stored` in seq order: seq is
+/// gapless from 1, each id is stored once, and every `acknowledged` id is stored with
+/// the seq it was acknowledged with.
+pub fn assert_acknowledged_stored_once<'a>(
+    stored: &[Value],
+    acknowledged: impl IntoIterator<Item = (&'a String, &'a u64)>,
+) {
+    assert_eq!(seqs(stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "seq is gapless");
+    let by_id: std::collections::HashMap<&str, u64> =
+        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
+    assert_eq!(by_id.len(), stored.len(), "each id stored once");
+    for (id, seq) in acknowledged {
+        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
+    }
+}
+
 /// The real `swarmfeed` binary, for tests that kill it.
 /// libfaketime from Debian's package, which moves a process's wall clock (and only it,
 /// with `DONT_FAKE_MONOTONIC`) to what a file says, re-read on every call.

@@ -154,13 +154,7 @@ async fn a_node_killed_mid_stream_loses_nothing_it_acknowledged_and_its_viewer_r
     let acked = acked.lock().unwrap().clone();
 
     let stored = all_events(&http, b.addr, &token).await;
-    assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>(), "gapless, ascending");
-    let by_id: HashMap<&str, u64> =
-        stored.iter().map(|e| (e["id"].as_str().unwrap(), e["seq"].as_u64().unwrap())).collect();
-    assert_eq!(by_id.len(), stored.len(), "each id once");
-    for (id, seq) in &acked {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} is stored with its seq");
-    }
+    crate::harness::assert_acknowledged_stored_once(&stored, &acked);
 
     // The viewer goes on at B from the last seq it had: exactly the rest.
     let last = seen.last().map_or(0, |e| e["seq"].as_u64().unwrap());
