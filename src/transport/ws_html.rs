@@ -30,9 +30,16 @@ const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 /// Runs a `/ws/html` session on `socket`, subscribed from the start after `since`
 /// with `filter` (the subscription in the URL, validated before the upgrade).
-pub async fn serve(ctx: StreamContext, revocation: Revocation, socket: WebSocket, since: Option<u64>, filter: Filter) {
+/// The session's own future, as [`super::ws::serve`] returns it, for its reason.
+pub fn serve(
+    ctx: StreamContext,
+    revocation: Revocation,
+    socket: WebSocket,
+    since: Option<u64>,
+    filter: Filter,
+) -> impl Future<Output = ()> + Send {
     // One fragment carries any number of rows: `batch` makes no difference here.
-    Session::new(ctx, revocation, socket, Html, Some((since, filter, true))).run().await;
+    Session::new(ctx, revocation, socket, Html, Some((since, filter, true))).run()
 }
 
 /// HTML fragments for htmx.
