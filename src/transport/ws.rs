@@ -301,12 +301,14 @@ impl<D: Dialect> Session<D> {
     /// Runs the session until it ends, then sends the close frame its end calls for.
     ///
     /// Every connection's task holds this future for its whole life, and a future is as
-    /// large as its largest state, so the states an idle session is never in (a step
-    /// being sent, a client message being handled, a reply, a ping, the closing frame)
-    /// are boxed: allocated while they run, not reserved in every connection. That
-    /// took the future from 4 352 to 2 904 bytes, and an idle connection's cost
-    /// (`swarmfeed-bench idle-memory`, 10 000) from 8.1–8.2 KiB to 6.2–6.4 KiB; one
-    /// allocation a step left fan-out's CPU per delivery within the runs' noise.
+    /// large as its largest state, so the rare states (a client message being handled,
+    /// a reply, a ping, the closing frame) are boxed: allocated while they run, not
+    /// reserved in every connection. With `serve` returning this future, that took an
+    /// idle connection (`swarmfeed-bench idle-memory`, 10 000) from 8.1–8.2 KiB to
+    /// 7.0–7.1 KiB. Boxing the step being sent as well made 6.2–6.4 KiB, but its
+    /// allocation a step let the server's RSS swing by up to 21 MiB under a fast reader
+    /// (`durability::a_client_that_does_not_read_lags_on_its_cursor_…`, 0–7 MiB
+    /// without), so the step stays inline.
     pub(crate) async fn run(mut self) {
         let subscribed = match self.initial.take() {
             Some((since, filter, batch)) => {
@@ -367,7 +369,7 @@ impl<D: Dialect> Session<D> {
                         return End::Policy("token revoked");
                     }
                     let sent = match step {
-                        Ok(Step::Events(events)) => Box::pin(self.send_events(events)).await,
+                        Ok(Step::Events(events)) => self.send_events(events).await,
                         Ok(Step::Reset { oldest }) => {
                             let frame = self.dialect.reset(oldest);
                             Ok(Box::pin(self.send(frame)).await)

@@ -30,6 +30,7 @@ const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 /// Runs a `/ws/html` session on `socket`, subscribed from the start after `since`
 /// with `filter` (the subscription in the URL, validated before the upgrade).
+///
 /// The session's own future, as [`super::ws::serve`] returns it, for its reason.
 pub fn serve(
     ctx: StreamContext,
