@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,6 @@ use crate::procfs::{self, Proc};
 use crate::report::{self, Latency, Report};
 use crate::subscriber::{self, Sink};
 use crate::target::Target;
-use crate::wire;
 
 /// A stalled subscriber's receive buffer: small, so that what the server could not
 /// send stays on the server's side, where it is measured.
@@ -129,7 +128,7 @@ pub async fn run(target: &Target, args: StalledArgs) -> anyhow::Result<Report> {
     eprintln!("{} stalled subscribers; publishing beside them for {} s", stalled.len(), args.phase_secs);
 
     let stop_sampling = CancellationToken::new();
-    let sampler = args.common.pid.map(Proc::pid).map(|proc| {
+    let sampler = server.clone().map(|proc| {
         let stop = stop_sampling.clone();
         tokio::spawn(async move {
             let mut peak = 0;
@@ -267,15 +266,8 @@ async fn open_stalled(url: String) -> anyhow::Result<Stalled> {
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config))
             .await
             .with_context(|| format!("WebSocket handshake with {url} (a 401 means the server needs --no-auth)"))?;
-        ws.send(Message::text(wire::subscribe_request(None))).await.context("sending subscribe")?;
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(_))) => return Ok(ws),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e).context("reading the reply to subscribe"),
-                None => anyhow::bail!("connection ended while subscribing"),
-            }
-        }
+        subscriber::subscribe_on(&mut ws, None).await?;
+        Ok(ws)
     };
     tokio::time::timeout(subscriber::CONNECT_TIMEOUT, attempt)
         .await

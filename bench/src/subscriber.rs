@@ -62,19 +62,32 @@ pub async fn subscribe(url: &str, since: Option<u64>, timeout: Duration) -> anyh
         let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .with_context(|| format!("WebSocket handshake with {url} (a 401 means the server needs --no-auth)"))?;
-        ws.send(Message::text(wire::subscribe_request(since))).await.context("sending subscribe")?;
-        // Only `subscribed` can come first: nothing is delivered before the cursor exists.
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => return Ok((ws, wire::subscribed_head(t.as_bytes())?)),
-                Some(Ok(Message::Close(c))) => anyhow::bail!("closed while subscribing: {c:?}"),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e).context("reading the reply to subscribe"),
-                None => anyhow::bail!("connection ended while subscribing"),
-            }
-        }
+        let head = subscribe_on(&mut ws, since).await?;
+        Ok((ws, head))
     };
     tokio::time::timeout(timeout, attempt).await.with_context(|| format!("no subscription within {timeout:?}"))?
+}
+
+/// Subscribes an open WebSocket to everything, live or after `since`, and reads the
+/// reply; returns the head the server reported in `subscribed`.
+///
+/// # Errors
+/// The subscribe could not be sent, or the reply was not `subscribed`.
+pub async fn subscribe_on<S>(ws: &mut WebSocketStream<S>, since: Option<u64>) -> anyhow::Result<u64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(wire::subscribe_request(since))).await.context("sending subscribe")?;
+    // Only `subscribed` can come first: nothing is delivered before the cursor exists.
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return wire::subscribed_head(t.as_bytes()),
+            Some(Ok(Message::Close(c))) => anyhow::bail!("closed while subscribing: {c:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("reading the reply to subscribe"),
+            None => anyhow::bail!("connection ended while subscribing"),
+        }
+    }
 }
 
 /// Opens `count` connections with `connect`, `ramp` at a time, the next wave once this

@@ -487,8 +487,14 @@ async fn pump(
 
 /// `(status, code, how long the answer took)` of one POST of `body` to `path`.
 async fn timed_post(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Value, Duration) {
+    timed_post_as(app, &app.admin, path, body).await
+}
+
+/// [`timed_post`] as `token`: a node that joins a log which already has tokens makes
+/// no admin token of its own, so the first node's serves them all.
+async fn timed_post_as(app: &TestApp, token: &str, path: &str, body: &Value) -> (StatusCode, Value, Duration) {
     let started = std::time::Instant::now();
-    let request = app.http.post(app.url(path)).bearer_auth(&app.admin).json(body).send();
+    let request = app.http.post(app.url(path)).bearer_auth(token).json(body).send();
     let resp = tokio::time::timeout(Duration::from_secs(15), request)
         .await
         .unwrap_or_else(|_| panic!("POST {path} must be answered within 15 s, not hang"))
@@ -619,13 +625,7 @@ async fn latency_a_blackhole_and_resets_between_a_node_and_postgresql_cost_503s_
 /// cancelling a task no one posted is refused as unknown by the leader and as
 /// `not_leader` by the others.
 async fn leads(app: &TestApp, token: &str) -> bool {
-    let request = app.http.post(app.url("/swarm/tasks/no-such-task/cancel")).bearer_auth(token).json(&json!({}));
-    let resp = tokio::time::timeout(Duration::from_secs(15), request.send())
-        .await
-        .expect("the leadership probe is answered within 15 s")
-        .unwrap();
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    let (status, answer, _) = timed_post_as(app, token, "/swarm/tasks/no-such-task/cancel", &json!({})).await;
     match (status, answer["error"]["code"].as_str()) {
         (StatusCode::SERVICE_UNAVAILABLE, Some("not_leader")) => false,
         (StatusCode::NOT_FOUND, _) => true,
