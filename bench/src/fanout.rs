@@ -157,7 +157,9 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     eprintln!("{connected} subscribers in {ramp_secs:.1} s; publishing");
 
     let before = server.as_ref().map(Proc::usage).transpose().context("reading the server's /proc")?;
-    let sampler = server.clone().map(|server| tokio::spawn(sample_rss(server, args.rss_every, stop.clone())));
+    let sampler = server
+        .clone()
+        .map(|server| tokio::spawn(sample_rss(server, Duration::from_secs(args.rss_every), stop.clone())));
     let publish_start_ns = subscriber::unix_nanos();
     let publish_start = Instant::now();
     let published = publish(target, &args.plan(), None).await?;
@@ -415,11 +417,11 @@ async fn post_stamped(
     Ok(())
 }
 
-/// The server's RSS every `every` seconds until `stop`: (seconds since the start, bytes).
+/// The server's RSS every `every` until `stop`: (seconds since the start, bytes).
 /// A failed read (the server gone) ends the series.
-async fn sample_rss(server: Proc, every: u64, stop: CancellationToken) -> Vec<(f64, u64)> {
+pub async fn sample_rss(server: Proc, every: Duration, stop: CancellationToken) -> Vec<(f64, u64)> {
     let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    let mut tick = tokio::time::interval(every);
     let mut samples = Vec::new();
     loop {
         tokio::select! {

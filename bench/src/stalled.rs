@@ -128,19 +128,7 @@ pub async fn run(target: &Target, args: StalledArgs) -> anyhow::Result<Report> {
     eprintln!("{} stalled subscribers; publishing beside them for {} s", stalled.len(), args.phase_secs);
 
     let stop_sampling = CancellationToken::new();
-    let sampler = server.clone().map(|proc| {
-        let stop = stop_sampling.clone();
-        tokio::spawn(async move {
-            let mut peak = 0;
-            while !stop.is_cancelled() {
-                if let Ok(u) = proc.usage() {
-                    peak = peak.max(u.rss_bytes);
-                }
-                tokio::time::sleep(SAMPLE).await;
-            }
-            peak
-        })
-    });
+    let sampler = server.clone().map(|proc| tokio::spawn(fanout::sample_rss(proc, SAMPLE, stop_sampling.clone())));
     // The first seconds, while the stalled fill their socket buffers, apart.
     let settle_plan = Plan { events: args.rate * args.settle_secs, max_secs: args.settle_secs * 3, ..plan };
     let settling = fanout::publish(target, &settle_plan, None).await?;
@@ -153,7 +141,9 @@ pub async fn run(target: &Target, args: StalledArgs) -> anyhow::Result<Report> {
     let during_cpu = cpu_between(opened, usage()?);
     stop_sampling.cancel();
     let peak = match sampler {
-        Some(s) => Some(s.await.context("the RSS sampler panicked")?),
+        Some(s) => {
+            Some(s.await.context("the RSS sampler panicked")?.into_iter().map(|(_, rss)| rss).max().unwrap_or(0))
+        }
         None => None,
     };
     let (with_stalled, settle_latency, steady) = {
