@@ -182,6 +182,13 @@ async fn listed_until(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// The value of `metric{webhook="id"}` in `/metrics`, if it is there.
+async fn webhook_metric(app: &TestApp, metric: &str, id: &str) -> Option<u64> {
+    let metrics = app.http.get(app.url("/metrics")).bearer_auth(&app.admin).send().await.unwrap().text().await.unwrap();
+    let name = format!("{metric}{{webhook=\"{id}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&name)).map(|v| v.parse().expect("a count"))
+}
+
 #[tokio::test]
 async fn every_matching_event_arrives_in_order_and_every_signature_verifies() {
     let app = app_reaching_loopback().await;
@@ -239,6 +246,9 @@ async fn a_failing_receiver_gets_the_same_delivery_again_then_everything() {
         Receiver::start(move |_| Answer::Status(if healthy.load(Ordering::SeqCst) { 200 } else { 503 })).await
     };
     let (id, secret) = create(&app, json!({ "url": receiver.url() })).await;
+    // A second webhook, whose receiver answers, is not held up by the failing one.
+    let other = Receiver::start(|_| Answer::Status(204)).await;
+    let _ = create(&app, json!({ "url": other.url() })).await;
     let (_, answer) = app.post_events(&events("system.info", 30)).await;
     let mut expected = posted(&answer);
     let failed = receiver.wait_for("three failed attempts", |l| l.len() >= 3).await;
@@ -246,6 +256,10 @@ async fn a_failing_receiver_gets_the_same_delivery_again_then_everything() {
         assert_eq!((&r.id, &r.body), (&failed[0].id, &failed[0].body), "a retry is the same delivery");
         assert!(verifies(&secret, r));
     }
+    let beside = other.wait_for("the 30 events beside the failing webhook", |l| first_deliveries(l).len() >= 30).await;
+    assert_eq!(first_deliveries(&beside), expected, "the healthy webhook delivers while the other fails");
+    let failures = webhook_metric(&app, "swarmfeed_webhook_failures_total", &id).await;
+    assert!(failures.is_some_and(|n| n >= 3), "failed attempts counted: {failures:?}");
     let w = listed_until(&app, &id, |w| w["last_status"] == 503).await;
     assert!(w["last_error"].as_str().unwrap().contains("503"), "{w}");
     assert!(w["failing_since"].is_string(), "{w}");
@@ -644,5 +658,61 @@ async fn past_a_hundred_webhooks_a_new_one_is_refused_until_one_is_deleted() {
     assert_eq!(deleted.unwrap().status(), StatusCode::OK);
     let (status, _) = app.post_raw("/api/webhooks", &body, Some(&app.admin)).await;
     assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_without_an_answer_times_out_and_the_same_delivery_is_sent_again() {
+    let app = spawn_with(|c| {
+        c.webhooks.allow_private = true;
+        c.webhooks.retry_min = Duration::from_millis(50);
+        c.webhooks.retry_max = Duration::from_millis(200);
+        c.webhooks.attempt_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // The first two attempts never get an answer; the third does.
+    let receiver = Receiver::start(|n| if n < 2 { Answer::Hang } else { Answer::Status(200) }).await;
+    let (id, _) = create(&app, json!({ "url": receiver.url() })).await;
+    let (_, answer) = app.post_events(&events("system.info", 5)).await;
+    let log = receiver.wait_for("an answered attempt", |l| l.iter().any(|r| r.status == 200)).await;
+    assert_eq!(log.iter().map(|r| r.status).collect::<Vec<_>>(), [0, 0, 200], "two timed out, then one answered");
+    assert!(log.iter().all(|r| r.id == log[0].id && r.body == log[0].body), "every attempt is the same delivery");
+    assert_eq!(first_deliveries(&log), posted(&answer));
+    listed_until(&app, &id, |w| w["lag"] == 0).await;
+    assert_eq!(webhook_metric(&app, "swarmfeed_webhook_failures_total", &id).await, Some(2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_attempt_and_is_never_followed() {
+    let app = app_reaching_loopback().await;
+    // Where the redirect points: it must never be reached.
+    let elsewhere = Receiver::start(|_| Answer::Status(200)).await;
+    let location = elsewhere.url();
+    let redirector = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let location = location.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let _server = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        axum::serve(listener, redirector).await.unwrap();
+    }));
+
+    let (id, _) = create(&app, json!({ "url": url })).await;
+    app.post_events(&events("system.info", 3)).await;
+    let w = listed_until(&app, &id, |w| w["last_status"] == 307).await;
+    assert!(w["last_error"].as_str().unwrap().contains("307"), "{w}");
+    assert!(w["failing_since"].is_string() && w["lag"].as_u64() >= Some(3), "nothing counts as delivered: {w}");
+    // Let it retry: each attempt meets the redirect again, and none goes on to it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while webhook_metric(&app, "swarmfeed_webhook_failures_total", &id).await.unwrap_or(0) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the webhook stopped retrying after a redirect");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(elsewhere.received().is_empty(), "the redirect was followed: {:?}", elsewhere.received().len());
     app.stop().await;
 }
