@@ -87,7 +87,7 @@ pub(crate) enum Format {
     /// `{"events":[…]}`, up to 100 events a delivery, signed.
     #[default]
     Standard,
-    /// `{"text":"…"}` per event, for Slack, Mattermost and Discord incoming webhooks.
+    /// `{"text":"…"}` per event, for Slack and Mattermost incoming webhooks, and Discord's at its `/slack` URL.
     Slack,
 }
 
