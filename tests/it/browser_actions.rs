@@ -1,6 +1,6 @@
 //! Operator actions from the pages, in headless Chromium (DESIGN §10): a person opens
-//! an action, confirms it, and the page comes back showing what it did; a read-scope
-//! viewer sees no actions.
+//! an action, confirms it, and the page comes back showing what it did, on a desktop
+//! and on a phone; a read-scope viewer sees no actions.
 
 use std::time::Duration;
 
@@ -115,6 +115,60 @@ async fn a_read_scope_viewer_sees_no_actions() {
     browser.login(&base, &ops).await;
     browser.goto(&format!("{base}/swarm/tasks/{task_id}")).await;
     browser.wait_for("the actions", "document.querySelectorAll('details.confirm').length === 2").await;
+    browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn on_a_phone_an_operator_closes_an_auction_now_and_removes_an_agent_after_confirming() {
+    let (app, task_id) = swarm_with_a_task().await;
+    let bid = json!({"agent_id": "echo", "bid_sats": 7}).to_string();
+    let (status, _) = app.post_raw(&format!("/swarm/tasks/{task_id}/bids"), &bid, Some(&app.admin)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ops = app.named_token("ops-bob", "write").await;
+    let base = format!("http://{}", app.addr);
+    let browser = Browser::start(PHONE.0, PHONE.1).await;
+    browser.login(&base, &ops).await;
+    let path = format!("/swarm/tasks/{task_id}");
+    browser.goto(&format!("{base}{path}")).await;
+    browser.wait_for_path(&path).await;
+
+    let close = "form[action$='/close']";
+    assert!(!shown(&browser, &format!("{close} button[type='submit']")).await, "nothing is done before confirming");
+    browser.click(&format!("details.confirm:has({close}) > summary")).await;
+    assert!(shown(&browser, &format!("{close} button[type='submit']")).await, "the confirmation shows the button");
+    browser.screenshot("actions-close-confirm-375").await;
+    browser.click(&format!("{close} button[type='submit']")).await;
+    browser
+        .wait_for(
+            "the task page to show the auction settled",
+            "document.querySelector('.page-head .badge')?.textContent === 'assigned'",
+        )
+        .await;
+    assert!(!shown(&browser, close).await, "an assigned task offers no close");
+    let events = app.all_events().await;
+    let closed: Vec<&Value> = events.iter().filter(|e| e["event_type"] == "auction.closed").collect();
+    assert_eq!(closed.len(), 1, "closed once");
+    let assigned = events.iter().find(|e| e["event_type"] == "task.assigned").expect("task.assigned");
+    assert_eq!(assigned["agent_id"], "echo");
+
+    browser.goto(&format!("{base}/swarm/agents/echo")).await;
+    browser.wait_for_path("/swarm/agents/echo").await;
+    let remove = "form[action$='/remove']";
+    assert!(!shown(&browser, &format!("{remove} button[type='submit']")).await, "nothing is done before confirming");
+    browser.click(&format!("details.confirm:has({remove}) > summary")).await;
+    assert!(shown(&browser, &format!("{remove} button[type='submit']")).await, "the confirmation shows the button");
+    browser.screenshot("actions-remove-confirm-375").await;
+    browser.click(&format!("{remove} button[type='submit']")).await;
+    browser
+        .wait_for(
+            "the agent page to show it offline",
+            "document.querySelector('.page-head .badge')?.textContent === 'offline'",
+        )
+        .await;
+    let events = app.all_events().await;
+    let left = events.iter().find(|e| e["event_type"] == "agent.left").expect("agent.left");
+    assert_eq!((&left["data"]["reason"], &left["data"]["actor"]), (&json!("removed"), &json!("ops-bob")));
     browser.close().await;
     app.stop().await;
 }
