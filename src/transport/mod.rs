@@ -108,8 +108,11 @@ pub(crate) async fn paced_next(
 /// an event stream is read and sent as chunks of at most this much, each read only
 /// when hyper asks for the next, which it does only while its write queue has room.
 /// So a client that stops reading holds hyper's queue and one chunk, never a step of
-/// the frame limit's 1 MiB, and never its backlog (DESIGN §1).
-pub(crate) const SSE_CHUNK_BYTES: usize = 32 * 1024;
+/// the frame limit's 1 MiB, and never its backlog (DESIGN §1). hyper's queue takes up
+/// to its `max_buf_size` (64 KiB here) before it stops asking; 16 KiB chunks keep the
+/// two under issue 19's 128 KiB a stalled viewer (32 KiB ones held 109 KiB in the
+/// debug build's test, 16 KiB ones 68 KiB).
+pub(crate) const SSE_CHUNK_BYTES: usize = 16 * 1024;
 /// The same for `format=html`, whose rows are larger than the events' JSON.
 pub(crate) const SSE_HTML_CHUNK_BYTES: usize = 8 * 1024;
 
