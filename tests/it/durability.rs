@@ -283,15 +283,16 @@ async fn the_server_leaves_little_unsent_in_the_kernel_for_a_viewer_that_stopped
 }
 
 /// What a stalled viewer may cost the server beyond its kernel socket buffers (issue
-/// 19: 128 KiB), and the margins for what the debug binary, the allocator, the posts
-/// and RSS sampling add. Two figures are asserted. What the viewers go on holding once
-/// stalled measured 47–110 KiB (the three transports, run one at a time), so it is held
-/// to twice the promise. The peak while their sessions read their last steps at once
-/// has shown 164–493 KiB beside other tests, so it is held to 1 MiB, which still fails
-/// on a buffered backlog (6 MiB a viewer here). The release binary's figure, 1 000
-/// viewers, is the bench's (`swarmfeed-bench stalled`: 17–29 KiB, docs/BENCHMARKS.md).
+/// 19: 128 KiB), and the margin for what the debug binary, the allocator, the posts
+/// and RSS sampling add at the peak. Two figures are asserted, over 300 viewers so the
+/// allocator's noise is spread thin. What the viewers go on holding once stalled is
+/// held to the promise: 64–80 KiB measured (the three transports, run one at a time;
+/// event streams took 109 KiB with 32 KiB chunks, 68 KiB with 16 KiB). The peak while
+/// their sessions read their last steps at once has shown 164–493 KiB over 100 viewers
+/// beside other tests, so it is held to 1 MiB, which still fails on a buffered backlog
+/// (6 MiB a viewer here). The release binary's figure, 1 000 viewers, is the bench's
+/// (`swarmfeed-bench stalled`: 17–29 KiB, docs/BENCHMARKS.md).
 const STALLED_VIEWER_BYTES: u64 = 128 * 1024;
-const STALLED_HELD_BYTES: u64 = 2 * STALLED_VIEWER_BYTES;
 const STALLED_MARGIN_BYTES: u64 = 896 * 1024;
 
 /// A transport's stalled viewer.
@@ -381,14 +382,14 @@ async fn open_stalled(addr: std::net::SocketAddr, token: &str, kind: Stalled) ->
     }
 }
 
-/// 100 viewers of `kind` stop reading while 3 000 events of 2 KiB (6 MiB) go by, far
+/// 300 viewers of `kind` stop reading while 3 000 events of 2 KiB (6 MiB) go by, far
 /// more than their socket buffers hold: the server's RSS may grow by at most
 /// [`STALLED_VIEWER_BYTES`] and the margin for each at its peak, and go on holding at
-/// most [`STALLED_HELD_BYTES`] for each once they have stalled. Then they are closed
+/// most [`STALLED_VIEWER_BYTES`] for each once they have stalled. Then they are closed
 /// after the write timeout (5 s, longer than the measuring takes). Returns the server, its data directory and an admin token; the
 /// 3 000 events are seqs 3 001 to 6 000.
 async fn stalled_viewers_cost_a_bounded_amount(kind: Stalled) -> (BinaryServer, tempfile::TempDir, String) {
-    const VIEWERS: usize = 100;
+    const VIEWERS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let server = BinaryServer::start(dir.path(), &["--write-timeout", "5", "--ring-capacity", "256"]).await;
     let token = server.admin_token();
@@ -432,7 +433,11 @@ async fn stalled_viewers_cost_a_bounded_amount(kind: Stalled) -> (BinaryServer, 
         per_viewer / 1024,
         held / 1024
     );
-    assert!(held <= STALLED_HELD_BYTES, "a stalled {kind:?} viewer goes on holding {} KiB of the server", held / 1024);
+    assert!(
+        held <= STALLED_VIEWER_BYTES,
+        "a stalled {kind:?} viewer goes on holding {} KiB of the server",
+        held / 1024
+    );
     assert!(
         per_viewer <= STALLED_VIEWER_BYTES + STALLED_MARGIN_BYTES,
         "a stalled {kind:?} viewer cost the server {} KiB",
